@@ -1,0 +1,30 @@
+"""`pack-agent check-config FILE`: every problem in a configuration, each with its key."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "validate a configuration file and the CAN databases it names"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="the TOML configuration file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pack_agent.config import load_config
+    from pack_agent.database import load_and_check
+    from pack_agent.errors import ConfigError
+
+    try:
+        config = load_config(args.config)
+        db = load_and_check(config)
+    except ConfigError as exc:
+        print(exc.render())
+        return 1
+    print(
+        f"{args.config}: ok — VIN {config.vin}, {len(db.messages)} messages in "
+        f"{len(config.databases)} database(s), {len(config.metrics)} metrics, "
+        f"{len(config.rules)} rule(s), {len(config.buses)} bus(es)"
+    )
+    return 0

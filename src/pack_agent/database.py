@@ -1,0 +1,128 @@
+"""Loading CAN databases (DBC, KCD, SYM, ARXML) and checking a configuration against them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pack_agent.config import AgentConfig
+from pack_agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    import cantools.database
+
+
+# The owner-notice handshake is part of the reference database's contract.
+NOTICE_SIGNALS = (
+    "PA_NoticeSeq",
+    "PA_NoticeId",
+    "PA_NoticeSeverity",
+    "PA_NoticeAction",
+    "PA_NoticeAttempt",
+)
+ACK_SIGNALS = ("HU_AckSeq", "HU_AckNoticeId", "HU_AckResponse")
+
+
+def load_databases(config: AgentConfig) -> cantools.database.Database:
+    """All configured files merged into one database; errors name the ``databases[i]`` key."""
+    import cantools
+
+    db = cantools.database.Database()
+    problems: list[str] = []
+    for i, path in enumerate(config.database_paths()):
+        key = f"databases[{i}]"
+        if not path.is_file():
+            problems.append(f"{key}: file not found: {path}")
+            continue
+        try:
+            loaded = cantools.database.load_file(str(path), strict=True)
+        except Exception as exc:  # cantools raises many types for bad files
+            problems.append(f"{key}: cannot load {path.name}: {_first_line(exc)}")
+            continue
+        if not isinstance(loaded, cantools.database.can.Database):
+            problems.append(f"{key}: {path.name} is not a CAN database")
+            continue
+        for message in loaded.messages:
+            try:
+                db.get_message_by_name(message.name)
+            except KeyError:
+                db.messages.append(message)
+            else:
+                problems.append(f"{key}: message {message.name!r} is defined twice")
+    if problems:
+        raise ConfigError(problems, _source(config))
+    db.refresh()
+    return db
+
+
+def check_against_database(config: AgentConfig, db: cantools.database.Database) -> list[str]:
+    """Every mapped message and signal must exist; returns problems with their keys."""
+    problems: list[str] = []
+
+    def check(key: str, message: str, signals: list[str], signal_key: str | None = None) -> None:
+        try:
+            msg = db.get_message_by_name(message)
+        except KeyError:
+            problems.append(f"{key}: message {message!r} is not in the database(s)")
+            return
+        names = {s.name for s in msg.signals}
+        for sig in signals:
+            if sig not in names:
+                problems.append(
+                    f"{signal_key or key}: signal {sig!r} is not in message {message!r}"
+                )
+
+    for metric, ref in config.metrics.items():
+        check(f"metrics.{metric}.message", ref.message, [ref.signal], f"metrics.{metric}.signal")
+    pc = config.pack_code
+    check("pack_code.message", pc.message, [pc.mux_signal, *pc.pages], "pack_code")
+    if not problems:
+        msg = db.get_message_by_name(pc.message)
+        for i, page in enumerate(pc.pages):
+            sig = msg.get_signal_by_name(page)
+            if not sig.multiplexer_ids:
+                problems.append(f"pack_code.pages[{i}]: signal {page!r} is not multiplexed")
+            if sig.length % 8:
+                problems.append(f"pack_code.pages[{i}]: signal {page!r} is not whole bytes")
+    notice = config.notice
+    check("notice.message", notice.message, list(NOTICE_SIGNALS))
+    check("notice.ack_message", notice.ack_message, list(ACK_SIGNALS))
+    return problems
+
+
+def signal_default(sig: Any) -> float:
+    """The value to encode for a signal nobody set: its initial value, kept inside its range."""
+    value = sig.raw_to_scaled(sig.raw_initial or 0, decode_choices=False)
+    if sig.minimum is not None and value < sig.minimum:
+        return float(sig.minimum)
+    if sig.maximum is not None and value > sig.maximum:
+        return float(sig.maximum)
+    return value
+
+
+def complete_values(message: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """cantools encodes only complete frames: fill every signal not given (and, in a
+    multiplexed message, only those of the selected page)."""
+    out = {}
+    for sig in message.signals:
+        if sig.name in values:
+            out[sig.name] = values[sig.name]
+        elif not sig.multiplexer_ids or values.get(sig.multiplexer_signal) in sig.multiplexer_ids:
+            out[sig.name] = signal_default(sig)
+    return out
+
+
+def load_and_check(config: AgentConfig) -> cantools.database.Database:
+    db = load_databases(config)
+    problems = check_against_database(config, db)
+    if problems:
+        raise ConfigError(problems, _source(config))
+    return db
+
+
+def _source(config: AgentConfig) -> str:
+    return config.source
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,10 @@
+"""The virtual vehicle: a BMS, a VCU and a head unit that speak the reference CAN database.
+
+The demo and most integration tests run on it; ``pack-agent simulate`` puts it
+on any python-can bus so real tools can be pointed at it.
+"""
+
+from pack_agent.sim.scenario import SCENARIOS, Scenario
+from pack_agent.sim.vehicle import VirtualHeadUnit, VirtualVehicle
+
+__all__ = ["SCENARIOS", "Scenario", "VirtualHeadUnit", "VirtualVehicle"]

@@ -1,0 +1,195 @@
+"""The virtual BMS, VCU and head unit on a python-can bus.
+
+Frames carry simulated time in their timestamps (the bus is opened with
+``preserve_timestamps`` where the interface supports it), so an agent that
+takes time from frames lives through years in seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pack_agent.catalogue import NoticeText, load_catalogue
+from pack_agent.database import complete_values
+from pack_agent.notices import ACK_RESPONSES
+from pack_agent.sim.scenario import DAY, DayState, Scenario
+
+if TYPE_CHECKING:
+    import can
+    import cantools.database
+
+RESPONSE_CODES = {name: code for code, name in ACK_RESPONSES.items()}
+
+
+def encode(
+    db: cantools.database.Database, name: str, values: dict[str, Any], t: float
+) -> can.Message:
+    import can
+
+    msg = db.get_message_by_name(name)
+    return can.Message(
+        arbitration_id=msg.frame_id,
+        is_extended_id=msg.is_extended_frame,
+        data=msg.encode(complete_values(msg, values)),
+        timestamp=t,
+    )
+
+
+def code_pages(db: cantools.database.Database, code: str, t: float) -> list[can.Message]:
+    """The 24-character code as four ``BMS_PackCode`` pages, six ASCII characters each."""
+    out = []
+    for page in range(4):
+        chunk = code[page * 6 : page * 6 + 6].encode("ascii").ljust(6, b"\0")
+        values = {
+            "PackCode_Page": page,
+            "PackCode_PackIndex": 0,
+            f"PackCode_Text{page}": int.from_bytes(chunk, "little"),
+        }
+        out.append(encode(db, "BMS_PackCode", values, t + page * 0.01))
+    return out
+
+
+def day_frames(db: cantools.database.Database, s: DayState) -> list[can.Message]:
+    """One simulated day: the code (twice, to be confirmed), health, status and vehicle."""
+    t = s.time
+    frames = code_pages(db, s.code, t) + code_pages(db, s.code, t + 1.0)
+    frames.append(
+        encode(
+            db,
+            "BMS_Health",
+            {
+                "BMS_SOH": s.soh,
+                "BMS_Capacity": s.capacity_ah,
+                "BMS_InternalResistance": s.resistance_mohm,
+                "BMS_FullCycles": s.full_cycles,
+                "BMS_EndOfLife": 0,
+            },
+            t + 2.0,
+        )
+    )
+    frames.append(
+        encode(
+            db,
+            "BMS_Status",
+            {"BMS_SOC": s.soc, "BMS_PackVoltage": 355.0, "BMS_PackCurrent": 12.5},
+            t + 2.1,
+        )
+    )
+    frames.append(
+        encode(db, "VCU_Vehicle", {"VCU_Odometer": s.odometer_km, "VCU_Ignition": 2}, t + 2.2)
+    )
+    return frames
+
+
+@dataclass
+class Shown:
+    """A notice as the owner saw it on the head unit."""
+
+    time: float
+    seq: int
+    notice_id: int
+    attempt: int
+    text: NoticeText | None
+
+
+class VirtualHeadUnit:
+    """Shows notices from the catalogue and answers after ``delay_s`` of simulated time,
+    or never (``response=None``)."""
+
+    def __init__(
+        self,
+        db: cantools.database.Database,
+        response: str | None = "seen",
+        delay_s: float = 2 * DAY,
+        outlet: str = "",
+        on_show: Callable[[Shown], None] | None = None,
+    ) -> None:
+        self._db = db
+        self._notice = db.get_message_by_name("PA_OwnerNotice")
+        self._response = response
+        self._delay = delay_s
+        self._catalogue = load_catalogue(outlet=outlet)
+        self._on_show = on_show
+        self._pending: dict[tuple[int, int], float] = {}  # (seq, id) -> answer time
+        self._answered: set[tuple[int, int]] = set()
+        self.shown: list[Shown] = []
+
+    def on_frame(self, frame: can.Message, now: float) -> None:
+        if frame.arbitration_id != self._notice.frame_id:
+            return
+        v = self._notice.decode(bytes(frame.data), decode_choices=False)
+        seq, nid = int(v["PA_NoticeSeq"]), int(v["PA_NoticeId"])
+        if int(v.get("PA_NoticeAction", 1)) != 1:
+            return
+        shown = Shown(now, seq, nid, int(v.get("PA_NoticeAttempt", 0)), self._catalogue.get(nid))
+        self.shown.append(shown)
+        if self._on_show is not None:
+            self._on_show(shown)
+        key = (seq, nid)
+        if self._response is not None and key not in self._answered:
+            self._pending.setdefault(key, now + self._delay)
+
+    def answers_due(self, now: float) -> list[can.Message]:
+        out = []
+        for key, at in list(self._pending.items()):
+            if now >= at:
+                seq, nid = key
+                del self._pending[key]
+                self._answered.add(key)
+                values = {
+                    "HU_AckSeq": seq,
+                    "HU_AckNoticeId": nid,
+                    "HU_AckResponse": RESPONSE_CODES[self._response or "seen"],
+                }
+                out.append(encode(self._db, "HU_NoticeAck", values, now))
+        return out
+
+
+class VirtualVehicle:
+    """Plays a scenario onto a bus, day by day, and runs the head unit on the same bus."""
+
+    def __init__(
+        self,
+        bus: can.BusABC,
+        db: cantools.database.Database,
+        scenario: Scenario,
+        head_unit: VirtualHeadUnit | None = None,
+        pace_s: float = 0.0,
+        on_day: Callable[[DayState], None] | None = None,
+    ) -> None:
+        self.bus = bus
+        self.db = db
+        self.scenario = scenario
+        self.head_unit = head_unit
+        self.pace_s = pace_s
+        self.on_day = on_day
+        self.day: DayState | None = None
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        for state in self.scenario.states():
+            if stop is not None and stop.is_set():
+                return
+            self.day = state
+            for frame in day_frames(self.db, state):
+                self.bus.send(frame)
+            self.serve_head_unit(state.time + 3.0)
+            if self.on_day is not None:
+                self.on_day(state)
+            if self.pace_s:
+                time.sleep(self.pace_s)
+            self.serve_head_unit(state.time + 4.0)
+
+    def serve_head_unit(self, now: float) -> None:
+        if self.head_unit is None:
+            return
+        while True:
+            frame = self.bus.recv(0)
+            if frame is None:
+                break
+            self.head_unit.on_frame(frame, now)
+        for answer in self.head_unit.answers_due(now):
+            self.bus.send(answer)

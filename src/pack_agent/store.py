@@ -1,0 +1,275 @@
+"""The agent's disk: the event outbox and its own small state, in one SQLite file.
+
+Nothing else in pack-agent touches SQLite. An event is numbered (per-vehicle
+``seq``) and written here before anyone tries to send it, and leaves only when
+the broker has acknowledged it, so crashes, power cuts and weeks offline lose
+nothing.
+
+Durability: the file is in WAL mode. ``synchronous="NORMAL"`` (the default)
+survives any crash of the process; after a power cut the last few commits may
+be missing (the file stays consistent). ``"FULL"`` syncs every commit and
+survives power loss too, at about a fifth of the write rate and more flash
+wear. Delivered events are deleted, not flagged: the file stays as small as the
+backlog (SQLite reuses the freed pages) and nobody needs delivered events here.
+
+Ownership: one thread (the main loop) owns a ``Store``; sqlite3 enforces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Collection, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pack_agent.errors import StoreError
+from pack_agent.events import Event, EventDraft, utc_from_timestamp
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+_DROPPABLE = "pack.health"  # the only type the size bound may drop; see ESSENTIAL_TYPES
+_K_DELIVERED, _K_DROPPED = "store.delivered_total", "store.dropped_total"
+_K_LAST = "store.last_delivered_at"
+_SCHEMA = """
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY,        -- append order
+    event_id TEXT NOT NULL UNIQUE,
+    vin TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    body TEXT NOT NULL             -- Event.to_json(), exactly what is published
+);
+CREATE TABLE seq (vin TEXT PRIMARY KEY, last INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID
+"""
+
+
+class Store:
+    """The outbox and the agent state. Every method raises ``StoreError`` (naming the
+    file) for any SQLite failure, so the caller sees one kind of error."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_events: int = 100_000,
+        synchronous: str = "NORMAL",
+        busy_timeout_ms: int = 5000,
+    ) -> None:
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+        if max_events < 1:
+            raise ValueError("max_events must be >= 1")
+        self.path = Path(path)
+        self.max_events = max_events
+        self._depth = 0  # transaction nesting
+        self._count: int | None = None  # cached pending_count, None = unknown
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():  # the file holds the VIN and pack codes: owner only
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            why = exc.strerror or exc
+            raise StoreError(f"{self.path}: cannot create the store: {why}") from None
+        with self._guard("cannot open"):
+            self._conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            self._setup(synchronous.upper(), busy_timeout_ms)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _setup(self, synchronous: str, busy_timeout_ms: int) -> None:
+        with self._guard("not a usable SQLite database (move it aside or restore a backup)"):
+            c = self._conn
+            c.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: written by a newer pack-agent (schema {version}, "
+                f"this one knows up to {SCHEMA_VERSION})"
+            )
+        if version == 0 and tables:
+            raise StoreError(f"{self.path}: an SQLite database, but not a pack-agent store")
+        with self._guard("cannot set up"):
+            mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                log.warning("%s: journal mode is %s, not WAL (filesystem?)", self.path, mode)
+            c.execute(f"PRAGMA synchronous = {synchronous}")
+            c.execute("PRAGMA journal_size_limit = 4194304")  # keep the -wal file bounded
+            if version == 0:
+                with self.transaction():
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        c.execute(statement)
+                    c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextlib.contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {what}: {exc}") from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything inside commits together, or (on an exception) not at all.
+
+        Nested blocks join the outermost one: an exception caught inside the outer
+        block does not undo the inner block's writes."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        with self._guard("cannot begin a transaction"):
+            self._conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+            with self._guard("cannot commit"):
+                self._conn.execute("COMMIT")
+        except BaseException:
+            self._count = None
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._depth = 0
+
+    def _exec(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        with self._guard("write failed"):
+            return self._conn.execute(sql, tuple(params))
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        with self._guard("read failed"):  # rows are read lazily: fetch inside the guard
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    # -- outbox ---------------------------------------------------------------
+
+    def append(self, draft: EventDraft) -> Event:
+        """Number the draft (next ``seq`` for its VIN) and store it.
+
+        When the outbox already holds ``max_events``, the oldest undelivered
+        ``pack.health`` events are deleted to make room (counted in
+        ``dropped_total``). Essential events are never dropped: with an outbox
+        full of them the append still succeeds and the outbox grows past
+        ``max_events``; the caller may compare ``pending_count()`` with
+        ``max_events`` and warn."""
+        with self.transaction():
+            rows = self._query("SELECT last FROM seq WHERE vin = ?", (draft.vin,))
+            seq = (rows[0][0] if rows else 0) + 1
+            event = Event.from_draft(draft, seq)
+            excess = self.pending_count() + 1 - self.max_events
+            if excess > 0:
+                self._drop_health(excess)
+            self._exec("INSERT OR REPLACE INTO seq (vin, last) VALUES (?, ?)", (draft.vin, seq))
+            self._exec(
+                "INSERT INTO outbox (event_id, vin, seq, type, body) VALUES (?, ?, ?, ?, ?)",
+                (event.event_id, event.vin, seq, event.type, event.to_json()),
+            )
+            self._count = (self._count or 0) + 1
+        return event
+
+    def _drop_health(self, n: int) -> None:
+        cur = self._exec(
+            "DELETE FROM outbox WHERE id IN "
+            "(SELECT id FROM outbox WHERE type = ? ORDER BY id LIMIT ?)",
+            (_DROPPABLE, n),
+        )
+        if cur.rowcount:
+            self._count = (self._count or 0) - cur.rowcount
+            self._put(_K_DROPPED, self.dropped_total + cur.rowcount)
+
+    def pending(self, limit: int, exclude: Collection[str] = ()) -> list[Event]:
+        """Up to ``limit`` undelivered events, oldest first, skipping ``exclude``
+        (the ids in flight)."""
+        skip = set(exclude)
+        rows = self._query(
+            "SELECT event_id, body FROM outbox ORDER BY id LIMIT ?", (limit + len(skip),)
+        )
+        bodies = [body for event_id, body in rows if event_id not in skip][:limit]
+        return [Event.model_validate_json(body) for body in bodies]
+
+    def mark_delivered(self, event_ids: Iterable[str], *, now: float | None = None) -> int:
+        """Delete acknowledged events; returns how many were still here (an id that
+        was dropped or already delivered is ignored)."""
+        ids = list(dict.fromkeys(event_ids))
+        if not ids:
+            return 0
+        done = 0
+        with self.transaction():
+            for i in range(0, len(ids), 500):  # stay under SQLite's variable limit
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f"DELETE FROM outbox WHERE event_id IN ({marks})"
+                done += self._exec(sql, chunk).rowcount
+            if done:
+                self._count = None if self._count is None else self._count - done
+                when = utc_from_timestamp(time.time() if now is None else now)
+                self._put(_K_DELIVERED, (self._get(_K_DELIVERED) or 0) + done)
+                self._put(_K_LAST, when.isoformat())
+        return done
+
+    def pending_count(self) -> int:
+        if self._count is None:
+            self._count = int(self._query("SELECT count(*) FROM outbox")[0][0])
+        return self._count
+
+    @property
+    def dropped_total(self) -> int:
+        """``pack.health`` events dropped by the size bound, ever."""
+        return int(self._get(_K_DROPPED) or 0)
+
+    # -- agent state ----------------------------------------------------------
+
+    def _get(self, key: str, default: Any = None) -> Any:
+        rows = self._query("SELECT value FROM state WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else default
+
+    def _put(self, key: str, value: Any) -> None:
+        sql = "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)"
+        self._exec(sql, (key, json.dumps(value)))
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        return self._get(key, default)
+
+    def put_state(self, key: str, value: Any) -> None:
+        """Store any JSON value under ``key`` (keys starting with ``store.`` are this
+        module's own counters)."""
+        with self.transaction():
+            self._put(key, value)
+
+    def stats(self) -> dict[str, Any]:
+        size = sum(
+            p.stat().st_size
+            for p in (self.path, self.path.with_name(self.path.name + "-wal"))
+            if p.exists()
+        )
+        return {
+            "pending": self.pending_count(),
+            "delivered_total": int(self._get(_K_DELIVERED) or 0),
+            "dropped_total": self.dropped_total,
+            "last_delivered_at": self._get(_K_LAST),
+            "file_bytes": size,
+        }
+
+    def close(self) -> None:
+        """Close the file (idempotent). WAL contents are folded into the main file."""
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,84 @@
+"""The pack as the agent knows it: identity, latest health, freshness of the BMS.
+
+Pure: it takes codes, readings and time, and returns what happened as
+``(event type, data)`` pairs; the agent turns them into stored events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pack_agent.codes import check_code
+from pack_agent.decoder import Reading
+
+Happening = tuple[str, dict[str, Any]]
+
+
+class PackTracker:
+    def __init__(self, known_code: str | None, bms_timeout_s: float) -> None:
+        self.code = known_code
+        self.latest: dict[str, Reading] = {}
+        self._timeout = bms_timeout_s
+        self._last_frame: float | None = None
+        self._silent = False
+        self._last_invalid: str | None = None
+
+    def on_code(self, text: str) -> list[Happening]:
+        """A confirmed code from the BMS: new, the same, a different pack, or not a valid code."""
+        report = check_code(text)
+        if not report.valid:
+            if text == self._last_invalid:
+                return []
+            self._last_invalid = text
+            return [("pack.code_invalid", {"raw": text, "errors": list(report.errors)})]
+        self._last_invalid = None
+        if text == self.code:
+            return []
+        fields = report.fields.to_dict() if report.fields is not None else {}
+        previous, self.code = self.code, text
+        self.latest.clear()
+        if previous is None:
+            return [("pack.identified", {"pack_code": text, "fields": fields})]
+        return [("pack.replaced", {"previous_code": previous, "pack_code": text, "fields": fields})]
+
+    def on_reading(self, reading: Reading) -> list[Happening]:
+        self.latest[reading.metric] = reading
+        return self.on_frame(reading.time)
+
+    def on_frame(self, now: float) -> list[Happening]:
+        """Any mapped BMS frame proves the BMS is alive."""
+        self._last_frame = now if self._last_frame is None else max(self._last_frame, now)
+        if self._silent:
+            self._silent = False
+            return [("bms.recovered", {"pack_code": self.code})]
+        return []
+
+    def check_silence(self, now: float) -> list[Happening]:
+        if self._silent or self._last_frame is None:
+            return []
+        if now - self._last_frame > self._timeout:
+            self._silent = True
+            return [
+                (
+                    "bms.silent",
+                    {"pack_code": self.code, "silent_for_s": round(now - self._last_frame, 3)},
+                )
+            ]
+        return []
+
+    @property
+    def bms_silent(self) -> bool:
+        return self._silent
+
+    def fresh(self, metric: str, now: float) -> Reading | None:
+        """The latest reading of ``metric`` unless it is older than the BMS timeout."""
+        r = self.latest.get(metric)
+        if r is None or now - r.time > self._timeout:
+            return None
+        return r
+
+    def health_snapshot(self, now: float) -> dict[str, Any]:
+        values = {
+            m: r.value for m, r in sorted(self.latest.items()) if now - r.time <= self._timeout
+        }
+        return {"pack_code": self.code, "metrics": values}

@@ -1,0 +1,370 @@
+"""The uplink: drains the store's outbox to the backend over MQTT, QoS 1.
+
+An event leaves the outbox only after the broker's PUBACK, so whatever happens
+to the network or the process, an event is sent at least once; backends
+de-duplicate by ``event_id``.
+
+Threads: paho's network thread runs the callbacks, which only put tuples on a
+``SimpleQueue``. ``poll()``, on the main loop's thread, does everything else:
+it turns PUBACKs into ``store.mark_delivered`` and publishes more events. The
+store is never touched from paho's thread.
+
+Reconnects: paho keeps its unacknowledged messages in memory and sends them
+again after a reconnect; the uplink remembers them (``mid -> event_id``) and
+does not publish those events itself meanwhile, so a flapping link does not
+multiply messages. After a restart of the process, paho's memory is gone but
+the outbox is not: the events are simply published again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import queue
+import random
+import ssl
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from pack_agent.config import MqttSettings
+from pack_agent.errors import PackAgentError
+from pack_agent.events import topic_for, utc_from_timestamp
+from pack_agent.store import Store
+
+log = logging.getLogger(__name__)
+
+ClientFactory = Callable[..., mqtt.Client]
+_HELD = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)  # paho keeps the message
+
+
+class Uplink(ABC):
+    """Where events go. The main loop calls ``poll()`` often; nothing here blocks."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Begin connecting in the background; an unreachable backend is not an error."""
+
+    @abstractmethod
+    def poll(self) -> None:
+        """Record acknowledgements and send more pending events (main thread)."""
+
+    @abstractmethod
+    def stop(self, timeout: float = 5.0) -> None:
+        """Say goodbye, wait up to ``timeout`` for outstanding acknowledgements, disconnect."""
+
+    @property
+    @abstractmethod
+    def connected(self) -> bool:
+        """Connected, as of the last ``poll()``."""
+
+    @abstractmethod
+    def status(self) -> dict[str, Any]:
+        """``connected``, ``inflight``, ``last_error``, ``reconnects``."""
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_transport_security(settings: MqttSettings) -> None:
+    """Refuse to send events and credentials in clear text across a network."""
+    if settings.tls or settings.allow_insecure or is_loopback(settings.host):
+        return
+    raise PackAgentError(
+        f"mqtt.host is {settings.host!r}, not this machine, and mqtt.tls is not set: events "
+        "and credentials would cross the network unencrypted. Configure [mqtt.tls] (ca_file, "
+        "and cert_file/key_file for a client certificate), or set mqtt.allow_insecure = true "
+        "if the network itself is trusted."
+    )
+
+
+class MqttUplink(Uplink):
+    """paho-mqtt 2.x, MQTT v5 (or 3.1.1), QoS 1, a retained status with a last will.
+
+    Status topic ``<prefix>/<vin>/status`` (retained): ``online`` on every connect,
+    ``offline`` on a clean stop, and the same ``offline`` as the last will when the
+    connection dies. A PUBACK with a failure reason (v5, e.g. 0x87 not authorized)
+    leaves the event pending and pauses publishing with an exponential backoff
+    (``reconnect_min_s`` .. ``reconnect_max_s``) instead of resending at once.
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        store: Store,
+        vin: str,
+        *,
+        agent_version: str,
+        client_factory: ClientFactory | None = None,
+    ) -> None:
+        check_transport_security(settings)
+        if not settings.tls and not is_loopback(settings.host):
+            log.warning("mqtt.allow_insecure: talking to %s without TLS", settings.host)
+        self.settings = settings
+        self.store = store
+        self.vin = vin
+        self.agent_version = agent_version
+        self.client_id = settings.client_id or f"pack-agent-{vin}"
+        self.status_topic = f"{settings.topic_prefix}/{vin}/status"
+        self._v5 = settings.protocol == "5"
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._inflight: dict[int, str] = {}  # paho mid -> event_id, until its PUBACK
+        self._status_mids: set[int] = set()
+        self._connected = self._announce = self._started = self._stopped = False
+        self._connects = 0
+        self._last_error: str | None = None
+        self._error_kind = ""  # what was last logged at WARNING
+        self._refusals = 0  # PUBACKs refused in a row
+        self._hold_until = 0.0  # monotonic time before which nothing new is published
+        self._client = self._make_client(client_factory or mqtt.Client)
+
+    def _make_client(self, factory: ClientFactory) -> mqtt.Client:
+        s = self.settings
+        client = factory(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+        )
+        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)  # type: ignore[arg-type]
+        client.max_inflight_messages_set(s.max_inflight)
+        if s.username is not None:
+            password = s.password.get_secret_value() if s.password is not None else None
+            client.username_pw_set(s.username, password)
+        if s.tls is not None:
+            try:  # PROTOCOL_TLS_CLIENT checks the host name; never tls_insecure_set(True)
+                client.tls_set(
+                    ca_certs=s.tls.ca_file,
+                    certfile=s.tls.cert_file,
+                    keyfile=s.tls.key_file,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise PackAgentError(f"mqtt.tls: cannot load the certificates: {exc}") from None
+        will = json.dumps(
+            {"state": "offline", "agent_version": self.agent_version, "reason": "connection lost"}
+        )
+        client.will_set(
+            self.status_topic,
+            will,
+            qos=1,
+            retain=True,
+            properties=self._props(PacketTypes.WILLMESSAGE),
+        )
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def _props(self, packet: int = PacketTypes.PUBLISH, event_id: str = "") -> Properties | None:
+        if not self._v5:
+            return None
+        props = Properties(packet)
+        props.ContentType = "application/json"
+        props.PayloadFormatIndicator = 1  # UTF-8
+        if event_id:
+            props.UserProperty = ("event_id", event_id)
+        return props
+
+    # -- paho's thread: hand over, nothing else -------------------------------
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        self._events.put(("connect", rc))
+
+    def _on_connect_fail(self, _c: Any, _u: Any) -> None:
+        self._events.put(("connect_fail", None))
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        self._events.put(("disconnect", rc))
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
+        self._events.put(("puback", mid, rc))
+
+    # -- main thread ------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        s = self.settings
+        log.info(
+            "connecting to %s:%d as %s (MQTT %s, %s)",
+            s.host,
+            s.port,
+            self.client_id,
+            s.protocol,
+            "TLS" if s.tls else "no TLS",
+        )
+        self._client.connect_async(s.host, s.port, s.keepalive_s)
+        self._client.loop_start()
+
+    def poll(self) -> None:
+        if not self._started or self._stopped:
+            return
+        self._drain()
+        if not self._connected:
+            return
+        if self._announce:
+            self._announce = False
+            self._publish_status("online")
+        if time.monotonic() < self._hold_until:
+            return
+        free = self.settings.max_inflight - len(self._inflight)
+        if free <= 0:
+            return
+        prefix = self.settings.topic_prefix
+        for event in self.store.pending(free, exclude=set(self._inflight.values())):
+            # event.vin, not self.vin: an event keeps the vehicle it was recorded for
+            info = self._client.publish(
+                topic_for(prefix, event.vin, event.type),
+                event.to_json(),
+                qos=1,
+                properties=self._props(event_id=event.event_id),
+            )
+            if info.rc not in _HELD:
+                self._note_error(f"publish failed: {mqtt.error_string(info.rc)}")
+                break
+            self._inflight[info.mid] = event.event_id
+            log.debug("published seq %d %s (mid %d)", event.seq, event.event_id, info.mid)
+
+    def _drain(self) -> None:
+        """Apply what paho's thread reported, then mark the acknowledged events in
+        one transaction (one commit per poll, not per event: flash wears out)."""
+        acked: list[str] = []
+        while True:
+            try:
+                kind, *args = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "puback":
+                self._puback(args[0], args[1], acked)
+            elif kind == "connect":
+                self._connected_event(args[0])
+            elif kind == "connect_fail":
+                self._note_error(f"cannot reach {self.settings.host}:{self.settings.port}")
+            elif kind == "disconnect":
+                if self._connected:
+                    log.info(
+                        "disconnected from %s:%d (%s)",
+                        self.settings.host,
+                        self.settings.port,
+                        args[0],
+                    )
+                    if not self._stopped:
+                        self._last_error = self._error_kind = f"connection lost: {args[0]}"
+                self._connected = False
+        if acked:
+            self.store.mark_delivered(acked)
+
+    def _connected_event(self, rc: ReasonCode) -> None:
+        s = self.settings
+        if rc.is_failure:
+            self._note_error(f"{s.host}:{s.port} refused the connection: {rc}")
+            return
+        self._connected = self._announce = True
+        self._connects += 1
+        log.info(
+            "connected to %s:%d (%d reconnects, %d in flight)",
+            s.host,
+            s.port,
+            self._connects - 1,
+            len(self._inflight),
+        )
+
+    def _puback(self, mid: int, rc: ReasonCode, acked: list[str]) -> None:
+        if mid in self._status_mids:
+            self._status_mids.discard(mid)
+            if rc.is_failure:
+                self._note_error(f"broker refused the status message: {rc}")
+            return
+        event_id = self._inflight.pop(mid, None)
+        if event_id is None:
+            return
+        if not rc.is_failure:
+            acked.append(event_id)
+            self._refusals = 0
+            return
+        self._refusals += 1
+        s = self.settings
+        delay = min(s.reconnect_max_s, s.reconnect_min_s * 2 ** min(self._refusals - 1, 30))
+        delay *= random.uniform(0.8, 1.0)  # a fleet of vehicles does not retry in step
+        self._hold_until = max(self._hold_until, time.monotonic() + delay)
+        self._note_error(
+            f"broker refused event {event_id}: {rc} (0x{rc.value:02x}); "
+            f"it stays in the outbox, publishing paused {delay:.1f} s",
+            kind=f"refused {rc}",
+        )
+
+    def _note_error(self, message: str, kind: str = "") -> None:
+        """Remember the error; log it at WARNING only when its kind changes (no log
+        flood while the broker is away for a week)."""
+        kind = kind or message
+        log.log(logging.DEBUG if kind == self._error_kind else logging.WARNING, "%s", message)
+        self._last_error, self._error_kind = message, kind
+
+    def _publish_status(self, state: str, **extra: Any) -> int:
+        payload = {
+            "state": state,
+            "agent_version": self.agent_version,
+            "queue_depth": self.store.pending_count(),
+            "time": utc_from_timestamp(time.time()).isoformat(),
+            **extra,
+        }
+        info = self._client.publish(
+            self.status_topic, json.dumps(payload), qos=1, retain=True, properties=self._props()
+        )
+        self._status_mids.add(info.mid)
+        return info.mid
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if not self._started or self._stopped:
+            self._stopped = True
+            return
+        deadline = time.monotonic() + timeout
+        self._drain()
+        if self._connected:
+            offline = self._publish_status("offline", reason="stopped")
+            while time.monotonic() < deadline and self._connected:
+                if not self._inflight and offline not in self._status_mids:
+                    break
+                time.sleep(0.01)
+                self._drain()
+        self._stopped = True
+        self._client.disconnect()  # a clean DISCONNECT: the broker drops the will
+        self._client.loop_stop()
+        self._drain()  # acknowledgements that arrived at the last moment
+        self._connected = False
+        log.info(
+            "uplink stopped: %d events in the outbox, %d were in flight",
+            self.store.pending_count(),
+            len(self._inflight),
+        )
+        self._inflight.clear()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "connected": self._connected,
+            "inflight": len(self._inflight),
+            "last_error": self._last_error,
+            "reconnects": max(self._connects - 1, 0),
+        }

@@ -1,0 +1,196 @@
+"""End to end: virtual vehicle on a python-can virtual bus -> the real daemon -> real mosquitto."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import can
+import pytest
+from conftest import Subscriber
+
+from pack_agent.config import AgentConfig, load_config, reference_config_path
+from pack_agent.daemon import Daemon
+from pack_agent.database import load_and_check
+from pack_agent.demo import demo_config
+from pack_agent.sim import Scenario, VirtualHeadUnit, VirtualVehicle
+from pack_agent.store import Store
+
+DAY = 86400.0
+# crosses the 80 % line within days, so the 14-day rule decides about day 20
+FAST = Scenario(name="fast", description="test", days=45, soh_start=81.5, soh_per_year=20,
+                soh_noise=0.0)
+
+
+class AgentThread:
+    """The daemon in its own thread, built there (the store belongs to its thread)."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.emitted: list = []
+        self.daemon: Daemon | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(20), "daemon did not start"
+        assert self.daemon is not None
+
+    def _main(self) -> None:
+        try:
+            self.daemon = Daemon(self.cfg, clock=None, on_event=self.emitted.append)
+        finally:
+            self._ready.set()
+        self.daemon.run()
+
+    def stop(self) -> None:
+        assert self.daemon is not None
+        self.daemon.stop_event.set()
+        self._thread.join(15)
+        assert not self._thread.is_alive()
+
+
+def make_config(tmp_path: Path, port: int) -> tuple[AgentConfig, str]:
+    channel = f"test-{uuid.uuid4().hex[:10]}"
+    return demo_config(load_config(reference_config_path()), channel, port, tmp_path), channel
+
+
+def run_vehicle(cfg: AgentConfig, channel: str, scenario: Scenario, response: str | None):
+    db = load_and_check(cfg)
+    watcher = can.Bus(interface="virtual", channel=channel)  # what a CAN logger would see
+    bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+    hu = VirtualHeadUnit(db, response=response, delay_s=1.5 * DAY)
+    try:
+        vehicle = VirtualVehicle(bus, db, scenario, hu, pace_s=0.004)
+        vehicle.run()
+        end = scenario.start + scenario.days * DAY
+        for _ in range(40):  # let late notices reach the head unit and its answer go back
+            vehicle.serve_head_unit(end + 2 * DAY)
+            time.sleep(0.05)
+        notices = []
+        notice_msg = db.get_message_by_name("PA_OwnerNotice")
+        while (frame := watcher.recv(0)) is not None:
+            if frame.arbitration_id == notice_msg.frame_id:
+                notices.append(notice_msg.decode(frame.data, decode_choices=False))
+        return hu, notices
+    finally:
+        bus.shutdown()
+        watcher.shutdown()
+
+
+def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
+    cfg, channel = make_config(tmp_path, broker.port)
+    with Subscriber(broker) as backend:
+        agent = AgentThread(cfg)
+        try:
+            hu, notices = run_vehicle(cfg, channel, FAST, response="seen")
+            backend.wait_for(lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted)
+                             and "owner.acknowledged" in {e["type"] for e in s.events}, 15)
+        finally:
+            agent.stop()
+        events = list({e["event_id"]: e for e in backend.events}.values())
+
+    events.sort(key=lambda e: e["seq"])
+    assert [e["seq"] for e in events] == list(range(1, len(agent.emitted) + 1))
+    assert {e["event_id"] for e in events} == {e.event_id for e in agent.emitted}
+    kinds = Counter(e["type"] for e in events)
+    assert kinds["pack.identified"] == 1
+    assert kinds["scrap.condition_met"] == 1
+    assert kinds["owner.acknowledged"] == 1
+    assert kinds["owner.notified"] >= 1
+    assert set(kinds) <= {"pack.identified", "pack.health", "scrap.condition_met",
+                          "owner.notified", "owner.acknowledged"}
+    order = [e["type"] for e in events if e["type"] != "pack.health"]
+    assert order[:3] == ["pack.identified", "scrap.condition_met", "owner.notified"]
+    assert order[-1] == "owner.acknowledged"
+
+    identified = next(e for e in events if e["type"] == "pack.identified")
+    assert identified["vin"] == cfg.vin
+    assert identified["data"]["pack_code"] == FAST.code
+    assert identified["data"]["fields"]["production_date"] == "2026-03-02"
+
+    decision = next(e for e in events if e["type"] == "scrap.condition_met")["data"]
+    assert decision["rule_id"] == "capacity-80" and decision["sample_count"] == 14
+    assert all(s["value"] < 80.0 for s in decision["samples"])
+    assert decision["pack_code"] == FAST.code
+
+    ack = next(e for e in events if e["type"] == "owner.acknowledged")["data"]
+    assert ack["response"] == "seen" and ack["notice_id"] == 0x0101
+
+    # the notice frames on the bus: one per owner.notified event, same sequence number
+    assert len(notices) == kinds["owner.notified"]
+    assert {(n["PA_NoticeSeq"], n["PA_NoticeId"], n["PA_NoticeSeverity"]) for n in notices} == {
+        (ack["seq"], 0x0101, 1)
+    }
+    assert [n["PA_NoticeAttempt"] for n in notices] == list(range(1, len(notices) + 1))
+    assert hu.shown and hu.shown[0].text is not None
+
+    # every event was acknowledged by the broker: the outbox is empty
+    store = Store(cfg.store_path())
+    try:
+        assert store.pending_count() == 0
+    finally:
+        store.close()
+
+
+def test_no_answer_means_notices_repeat_daily_and_are_kept(broker, tmp_path):
+    cfg, channel = make_config(tmp_path, broker.port)
+    with Subscriber(broker) as backend:
+        agent = AgentThread(cfg)
+        try:
+            _, notices = run_vehicle(cfg, channel, FAST, response=None)
+            backend.wait_for(lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted), 15)
+        finally:
+            agent.stop()
+    kinds = Counter(e["type"] for e in {e["event_id"]: e for e in backend.events}.values())
+    assert kinds["owner.acknowledged"] == 0
+    # decided about day 20 of 45, one notice a simulated day until the end
+    assert 15 <= kinds["owner.notified"] == len(notices)
+
+
+def test_restart_neither_forgets_nor_repeats_the_decision(broker, tmp_path):
+    cfg, channel = make_config(tmp_path, broker.port)
+    with Subscriber(broker) as backend:
+        first = AgentThread(cfg)
+        run_vehicle(cfg, channel, FAST, response="dismissed")
+        backend.wait_for(lambda s: "owner.acknowledged" in {e["type"] for e in s.events}, 15)
+        first.stop()
+        second = AgentThread(cfg)  # same store
+        try:
+            run_vehicle(cfg, channel, FAST, response="dismissed")
+            time.sleep(0.5)
+        finally:
+            second.stop()
+        backend.wait_for(
+            lambda s: len({e["event_id"] for e in s.events})
+            >= len(first.emitted) + len(second.emitted), 15)
+    assert [e.type for e in second.emitted if e.type != "pack.health"] == []
+    assert [e.seq for e in second.emitted] == list(
+        range(len(first.emitted) + 1, len(first.emitted) + len(second.emitted) + 1))
+
+
+def test_broker_absent_at_start_keeps_events_until_it_comes(tmp_path):
+    from pack_agent.devbroker import LocalBroker, free_port
+
+    port = free_port()
+    cfg, channel = make_config(tmp_path, port)
+    agent = AgentThread(cfg)
+    try:
+        run_vehicle(cfg, channel, FAST, response="seen")
+        assert len(agent.emitted) >= 5
+        with LocalBroker(port=port) as broker, Subscriber(broker) as backend:
+            backend.wait_for(lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted), 20)
+            assert {e["event_id"] for e in backend.events} == {e.event_id for e in agent.emitted}
+    finally:
+        agent.stop()
+
+
+def test_bad_bus_interface_is_one_clear_error(tmp_path):
+    from pack_agent.errors import BusError
+
+    cfg, _ = make_config(tmp_path, 1883)
+    cfg.buses[0].interface = "no-such-interface"
+    with pytest.raises(BusError, match="bus 'powertrain' \\(no-such-interface:"):
+        Daemon(cfg)

@@ -1,0 +1,52 @@
+from pack_agent.decoder import Reading
+from pack_agent.tracker import PackTracker
+
+A = "0RJPEA00HAU0AAF131001955"
+B = "0RJPEA00HAU0AAJ5K0004242"
+
+
+def test_identified_then_same_then_replaced():
+    t = PackTracker(None, 10)
+    [(kind, data)] = t.on_code(A)
+    assert kind == "pack.identified" and data["pack_code"] == A
+    assert data["fields"]["product_type"] in ("pack", "P")
+    assert t.on_code(A) == []
+    [(kind, data)] = t.on_code(B)
+    assert kind == "pack.replaced"
+    assert data["previous_code"] == A and data["pack_code"] == B
+
+
+def test_replacement_is_seen_across_a_restart():
+    t = PackTracker(A, 10)  # the code the store remembered
+    assert t.on_code(A) == []
+    assert t.on_code(B)[0][0] == "pack.replaced"
+
+
+def test_invalid_code_reported_once_with_every_reason():
+    t = PackTracker(A, 10)
+    bad = "0RJXEA00HAU0AAZ131001955"
+    [(kind, data)] = t.on_code(bad)
+    assert kind == "pack.code_invalid" and data["raw"] == bad
+    assert len(data["errors"]) >= 2
+    assert t.on_code(bad) == []
+    assert t.code == A  # a forged or garbled code never replaces the known pack
+
+
+def test_silence_and_recovery():
+    t = PackTracker(A, 10)
+    assert t.check_silence(100) == []  # nothing heard yet: nothing to miss
+    t.on_reading(Reading("soh", 90, 100))
+    assert t.check_silence(105) == []
+    [(kind, _)] = t.check_silence(111)
+    assert kind == "bms.silent" and t.bms_silent
+    assert t.check_silence(200) == []
+    [(kind, _)] = t.on_reading(Reading("soh", 90, 201))
+    assert kind == "bms.recovered"
+
+
+def test_stale_readings_are_not_fresh():
+    t = PackTracker(A, 10)
+    t.on_reading(Reading("soh", 90, 100))
+    assert t.fresh("soh", 105).value == 90
+    assert t.fresh("soh", 111) is None
+    assert t.health_snapshot(111)["metrics"] == {}

@@ -1,0 +1,337 @@
+"""Tests for pack_agent.uplink against a real mosquitto (see conftest) and a real store.
+
+The main loop is played by ``drive``: it calls ``poll()`` until a condition holds.
+Where a broker restart races two clients, the uplink's reconnect delay (1 s) is
+kept well above the test subscriber's (0.1 s), so the subscriber is back first.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import ssl
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from itertools import cycle
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from pack_agent.config import MqttSettings, TlsSettings
+from pack_agent.devbroker import LocalBroker, free_port
+from pack_agent.errors import PackAgentError
+from pack_agent.events import EVENT_TYPES, Event, EventDraft, utc_from_timestamp
+from pack_agent.store import Store
+from pack_agent.uplink import MqttUplink, Uplink, check_transport_security
+from tests.conftest import Subscriber
+
+VIN = "LSVAX4AB1PN000001"
+PREFIX = "pack-agent/v1"
+
+
+def draft(type_: str = "pack.health", t: float = 0.0) -> EventDraft:
+    return EventDraft(type=type_, vin=VIN, time=utc_from_timestamp(1_700_000_000 + t), data={"t": t})
+
+
+def settings_for(broker: LocalBroker, **overrides: Any) -> MqttSettings:
+    values: dict[str, Any] = {
+        "host": broker.host,
+        "port": broker.port,
+        "reconnect_min_s": 0.1,
+        "reconnect_max_s": 0.5,
+        "keepalive_s": 5,
+    }
+    return MqttSettings(**{**values, **overrides})
+
+
+def drive(uplink: Uplink, until: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Be the main loop: poll until ``until()`` is true."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout} s; uplink {uplink.status()}")
+        uplink.poll()
+        time.sleep(0.005)
+
+
+def ids(events: list[Event] | list[dict[str, Any]]) -> list[str]:
+    return [e["event_id"] if isinstance(e, dict) else e.event_id for e in events]
+
+
+class CountingClient(mqtt.Client):
+    """A real paho client that counts the uplink's own publish() calls per event."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.event_publishes: Counter[str] = Counter()
+
+    def publish(self, topic: str, payload: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if "/events/" in topic:
+            self.event_publishes[json.loads(payload)["event_id"]] += 1
+        return super().publish(topic, payload, *args, **kwargs)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "outbox.db") as s:
+        yield s
+
+
+@pytest.fixture
+def make_uplink(store: Store) -> Iterator[Callable[..., MqttUplink]]:
+    """Build uplinks on the test's store (counting publishes); all stopped afterwards."""
+    made: list[MqttUplink] = []
+
+    def make(settings: MqttSettings, **kwargs: Any) -> MqttUplink:
+        kwargs.setdefault("client_factory", CountingClient)
+        up = MqttUplink(settings, store, VIN, agent_version="9.9.9", **kwargs)
+        made.append(up)
+        return up
+
+    yield make
+    for up in made:
+        up.stop(timeout=0.5)
+
+
+def drained(store: Store, up: MqttUplink) -> Callable[[], bool]:
+    return lambda: store.pending_count() == 0 and up.status()["inflight"] == 0
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_delivers_every_event_once_in_seq_order(
+    broker: LocalBroker, store: Store, make_uplink: Callable[..., MqttUplink], protocol: str
+) -> None:
+    types = cycle(EVENT_TYPES)
+    events = [store.append(draft(next(types), t=i)) for i in range(100)]
+    with Subscriber(broker, protocol=protocol) as sub:
+        up = make_uplink(settings_for(broker, protocol=protocol))
+        up.start()
+        drive(up, drained(store, up))
+        sub.wait_for(lambda s: len(s.events) >= 100)
+        time.sleep(0.05)  # nothing more may come
+        received = [m for m in sub.messages if "/events/" in m.topic]
+    assert ids([m.payload for m in received]) == ids(events)
+    assert [m.payload["seq"] for m in received] == list(range(1, 101))
+    for m, e in zip(received, events):
+        assert m.topic == f"{PREFIX}/{VIN}/events/{e.type}"
+        assert m.payload == json.loads(e.to_json())
+        if protocol == "5":
+            assert m.properties["ContentType"] == "application/json"
+            assert [tuple(p) for p in m.properties["UserProperty"]] == [("event_id", e.event_id)]
+    assert store.stats()["delivered_total"] == 100
+    assert up.status() == {"connected": True, "inflight": 0, "last_error": None, "reconnects": 0}
+
+
+def test_broker_absent_at_start_then_started(
+    mosquitto_binary: str, store: Store, make_uplink: Callable[..., MqttUplink]
+) -> None:
+    with LocalBroker(binary=mosquitto_binary) as broker:  # port chosen, started ...
+        broker.stop()  # ... and stopped again: nobody listens
+        events = [store.append(draft(t=i)) for i in range(20)]
+        up = make_uplink(settings_for(broker, reconnect_min_s=1.0, reconnect_max_s=1.0))
+        up.start()  # not an error
+        drive(up, lambda: up.status()["last_error"] is not None, timeout=2)
+        assert "cannot reach" in up.status()["last_error"] and not up.connected
+        events += [store.append(draft(t=i)) for i in range(20, 30)]  # still recorded offline
+        broker.start()
+        t0 = time.monotonic()
+        with Subscriber(broker) as sub:  # in place before the uplink's retry, 1 s later
+            drive(up, drained(store, up))
+            print("drained after", time.monotonic() - t0)
+            sub.wait_for(lambda s: len(s.events) >= 30)
+        up.stop()
+        assert sorted(ids(sub.events)) == sorted(ids(events))
+
+
+def test_broker_killed_mid_stream_loses_and_repeats_nothing(
+    broker: LocalBroker, store: Store, make_uplink: Callable[..., MqttUplink]
+) -> None:
+    expected = ids([store.append(draft(t=i)) for i in range(200)])
+    up = make_uplink(settings_for(broker, reconnect_min_s=1.0, reconnect_max_s=1.0))
+    with Subscriber(broker) as sub:
+        up.start()
+        drive(up, lambda: store.stats()["delivered_total"] >= 60)
+        broker.pause()  # the next publishes stay unacknowledged ...
+        up.poll()
+        up.poll()
+        assert up.status()["inflight"] > 0
+        broker.kill()  # ... when the broker dies
+        drive(up, lambda: not up.connected, timeout=3)
+        held = up.status()["inflight"]
+        assert held > 0  # paho keeps them and will send them again
+        broker.start()
+        sub.wait_subscribed()
+        drive(up, drained(store, up))
+        sub.wait_for(lambda s: set(expected) <= set(ids(s.events)))
+    assert set(ids(sub.events)) == set(expected)
+    assert up.status()["reconnects"] == 1
+    # paho re-sent what it held; the uplink itself published every event exactly once
+    client = up._client
+    assert isinstance(client, CountingClient)
+    assert set(client.event_publishes.values()) == {1} and len(client.event_publishes) == 200
+
+
+def test_status_online_then_offline_after_stop(
+    broker: LocalBroker, store: Store, make_uplink: Callable[..., MqttUplink]
+) -> None:
+    up = make_uplink(settings_for(broker))
+    with Subscriber(broker) as sub:
+        up.start()
+        drive(up, lambda: any(st["state"] == "online" for st in sub.statuses))
+    for i in range(50):
+        store.append(draft(t=i))
+    up.poll()  # 20 (max_inflight) in flight
+    assert up.status()["inflight"] == 20
+    up.stop(timeout=3)
+    assert store.pending_count() == 30  # stop() waited for and recorded the 20 PUBACKs
+    assert not up.connected and up.status()["inflight"] == 0
+    with Subscriber(broker) as late:  # the retained status, as a backend starting now sees it
+        late.wait_for(lambda s: len(s.statuses) == 1)
+    status = late.messages[0]
+    assert status.topic == f"{PREFIX}/{VIN}/status" and status.retain
+    assert status.payload["state"] == "offline" and status.payload["reason"] == "stopped"
+    assert status.payload["agent_version"] == "9.9.9" and status.payload["queue_depth"] == 30
+    online = next(s for s in sub.statuses if s["state"] == "online")
+    assert online["queue_depth"] == 0 and online["time"].endswith("+00:00")
+
+
+CRASHING_AGENT = textwrap.dedent(
+    """
+    import sys, time
+    from pack_agent.config import MqttSettings
+    from pack_agent.store import Store
+    from pack_agent.uplink import MqttUplink
+    settings = MqttSettings.model_validate_json(sys.argv[2])
+    up = MqttUplink(settings, Store(sys.argv[1]), sys.argv[3], agent_version="crash")
+    up.start()
+    while True:
+        up.poll()
+        if up.connected:
+            print("connected", flush=True)
+        time.sleep(0.02)
+    """
+)
+
+
+def test_last_will_says_offline_when_the_agent_dies(broker: LocalBroker, tmp_path: Path) -> None:
+    settings = settings_for(broker)
+    with Subscriber(broker) as sub:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CRASHING_AGENT, str(tmp_path / "s.db"),
+             settings.model_dump_json(), VIN],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None and proc.stdout.readline() == "connected\n"
+            sub.wait_for(lambda s: [st["state"] for st in s.statuses] == ["online"])
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        sub.wait_for(lambda s: len(s.statuses) == 2)
+    assert sub.statuses[1] == {"state": "offline", "agent_version": "crash", "reason": "connection lost"}
+    with Subscriber(broker) as late:
+        late.wait_for(lambda s: len(s.statuses) == 1)
+        assert late.statuses[0]["state"] == "offline" and late.messages[0].retain
+
+
+def test_refused_puback_keeps_the_event_and_backs_off(
+    mosquitto_binary: str, store: Store, make_uplink: Callable[..., MqttUplink], tmp_path: Path
+) -> None:
+    acl = tmp_path / "acl"
+    acl.write_text(f"topic readwrite #\ntopic deny {PREFIX}/+/events/pack.health\n")
+    with LocalBroker(binary=mosquitto_binary, extra_conf=f"acl_file {acl}") as broker:
+        h1 = store.append(draft("pack.health"))
+        ident = store.append(draft("pack.identified"))
+        h2 = store.append(draft("pack.health"))
+        up = make_uplink(settings_for(broker, reconnect_min_s=0.2, reconnect_max_s=0.4))
+        up.start()
+        drive(up, lambda: ids(store.pending(10)) == [h1.event_id, h2.event_id])
+        assert "Not authorized" in up.status()["last_error"]
+        t_end = time.monotonic() + 1.0
+        drive(up, lambda: time.monotonic() > t_end)
+        client = up._client
+        assert isinstance(client, CountingClient)
+        # no spinning: a handful of attempts in about a second, not hundreds
+        assert 2 <= client.event_publishes[h1.event_id] <= 8
+        assert client.event_publishes[ident.event_id] == 1
+        with Subscriber(broker) as sub:
+            acl.write_text("topic readwrite #\n")
+            broker.reload()
+            drive(up, drained(store, up))
+            sub.wait_for(lambda s: {h1.event_id, h2.event_id} <= set(ids(s.events)))
+
+
+def test_remote_host_without_tls_is_refused(store: Store) -> None:
+    with pytest.raises(PackAgentError, match="allow_insecure") as info:
+        MqttUplink(MqttSettings(host="broker.example.com"), store, VIN, agent_version="1")
+    assert "mqtt.tls" in str(info.value) and "broker.example.com" in str(info.value)
+    for ok in (
+        MqttSettings(host="broker.example.com", allow_insecure=True),
+        MqttSettings(host="broker.example.com", tls=TlsSettings(ca_file="ca.pem")),
+        MqttSettings(host="localhost"),
+        MqttSettings(host="127.0.0.2"),
+        MqttSettings(host="::1"),
+    ):
+        check_transport_security(ok)
+
+
+def test_tls_and_credentials_are_configured_safely(store: Store) -> None:
+    fake = mock.MagicMock(spec=mqtt.Client)
+    settings = MqttSettings(
+        host="broker.example.com",
+        protocol="3.1.1",
+        username="gw",
+        password="s3cret",
+        tls=TlsSettings(ca_file="/etc/ca.pem", cert_file="/etc/c.pem", key_file="/etc/k.pem"),
+    )
+    up = MqttUplink(settings, store, VIN, agent_version="1", client_factory=lambda **kw: fake)
+    assert up.client_id == f"pack-agent-{VIN}"
+    fake.tls_set.assert_called_once_with(
+        ca_certs="/etc/ca.pem",
+        certfile="/etc/c.pem",
+        keyfile="/etc/k.pem",
+        cert_reqs=ssl.CERT_REQUIRED,
+        tls_version=ssl.PROTOCOL_TLS_CLIENT,
+    )
+    fake.tls_insecure_set.assert_not_called()
+    fake.username_pw_set.assert_called_once_with("gw", "s3cret")
+    will = fake.will_set.call_args
+    assert will.args[0] == f"{PREFIX}/{VIN}/status" and will.kwargs["retain"] is True
+    assert will.kwargs["properties"] is None  # MQTT 3.1.1 has no properties
+    fake.connect_async.assert_not_called()  # nothing happens before start()
+    with pytest.raises(PackAgentError, match=r"mqtt\.tls"):
+        MqttUplink(
+            settings.model_copy(update={"tls": TlsSettings(ca_file="/nonexistent/ca.pem")}),
+            store,
+            VIN,
+            agent_version="1",
+        )
+
+
+def test_no_broker_is_quiet_and_stop_is_quick(
+    store: Store, make_uplink: Callable[..., MqttUplink], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    settings = MqttSettings(port=free_port(), username="gw", password="s3cret-pw",
+                            reconnect_min_s=0.05, reconnect_max_s=0.05)
+    store.append(draft())
+    up = make_uplink(settings)
+    up.start()
+    t_end = time.monotonic() + 0.5
+    drive(up, lambda: time.monotonic() > t_end)
+    assert not up.connected and "cannot reach" in up.status()["last_error"]
+    t0 = time.monotonic()
+    up.stop(timeout=2)
+    assert time.monotonic() - t0 < 1.5
+    assert store.pending_count() == 1
+    assert "s3cret-pw" not in caplog.text
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1  # ~10 failed attempts, one warning
