@@ -53,8 +53,8 @@ class Subscriber:
     - ``messages``: every ``Received`` (topic, payload, retain, properties).
     - ``wait_for(predicate, timeout)``: wait until ``predicate(subscriber)`` is true,
       else fail the test saying what was received.
-    - ``wait_subscribed()``: after a broker restart, wait until it is back (it
-      reconnects by itself, every 0.1 s at most).
+    - ``subscribed`` / ``wait_subscribed()``: after a broker restart, wait until it
+      is back (it reconnects by itself, every 0.1 s at most).
 
     It subscribes at QoS 0: it never sends anything the broker could leave unread,
     so a killed broker's last deliveries reach it intact. The constructor returns
@@ -103,6 +103,10 @@ class Subscriber:
             props = {k: v for k, v in msg.properties.json().items() if v is not None}
         with self._lock:
             self._messages.append(Received(msg.topic, payload, bool(msg.retain), props))
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set()
 
     def wait_subscribed(self, timeout: float = 5.0) -> None:
         if not self._subscribed.wait(timeout):

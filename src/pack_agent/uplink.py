@@ -59,7 +59,7 @@ class Uplink(ABC):
 
     @abstractmethod
     def stop(self, timeout: float = 5.0) -> None:
-        """Say goodbye, wait up to ``timeout`` for outstanding acknowledgements, disconnect."""
+        """Wait up to ``timeout`` for outstanding acknowledgements, say goodbye, disconnect."""
 
     @property
     @abstractmethod
@@ -72,7 +72,8 @@ class Uplink(ABC):
 
 
 def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+    name = host.lower()
+    if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -260,12 +261,8 @@ class MqttUplink(Uplink):
                 self._note_error(f"cannot reach {self.settings.host}:{self.settings.port}")
             elif kind == "disconnect":
                 if self._connected:
-                    log.info(
-                        "disconnected from %s:%d (%s)",
-                        self.settings.host,
-                        self.settings.port,
-                        args[0],
-                    )
+                    s = self.settings
+                    log.info("disconnected from %s:%d (%s)", s.host, s.port, args[0])
                     if not self._stopped:
                         self._last_error = self._error_kind = f"connection lost: {args[0]}"
                 self._connected = False
@@ -338,20 +335,23 @@ class MqttUplink(Uplink):
             return
         deadline = time.monotonic() + timeout
         self._drain()
-        if self._connected:
+        while self._connected and self._inflight and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self._drain()
+        if self._connected:  # last, so its queue_depth is final; sent before DISCONNECT
             offline = self._publish_status("offline", reason="stopped")
-            while time.monotonic() < deadline and self._connected:
-                if not self._inflight and offline not in self._status_mids:
+            while self._connected and offline in self._status_mids:
+                if time.monotonic() >= deadline:
                     break
                 time.sleep(0.01)
                 self._drain()
         self._stopped = True
-        self._client.disconnect()  # a clean DISCONNECT: the broker drops the will
+        self._client.disconnect()  # a clean DISCONNECT: the broker discards the will
         self._client.loop_stop()
         self._drain()  # acknowledgements that arrived at the last moment
         self._connected = False
         log.info(
-            "uplink stopped: %d events in the outbox, %d were in flight",
+            "uplink stopped: %d events in the outbox, %d unacknowledged",
             self.store.pending_count(),
             len(self._inflight),
         )
