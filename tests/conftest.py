@@ -1,4 +1,5 @@
-"""Shared fixtures: a private mosquitto (``broker``) and a recording ``Subscriber``.
+"""Shared fixtures: a private mosquitto (``broker``) and a recording ``Subscriber``
+(``subscribe(broker)``).
 
 Tests that need a broker skip when mosquitto is not installed, except in CI
 (``CI`` set), where it is installed on purpose and its absence is a failure.
@@ -35,6 +36,21 @@ def broker(mosquitto_binary: str) -> Iterator[LocalBroker]:
     """A running mosquitto on a free 127.0.0.1 port, removed after the test."""
     with LocalBroker(binary=mosquitto_binary) as b:
         yield b
+
+
+@pytest.fixture
+def subscribe() -> Iterator[Callable[..., Subscriber]]:
+    """``subscribe(broker, prefix="pack-agent/v1", protocol="5")``: a ``Subscriber``
+    that is closed after the test."""
+    made: list[Subscriber] = []
+
+    def make(broker: LocalBroker, *args: Any, **kwargs: Any) -> Subscriber:
+        made.append(Subscriber(broker, *args, **kwargs))
+        return made[-1]
+
+    yield make
+    for sub in made:
+        sub.close()
 
 
 class Received(NamedTuple):
@@ -125,9 +141,7 @@ class Subscriber:
     def statuses(self) -> list[dict[str, Any]]:
         return [m.payload for m in self.messages if m.topic.endswith("/status")]
 
-    def wait_for(
-        self, predicate: Callable[[Subscriber], bool], timeout: float = 5.0
-    ) -> Subscriber:
+    def wait_for(self, predicate: Callable[[Subscriber], bool], timeout: float = 5.0) -> Subscriber:
         deadline = time.monotonic() + timeout
         while not predicate(self):
             if time.monotonic() > deadline:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -31,30 +30,6 @@ JSON_KEYS = {
     "cascade",
     "errors",
 }
-
-
-# Taken before the fixture below narrows cli.SUBCOMMANDS for in-process tests.
-ALL_SUBCOMMANDS = dict(cli.SUBCOMMANDS)
-
-
-def _missing_subcommands() -> list[str]:
-    return [
-        f"pack_agent.cli.{module}"
-        for module in ALL_SUBCOMMANDS.values()
-        if importlib.util.find_spec(f"pack_agent.cli.{module}") is None
-    ]
-
-
-@pytest.fixture(autouse=True)
-def only_written_subcommands(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Build the parser from the subcommand modules that exist.
-
-    build_parser imports every subcommand; while some are still being written
-    this keeps these tests about `code` alone. Once all exist it changes nothing.
-    """
-    missing = {name.rsplit(".", 1)[1] for name in _missing_subcommands()}
-    present = {k: v for k, v in ALL_SUBCOMMANDS.items() if v not in missing}
-    monkeypatch.setattr(cli, "SUBCOMMANDS", present)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -167,9 +142,6 @@ def test_code_argument_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_real_subprocess_json() -> None:
-    missing = _missing_subcommands()
-    if missing:
-        pytest.skip(f"pack-agent cannot start until these exist: {', '.join(missing)}")
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     for code, expected_rc in ((VALID, 0), (INVALID, 1)):

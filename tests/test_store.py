@@ -23,7 +23,9 @@ VIN_A = "LSVAX4AB1PN000001"
 VIN_B = "LSVAX4AB1PN000002"
 
 
-def draft(type_: str = "pack.health", vin: str = VIN_A, t: float = 0.0, **data: object) -> EventDraft:
+def draft(
+    type_: str = "pack.health", vin: str = VIN_A, t: float = 0.0, **data: object
+) -> EventDraft:
     return EventDraft(type=type_, vin=vin, time=utc_from_timestamp(1_700_000_000 + t), data=data)
 
 
@@ -54,7 +56,13 @@ def test_append_returns_the_stored_event(db: Path) -> None:
     with Store(db) as s:
         d = draft("scrap.condition_met", rule="soh_below_70")
         e = s.append(d)
-        assert (e.event_id, e.type, e.vin, e.time, e.data) == (d.event_id, d.type, d.vin, d.time, d.data)
+        assert (e.event_id, e.type, e.vin, e.time, e.data) == (
+            d.event_id,
+            d.type,
+            d.vin,
+            d.time,
+            d.data,
+        )
         assert s.pending(1) == [e]
         assert s.pending(1)[0].to_json() == e.to_json()
 

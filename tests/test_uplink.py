@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from itertools import cycle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import paho.mqtt.client as mqtt
@@ -30,14 +30,20 @@ from pack_agent.errors import PackAgentError
 from pack_agent.events import EVENT_TYPES, Event, EventDraft, utc_from_timestamp
 from pack_agent.store import Store
 from pack_agent.uplink import MqttUplink, Uplink, check_transport_security
-from tests.conftest import Subscriber
+
+if TYPE_CHECKING:
+    from conftest import Subscriber
+
+    Subscribe = Callable[..., Subscriber]
 
 VIN = "LSVAX4AB1PN000001"
 PREFIX = "pack-agent/v1"
 
 
 def draft(type_: str = "pack.health", t: float = 0.0) -> EventDraft:
-    return EventDraft(type=type_, vin=VIN, time=utc_from_timestamp(1_700_000_000 + t), data={"t": t})
+    return EventDraft(
+        type=type_, vin=VIN, time=utc_from_timestamp(1_700_000_000 + t), data={"t": t}
+    )
 
 
 def settings_for(broker: LocalBroker, **overrides: Any) -> MqttSettings:
@@ -106,11 +112,15 @@ def drained(store: Store, up: MqttUplink) -> Callable[[], bool]:
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_delivers_every_event_once_in_seq_order(
-    broker: LocalBroker, store: Store, make_uplink: Callable[..., MqttUplink], protocol: str
+    subscribe: Subscribe,
+    broker: LocalBroker,
+    store: Store,
+    make_uplink: Callable[..., MqttUplink],
+    protocol: str,
 ) -> None:
     types = cycle(EVENT_TYPES)
     events = [store.append(draft(next(types), t=i)) for i in range(100)]
-    with Subscriber(broker, protocol=protocol) as sub:
+    with subscribe(broker, protocol=protocol) as sub:
         up = make_uplink(settings_for(broker, protocol=protocol))
         up.start()
         drive(up, drained(store, up))
@@ -119,7 +129,7 @@ def test_delivers_every_event_once_in_seq_order(
         received = [m for m in sub.messages if "/events/" in m.topic]
     assert ids([m.payload for m in received]) == ids(events)
     assert [m.payload["seq"] for m in received] == list(range(1, 101))
-    for m, e in zip(received, events):
+    for m, e in zip(received, events, strict=True):
         assert m.topic == f"{PREFIX}/{VIN}/events/{e.type}"
         assert m.payload == json.loads(e.to_json())
         if protocol == "5":
@@ -130,7 +140,10 @@ def test_delivers_every_event_once_in_seq_order(
 
 
 def test_broker_absent_at_start_then_started(
-    mosquitto_binary: str, store: Store, make_uplink: Callable[..., MqttUplink]
+    subscribe: Subscribe,
+    mosquitto_binary: str,
+    store: Store,
+    make_uplink: Callable[..., MqttUplink],
 ) -> None:
     with LocalBroker(binary=mosquitto_binary) as broker:  # port chosen, started ...
         broker.stop()  # ... and stopped again: nobody listens
@@ -142,7 +155,7 @@ def test_broker_absent_at_start_then_started(
         assert "cannot reach" in up.status()["last_error"] and not up.connected
         events += [store.append(draft(t=i)) for i in range(20, 30)]  # still recorded offline
         broker.start()
-        with Subscriber(broker) as sub:  # in place before the uplink's retry
+        with subscribe(broker) as sub:  # in place before the uplink's retry
             drive(up, drained(store, up))
             sub.wait_for(lambda s: len(s.events) >= 30)
         up.stop()
@@ -150,11 +163,11 @@ def test_broker_absent_at_start_then_started(
 
 
 def test_broker_killed_mid_stream_loses_and_repeats_nothing(
-    broker: LocalBroker, store: Store, make_uplink: Callable[..., MqttUplink]
+    subscribe: Subscribe, broker: LocalBroker, store: Store, make_uplink: Callable[..., MqttUplink]
 ) -> None:
     expected = ids([store.append(draft(t=i)) for i in range(200)])
     up = make_uplink(settings_for(broker, reconnect_min_s=1.0, reconnect_max_s=1.0))
-    with Subscriber(broker) as sub:
+    with subscribe(broker) as sub:
         up.start()
         drive(up, lambda: store.stats()["delivered_total"] >= 60)
         broker.pause()  # the next publishes stay unacknowledged ...
@@ -178,10 +191,10 @@ def test_broker_killed_mid_stream_loses_and_repeats_nothing(
 
 
 def test_status_online_then_offline_after_stop(
-    broker: LocalBroker, store: Store, make_uplink: Callable[..., MqttUplink]
+    subscribe: Subscribe, broker: LocalBroker, store: Store, make_uplink: Callable[..., MqttUplink]
 ) -> None:
     up = make_uplink(settings_for(broker))
-    with Subscriber(broker) as sub:
+    with subscribe(broker) as sub:
         up.start()
         drive(up, lambda: any(st["state"] == "online" for st in sub.statuses))
     for i in range(50):
@@ -191,7 +204,7 @@ def test_status_online_then_offline_after_stop(
     up.stop(timeout=3)
     assert store.pending_count() == 30  # stop() waited for and recorded the 20 PUBACKs
     assert not up.connected and up.status()["inflight"] == 0
-    with Subscriber(broker) as late:  # the retained status, as a backend starting now sees it
+    with subscribe(broker) as late:  # the retained status, as a backend starting now sees it
         late.wait_for(lambda s: len(s.statuses) == 1)
     status = late.messages[0]
     assert status.topic == f"{PREFIX}/{VIN}/status" and status.retain
@@ -219,12 +232,20 @@ CRASHING_AGENT = textwrap.dedent(
 )
 
 
-def test_last_will_says_offline_when_the_agent_dies(broker: LocalBroker, tmp_path: Path) -> None:
+def test_last_will_says_offline_when_the_agent_dies(
+    subscribe: Subscribe, broker: LocalBroker, tmp_path: Path
+) -> None:
     settings = settings_for(broker)
-    with Subscriber(broker) as sub:
+    with subscribe(broker) as sub:
         proc = subprocess.Popen(
-            [sys.executable, "-c", CRASHING_AGENT, str(tmp_path / "s.db"),
-             settings.model_dump_json(), VIN],
+            [
+                sys.executable,
+                "-c",
+                CRASHING_AGENT,
+                str(tmp_path / "s.db"),
+                settings.model_dump_json(),
+                VIN,
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -235,14 +256,22 @@ def test_last_will_says_offline_when_the_agent_dies(broker: LocalBroker, tmp_pat
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         sub.wait_for(lambda s: len(s.statuses) == 2)
-    assert sub.statuses[1] == {"state": "offline", "agent_version": "crash", "reason": "connection lost"}
-    with Subscriber(broker) as late:
+    assert sub.statuses[1] == {
+        "state": "offline",
+        "agent_version": "crash",
+        "reason": "connection lost",
+    }
+    with subscribe(broker) as late:
         late.wait_for(lambda s: len(s.statuses) == 1)
         assert late.statuses[0]["state"] == "offline" and late.messages[0].retain
 
 
 def test_refused_puback_keeps_the_event_and_backs_off(
-    mosquitto_binary: str, store: Store, make_uplink: Callable[..., MqttUplink], tmp_path: Path
+    subscribe: Subscribe,
+    mosquitto_binary: str,
+    store: Store,
+    make_uplink: Callable[..., MqttUplink],
+    tmp_path: Path,
 ) -> None:
     acl = tmp_path / "acl"
     acl.write_text(f"topic readwrite #\ntopic deny {PREFIX}/+/events/pack.health\n")
@@ -261,7 +290,7 @@ def test_refused_puback_keeps_the_event_and_backs_off(
         # no spinning: a handful of attempts in about a second, not hundreds
         assert 2 <= client.event_publishes[h1.event_id] <= 8
         assert client.event_publishes[ident.event_id] == 1
-        with Subscriber(broker) as sub:
+        with subscribe(broker) as sub:
             acl.write_text("topic readwrite #\n")
             broker.reload()
             drive(up, drained(store, up))
@@ -319,8 +348,13 @@ def test_no_broker_is_quiet_and_stop_is_quick(
     store: Store, make_uplink: Callable[..., MqttUplink], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("DEBUG")
-    settings = MqttSettings(port=free_port(), username="gw", password="s3cret-pw",
-                            reconnect_min_s=0.05, reconnect_max_s=0.05)
+    settings = MqttSettings(
+        port=free_port(),
+        username="gw",
+        password="s3cret-pw",
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.05,
+    )
     store.append(draft())
     up = make_uplink(settings)
     up.start()

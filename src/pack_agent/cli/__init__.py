@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
 
 from pack_agent import __version__
 from pack_agent.errors import PackAgentError
 
-# subcommand name -> module under pack_agent.cli
-SUBCOMMANDS: dict[str, str] = {
-    "code": "code",
-    "check-config": "check_config",
-    "run": "run",
-    "demo": "demo",
-}
+
+def subcommands() -> dict[str, str]:
+    """Subcommand name -> module: every module in this package (``check_config`` is
+    ``check-config``), so adding a subcommand is adding a file."""
+    return {
+        info.name.replace("_", "-"): info.name
+        for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)
+        if not info.name.startswith("_")
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pack-agent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module_name in SUBCOMMANDS.items():
+    for name, module_name in subcommands().items():
         module = importlib.import_module(f"pack_agent.cli.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
