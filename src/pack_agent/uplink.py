@@ -24,6 +24,7 @@ import logging
 import queue
 import random
 import ssl
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -41,6 +42,18 @@ from pack_agent.events import topic_for, utc_from_timestamp
 from pack_agent.store import Store
 
 log = logging.getLogger(__name__)
+
+
+class _QuietPaho(logging.Filter):
+    """paho 2.2 logs "Client is not connected" at ERROR on every reconnect attempt; the
+    uplink reports an unreachable broker itself, once, at WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+_paho_log = logging.getLogger(f"{__name__}.paho")
+_paho_log.addFilter(_QuietPaho())
 
 ClientFactory = Callable[..., mqtt.Client]
 _HELD = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)  # paho keeps the message
@@ -140,7 +153,7 @@ class MqttUplink(Uplink):
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
         )
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        client.enable_logger(_paho_log)
         client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(s.max_inflight)
         if s.username is not None:
@@ -189,7 +202,9 @@ class MqttUplink(Uplink):
         self._events.put(("connect", rc))
 
     def _on_connect_fail(self, _c: Any, _u: Any) -> None:
-        self._events.put(("connect_fail", None))
+        # paho calls this inside its ``except OSError`` without passing the error: take it
+        # from there, it says why (refused, DNS, certificate...)
+        self._events.put(("connect_fail", sys.exc_info()[1]))
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         self._events.put(("disconnect", rc))
@@ -258,7 +273,8 @@ class MqttUplink(Uplink):
             elif kind == "connect":
                 self._connected_event(args[0])
             elif kind == "connect_fail":
-                self._note_error(f"cannot reach {self.settings.host}:{self.settings.port}")
+                why = f": {args[0]}" if args[0] is not None else ""
+                self._note_error(f"cannot reach {self.settings.host}:{self.settings.port}{why}")
             elif kind == "disconnect":
                 if self._connected:
                     s = self.settings
