@@ -7,11 +7,12 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import can
 import pytest
-from conftest import Subscriber
 
+from conftest import Subscriber
 from pack_agent.config import AgentConfig, load_config, reference_config_path
 from pack_agent.daemon import Daemon
 from pack_agent.database import load_and_check
@@ -57,7 +58,7 @@ def make_config(tmp_path: Path, port: int) -> tuple[AgentConfig, str]:
     return demo_config(load_config(reference_config_path()), channel, port, tmp_path), channel
 
 
-def run_vehicle(cfg: AgentConfig, channel: str, scenario: Scenario, response: str | None):
+def run_vehicle(cfg: AgentConfig, channel: str, scenario: Scenario, response: Any):
     db = load_and_check(cfg)
     watcher = can.Bus(interface="virtual", channel=channel)  # what a CAN logger would see
     bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
@@ -85,12 +86,16 @@ def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
     with Subscriber(broker) as backend:
         agent = AgentThread(cfg)
         try:
-            hu, notices = run_vehicle(cfg, channel, FAST, response="seen")
-            backend.wait_for(lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted)
-                             and "owner.acknowledged" in {e["type"] for e in s.events}, 15)
+            hu, notices = run_vehicle(cfg, channel, FAST, response=["seen", "service_booked"])
+            backend.wait_for(
+                lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted)
+                and "owner.acknowledged" in {e["type"] for e in s.events},
+                15,
+            )
         finally:
             agent.stop()
         events = list({e["event_id"]: e for e in backend.events}.values())
+        topics = {m.topic for m in backend.messages}
 
     events.sort(key=lambda e: e["seq"])
     assert [e["seq"] for e in events] == list(range(1, len(agent.emitted) + 1))
@@ -98,13 +103,24 @@ def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
     kinds = Counter(e["type"] for e in events)
     assert kinds["pack.identified"] == 1
     assert kinds["scrap.condition_met"] == 1
-    assert kinds["owner.acknowledged"] == 1
-    assert kinds["owner.notified"] >= 1
+    assert kinds["owner.acknowledged"] == 2  # seen, then service booked at the reminder
+    assert kinds["owner.notified"] >= 2
     assert set(kinds) <= {"pack.identified", "pack.health", "scrap.condition_met",
-                          "owner.notified", "owner.acknowledged"}
+                          "owner.notified", "owner.acknowledged", "owner.notice"}
     order = [e["type"] for e in events if e["type"] != "pack.health"]
     assert order[:3] == ["pack.identified", "scrap.condition_met", "owner.notified"]
     assert order[-1] == "owner.acknowledged"
+    can_notified = [e["data"] for e in events
+                    if e["type"] == "owner.notified" and e["data"]["channel"] == "can"]
+    mqtt_notified = [e["data"] for e in events
+                     if e["type"] == "owner.notified" and e["data"]["channel"] == "mqtt"]
+    # the second channel: one owner.notice per attempt, on its own topic
+    assert [n["attempt"] for n in mqtt_notified] == [n["attempt"] for n in can_notified]
+    copies = [e["data"] for e in events if e["type"] == "owner.notice"]
+    assert [c["attempt"] for c in copies] == [n["attempt"] for n in can_notified]
+    assert copies[0]["service_outlet"]["phone"] == cfg.notice.service_phone
+    assert copies[0]["texts"]["zh"]["title"] == "动力电池已达到推荐报废条件"
+    assert f"pack-agent/v1/{cfg.vin}/events/owner.notice" in topics
 
     identified = next(e for e in events if e["type"] == "pack.identified")
     assert identified["vin"] == cfg.vin
@@ -116,16 +132,22 @@ def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
     assert all(s["value"] < 80.0 for s in decision["samples"])
     assert decision["pack_code"] == FAST.code
 
-    ack = next(e for e in events if e["type"] == "owner.acknowledged")["data"]
-    assert ack["response"] == "seen" and ack["notice_id"] == 0x0101
+    acks = [e["data"] for e in events if e["type"] == "owner.acknowledged"]
+    assert [(a["response"], a["follow_up"]) for a in acks] == [
+        ("seen", "slow"), ("service_booked", "stop")]
+    ack = acks[0]
+    assert ack["notice_id"] == 0x0101 and ack["channel"] == "can"
+    # a week after "seen", one reminder; the answer to it ends the notice
+    assert acks[1]["attempt"] == can_notified[-1]["attempt"]
 
     # the notice frames on the bus: one per owner.notified event, same sequence number
-    assert len(notices) == kinds["owner.notified"]
+    assert len(notices) == len(can_notified)
     assert {(n["PA_NoticeSeq"], n["PA_NoticeId"], n["PA_NoticeSeverity"]) for n in notices} == {
         (ack["seq"], 0x0101, 1)
     }
     assert [n["PA_NoticeAttempt"] for n in notices] == list(range(1, len(notices) + 1))
     assert hu.shown and hu.shown[0].text is not None
+    assert hu.shown[0].outlet == f"{cfg.notice.service_outlet}\n{cfg.notice.service_phone}"
 
     # every event was acknowledged by the broker: the outbox is empty
     store = Store(cfg.store_path())
@@ -141,25 +163,32 @@ def test_no_answer_means_notices_repeat_daily_and_are_kept(broker, tmp_path):
         agent = AgentThread(cfg)
         try:
             _, notices = run_vehicle(cfg, channel, FAST, response=None)
-            backend.wait_for(lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted), 15)
+            backend.wait_for(
+                lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted), 15
+            )
         finally:
             agent.stop()
-    kinds = Counter(e["type"] for e in {e["event_id"]: e for e in backend.events}.values())
+    events = list({e["event_id"]: e for e in backend.events}.values())
+    kinds = Counter(e["type"] for e in events)
     assert kinds["owner.acknowledged"] == 0
     # decided about day 20 of 45, one notice a simulated day until the end
-    assert 15 <= kinds["owner.notified"] == len(notices)
+    on_can = [e for e in events if e["type"] == "owner.notified" and e["data"]["channel"] == "can"]
+    assert 15 <= len(on_can) == len(notices)
+    # a week without a single answer frame: the failure is an event, once
+    (failed,) = [e["data"] for e in events if e["type"] == "owner.notice_failed"]
+    assert failed["reason"] == "head_unit_silent" and failed["seq"] == notices[0]["PA_NoticeSeq"]
 
 
 def test_restart_neither_forgets_nor_repeats_the_decision(broker, tmp_path):
     cfg, channel = make_config(tmp_path, broker.port)
     with Subscriber(broker) as backend:
         first = AgentThread(cfg)
-        run_vehicle(cfg, channel, FAST, response="dismissed")
+        run_vehicle(cfg, channel, FAST, response="service_booked")
         backend.wait_for(lambda s: "owner.acknowledged" in {e["type"] for e in s.events}, 15)
         first.stop()
         second = AgentThread(cfg)  # same store
         try:
-            run_vehicle(cfg, channel, FAST, response="dismissed")
+            run_vehicle(cfg, channel, FAST, response="service_booked")
             time.sleep(0.5)
         finally:
             second.stop()
@@ -181,7 +210,9 @@ def test_broker_absent_at_start_keeps_events_until_it_comes(tmp_path):
         run_vehicle(cfg, channel, FAST, response="seen")
         assert len(agent.emitted) >= 5
         with LocalBroker(port=port) as broker, Subscriber(broker) as backend:
-            backend.wait_for(lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted), 20)
+            backend.wait_for(
+                lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted), 20
+            )
             assert {e["event_id"] for e in backend.events} == {e.event_id for e in agent.emitted}
     finally:
         agent.stop()

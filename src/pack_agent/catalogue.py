@@ -94,9 +94,9 @@ def load_catalogue(
         raise CatalogueError(f"{path}: not a UTF-8 TOML file: {exc}") from None
     if data.get("format") != FORMAT:
         raise CatalogueError(f"{path}: format = {data.get('format')!r}, expected {FORMAT}")
-    out: dict[int, NoticeText] = {}
-    for key, entry in data.get("notices", {}).items():
-        out[_id(path, key)] = _entry(path, key, entry, outlet, phone)
+    notices = data.get("notices", {})
+    ids = {key: _id(path, key) for key in notices}  # every key first: one clear error
+    out = {ids[key]: _entry(path, key, entry, outlet, phone) for key, entry in notices.items()}
     if not out:
         raise CatalogueError(f'{path}: no [notices."0x...."] entries')
     return out

@@ -63,6 +63,7 @@ class VirtualHeadUnit:
         self._catalogues: dict[tuple[str, str], dict[int, NoticeText]] = {}
         self._on_show = on_show
         self._pages: dict[int, dict[int, bytes]] = {}  # seq -> page -> 5 bytes
+        self._page_counts: dict[int, int] = {}
         self._showings: dict[tuple[int, int], int] = {}  # (seq, id) -> times shown
         self._pending: dict[tuple[int, int], tuple[float, str]] = {}  # -> (answer time, answer)
         self.shown: list[Shown] = []
@@ -78,11 +79,11 @@ class VirtualHeadUnit:
     def on_frame(self, frame: can.Message, now: float) -> None:
         if frame.arbitration_id == self._text_msg.frame_id:
             v = self._text_msg.decode(bytes(frame.data), decode_choices=False)
-            page = int(v["PA_TextPage"])
-            if page == 0:
-                self._pages[int(v["PA_TextSeq"])] = {}
+            seq, count = int(v["PA_TextSeq"]), int(v["PA_TextPageCount"])
+            if self._page_counts.get(seq) != count:  # a new text for this notice
+                self._pages[seq], self._page_counts[seq] = {}, count
             chunk = int(v["PA_TextData"]).to_bytes(5, "little")
-            self._pages.setdefault(int(v["PA_TextSeq"]), {})[page] = chunk
+            self._pages[seq][int(v["PA_TextPage"])] = chunk
             return
         if frame.arbitration_id != self._notice.frame_id:
             return
@@ -105,7 +106,9 @@ class VirtualHeadUnit:
             self._pending[key] = (now + self._delay, answer)
 
     def _outlet_text(self, seq: int, length: int) -> str | None:
-        pages = self._pages.get(seq, {})
+        """The text sent before this showing; pages are used once."""
+        pages = self._pages.pop(seq, {})
+        self._page_counts.pop(seq, None)
         need = -(-length // 5)
         if not length or any(i not in pages for i in range(need)):
             return None
