@@ -257,6 +257,17 @@ def test_ignition_off_holds_the_notice_until_ignition_on(rig_factory):
     assert [n["attempt"] for n in r.of("owner.notified")] == [1]
 
 
+def test_a_critical_notice_goes_out_with_the_ignition_off(rig_factory):
+    r = rig_factory(response=None, mqtt_copy=True)
+    r.ignition(False, T0)
+    r.decide(T0 + 60, soh=30.0)  # both rules met while parked
+    sent = {(n["notice_id"], n["channel"]) for n in r.of("owner.notified")}
+    assert sent == {(0x0202, "can"), (0x0202, "mqtt")}
+    r.ignition(True, T0 + HOUR)
+    sent = [(n["notice_id"], n["attempt"]) for n in r.of("owner.notified", "can")]
+    assert sent == [(0x0202, 1), (0x0101, 1), (0x0202, 2)]
+
+
 def test_seen_then_slow_reminders_then_service_booked_stops(rig_factory):
     r = rig_factory(response=["seen", "service_booked"], slow_repeat_interval_s=7 * DAY)
     r.decide(T0)

@@ -11,6 +11,7 @@ from typing import Any
 
 import can
 import pytest
+from can.interfaces.virtual import VirtualBus
 
 from conftest import Subscriber
 from pack_agent.config import AgentConfig, load_config, reference_config_path
@@ -29,8 +30,9 @@ FAST = Scenario(name="fast", description="test", days=45, soh_start=81.5, soh_pe
 class AgentThread:
     """The daemon in its own thread, built there (the store belongs to its thread)."""
 
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentConfig, buses: dict[str, can.BusABC] | None = None) -> None:
         self.cfg = cfg
+        self.buses = buses
         self.emitted: list = []
         self.daemon: Daemon | None = None
         self._ready = threading.Event()
@@ -41,7 +43,9 @@ class AgentThread:
 
     def _main(self) -> None:
         try:
-            self.daemon = Daemon(self.cfg, clock=None, on_event=self.emitted.append)
+            self.daemon = Daemon(
+                self.cfg, clock=None, on_event=self.emitted.append, buses=self.buses
+            )
         finally:
             self._ready.set()
         self.daemon.run()
@@ -225,3 +229,60 @@ def test_bad_bus_interface_is_one_clear_error(tmp_path):
     cfg.buses[0].interface = "no-such-interface"
     with pytest.raises(BusError, match="bus 'powertrain' \\(no-such-interface:"):
         Daemon(cfg)
+
+
+class FailingBus(VirtualBus):
+    """The agent's side of the bus: receives, but its sends fail while ``failing`` is set
+    (a physical bus-off cannot run here)."""
+
+    failing = True
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        if self.failing:
+            raise can.CanOperationError("Transmit buffer full (bus-off)")
+        super().send(msg, timeout)
+
+
+def test_a_failing_bus_is_reported_retried_and_the_notice_delivered(broker, tmp_path):
+    cfg, channel = make_config(tmp_path, broker.port)
+    assert cfg.notice.mqtt_copy  # the reference configuration sends the app copy
+    agent_bus = FailingBus(channel=channel, preserve_timestamps=True)
+    db = load_and_check(cfg)
+    with Subscriber(broker) as backend:
+        agent = AgentThread(cfg, buses={"powertrain": agent_bus})
+        bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+        hu = VirtualHeadUnit(db, response="service_booked", delay_s=0.5 * DAY)
+
+        def heal(state: Any) -> None:
+            if state.day == 30:  # the bus comes back ten days after the decision
+                time.sleep(0.3)
+                agent_bus.failing = False
+
+        try:
+            VirtualVehicle(bus, db, FAST, hu, pace_s=0.004, on_day=heal).run()
+            backend.wait_for(
+                lambda s: "owner.acknowledged" in {e["type"] for e in s.events}
+                and len({e["event_id"] for e in s.events}) >= len(agent.emitted),
+                15,
+            )
+        finally:
+            bus.shutdown()
+            agent.stop()
+    events = sorted({e["event_id"]: e for e in backend.events}.values(), key=lambda e: e["seq"])
+    notice_events = [(e["type"], e["data"].get("channel")) for e in events
+                     if e["type"].startswith("owner.")]
+    # the head unit's failure is visible, once; the app copy goes out at once; later delivered
+    assert notice_events[:3] == [
+        ("owner.notice_failed", "can"), ("owner.notified", "mqtt"), ("owner.notice", None)]
+    failures = [e["data"] for e in events if e["type"] == "owner.notice_failed"]
+    assert failures[0]["reason"] == "bus_error" and "bus-off" in failures[0]["error"]
+    # a week with nothing from the head unit is reported too, once
+    assert [f["reason"] for f in failures] == ["bus_error", "head_unit_silent"]
+    on_can = [e["data"] for e in events
+              if e["type"] == "owner.notified" and e["data"]["channel"] == "can"]
+    assert on_can[0]["attempt"] == 1 and on_can[0]["retries"] >= 5  # retried daily meanwhile
+    assert hu.shown[0].attempt == 1
+    assert notice_events[-1] == ("owner.acknowledged", "can")
+    assert agent.daemon is not None
+    status = agent.daemon.agent.notice_status()
+    assert status["send_failures"] == on_can[0]["retries"] and status["failing"] == []

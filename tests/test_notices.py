@@ -239,3 +239,27 @@ def test_clear_returns_the_open_notices_and_keeps_the_closed():
     assert live.notice_id == 0x0202
     assert b.clear() == [live]
     assert b.notices == [done]
+
+
+def test_a_critical_notice_is_not_held_by_the_ignition():
+    b = book()
+    n = b.open_notice("thermal", "critical", 0.0)
+    assert b.due(0.0, vehicle_on=False) == [n]
+
+
+def test_a_notice_stored_before_follow_ups_existed_stays_closed_by_its_answer():
+    old = {
+        "notice_id": 0x0101,
+        "severity": "advisory",
+        "rule_id": "capacity-80",
+        "seq": 4,
+        "opened_at": 0.0,
+        "attempts": 2,
+        "last_attempt": DAY,
+        "acknowledged_at": DAY + 5,
+        "response": "seen",
+    }
+    unanswered = dict(old, seq=5, acknowledged_at=None, response=None)
+    b = NoticeBook(Cadence(), {"next_seq": 6, "notices": [old, unanswered]})
+    assert [n.seq for n in b.active()] == [5]
+    assert b.notices[0].closed_at == DAY + 5 and b.notices[0].closed_reason == "seen"

@@ -153,8 +153,11 @@ class Agent:
             self._send_due_notices(now)
 
     def _heard_head_unit(self, now: float) -> None:
+        """Persisted at most once a minute: a head unit flooding answers must not flood disk."""
+        last = self._head_unit_heard_at
         self._head_unit_heard_at = now
-        self.store.put_state("notices.head_unit_heard_at", now)
+        if last is None or not 0 <= now - last < 60.0:
+            self.store.put_state("notices.head_unit_heard_at", now)
 
     def _send_due_notices(self, now: float) -> None:
         """Starts the attempts that are due, then delivers every attempt still owed on a
@@ -220,6 +223,8 @@ class Agent:
             self._emit("owner.acknowledged", data, now)
 
     def _check_notice_failures(self, now: float) -> None:
+        if not self.notifiers:
+            return
         found = self.notices.failures(now, self._head_unit_heard_at)
         if not found:
             return

@@ -124,7 +124,7 @@ class NoticeBook:
         self.cadence = cadence
         state = state or {}
         self._next_seq: int = state.get("next_seq", 1)
-        self.notices: list[Notice] = [Notice(**n) for n in state.get("notices", [])]
+        self.notices: list[Notice] = [_load(n) for n in state.get("notices", [])]
 
     def to_state(self) -> dict[str, Any]:
         return {"next_seq": self._next_seq, "notices": [asdict(n) for n in self.notices]}
@@ -150,7 +150,8 @@ class NoticeBook:
 
     def due(self, now: float, vehicle_on: bool | None = None) -> list[Notice]:
         """Open notices whose next attempt starts now. ``vehicle_on`` False (ignition known
-        off: the head unit is asleep) holds every attempt until the ignition is on."""
+        off: the head unit is asleep) holds advisory attempts until the ignition is on; a
+        critical notice goes out at once (the app copy reaches an owner who is not in the car)."""
         out = []
         c = self.cadence
         for n in self.active():
@@ -161,7 +162,8 @@ class NoticeBook:
                 n.last_attempt = now
                 n.recent = [t for t in n.recent if t <= now]
             n.recent = [t for t in n.recent if now - t < c.period_s]
-            if vehicle_on is False or len(n.recent) >= c.per_period(n.severity):
+            held = vehicle_on is False and n.severity != "critical"
+            if held or len(n.recent) >= c.per_period(n.severity):
                 continue
             if n.last_attempt is None or (n.ignition_pending and n.follow_up == "repeat"):
                 out.append(n)
@@ -250,3 +252,12 @@ class NoticeBook:
         gone = self.active()
         self.notices = [n for n in self.notices if not n.open]
         return gone
+
+
+def _load(raw: dict[str, Any]) -> Notice:
+    """A stored notice; one stored before answers had follow-ups was closed by any answer."""
+    notice = Notice(**raw)
+    if "follow_up" not in raw and notice.response is not None:
+        notice.follow_up, notice.closed_reason = "stop", notice.response
+        notice.closed_at = notice.acknowledged_at
+    return notice
