@@ -414,11 +414,19 @@ def test_mqtt_copy_goes_out_with_every_attempt_even_when_can_fails(rig_factory):
     assert copy["attempt"] == 1 and copy["severity"] == "advisory"
     assert copy["service_outlet"] == {"name": OUTLET, "phone": PHONE}
     assert PHONE in copy["texts"]["zh"]["action"] and copy["texts"]["en"]["title"]
+    r.run(T0 + 30, T0 + 2 * DAY + 60)  # two days of a dead bus: the app copy keeps the cadence
+    assert [(n["attempt"], n["channel"]) for n in r.of("owner.notified")] == [
+        (1, "mqtt"),
+        (2, "mqtt"),
+        (3, "mqtt"),
+    ]
+    assert len(r.of("owner.notice_failed")) == 1  # reported once, not per retry or attempt
     r.bus.failing = False  # type: ignore[attr-defined]
-    r.run(T0 + 30, T0 + DAY + 60)
-    channels = [(n["attempt"], n["channel"]) for n in r.of("owner.notified")]
-    assert channels == [(1, "mqtt"), (1, "can"), (2, "can"), (2, "mqtt")]
-    assert len(r.of("owner.notice")) == 2
+    r.pump(T0 + 2 * DAY + 120)
+    (on_can,) = r.of("owner.notified", "can")
+    assert on_can["attempt"] == 3
+    assert on_can["retries"] == r.agent.notice_status()["send_failures"] >= 48  # hourly pumps
+    assert len(r.of("owner.notice")) == 3 and r.hu.shown[0].attempt == 3
 
 
 def test_critical_notice_uses_its_id_and_repeats_hourly(rig_factory):

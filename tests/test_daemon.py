@@ -280,8 +280,13 @@ def test_a_failing_bus_is_reported_retried_and_the_notice_delivered(broker, tmp_
     assert [f["reason"] for f in failures] == ["bus_error", "head_unit_silent"]
     on_can = [e["data"] for e in events
               if e["type"] == "owner.notified" and e["data"]["channel"] == "can"]
-    assert on_can[0]["attempt"] == 1 and on_can[0]["retries"] >= 5  # retried daily meanwhile
-    assert hu.shown[0].attempt == 1
+    on_mqtt = [e["data"] for e in events
+               if e["type"] == "owner.notified" and e["data"]["channel"] == "mqtt"]
+    # retried daily meanwhile; the app copy kept the daily cadence, the head unit got the latest
+    assert on_can[0]["retries"] >= 5 and on_can[0]["attempt"] >= 5
+    assert [n["attempt"] for n in on_mqtt[: on_can[0]["attempt"]]] == list(
+        range(1, on_can[0]["attempt"] + 1))
+    assert hu.shown[0].attempt == on_can[0]["attempt"]
     assert notice_events[-1] == ("owner.acknowledged", "can")
     assert agent.daemon is not None
     status = agent.daemon.agent.notice_status()

@@ -204,7 +204,7 @@ class Agent:
         self._retry_at[key] = now + self.config.notice.retry_interval_s
         self._failing[key] = self._failing.get(key, 0) + 1
         self._warn("notice", f"owner notice not sent, retrying: {exc}")
-        if self._failing[key] == 1:  # once per attempt and channel: visible, not a flood
+        if self._failing[key] == 1:  # once per run of failures: visible, not a flood
             data = self._notice_data(notice, channel)
             data.update(reason="bus_error", error=str(exc))
             self._emit("owner.notice_failed", data, now)

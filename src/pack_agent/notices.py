@@ -155,7 +155,7 @@ class NoticeBook:
         out = []
         c = self.cadence
         for n in self.active():
-            if n.follow_up == "stop" or n.attempts >= c.max_attempts or n.undelivered:
+            if n.follow_up == "stop" or n.attempts >= c.max_attempts:
                 continue
             if n.last_attempt is not None and now < n.last_attempt:
                 # the clock went back: wait a full interval from now, forget future attempts
@@ -186,6 +186,8 @@ class NoticeBook:
         return changed
 
     def start_attempt(self, notice: Notice, now: float, channels: list[str]) -> None:
+        """A new attempt on every channel; a channel still owing the previous attempt (its
+        sends fail) now owes this one, so the other channels keep the cadence meanwhile."""
         notice.attempts += 1
         notice.last_attempt = now
         if notice.first_attempt is None:
