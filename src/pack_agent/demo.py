@@ -185,8 +185,8 @@ def run_demo(
 
         head_unit = VirtualHeadUnit(
             db,
-            response="service_booked",
-            delay_s=2.5 * 86400,
+            response=["seen", "service_booked"],  # informed; booked at the weekly reminder
+            delay_s=0.5 * 86400,
             on_show=on_show,
         )
         last_code: list[str] = []
