@@ -246,6 +246,17 @@ def test_no_answer_repeats_daily_and_at_ignition_capped_per_day(rig_factory):
     assert len(r.hu.shown) == len(times)
 
 
+def test_ignition_on_line_is_configurable(rig_factory):
+    r = rig_factory(response=None, ignition_on_min=1.0)
+    r.ignition(False, T0)
+    r.decide(T0 + 60)
+    acc = {"VCU_Odometer": 12345.0, "VCU_Ignition": 1}  # Acc counts as on here
+    r.feed([encode(r.db, "VCU_Vehicle", acc, T0 + HOUR)], T0 + HOUR)
+    r.pump(T0 + HOUR)
+    assert [n["attempt"] for n in r.of("owner.notified")] == [1]
+    assert r.agent.notice_status()["ignition_on"] is True
+
+
 def test_ignition_off_holds_the_notice_until_ignition_on(rig_factory):
     r = rig_factory(response=None)
     r.ignition(False, T0)

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TICK_S = 0.05
-IGNITION_ON = 2.0  # VCU_Ignition: 0 Off, 1 Acc, 2 On, 3 Start
 
 
 class Agent:
@@ -118,7 +117,7 @@ class Agent:
     def _on_reading(self, reading: Reading, now: float) -> None:
         self._apply(self.tracker.on_reading(reading), now)
         if reading.metric == "ignition":
-            self._on_ignition(reading.value >= IGNITION_ON, now)
+            self._on_ignition(reading.value >= self.config.notice.ignition_on_min, now)
         for decision in self.policy.observe(reading, self.tracker.code):
             self._decide(decision, now)
 

@@ -97,6 +97,7 @@ class NoticeSettings(_Model):
     critical_repeat_interval_s: float = Field(default=3600.0, gt=0)
     slow_repeat_interval_s: float = Field(default=7 * 86400.0, gt=0)
     repeat_on_ignition: bool = True
+    ignition_on_min: float = 2.0
     max_attempts: int = Field(default=60, ge=1)
     max_per_period: int = Field(default=3, ge=1)
     critical_max_per_period: int = Field(default=12, ge=1)

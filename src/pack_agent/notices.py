@@ -63,7 +63,7 @@ class Cadence:
 
     @classmethod
     def from_settings(cls, s: NoticeSettings) -> Cadence:
-        return cls(**{f: getattr(s, f) for f in cls.__dataclass_fields__})
+        return cls(**{f: getattr(s, f) for f in cls.__dataclass_fields__})  # same names
 
     def follow_up(self, severity: str, response: str) -> str:
         if severity == "critical" and response == "seen":
