@@ -98,3 +98,45 @@ def test_check_config_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "metrics.soh.signal: signal 'Nope' is not in message 'BMS_Health'" in out
     assert "Traceback" not in out
+
+
+def test_notice_settings_problems_are_named(tmp_path):
+    text = REFERENCE.replace('severity = "advisory"', 'severity = "advisory"\nnotice_id = 0x0999')
+    text = text.replace('after_seen = "slow"', 'after_seen = "later"')
+    text = text.replace('text_message = "PA_NoticeText"', 'text_message = "PA_NoText"')
+    found = problems(write(tmp_path, text))
+    assert any(p.startswith("notice.after_seen:") for p in found)
+    assert len(found) == 1  # schema problems first, alone
+    found = problems(write(tmp_path, text.replace('after_seen = "later"', 'after_seen = "stop"')))
+    assert found == [
+        "rules[0].notice_id: notice 0x0999 is not in the catalogue builtin:notices.toml"
+    ]
+    text = text.replace("notice_id = 0x0999", "notice_id = 0x0202")
+    found = problems(write(tmp_path, text.replace('after_seen = "later"', 'after_seen = "stop"')))
+    assert found == ["rules[0].notice_id: notice 0x0202 is critical, the rule is advisory"]
+
+
+def test_notice_text_message_must_have_the_page_signals(tmp_path):
+    text = REFERENCE.replace('text_message = "PA_NoticeText"', 'text_message = "HU_NoticeAck"')
+    found = problems(write(tmp_path, text))
+    assert "notice.text_message: signal 'PA_TextSeq' is not in message 'HU_NoticeAck'" in found
+
+
+def test_outlet_too_long_for_the_text_pages_and_bad_catalogue(tmp_path):
+    text = REFERENCE.replace(
+        'service_phone = "+86 400 000 0000"', f'service_phone = "{"8" * 1300}"'
+    )
+    found = problems(write(tmp_path, text))
+    assert len(found) == 1 and "at most 1275 fit in the CAN text pages" in found[0]
+    assert found[0].startswith("notice.service_outlet: outlet and phone are")
+    text = REFERENCE.replace('"builtin:notices.toml"', '"mine.toml"')
+    found = problems(write(tmp_path, text))
+    assert found == [
+        f"notice.catalogue: {tmp_path / 'mine.toml'}: cannot read: No such file or directory"
+    ]
+
+
+def test_outlet_must_be_one_line(tmp_path):
+    text = REFERENCE.replace('service_phone = "+86 400 000 0000"', 'service_phone = "1\\n2"')
+    found = problems(write(tmp_path, text))
+    assert found == ["notice.service_phone: Value error, must be one line (no line feed or NUL)"]

@@ -7,9 +7,11 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import can
 import pytest
+from can.interfaces.virtual import VirtualBus
 
 from conftest import Subscriber
 from pack_agent.config import AgentConfig, load_config, reference_config_path
@@ -29,8 +31,9 @@ FAST = Scenario(
 class AgentThread:
     """The daemon in its own thread, built there (the store belongs to its thread)."""
 
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentConfig, buses: dict[str, can.BusABC] | None = None) -> None:
         self.cfg = cfg
+        self.buses = buses
         self.emitted: list = []
         self.daemon: Daemon | None = None
         self._ready = threading.Event()
@@ -41,7 +44,9 @@ class AgentThread:
 
     def _main(self) -> None:
         try:
-            self.daemon = Daemon(self.cfg, clock=None, on_event=self.emitted.append)
+            self.daemon = Daemon(
+                self.cfg, clock=None, on_event=self.emitted.append, buses=self.buses
+            )
         finally:
             self._ready.set()
         self.daemon.run()
@@ -58,7 +63,7 @@ def make_config(tmp_path: Path, port: int) -> tuple[AgentConfig, str]:
     return demo_config(load_config(reference_config_path()), channel, port, tmp_path), channel
 
 
-def run_vehicle(cfg: AgentConfig, channel: str, scenario: Scenario, response: str | None):
+def run_vehicle(cfg: AgentConfig, channel: str, scenario: Scenario, response: Any):
     db = load_and_check(cfg)
     watcher = can.Bus(interface="virtual", channel=channel)  # what a CAN logger would see
     bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
@@ -86,7 +91,7 @@ def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
     with Subscriber(broker) as backend:
         agent = AgentThread(cfg)
         try:
-            hu, notices = run_vehicle(cfg, channel, FAST, response="seen")
+            hu, notices = run_vehicle(cfg, channel, FAST, response=["seen", "service_booked"])
             backend.wait_for(
                 lambda s: (
                     len({e["event_id"] for e in s.events}) >= len(agent.emitted)
@@ -97,6 +102,7 @@ def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
         finally:
             agent.stop()
         events = list({e["event_id"]: e for e in backend.events}.values())
+        topics = {m.topic for m in backend.messages}
 
     events.sort(key=lambda e: e["seq"])
     assert [e["seq"] for e in events] == list(range(1, len(agent.emitted) + 1))
@@ -104,18 +110,34 @@ def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
     kinds = Counter(e["type"] for e in events)
     assert kinds["pack.identified"] == 1
     assert kinds["scrap.condition_met"] == 1
-    assert kinds["owner.acknowledged"] == 1
-    assert kinds["owner.notified"] >= 1
+    assert kinds["owner.acknowledged"] == 2  # seen, then service booked at the reminder
+    assert kinds["owner.notified"] >= 2
     assert set(kinds) <= {
         "pack.identified",
         "pack.health",
         "scrap.condition_met",
         "owner.notified",
         "owner.acknowledged",
+        "owner.notice",
     }
     order = [e["type"] for e in events if e["type"] != "pack.health"]
     assert order[:3] == ["pack.identified", "scrap.condition_met", "owner.notified"]
     assert order[-1] == "owner.acknowledged"
+    can_notified = [
+        e["data"] for e in events if e["type"] == "owner.notified" and e["data"]["channel"] == "can"
+    ]
+    mqtt_notified = [
+        e["data"]
+        for e in events
+        if e["type"] == "owner.notified" and e["data"]["channel"] == "mqtt"
+    ]
+    # the second channel: one owner.notice per attempt, on its own topic
+    assert [n["attempt"] for n in mqtt_notified] == [n["attempt"] for n in can_notified]
+    copies = [e["data"] for e in events if e["type"] == "owner.notice"]
+    assert [c["attempt"] for c in copies] == [n["attempt"] for n in can_notified]
+    assert copies[0]["service_outlet"]["phone"] == cfg.notice.service_phone
+    assert copies[0]["texts"]["zh"]["title"] == "动力电池已达到推荐报废条件"
+    assert f"pack-agent/v1/{cfg.vin}/events/owner.notice" in topics
 
     identified = next(e for e in events if e["type"] == "pack.identified")
     assert identified["vin"] == cfg.vin
@@ -127,16 +149,24 @@ def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
     assert all(s["value"] < 80.0 for s in decision["samples"])
     assert decision["pack_code"] == FAST.code
 
-    ack = next(e for e in events if e["type"] == "owner.acknowledged")["data"]
-    assert ack["response"] == "seen" and ack["notice_id"] == 0x0101
+    acks = [e["data"] for e in events if e["type"] == "owner.acknowledged"]
+    assert [(a["response"], a["follow_up"]) for a in acks] == [
+        ("seen", "slow"),
+        ("service_booked", "stop"),
+    ]
+    ack = acks[0]
+    assert ack["notice_id"] == 0x0101 and ack["channel"] == "can"
+    # a week after "seen", one reminder; the answer to it ends the notice
+    assert acks[1]["attempt"] == can_notified[-1]["attempt"]
 
     # the notice frames on the bus: one per owner.notified event, same sequence number
-    assert len(notices) == kinds["owner.notified"]
+    assert len(notices) == len(can_notified)
     assert {(n["PA_NoticeSeq"], n["PA_NoticeId"], n["PA_NoticeSeverity"]) for n in notices} == {
         (ack["seq"], 0x0101, 1)
     }
     assert [n["PA_NoticeAttempt"] for n in notices] == list(range(1, len(notices) + 1))
     assert hu.shown and hu.shown[0].text is not None
+    assert hu.shown[0].outlet == f"{cfg.notice.service_outlet}\n{cfg.notice.service_phone}"
 
     # every event was acknowledged by the broker: the outbox is empty
     store = Store(cfg.store_path())
@@ -157,22 +187,27 @@ def test_no_answer_means_notices_repeat_daily_and_are_kept(broker, tmp_path):
             )
         finally:
             agent.stop()
-    kinds = Counter(e["type"] for e in {e["event_id"]: e for e in backend.events}.values())
+    events = list({e["event_id"]: e for e in backend.events}.values())
+    kinds = Counter(e["type"] for e in events)
     assert kinds["owner.acknowledged"] == 0
     # decided about day 20 of 45, one notice a simulated day until the end
-    assert 15 <= kinds["owner.notified"] == len(notices)
+    on_can = [e for e in events if e["type"] == "owner.notified" and e["data"]["channel"] == "can"]
+    assert 15 <= len(on_can) == len(notices)
+    # a week without a single answer frame: the failure is an event, once
+    (failed,) = [e["data"] for e in events if e["type"] == "owner.notice_failed"]
+    assert failed["reason"] == "head_unit_silent" and failed["seq"] == notices[0]["PA_NoticeSeq"]
 
 
 def test_restart_neither_forgets_nor_repeats_the_decision(broker, tmp_path):
     cfg, channel = make_config(tmp_path, broker.port)
     with Subscriber(broker) as backend:
         first = AgentThread(cfg)
-        run_vehicle(cfg, channel, FAST, response="dismissed")
+        run_vehicle(cfg, channel, FAST, response="service_booked")
         backend.wait_for(lambda s: "owner.acknowledged" in {e["type"] for e in s.events}, 15)
         first.stop()
         second = AgentThread(cfg)  # same store
         try:
-            run_vehicle(cfg, channel, FAST, response="dismissed")
+            run_vehicle(cfg, channel, FAST, response="service_booked")
             time.sleep(0.5)
         finally:
             second.stop()
@@ -213,3 +248,76 @@ def test_bad_bus_interface_is_one_clear_error(tmp_path):
     cfg.buses[0].interface = "no-such-interface"
     with pytest.raises(BusError, match="bus 'powertrain' \\(no-such-interface:"):
         Daemon(cfg)
+
+
+class FailingBus(VirtualBus):
+    """The agent's side of the bus: receives, but its sends fail while ``failing`` is set
+    (a physical bus-off cannot run here)."""
+
+    failing = True
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        if self.failing:
+            raise can.CanOperationError("Transmit buffer full (bus-off)")
+        super().send(msg, timeout)
+
+
+def test_a_failing_bus_is_reported_retried_and_the_notice_delivered(broker, tmp_path):
+    cfg, channel = make_config(tmp_path, broker.port)
+    assert cfg.notice.mqtt_copy  # the reference configuration sends the app copy
+    agent_bus = FailingBus(channel=channel, preserve_timestamps=True)
+    db = load_and_check(cfg)
+    with Subscriber(broker) as backend:
+        agent = AgentThread(cfg, buses={"powertrain": agent_bus})
+        bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+        hu = VirtualHeadUnit(db, response="service_booked", delay_s=0.5 * DAY)
+
+        def heal(state: Any) -> None:
+            if state.day == 30:  # the bus comes back ten days after the decision
+                time.sleep(0.3)
+                agent_bus.failing = False
+
+        try:
+            VirtualVehicle(bus, db, FAST, hu, pace_s=0.004, on_day=heal).run()
+            backend.wait_for(
+                lambda s: (
+                    "owner.acknowledged" in {e["type"] for e in s.events}
+                    and len({e["event_id"] for e in s.events}) >= len(agent.emitted)
+                ),
+                15,
+            )
+        finally:
+            bus.shutdown()
+            agent.stop()
+    events = sorted({e["event_id"]: e for e in backend.events}.values(), key=lambda e: e["seq"])
+    notice_events = [
+        (e["type"], e["data"].get("channel")) for e in events if e["type"].startswith("owner.")
+    ]
+    # the head unit's failure is visible, once; the app copy goes out at once; later delivered
+    assert notice_events[:3] == [
+        ("owner.notice_failed", "can"),
+        ("owner.notified", "mqtt"),
+        ("owner.notice", None),
+    ]
+    failures = [e["data"] for e in events if e["type"] == "owner.notice_failed"]
+    assert failures[0]["reason"] == "bus_error" and "bus-off" in failures[0]["error"]
+    # a week with nothing from the head unit is reported too, once
+    assert [f["reason"] for f in failures] == ["bus_error", "head_unit_silent"]
+    on_can = [
+        e["data"] for e in events if e["type"] == "owner.notified" and e["data"]["channel"] == "can"
+    ]
+    on_mqtt = [
+        e["data"]
+        for e in events
+        if e["type"] == "owner.notified" and e["data"]["channel"] == "mqtt"
+    ]
+    # retried daily meanwhile; the app copy kept the daily cadence, the head unit got the latest
+    assert on_can[0]["retries"] >= 5 and on_can[0]["attempt"] >= 5
+    assert [n["attempt"] for n in on_mqtt[: on_can[0]["attempt"]]] == list(
+        range(1, on_can[0]["attempt"] + 1)
+    )
+    assert hu.shown[0].attempt == on_can[0]["attempt"]
+    assert notice_events[-1] == ("owner.acknowledged", "can")
+    assert agent.daemon is not None
+    status = agent.daemon.agent.notice_status()
+    assert status["send_failures"] == on_can[0]["retries"] and status["failing"] == []

@@ -34,6 +34,7 @@ MESSAGES: dict[str, tuple[int, str, set[str], int | None]] = {
     "VCU_Vehicle": (0x3B0, "VCU", {"PACK_AGENT"}, 100),
     "PA_OwnerNotice": (0x3C0, "PACK_AGENT", {"HEAD_UNIT"}, None),
     "HU_NoticeAck": (0x3C1, "HEAD_UNIT", {"PACK_AGENT"}, None),
+    "PA_NoticeText": (0x3C2, "PACK_AGENT", {"HEAD_UNIT"}, None),
 }
 
 SIGNALS: dict[str, set[str]] = {
@@ -93,8 +94,10 @@ SIGNALS: dict[str, set[str]] = {
         "PA_NoticeSeverity",
         "PA_NoticeAction",
         "PA_NoticeAttempt",
+        "PA_NoticeTextLength",
     },
     "HU_NoticeAck": {"HU_AckSeq", "HU_AckNoticeId", "HU_AckResponse"},
+    "PA_NoticeText": {"PA_TextSeq", "PA_TextPage", "PA_TextPageCount", "PA_TextData"},
 }
 
 # GB/T 32960.3 general alarm flag word: bit n of bytes 0-3 (little-endian) is GB/T bit n.
@@ -153,7 +156,7 @@ def test_loads_strict_without_warnings(caplog: pytest.LogCaptureFixture) -> None
         with caplog.at_level(logging.DEBUG, logger="cantools"):
             db = cantools.database.load_file(str(DBC_PATH), strict=True)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert db.version == "1.0.0"
+    assert db.version == "1.1.0"
     assert {n.name for n in db.nodes} == {"BMS", "VCU", "PACK_AGENT", "HEAD_UNIT"}
     assert all(n.comment for n in db.nodes)
 
@@ -290,6 +293,7 @@ def test_notice_ack_handshake_echo(db: Any) -> None:
                 "PA_NoticeSeverity": 1,
                 "PA_NoticeAction": 1,
                 "PA_NoticeAttempt": 3,
+                "PA_NoticeTextLength": 0,
             }
         ),
         decode_choices=False,
@@ -395,8 +399,18 @@ DOC_EXAMPLES: dict[str, tuple[dict[str, Any], str]] = {
             "PA_NoticeSeverity": "Advisory",
             "PA_NoticeAction": "Show",
             "PA_NoticeAttempt": 1,
+            "PA_NoticeTextLength": 16,
         },
-        "07 01 01 11 01 00 00 00",
+        "07 01 01 11 01 10 00 00",
+    ),
+    "PA_NoticeText": (
+        {
+            "PA_TextSeq": 7,
+            "PA_TextPage": 0,
+            "PA_TextPageCount": 4,
+            "PA_TextData": int.from_bytes(b"Outle", "little"),
+        },
+        "07 00 04 4F 75 74 6C 65",
     ),
     "HU_NoticeAck": (
         {"HU_AckSeq": 7, "HU_AckNoticeId": 0x0101, "HU_AckResponse": "ServiceBooked"},

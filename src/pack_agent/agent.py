@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pack_agent.config import AgentConfig
 from pack_agent.decoder import CodeAssembler, CodePage, Decoder, Reading
 from pack_agent.errors import BusError
 from pack_agent.events import EventDraft, utc_from_timestamp
-from pack_agent.notices import Notice, NoticeAck, NoticeBook
+from pack_agent.notices import Cadence, Notice, NoticeAck, NoticeBook
 from pack_agent.policy import ScrapDecision, ScrapPolicy
 from pack_agent.tracker import Happening, PackTracker
 
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NOTICE_RETRY_S = 5.0
 TICK_S = 0.05
 
 
@@ -44,6 +43,7 @@ class Agent:
         store: Store,
         notifier: OwnerNotifier | None = None,
         on_event: Callable[[Any], None] | None = None,
+        extra_notifiers: Sequence[OwnerNotifier] = (),
     ) -> None:
         self.config = config
         self.store = store
@@ -52,16 +52,21 @@ class Agent:
         self.assembler = CodeAssembler(len(config.pack_code.pages), config.pack_code.confirmations)
         self.tracker = PackTracker(store.get_state("pack.code"), config.health.bms_timeout_s)
         self.policy = ScrapPolicy(config.rules, store.get_state("policy.latched", []))
-        self.notices = NoticeBook(
-            config.notice.repeat_interval_s,
-            config.notice.max_attempts,
-            store.get_state("notices"),
+        self.notices = NoticeBook(Cadence.from_settings(config.notice), store.get_state("notices"))
+        self.notifiers: list[OwnerNotifier] = ([notifier] if notifier else []) + list(
+            extra_notifiers
         )
+        self._rule_notice = {r.id: r.notice_id for r in config.rules}
+        self._ignition_on: bool | None = store.get_state("ignition.on")
+        self._head_unit_heard_at: float | None = store.get_state("notices.head_unit_heard_at")
         self._on_event = on_event
         self._next_health: float | None = None
-        self._notice_retry_at = 0.0
+        self._retry_at: dict[tuple[int, str], float] = {}
+        self._failing: dict[tuple[int, str], int] = {}  # failed sends of the current attempt
         self.frame_errors = 0
         self.notice_failures = 0
+        self._counts: dict[str, int] = {}
+        self._last_notice_error: str | None = None
         self._warned: dict[str, float] = {}
 
     # -- frames ---------------------------------------------------------------
@@ -69,10 +74,12 @@ class Agent:
     def handle_frame(self, bus: str, frame: can.Message, now: float) -> None:
         """One frame in; never raises for a bad frame (it is counted and logged, rate-limited)."""
         try:
-            if self.notifier is not None:
-                ack = self.notifier.parse_ack(bus, frame)
-                if ack is not None:
-                    self._on_ack(ack, now)
+            for notifier in self.notifiers:
+                if notifier.is_ack_frame(bus, frame):
+                    self._heard_head_unit(now)
+                    ack = notifier.parse_ack(bus, frame)
+                    if ack is not None:
+                        self._on_ack(ack, notifier.channel, now)
                     return
             for item in self.decoder.decode(bus, frame, now):
                 if isinstance(item, CodePage):
@@ -92,16 +99,25 @@ class Agent:
         if not happenings:
             return
         with self.store.transaction():
+            withdrawn: list[Notice] = []
             if self.tracker.code != before:
                 self.policy.reset()
-                self.notices.clear()
+                withdrawn = self.notices.clear()
                 self.store.put_state("pack.code", self.tracker.code)
                 self.store.put_state("policy.latched", [])
                 self.store.put_state("notices", self.notices.to_state())
             self._apply(happenings, now)
+        for notice in withdrawn:  # best effort: the old pack's notice leaves the screen
+            for notifier in self.notifiers:
+                try:
+                    notifier.withdraw(notice)
+                except BusError as exc:
+                    self._warn("withdraw", f"notice withdraw not sent: {exc}")
 
     def _on_reading(self, reading: Reading, now: float) -> None:
         self._apply(self.tracker.on_reading(reading), now)
+        if reading.metric == "ignition":
+            self._on_ignition(reading.value >= self.config.notice.ignition_on_min, now)
         for decision in self.policy.observe(reading, self.tracker.code):
             self._decide(decision, now)
 
@@ -109,7 +125,9 @@ class Agent:
         with self.store.transaction():
             self.store.put_state("policy.latched", sorted(self.policy.latched_rules))
             self._emit("scrap.condition_met", decision.evidence(), now)
-            self.notices.open_notice(decision.rule_id, decision.severity, now)
+            self.notices.open_notice(
+                decision.rule_id, decision.severity, now, self._rule_notice.get(decision.rule_id)
+            )
             self.store.put_state("notices", self.notices.to_state())
         log.warning(
             "scrapping condition met: rule %s (%s), pack %s",
@@ -121,42 +139,152 @@ class Agent:
 
     # -- the owner ------------------------------------------------------------
 
-    def _send_due_notices(self, now: float) -> None:
-        if self.notifier is None or now < self._notice_retry_at:
+    def _on_ignition(self, on: bool, now: float) -> None:
+        """Persisted on change only, so a restart with the ignition on is not an Off->On."""
+        if on == self._ignition_on:
             return
-        for notice in self.notices.due(now):
-            try:
-                self.notifier.send(notice)
-            except BusError as exc:
-                self.notice_failures += 1
-                self._notice_retry_at = now + NOTICE_RETRY_S
-                self._warn("notice", f"owner notice not sent, retrying: {exc}")
-                return
-            self.notices.record_attempt(notice, now)
-            with self.store.transaction():
+        was, self._ignition_on = self._ignition_on, on
+        with self.store.transaction():
+            self.store.put_state("ignition.on", on)
+            if on and not was and self.notices.on_ignition_on():
                 self.store.put_state("notices", self.notices.to_state())
-                self._emit("owner.notified", self._notice_data(notice), now)
+        if on:
+            self._send_due_notices(now)
 
-    def _on_ack(self, ack: NoticeAck, now: float) -> None:
+    def _heard_head_unit(self, now: float) -> None:
+        """Persisted at most once a minute: a head unit flooding answers must not flood disk."""
+        last = self._head_unit_heard_at
+        self._head_unit_heard_at = now
+        if last is None or not 0 <= now - last < 60.0:
+            self.store.put_state("notices.head_unit_heard_at", now)
+
+    def _send_due_notices(self, now: float) -> None:
+        """Starts the attempts that are due, then delivers every attempt still owed on a
+        channel; a failed channel is retried every ``retry_interval_s`` and reported."""
+        if not self.notifiers:
+            return
+        channels = [n.channel for n in self.notifiers]
+        for notice in self.notices.due(now, self._ignition_on):
+            self.notices.start_attempt(notice, now, channels)
+            self.store.put_state("notices", self.notices.to_state())
+        by_channel = {n.channel: n for n in self.notifiers}
+        for notice in self.notices.active():
+            for channel in list(notice.undelivered):
+                key = (notice.seq, channel)
+                if now < self._retry_at.get(key, float("-inf")):
+                    continue
+                notifier = by_channel.get(channel)
+                if notifier is None:  # the channel left the configuration
+                    self.notices.delivered(notice, channel)
+                    self.store.put_state("notices", self.notices.to_state())
+                    continue
+                try:
+                    extras = notifier.send(notice, now)
+                except BusError as exc:
+                    self._send_failed(notice, channel, exc, now)
+                    continue
+                self._retry_at.pop(key, None)
+                retries = self._failing.pop(key, 0)
+                self.notices.delivered(notice, channel)
+                self._count(f"notified.{channel}")
+                with self.store.transaction():
+                    self.store.put_state("notices", self.notices.to_state())
+                    data = self._notice_data(notice, channel)
+                    data["retries"] = retries
+                    self._emit("owner.notified", data, now)
+                    for event_type, extra in extras:
+                        self._emit(event_type, extra, now)
+
+    def _send_failed(self, notice: Notice, channel: str, exc: BusError, now: float) -> None:
+        key = (notice.seq, channel)
+        self.notice_failures += 1
+        self._count(f"failed.{channel}")
+        self._last_notice_error = str(exc)
+        self._retry_at[key] = now + self.config.notice.retry_interval_s
+        self._failing[key] = self._failing.get(key, 0) + 1
+        self._warn("notice", f"owner notice not sent, retrying: {exc}")
+        if self._failing[key] == 1:  # once per run of failures: visible, not a flood
+            data = self._notice_data(notice, channel)
+            data.update(reason="bus_error", error=str(exc))
+            self._emit("owner.notice_failed", data, now)
+
+    def _on_ack(self, ack: NoticeAck, channel: str, now: float) -> None:
         notice = self.notices.on_ack(ack, now)
         if notice is None:
             return  # an answer to nothing open: a repeat, or a stray frame
+        self._count(f"answer.{ack.response}")
         with self.store.transaction():
             self.store.put_state("notices", self.notices.to_state())
-            data = self._notice_data(notice)
+            data = self._notice_data(notice, channel)
             data["response"] = notice.response
             data["acknowledged_at"] = utc_from_timestamp(now).isoformat()
+            data["follow_up"] = notice.follow_up
             self._emit("owner.acknowledged", data, now)
 
-    def _notice_data(self, notice: Notice) -> dict[str, Any]:
+    def _check_notice_failures(self, now: float) -> None:
+        if not self.notifiers:
+            return
+        found = self.notices.failures(now, self._head_unit_heard_at)
+        if not found:
+            return
+        with self.store.transaction():
+            self.store.put_state("notices", self.notices.to_state())
+            for notice, reason in found:
+                self._count(f"failed.{reason}")
+                data = self._notice_data(notice, self.notifiers[0].channel)
+                data["reason"] = reason
+                if self._head_unit_heard_at is not None:
+                    data["head_unit_last_heard"] = utc_from_timestamp(
+                        self._head_unit_heard_at
+                    ).isoformat()
+                self._emit("owner.notice_failed", data, now)
+                log.warning("owner notice %d not answered: %s", notice.seq, reason)
+
+    def _notice_data(self, notice: Notice, channel: str | None) -> dict[str, Any]:
         return {
             "notice_id": notice.notice_id,
             "seq": notice.seq,
             "severity": notice.severity,
             "rule_id": notice.rule_id,
             "attempt": notice.attempts,
-            "channel": self.notifier.channel if self.notifier else None,
+            "channel": channel,
+            "opened_at": utc_from_timestamp(notice.opened_at).isoformat(),
             "pack_code": self.tracker.code,
+        }
+
+    def _count(self, key: str) -> None:
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def notice_status(self) -> dict[str, Any]:
+        """Owner-notice counters and open notices, for the status command (counters since
+        start; the notices themselves are the persisted record)."""
+
+        def when(t: float | None) -> str | None:
+            return None if t is None else utc_from_timestamp(t).isoformat()
+
+        return {
+            "channels": [n.channel for n in self.notifiers],
+            "counters": dict(sorted(self._counts.items())),
+            "send_failures": self.notice_failures,
+            "failing": sorted(f"{seq}/{ch}" for seq, ch in self._failing),
+            "last_error": self._last_notice_error,
+            "ignition_on": self._ignition_on,
+            "head_unit_last_heard": when(self._head_unit_heard_at),
+            "open": [
+                {
+                    "seq": n.seq,
+                    "notice_id": n.notice_id,
+                    "severity": n.severity,
+                    "rule_id": n.rule_id,
+                    "attempts": n.attempts,
+                    "last_attempt": when(n.last_attempt),
+                    "response": n.response,
+                    "follow_up": n.follow_up,
+                    "undelivered": list(n.undelivered),
+                    "reported": list(n.reported),
+                }
+                for n in self.notices.active()
+            ],
         }
 
     # -- time -----------------------------------------------------------------
@@ -172,6 +300,7 @@ class Agent:
             if snapshot["metrics"]:
                 self._emit("pack.health", snapshot, now)
         self._send_due_notices(now)
+        self._check_notice_failures(now)
 
     # -- events ---------------------------------------------------------------
 

@@ -74,19 +74,50 @@ class ScrapRule(_Model):
         default=0.0, ge=0, description="readings closer together than this count once"
     )
     severity: Literal["advisory", "critical"] = "advisory"
+    notice_id: int | None = Field(
+        default=None, ge=1, le=0xFFFF, description="catalogue id; default by severity"
+    )
     description_en: str
     description_zh: str
 
 
+FollowUp = Literal["repeat", "slow", "stop"]
+
+
 class NoticeSettings(_Model):
-    """The owner notice on the head unit and its acknowledgement."""
+    """The owner notice on the head unit, its acknowledgement and its cadence
+    (docs/owner-notices.md)."""
 
     message: str = "PA_OwnerNotice"
     ack_message: str = "HU_NoticeAck"
+    text_message: str = "PA_NoticeText"
     bus: str | None = None
+    catalogue: str = "builtin:notices.toml"
     repeat_interval_s: float = Field(default=86400.0, gt=0)
-    max_attempts: int = Field(default=30, ge=1)
+    critical_repeat_interval_s: float = Field(default=3600.0, gt=0)
+    slow_repeat_interval_s: float = Field(default=7 * 86400.0, gt=0)
+    repeat_on_ignition: bool = True
+    ignition_on_min: float = 2.0
+    max_attempts: int = Field(default=60, ge=1)
+    max_per_period: int = Field(default=3, ge=1)
+    critical_max_per_period: int = Field(default=12, ge=1)
+    period_s: float = Field(default=86400.0, gt=0)
+    after_seen: FollowUp = "slow"
+    after_dismissed: FollowUp = "repeat"
+    after_service_booked: FollowUp = "stop"
+    critical_after_seen: FollowUp = "repeat"
+    retry_interval_s: float = Field(default=5.0, gt=0)
+    head_unit_silent_s: float = Field(default=7 * 86400.0, gt=0)
     service_outlet: str = ""
+    service_phone: str = ""
+    mqtt_copy: bool = False
+
+    @field_validator("service_outlet", "service_phone")
+    @classmethod
+    def _no_newline(cls, v: str) -> str:
+        if "\n" in v or "\0" in v:
+            raise ValueError("must be one line (no line feed or NUL)")
+        return v
 
 
 class TlsSettings(_Model):
@@ -220,8 +251,40 @@ def _cross_checks(cfg: AgentConfig) -> list[str]:
     for i, rule in enumerate(cfg.rules):
         if rule.metric not in cfg.metrics:
             problems.append(f"rules[{i}].metric: {rule.metric!r} is not a mapped metric")
+    problems += _notice_checks(cfg)
     if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:
         problems.append("mqtt.reconnect_max_s: must be >= mqtt.reconnect_min_s")
+    return problems
+
+
+def _notice_checks(cfg: AgentConfig) -> list[str]:
+    """The catalogue loads, every rule's notice is in it with the rule's severity, and the
+    outlet text fits the CAN text pages."""
+    from pack_agent.catalogue import CatalogueError, load_catalogue
+    from pack_agent.notices import MAX_TEXT_BYTES, default_notice_id, outlet_text
+
+    n = cfg.notice
+    try:
+        catalogue = load_catalogue(resolve_path(n.catalogue, cfg.base_dir))
+    except CatalogueError as exc:
+        return [f"notice.catalogue: {exc}"]
+    problems = []
+    for i, rule in enumerate(cfg.rules):
+        nid = rule.notice_id or default_notice_id(rule.severity)
+        key = f"rules[{i}].notice_id" if rule.notice_id else f"rules[{i}].severity"
+        entry = catalogue.get(nid)
+        if entry is None:
+            problems.append(f"{key}: notice 0x{nid:04X} is not in the catalogue {n.catalogue}")
+        elif entry.severity != rule.severity:
+            problems.append(
+                f"{key}: notice 0x{nid:04X} is {entry.severity}, the rule is {rule.severity}"
+            )
+    size = len(outlet_text(n.service_outlet, n.service_phone).encode("utf-8"))
+    if size > MAX_TEXT_BYTES:
+        problems.append(
+            f"notice.service_outlet: outlet and phone are {size} bytes of UTF-8, "
+            f"at most {MAX_TEXT_BYTES} fit in the CAN text pages"
+        )
     return problems
 
 

@@ -32,7 +32,10 @@ class Daemon:
         on_event: Callable[[Any], None] | None = None,
         buses: dict[str, can.BusABC] | None = None,
     ) -> None:
-        from pack_agent.hmi import CanOwnerNotifier
+        from pack_agent.catalogue import load_catalogue
+        from pack_agent.config import resolve_path
+        from pack_agent.hmi import CanOwnerNotifier, OutboxOwnerNotifier
+        from pack_agent.notices import outlet_text
         from pack_agent.store import Store
         from pack_agent.uplink import MqttUplink
 
@@ -60,11 +63,26 @@ class Daemon:
             self.store.close()
             raise
         self.source = BusSource(opened)
+        n = config.notice
         self.notifier = CanOwnerNotifier(
-            notice_bus, opened[notice_bus], db, config.notice.message, config.notice.ack_message
+            notice_bus,
+            opened[notice_bus],
+            db,
+            n.message,
+            n.ack_message,
+            n.text_message,
+            outlet_text(n.service_outlet, n.service_phone),
         )
+        extra = []
+        if n.mqtt_copy:
+            catalogue = load_catalogue(
+                resolve_path(n.catalogue, config.base_dir), n.service_outlet, n.service_phone
+            )
+            extra.append(OutboxOwnerNotifier(catalogue, n.service_outlet, n.service_phone))
         self.uplink = MqttUplink(config.mqtt, self.store, config.vin, agent_version=__version__)
-        self.agent = Agent(config, decoder, self.store, self.notifier, on_event=on_event)
+        self.agent = Agent(
+            config, decoder, self.store, self.notifier, on_event=on_event, extra_notifiers=extra
+        )
 
     def run(self) -> None:
         """Runs until ``stop_event`` is set; then flushes and closes everything."""

@@ -20,6 +20,7 @@ NOTICE_SIGNALS = (
     "PA_NoticeAttempt",
 )
 ACK_SIGNALS = ("HU_AckSeq", "HU_AckNoticeId", "HU_AckResponse")
+TEXT_SIGNALS = ("PA_TextSeq", "PA_TextPage", "PA_TextPageCount", "PA_TextData")
 
 
 def load_databases(config: AgentConfig) -> cantools.database.Database:
@@ -86,6 +87,8 @@ def check_against_database(config: AgentConfig, db: cantools.database.Database) 
     notice = config.notice
     check("notice.message", notice.message, list(NOTICE_SIGNALS))
     check("notice.ack_message", notice.ack_message, list(ACK_SIGNALS))
+    if notice.text_message:
+        check("notice.text_message", notice.text_message, list(TEXT_SIGNALS))
     return problems
 
 

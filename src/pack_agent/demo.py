@@ -179,12 +179,14 @@ def run_demo(
                 if shown.attempt == 1:
                     for para in (text.body_zh, text.body_en):
                         tl.line(None, "", f"  {para}")
+                    if shown.outlet:
+                        outlet = shown.outlet.replace("\n", " | ")
+                        tl.line(None, "", f"  (outlet received over CAN: {outlet})")
 
         head_unit = VirtualHeadUnit(
             db,
-            response="service_booked",
-            delay_s=2.5 * 86400,
-            outlet=cfg.notice.service_outlet,
+            response=["seen", "service_booked"],  # informed; booked at the weekly reminder
+            delay_s=0.5 * 86400,
             on_show=on_show,
         )
         last_code: list[str] = []
@@ -262,7 +264,15 @@ def _describe(event: dict[str, Any]) -> str:
         nid = d.get("notice_id", 0)
         return f"{head} attempt {d.get('attempt')} on {d.get('channel')}, notice 0x{nid:04X}"
     if kind == "owner.acknowledged":
-        return f"{head} owner answered '{d.get('response')}' after {d.get('attempt')} attempt(s)"
+        return (
+            f"{head} owner answered '{d.get('response')}' after {d.get('attempt')} attempt(s), "
+            f"then {d.get('follow_up')}"
+        )
+    if kind == "owner.notice":
+        title = d.get("texts", {}).get("zh", {}).get("title", "")
+        return f"{head} for the maker's app: {d.get('name')} attempt {d.get('attempt')} {title}"
+    if kind == "owner.notice_failed":
+        return f"{head} notice {d.get('seq')} on {d.get('channel')}: {d.get('reason')}"
     return head
 
 

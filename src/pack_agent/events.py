@@ -23,6 +23,8 @@ EventType = Literal[
     "scrap.condition_met",
     "owner.notified",
     "owner.acknowledged",
+    "owner.notice",
+    "owner.notice_failed",
     "bms.silent",
     "bms.recovered",
 ]

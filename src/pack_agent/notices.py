@@ -1,18 +1,88 @@
 """Owner notices: which notice is open, when it is due again, what the owner answered.
 
 Pure bookkeeping with time passed in; the agent persists ``to_state()`` after
-every change so a restart neither re-sends early nor forgets an open notice.
+every change, so a restart neither re-sends early nor forgets an open notice.
+The cadence (docs/owner-notices.md): the first attempt when the decision is
+taken, then again at each ignition-on and every interval (a critical notice
+sooner) until the owner answers, at most ``max_per_period`` attempts per
+sliding period and ``max_attempts`` in all. Each answer sets a follow-up:
+``repeat`` (as if unanswered), ``slow`` (a reminder every slow interval) or
+``stop``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
-# Notice ids the head unit resolves through the message catalogue.
+if TYPE_CHECKING:
+    from pack_agent.config import NoticeSettings
+
+# Notice ids the head unit resolves through the message catalogue, when a rule names none.
 NOTICE_ID_BY_SEVERITY = {"advisory": 0x0101, "critical": 0x0201}
 SEVERITY_CODE = {"info": 0, "advisory": 1, "critical": 2}
 ACK_RESPONSES = {1: "seen", 2: "dismissed", 3: "service_booked"}
+FOLLOW_UPS = ("repeat", "slow", "stop")
+
+# Long content (the service outlet) on CAN: PA_NoticeText pages of 5 UTF-8 bytes, at most 255.
+TEXT_BYTES_PER_PAGE = 5
+MAX_TEXT_PAGES = 255
+MAX_TEXT_BYTES = TEXT_BYTES_PER_PAGE * MAX_TEXT_PAGES
+
+# Failure reasons (owner.notice_failed); bus errors are reported by the agent.
+HEAD_UNIT_SILENT = "head_unit_silent"
+ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+
+
+def default_notice_id(severity: str) -> int:
+    return NOTICE_ID_BY_SEVERITY[severity]
+
+
+def outlet_text(outlet: str, phone: str) -> str:
+    """The long content sent with each notice: outlet name/address, LF, phone; '' when unset."""
+    return f"{outlet}\n{phone}" if outlet or phone else ""
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When notices repeat and what each answer means; from ``[notice]``."""
+
+    repeat_interval_s: float = 86400.0
+    critical_repeat_interval_s: float = 3600.0
+    slow_repeat_interval_s: float = 7 * 86400.0
+    repeat_on_ignition: bool = True
+    max_attempts: int = 60
+    max_per_period: int = 3
+    critical_max_per_period: int = 12
+    period_s: float = 86400.0
+    after_seen: str = "slow"
+    after_dismissed: str = "repeat"
+    after_service_booked: str = "stop"
+    critical_after_seen: str = "repeat"
+    head_unit_silent_s: float = 7 * 86400.0
+
+    @classmethod
+    def from_settings(cls, s: NoticeSettings) -> Cadence:
+        return cls(**{f: getattr(s, f) for f in cls.__dataclass_fields__})  # same names
+
+    def follow_up(self, severity: str, response: str) -> str:
+        if severity == "critical" and response == "seen":
+            return self.critical_after_seen
+        return {
+            "seen": self.after_seen,
+            "dismissed": self.after_dismissed,
+            "service_booked": self.after_service_booked,
+        }[response]
+
+    def interval(self, notice: Notice) -> float:
+        if notice.follow_up == "slow":
+            return self.slow_repeat_interval_s
+        if notice.severity == "critical":
+            return self.critical_repeat_interval_s
+        return self.repeat_interval_s
+
+    def per_period(self, severity: str) -> int:
+        return self.critical_max_per_period if severity == "critical" else self.max_per_period
 
 
 @dataclass
@@ -24,12 +94,22 @@ class Notice:
     opened_at: float
     attempts: int = 0
     last_attempt: float | None = None
-    acknowledged_at: float | None = None
-    response: str | None = None
+    first_attempt: float | None = None
+    recent: list[float] = field(default_factory=list)  # attempt times in the current period
+    ignition_pending: bool = False  # an ignition-on asked for a showing
+    undelivered: list[str] = field(default_factory=list)  # channels still owing this attempt
+    acknowledged_at: float | None = None  # the first answer
+    response: str | None = None  # the latest answer
+    answered_at: float | None = None
+    answered_attempt: int = 0
+    follow_up: str = "repeat"
+    closed_at: float | None = None
+    closed_reason: str | None = None
+    reported: list[str] = field(default_factory=list)  # failure reasons already reported
 
     @property
     def open(self) -> bool:
-        return self.acknowledged_at is None
+        return self.closed_at is None
 
 
 @dataclass(frozen=True)
@@ -40,21 +120,20 @@ class NoticeAck:
 
 
 class NoticeBook:
-    def __init__(
-        self, repeat_interval_s: float, max_attempts: int, state: dict[str, Any] | None = None
-    ) -> None:
-        self._interval = repeat_interval_s
-        self._max = max_attempts
+    def __init__(self, cadence: Cadence, state: dict[str, Any] | None = None) -> None:
+        self.cadence = cadence
         state = state or {}
         self._next_seq: int = state.get("next_seq", 1)
-        self.notices: list[Notice] = [Notice(**n) for n in state.get("notices", [])]
+        self.notices: list[Notice] = [_load(n) for n in state.get("notices", [])]
 
     def to_state(self) -> dict[str, Any]:
         return {"next_seq": self._next_seq, "notices": [asdict(n) for n in self.notices]}
 
-    def open_notice(self, rule_id: str, severity: str, now: float) -> Notice:
+    def open_notice(
+        self, rule_id: str, severity: str, now: float, notice_id: int | None = None
+    ) -> Notice:
         notice = Notice(
-            notice_id=NOTICE_ID_BY_SEVERITY[severity],
+            notice_id=notice_id or default_notice_id(severity),
             severity=severity,
             rule_id=rule_id,
             seq=self._next_seq,
@@ -64,31 +143,123 @@ class NoticeBook:
         self.notices.append(notice)
         return notice
 
-    def due(self, now: float) -> list[Notice]:
-        """Open notices whose next attempt is due: at once, then every interval, up to the cap."""
+    def active(self) -> list[Notice]:
+        return [n for n in self.notices if n.open]
+
+    # -- cadence --------------------------------------------------------------
+
+    def due(self, now: float, vehicle_on: bool | None = None) -> list[Notice]:
+        """Open notices whose next attempt starts now. ``vehicle_on`` False (ignition known
+        off: the head unit is asleep) holds advisory attempts until the ignition is on; a
+        critical notice goes out at once (the app copy reaches an owner who is not in the car)."""
         out = []
-        for n in self.notices:
-            if not n.open or n.attempts >= self._max:
+        c = self.cadence
+        for n in self.active():
+            if n.follow_up == "stop" or n.attempts >= c.max_attempts:
                 continue
-            if n.last_attempt is None or now - n.last_attempt >= self._interval:
-                out.append(n)
-            elif now < n.last_attempt:  # the clock went back: wait a full interval from now
+            if n.last_attempt is not None and now < n.last_attempt:
+                # the clock went back: wait a full interval from now, forget future attempts
                 n.last_attempt = now
+                n.recent = [t for t in n.recent if t <= now]
+            n.recent = [t for t in n.recent if now - t < c.period_s]
+            held = vehicle_on is False and n.severity != "critical"
+            if held or len(n.recent) >= c.per_period(n.severity):
+                continue
+            if n.last_attempt is None or (n.ignition_pending and n.follow_up == "repeat"):
+                out.append(n)
+                continue
+            since = max(n.last_attempt, n.answered_at or n.last_attempt)
+            if now - since >= c.interval(n):
+                out.append(n)
         return out
 
-    def record_attempt(self, notice: Notice, now: float) -> None:
+    def on_ignition_on(self) -> list[Notice]:
+        """An Off->On ignition: every notice still waiting for an answer is shown again
+        (within the per-period cap). Returns the notices that changed."""
+        if not self.cadence.repeat_on_ignition:
+            return []
+        changed = []
+        for n in self.active():
+            if n.follow_up == "repeat" and n.attempts > 0 and not n.ignition_pending:
+                n.ignition_pending = True
+                changed.append(n)
+        return changed
+
+    def start_attempt(self, notice: Notice, now: float, channels: list[str]) -> None:
+        """A new attempt on every channel; a channel still owing the previous attempt (its
+        sends fail) now owes this one, so the other channels keep the cadence meanwhile."""
         notice.attempts += 1
         notice.last_attempt = now
+        if notice.first_attempt is None:
+            notice.first_attempt = now
+        notice.recent.append(now)
+        notice.ignition_pending = False
+        notice.undelivered = list(channels)
+
+    def delivered(self, notice: Notice, channel: str) -> None:
+        if channel in notice.undelivered:
+            notice.undelivered.remove(channel)
+
+    # -- answers --------------------------------------------------------------
 
     def on_ack(self, ack: NoticeAck, now: float) -> Notice | None:
-        """The open notice this answer belongs to, now acknowledged; None for a stray answer."""
-        for n in self.notices:
-            if n.open and n.seq == ack.seq and n.notice_id == ack.notice_id:
+        """The open notice this answer belongs to, with the answer's follow-up applied;
+        None for a stray answer or a repeat of the answer already recorded."""
+        for n in self.active():
+            if n.seq != ack.seq or n.notice_id != ack.notice_id or n.attempts == 0:
+                continue
+            if n.response == ack.response and n.answered_attempt == n.attempts:
+                return None  # the same answer to the same showing, sent again
+            n.response = ack.response
+            n.answered_at = now
+            n.answered_attempt = n.attempts
+            if n.acknowledged_at is None:
                 n.acknowledged_at = now
-                n.response = ack.response
-                return n
+            n.follow_up = self.cadence.follow_up(n.severity, ack.response)
+            n.ignition_pending = False
+            if n.follow_up == "stop":
+                n.closed_at, n.closed_reason = now, ack.response
+            return n
         return None
 
-    def clear(self) -> None:
-        """A new pack: notices about the old one are closed by replacement, not by the owner."""
+    # -- failures -------------------------------------------------------------
+
+    def failures(self, now: float, head_unit_heard_at: float | None) -> list[tuple[Notice, str]]:
+        """Notices that fail to reach the owner, each reason reported once per notice:
+        no answer frame at all from the head unit for ``head_unit_silent_s`` since the first
+        attempt, or every attempt spent without an answer."""
+        out = []
+        c = self.cadence
+        for n in self.active():
+            if n.first_attempt is None or n.response is not None:
+                continue
+            since = max(n.first_attempt, head_unit_heard_at or n.first_attempt)
+            if HEAD_UNIT_SILENT not in n.reported and now - since >= c.head_unit_silent_s:
+                n.reported.append(HEAD_UNIT_SILENT)
+                out.append((n, HEAD_UNIT_SILENT))
+            if (
+                ATTEMPTS_EXHAUSTED not in n.reported
+                and n.attempts >= c.max_attempts
+                and not n.undelivered
+                and n.last_attempt is not None
+                and now - n.last_attempt >= c.interval(n)
+            ):
+                n.reported.append(ATTEMPTS_EXHAUSTED)
+                out.append((n, ATTEMPTS_EXHAUSTED))
+        return out
+
+    def clear(self) -> list[Notice]:
+        """A new pack: notices about the old one are closed by replacement, not by the owner.
+        Returns the notices that were open (to withdraw them from the head unit)."""
+        gone = self.active()
         self.notices = [n for n in self.notices if not n.open]
+        return gone
+
+
+def _load(raw: dict[str, Any]) -> Notice:
+    """A stored notice; one stored before answers had follow-ups was closed by any answer."""
+    notice = Notice(**raw)
+    if "follow_up" not in raw and notice.response is not None:
+        notice.follow_up, notice.closed_reason = "stop", notice.response
+        notice.closed_at = notice.acknowledged_at
+    return notice

@@ -4,7 +4,8 @@ The demo and most integration tests run on it; ``pack-agent simulate`` puts it
 on any python-can bus so real tools can be pointed at it.
 """
 
+from pack_agent.sim.head_unit import Shown, VirtualHeadUnit
 from pack_agent.sim.scenario import SCENARIOS, Scenario
-from pack_agent.sim.vehicle import VirtualHeadUnit, VirtualVehicle
+from pack_agent.sim.vehicle import VirtualVehicle
 
-__all__ = ["SCENARIOS", "Scenario", "VirtualHeadUnit", "VirtualVehicle"]
+__all__ = ["SCENARIOS", "Scenario", "Shown", "VirtualHeadUnit", "VirtualVehicle"]

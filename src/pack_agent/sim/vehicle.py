@@ -10,19 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pack_agent.catalogue import NoticeText, load_catalogue
 from pack_agent.database import complete_values
-from pack_agent.notices import ACK_RESPONSES
-from pack_agent.sim.scenario import DAY, DayState, Scenario
+from pack_agent.sim.head_unit import Shown, VirtualHeadUnit  # noqa: F401 - re-exported
+from pack_agent.sim.scenario import DayState, Scenario
 
 if TYPE_CHECKING:
     import can
     import cantools.database
-
-RESPONSE_CODES = {name: code for code, name in ACK_RESPONSES.items()}
 
 
 def encode(
@@ -83,70 +79,6 @@ def day_frames(db: cantools.database.Database, s: DayState) -> list[can.Message]
         encode(db, "VCU_Vehicle", {"VCU_Odometer": s.odometer_km, "VCU_Ignition": 2}, t + 2.2)
     )
     return frames
-
-
-@dataclass
-class Shown:
-    """A notice as the owner saw it on the head unit."""
-
-    time: float
-    seq: int
-    notice_id: int
-    attempt: int
-    text: NoticeText | None
-
-
-class VirtualHeadUnit:
-    """Shows notices from the catalogue and answers after ``delay_s`` of simulated time,
-    or never (``response=None``)."""
-
-    def __init__(
-        self,
-        db: cantools.database.Database,
-        response: str | None = "seen",
-        delay_s: float = 2 * DAY,
-        outlet: str = "",
-        on_show: Callable[[Shown], None] | None = None,
-    ) -> None:
-        self._db = db
-        self._notice = db.get_message_by_name("PA_OwnerNotice")
-        self._response = response
-        self._delay = delay_s
-        self._catalogue = load_catalogue(outlet=outlet)
-        self._on_show = on_show
-        self._pending: dict[tuple[int, int], float] = {}  # (seq, id) -> answer time
-        self._answered: set[tuple[int, int]] = set()
-        self.shown: list[Shown] = []
-
-    def on_frame(self, frame: can.Message, now: float) -> None:
-        if frame.arbitration_id != self._notice.frame_id:
-            return
-        v = self._notice.decode(bytes(frame.data), decode_choices=False)
-        seq, nid = int(v["PA_NoticeSeq"]), int(v["PA_NoticeId"])
-        if int(v.get("PA_NoticeAction", 1)) != 1:
-            return
-        shown = Shown(now, seq, nid, int(v.get("PA_NoticeAttempt", 0)), self._catalogue.get(nid))
-        self.shown.append(shown)
-        if self._on_show is not None:
-            self._on_show(shown)
-        key = (seq, nid)
-        if self._response is not None and key not in self._answered:
-            self._pending.setdefault(key, now + self._delay)
-
-    def answers_due(self, now: float) -> list[can.Message]:
-        out = []
-        for key, at in list(self._pending.items()):
-            if now >= at:
-                seq, nid = key
-                del self._pending[key]
-                self._answered.add(key)
-                values = {
-                    "HU_AckSeq": seq,
-                    "HU_AckNoticeId": nid,
-                    "HU_AckResponse": RESPONSE_CODES[self._response or "seen"],
-                }
-                out.append(encode(self._db, "HU_NoticeAck", values, now))
-        return out
 
 
 class VirtualVehicle:

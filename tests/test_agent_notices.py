@@ -1,0 +1,477 @@
+"""The agent's owner notices, driven synchronously with frames: a real Store in tmp_path, real
+python-can virtual buses between the agent and the virtual head unit, simulated time."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import can
+import pytest
+from can.interfaces.virtual import VirtualBus
+
+from pack_agent.agent import Agent
+from pack_agent.catalogue import load_catalogue
+from pack_agent.config import AgentConfig, load_config, reference_config_path
+from pack_agent.database import load_and_check
+from pack_agent.decoder import Decoder
+from pack_agent.hmi import CanOwnerNotifier, OutboxOwnerNotifier
+from pack_agent.notices import outlet_text
+from pack_agent.sim.head_unit import VirtualHeadUnit
+from pack_agent.sim.vehicle import code_pages, encode
+from pack_agent.store import Store
+
+DAY = 86400.0
+HOUR = 3600.0
+T0 = 1_800_000_000.0
+CODE = "0RJPEA00HAU0AAF131001955"
+NEW_CODE = "0RJPEA00HAU0AAJ8L0004242"
+OUTLET = "回收服务网点，上海市示例路88号 / Recycling outlet, 88 Example Road"
+PHONE = "+86 400 000 0000"
+
+
+class FailingBus(VirtualBus):
+    """A virtual bus whose send fails like a bus-off controller while ``failing`` is set."""
+
+    failing = True
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        if self.failing:
+            raise can.CanOperationError("Transmit buffer full (bus-off)")
+        super().send(msg, timeout)
+
+
+def make_config(tmp_path: Path, channel: str, **notice: Any) -> AgentConfig:
+    data = load_config(reference_config_path()).model_dump(
+        mode="python", exclude={"base_dir", "source"}
+    )
+    data["buses"] = [{"name": "powertrain", "interface": "virtual", "channel": channel}]
+    data["store"]["path"] = str(tmp_path / "agent.db")
+    data["health"] = {"publish_interval_s": 1000 * DAY, "bms_timeout_s": 1000 * DAY}
+    data["rules"][0].update(consecutive=2, sample_interval_s=0.0)
+    data["rules"].append(
+        {
+            "id": "soh-critical",
+            "metric": "soh",
+            "below": 40.0,
+            "consecutive": 2,
+            "severity": "critical",
+            "notice_id": 0x0202,
+            "description_en": "test",
+            "description_zh": "测试",
+        }
+    )
+    data["notice"].update(
+        service_outlet=OUTLET, service_phone=PHONE, mqtt_copy=False, head_unit_silent_s=1000 * DAY
+    )
+    data["notice"].update(notice)
+    cfg = AgentConfig.model_validate(data)
+    cfg.base_dir = reference_config_path().parent
+    return cfg
+
+
+class Rig:
+    """The agent and a virtual head unit on one virtual CAN channel, in simulated time."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        response: str | Sequence[str | None] | None = "seen",
+        delay_s: float = HOUR,
+        failing: bool = False,
+        **notice: Any,
+    ) -> None:
+        self.channel = f"notice-{uuid.uuid4().hex[:12]}"
+        self.cfg = make_config(tmp_path, self.channel, **notice)
+        self.db = load_and_check(self.cfg)
+        self.events: list[Any] = []
+        self.hu = VirtualHeadUnit(self.db, response=response, delay_s=delay_s)
+        self.hu_bus = can.Bus(interface="virtual", channel=self.channel)
+        self.failing = failing
+        self._start()
+
+    def _start(self) -> None:
+        n = self.cfg.notice
+        self.bus: can.BusABC = (
+            FailingBus(channel=self.channel)
+            if self.failing
+            else can.Bus(interface="virtual", channel=self.channel)
+        )
+        self.store = Store(self.cfg.store_path())
+        notifier = CanOwnerNotifier(
+            "powertrain",
+            self.bus,
+            self.db,
+            n.message,
+            n.ack_message,
+            n.text_message,
+            outlet_text(n.service_outlet, n.service_phone),
+        )
+        extra = []
+        if n.mqtt_copy:
+            catalogue = load_catalogue(outlet=n.service_outlet, phone=n.service_phone)
+            extra.append(OutboxOwnerNotifier(catalogue, n.service_outlet, n.service_phone))
+        self.agent = Agent(
+            self.cfg,
+            Decoder(self.cfg, self.db),
+            self.store,
+            notifier,
+            on_event=self.events.append,
+            extra_notifiers=extra,
+        )
+
+    def restart(self) -> None:
+        self.store.close()
+        self.bus.shutdown()
+        self._start()
+
+    def close(self) -> None:
+        self.store.close()
+        self.bus.shutdown()
+        self.hu_bus.shutdown()
+
+    # -- the vehicle ------------------------------------------------------------
+
+    def feed(self, frames: list[can.Message], t: float) -> None:
+        for frame in frames:
+            self.agent.handle_frame("powertrain", frame, t)
+
+    def identify(self, t: float, code: str = CODE) -> None:
+        self.feed(code_pages(self.db, code, t) + code_pages(self.db, code, t + 1), t + 1)
+
+    def soh(self, value: float, t: float) -> None:
+        health = {
+            "BMS_SOH": value,
+            "BMS_Capacity": 100.0,
+            "BMS_InternalResistance": 70.0,
+            "BMS_FullCycles": 500,
+            "BMS_EnergyThroughput": 30,
+            "BMS_EndOfLife": 0,
+        }
+        self.feed([encode(self.db, "BMS_Health", health, t)], t)
+
+    def ignition(self, on: bool, t: float) -> None:
+        values = {"VCU_Odometer": 12345.0, "VCU_Ignition": 2 if on else 0}
+        self.feed([encode(self.db, "VCU_Vehicle", values, t)], t)
+        self.pump(t)
+
+    def decide(self, t: float, soh: float = 75.0) -> None:
+        self.identify(t)
+        self.soh(soh, t + 10)
+        self.soh(soh, t + 20)
+        self.pump(t + 20)
+
+    def pump(self, t: float) -> None:
+        """Frames to the head unit, its answers back to the agent, the agent's timers."""
+        for _ in range(2):
+            while (frame := self.hu_bus.recv(0)) is not None:
+                self.hu.on_frame(frame, t)
+            for answer in self.hu.answers_due(t):
+                self.hu_bus.send(answer)
+            while (frame := self.bus.recv(0)) is not None:
+                self.agent.handle_frame("powertrain", frame, t)
+            self.agent.tick(t)
+
+    def run(self, start: float, end: float, step: float = HOUR) -> None:
+        t = start
+        while t <= end:
+            self.pump(t)
+            t += step
+
+    def drive_days(self, start: float, days: int, trips: int = 1) -> None:
+        """``trips`` ignition cycles a day from 08:00, an hour apart, for ``days`` days."""
+        for d in range(days):
+            for k in range(trips):
+                t = start + d * DAY + 8 * HOUR + k * HOUR
+                self.ignition(True, t)
+                self.run(t, t + 30 * 60, 10 * 60)
+                self.ignition(False, t + 40 * 60)
+
+    # -- what happened ----------------------------------------------------------
+
+    def of(self, kind: str, channel: str | None = None) -> list[dict[str, Any]]:
+        return [
+            e.data
+            for e in self.events
+            if e.type == kind and (channel is None or e.data.get("channel") == channel)
+        ]
+
+
+@pytest.fixture
+def rig_factory(tmp_path):
+    made: list[Rig] = []
+
+    def make(**kw: Any) -> Rig:
+        made.append(Rig(tmp_path / f"r{len(made)}", **kw))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def test_decision_shows_the_notice_with_the_outlet_sent_over_can(rig_factory):
+    r = rig_factory(response=None)
+    r.decide(T0)
+    (notified,) = r.of("owner.notified")
+    assert notified["attempt"] == 1 and notified["channel"] == "can"
+    assert notified["notice_id"] == 0x0101 and notified["severity"] == "advisory"
+    assert notified["rule_id"] == "capacity-80" and notified["pack_code"] == CODE
+    assert notified["seq"] == 1 and notified["retries"] == 0
+    (shown,) = r.hu.shown
+    assert (shown.seq, shown.notice_id, shown.attempt) == (1, 0x0101, 1)
+    assert shown.outlet == f"{OUTLET}\n{PHONE}"
+    assert shown.text is not None and OUTLET in shown.text.body_zh and PHONE in shown.text.body_en
+    types = [e.type for e in r.events]
+    assert types.index("scrap.condition_met") < types.index("owner.notified")
+
+
+def test_no_answer_repeats_daily_and_at_ignition_capped_per_day(rig_factory):
+    r = rig_factory(response=None, max_per_period=3)
+    r.ignition(True, T0)
+    r.decide(T0 + 60)
+    r.ignition(False, T0 + HOUR)
+    r.drive_days(T0 + DAY, days=3, trips=5)
+    attempts = [n["attempt"] for n in r.of("owner.notified")]
+    assert attempts == list(range(1, len(attempts) + 1))
+    times = [e.time.timestamp() for e in r.events if e.type == "owner.notified"]
+    for t in times:  # never more than 3 in any 24 hours
+        assert sum(1 for u in times if t <= u < t + DAY) <= 3
+    # every day of driving showed it again (the first trips of each day)
+    days = {int((t - T0) // DAY) for t in times}
+    assert days == {0, 1, 2, 3}
+    assert len(times) >= 7
+    assert len(r.hu.shown) == len(times)
+
+
+def test_ignition_on_line_is_configurable(rig_factory):
+    r = rig_factory(response=None, ignition_on_min=1.0)
+    r.ignition(False, T0)
+    r.decide(T0 + 60)
+    acc = {"VCU_Odometer": 12345.0, "VCU_Ignition": 1}  # Acc counts as on here
+    r.feed([encode(r.db, "VCU_Vehicle", acc, T0 + HOUR)], T0 + HOUR)
+    r.pump(T0 + HOUR)
+    assert [n["attempt"] for n in r.of("owner.notified")] == [1]
+    assert r.agent.notice_status()["ignition_on"] is True
+
+
+def test_ignition_off_holds_the_notice_until_ignition_on(rig_factory):
+    r = rig_factory(response=None)
+    r.ignition(False, T0)
+    r.decide(T0 + 60)  # decided while charging with the ignition off
+    r.run(T0 + 60, T0 + 2 * DAY)
+    assert r.of("owner.notified") == [] and r.hu.shown == []
+    assert r.agent.notice_status()["open"][0]["attempts"] == 0
+    r.ignition(True, T0 + 2 * DAY + 60)
+    assert [n["attempt"] for n in r.of("owner.notified")] == [1]
+
+
+def test_a_critical_notice_goes_out_with_the_ignition_off(rig_factory):
+    r = rig_factory(response=None, mqtt_copy=True)
+    r.ignition(False, T0)
+    r.decide(T0 + 60, soh=30.0)  # both rules met while parked
+    sent = {(n["notice_id"], n["channel"]) for n in r.of("owner.notified")}
+    assert sent == {(0x0202, "can"), (0x0202, "mqtt")}
+    r.ignition(True, T0 + HOUR)
+    sent = [(n["notice_id"], n["attempt"]) for n in r.of("owner.notified", "can")]
+    assert sent == [(0x0202, 1), (0x0101, 1), (0x0202, 2)]
+
+
+def test_seen_then_slow_reminders_then_service_booked_stops(rig_factory):
+    r = rig_factory(response=["seen", "service_booked"], slow_repeat_interval_s=7 * DAY)
+    r.decide(T0)
+    r.run(T0, T0 + 2 * HOUR, 10 * 60)
+    (ack,) = r.of("owner.acknowledged")
+    assert ack["response"] == "seen" and ack["follow_up"] == "slow" and ack["attempt"] == 1
+    assert ack["acknowledged_at"].startswith("2027-01-15")
+    # ignition cycles during the week do not bring it back
+    r.drive_days(T0 + DAY, days=5, trips=2)
+    assert len(r.of("owner.notified")) == 1
+    r.run(T0 + 6 * DAY, T0 + 9 * DAY)
+    assert len(r.of("owner.notified")) == 1  # due after a week, but the ignition is off
+    r.ignition(True, T0 + 9 * DAY)
+    r.run(T0 + 9 * DAY, T0 + 9 * DAY + 2 * HOUR, 10 * 60)
+    acks = r.of("owner.acknowledged")
+    assert [n["attempt"] for n in r.of("owner.notified")] == [1, 2]
+    assert [a["response"] for a in acks] == ["seen", "service_booked"]
+    assert acks[1]["follow_up"] == "stop"
+    r.ignition(False, T0 + 9 * DAY + 3 * HOUR)
+    r.drive_days(T0 + 10 * DAY, days=3, trips=2)
+    r.run(T0 + 13 * DAY, T0 + 60 * DAY, 6 * HOUR)
+    assert len(r.of("owner.notified")) == 2
+    assert r.agent.notice_status()["open"] == []
+
+
+def test_dismissed_comes_back_at_the_next_ignition_on(rig_factory):
+    r = rig_factory(response="dismissed", delay_s=5 * 60)
+    r.ignition(True, T0)
+    r.decide(T0 + 60)
+    r.run(T0 + 60, T0 + 30 * 60, 5 * 60)
+    assert [a["response"] for a in r.of("owner.acknowledged")] == ["dismissed"]
+    assert r.of("owner.acknowledged")[0]["follow_up"] == "repeat"
+    r.ignition(False, T0 + HOUR)
+    r.run(T0 + HOUR, T0 + 2 * HOUR, 10 * 60)
+    assert len(r.of("owner.notified")) == 1
+    r.ignition(True, T0 + 3 * HOUR)  # the next trip, the same day
+    assert [n["attempt"] for n in r.of("owner.notified")] == [1, 2]
+
+
+def test_service_booked_at_once_stops_everything(rig_factory):
+    r = rig_factory(response="service_booked")
+    r.decide(T0)
+    r.run(T0, T0 + 2 * HOUR, 10 * 60)
+    r.drive_days(T0 + DAY, days=3, trips=3)
+    r.run(T0 + 4 * DAY, T0 + 100 * DAY, DAY)
+    assert len(r.of("owner.notified")) == 1
+    (ack,) = r.of("owner.acknowledged")
+    assert ack["response"] == "service_booked" and ack["follow_up"] == "stop"
+    assert r.of("owner.notice_failed") == []
+
+
+def test_restart_between_notice_and_answer(rig_factory):
+    r = rig_factory(response="seen", delay_s=6 * HOUR)
+    r.decide(T0)
+    assert len(r.of("owner.notified")) == 1
+    r.restart()  # the head unit answers while the agent is restarting
+    r.run(T0 + HOUR, T0 + 12 * HOUR)
+    assert len(r.of("owner.notified")) == 1  # not re-sent early after the restart
+    (ack,) = r.of("owner.acknowledged")
+    assert ack["response"] == "seen" and ack["seq"] == 1 and ack["attempt"] == 1
+    r.restart()
+    r.run(T0 + 12 * HOUR, T0 + 6 * DAY)
+    assert len(r.of("owner.notified")) == 1  # the slow cadence survived the restart
+    r.run(T0 + 6 * DAY, T0 + 8 * DAY)
+    assert [n["attempt"] for n in r.of("owner.notified")] == [1, 2]
+    seqs = [e.seq for e in r.events]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_restart_without_answer_keeps_the_daily_cadence(rig_factory):
+    r = rig_factory(response=None)
+    r.decide(T0)
+    r.restart()
+    r.run(T0 + 60, T0 + DAY - 60)
+    assert len(r.of("owner.notified")) == 1
+    r.restart()
+    r.run(T0 + DAY, T0 + DAY + 60, 30)
+    assert [n["attempt"] for n in r.of("owner.notified")] == [1, 2]
+
+
+def test_restart_with_the_ignition_on_is_not_an_ignition_cycle(rig_factory):
+    r = rig_factory(response=None)
+    r.ignition(True, T0)
+    r.decide(T0 + 60)
+    r.restart()
+    r.ignition(True, T0 + HOUR)  # still on: the gateway rebooted mid-trip
+    assert len(r.of("owner.notified")) == 1
+    r.ignition(False, T0 + 2 * HOUR)
+    r.restart()
+    r.ignition(True, T0 + 3 * HOUR)  # a real Off->On across a restart
+    assert [n["attempt"] for n in r.of("owner.notified")] == [1, 2]
+
+
+def test_failing_bus_is_retried_reported_once_and_delivered_later(rig_factory):
+    r = rig_factory(response=None, failing=True, retry_interval_s=5.0)
+    r.decide(T0)
+    r.run(T0 + 20, T0 + 120, 1)
+    assert r.of("owner.notified") == []
+    (failed,) = r.of("owner.notice_failed")
+    assert failed["reason"] == "bus_error" and failed["channel"] == "can"
+    assert failed["attempt"] == 1 and failed["seq"] == 1 and "0x3C2" in failed["error"]
+    status = r.agent.notice_status()
+    tries = status["send_failures"]
+    assert 19 <= tries <= 22  # every 5 s for 100 s, not every tick
+    assert status["failing"] == ["1/can"] and "bus-off" in status["last_error"]
+    assert status["open"][0]["undelivered"] == ["can"]
+    r.bus.failing = False  # type: ignore[attr-defined]
+    r.pump(T0 + 130)
+    (notified,) = r.of("owner.notified")
+    assert notified["attempt"] == 1 and notified["retries"] == tries
+    assert r.hu.shown and r.hu.shown[0].attempt == 1
+    assert r.agent.notice_status()["failing"] == []
+    assert r.agent.notice_status()["counters"]["notified.can"] == 1
+
+
+def test_failing_bus_survives_a_restart_and_is_not_lost(rig_factory):
+    r = rig_factory(response=None, failing=True)
+    r.decide(T0)
+    r.restart()  # still failing after the restart
+    r.pump(T0 + 60)
+    assert r.of("owner.notified") == []
+    assert len(r.of("owner.notice_failed")) == 2  # once per agent run
+    r.bus.failing = False  # type: ignore[attr-defined]
+    r.pump(T0 + 120)
+    assert [n["attempt"] for n in r.of("owner.notified")] == [1]
+
+
+def test_silent_head_unit_and_exhausted_attempts_are_events(rig_factory):
+    r = rig_factory(response=None, head_unit_silent_s=2 * DAY, max_attempts=4)
+    r.decide(T0)
+    r.run(T0, T0 + 6 * DAY, 6 * HOUR)
+    reasons = [f["reason"] for f in r.of("owner.notice_failed")]
+    assert reasons == ["head_unit_silent", "attempts_exhausted"]
+    assert len(r.of("owner.notified")) == 4
+    assert r.agent.notice_status()["open"][0]["reported"] == reasons
+
+
+def test_mqtt_copy_goes_out_with_every_attempt_even_when_can_fails(rig_factory):
+    r = rig_factory(response=None, failing=True, mqtt_copy=True)
+    r.decide(T0)
+    assert [n["channel"] for n in r.of("owner.notified")] == ["mqtt"]
+    (copy,) = r.of("owner.notice")
+    assert copy["notice_id"] == 0x0101 and copy["name"] == "CapacityEndOfLifeAdvisory"
+    assert copy["attempt"] == 1 and copy["severity"] == "advisory"
+    assert copy["service_outlet"] == {"name": OUTLET, "phone": PHONE}
+    assert PHONE in copy["texts"]["zh"]["action"] and copy["texts"]["en"]["title"]
+    r.run(T0 + 30, T0 + 2 * DAY + 60)  # two days of a dead bus: the app copy keeps the cadence
+    assert [(n["attempt"], n["channel"]) for n in r.of("owner.notified")] == [
+        (1, "mqtt"),
+        (2, "mqtt"),
+        (3, "mqtt"),
+    ]
+    assert len(r.of("owner.notice_failed")) == 1  # reported once, not per retry or attempt
+    r.bus.failing = False  # type: ignore[attr-defined]
+    r.pump(T0 + 2 * DAY + 120)
+    (on_can,) = r.of("owner.notified", "can")
+    assert on_can["attempt"] == 3
+    assert on_can["retries"] == r.agent.notice_status()["send_failures"] >= 48  # hourly pumps
+    assert len(r.of("owner.notice")) == 3 and r.hu.shown[0].attempt == 3
+
+
+def test_critical_notice_uses_its_id_and_repeats_hourly(rig_factory):
+    r = rig_factory(response="seen", delay_s=10 * 60, critical_repeat_interval_s=HOUR)
+    r.decide(T0, soh=30.0)  # both rules: advisory and critical
+    ids = sorted({n["notice_id"] for n in r.of("owner.notified")})
+    assert ids == [0x0101, 0x0202]
+    r.run(T0 + 60, T0 + 3 * HOUR + 120, 10 * 60)
+    critical = [n for n in r.of("owner.notified") if n["notice_id"] == 0x0202]
+    advisory = [n for n in r.of("owner.notified") if n["notice_id"] == 0x0101]
+    assert len(critical) >= 3 and len(advisory) == 1  # seen: critical goes on, advisory slows
+    shown = [s for s in r.hu.shown if s.notice_id == 0x0202]
+    assert shown[0].text is not None and shown[0].text.severity == "critical"
+    assert "119" in shown[0].text.body_zh
+
+
+def test_pack_replacement_withdraws_the_open_notice(rig_factory):
+    r = rig_factory(response=None)
+    r.decide(T0)
+    r.identify(T0 + DAY / 2, NEW_CODE)
+    r.pump(T0 + DAY / 2)
+    assert r.hu.withdrawn == [(1, 0x0101)]
+    r.run(T0 + DAY, T0 + 3 * DAY)
+    assert len(r.of("owner.notified")) == 1
+    assert r.agent.notice_status()["open"] == []
+
+
+def test_bad_answer_frames_are_ignored_but_prove_the_head_unit_is_alive(rig_factory):
+    r = rig_factory(response=None)
+    r.decide(T0)
+    ack = r.db.get_message_by_name("HU_NoticeAck")
+    for data in (b"\x01\x01", b"\x01\x01\x01\x00\x00\x00\x00\x00", b"\x09\x01\x01\x01" + bytes(4)):
+        r.agent.handle_frame(
+            "powertrain", can.Message(arbitration_id=ack.frame_id, data=data), T0 + 100
+        )
+    assert r.of("owner.acknowledged") == [] and r.agent.frame_errors == 0
+    assert r.agent.notice_status()["head_unit_last_heard"] is not None

@@ -1,0 +1,148 @@
+"""The owner channels: CAN frames and text pages, a bus that fails, the outbox copy."""
+
+from __future__ import annotations
+
+import uuid
+
+import can
+import cantools
+import pytest
+from can.interfaces.virtual import VirtualBus
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pack_agent.catalogue import load_catalogue
+from pack_agent.config import DATA_DIR
+from pack_agent.errors import BusError
+from pack_agent.hmi import CanOwnerNotifier, OutboxOwnerNotifier, text_pages
+from pack_agent.notices import MAX_TEXT_BYTES, Notice, NoticeAck
+from pack_agent.sim.head_unit import VirtualHeadUnit
+
+DB = cantools.database.load_file(str(DATA_DIR / "pack_agent_reference.dbc"), strict=True)
+
+
+def notice(seq: int = 7, attempts: int = 1, severity: str = "advisory") -> Notice:
+    nid = 0x0101 if severity == "advisory" else 0x0201
+    return Notice(nid, severity, "capacity-80", seq, 0.0, attempts=attempts)
+
+
+class BusOff(VirtualBus):
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        raise can.CanOperationError("bus-off")
+
+
+@pytest.fixture
+def channel() -> str:
+    return f"hmi-{uuid.uuid4().hex[:12]}"
+
+
+def test_notice_frame_matches_the_documented_example(channel):
+    bus = can.Bus(interface="virtual", channel=channel)
+    try:
+        n = CanOwnerNotifier("p", bus, DB, "PA_OwnerNotice", "HU_NoticeAck", text="")
+        assert n.encode(notice()).hex(" ") == "07 01 01 11 01 00 00 00"
+        assert n.encode(notice(), action=0).hex(" ") == "07 01 01 01 01 00 00 00"
+    finally:
+        bus.shutdown()
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(min_size=1, max_size=300).filter(lambda t: "\0" not in t))
+def test_text_pages_reassemble_to_the_text(text: str):
+    data = text.encode("utf-8")
+    if len(data) > MAX_TEXT_BYTES:
+        return
+    pages = text_pages(text)
+    assert len(pages) == -(-len(data) // 5) and all(len(p) == 5 for p in pages)
+    assert b"".join(pages)[: len(data)].decode("utf-8") == text
+
+
+def test_text_too_long_is_refused():
+    with pytest.raises(ValueError, match="1276 bytes, at most 1275"):
+        text_pages("x" * 1276)
+
+
+def test_text_pages_then_notice_reach_the_head_unit(channel):
+    tx = can.Bus(interface="virtual", channel=channel)
+    rx = can.Bus(interface="virtual", channel=channel)
+    text = "回收服务网点，示例路88号\n+86 400 000 0000"
+    try:
+        n = CanOwnerNotifier("p", tx, DB, "PA_OwnerNotice", "HU_NoticeAck", "PA_NoticeText", text)
+        assert n.send(notice(seq=9, attempts=3), 0.0) == []
+        frames = []
+        while (f := rx.recv(0.5)) is not None:
+            frames.append(f)
+    finally:
+        tx.shutdown()
+        rx.shutdown()
+    size = len(text.encode("utf-8"))
+    pages = -(-size // 5)
+    assert [f.arbitration_id for f in frames] == [0x3C2] * pages + [0x3C0]
+    assert all(f.dlc == 8 and not f.is_extended_id for f in frames)
+    first = DB.decode_message(0x3C2, frames[0].data, decode_choices=False)
+    assert first == {
+        "PA_TextSeq": 9,
+        "PA_TextPage": 0,
+        "PA_TextPageCount": pages,
+        "PA_TextData": int.from_bytes(text.encode("utf-8")[:5], "little"),
+    }
+    last = DB.decode_message(0x3C0, frames[-1].data, decode_choices=False)
+    assert last["PA_NoticeTextLength"] == size and last["PA_NoticeAttempt"] == 3
+    hu = VirtualHeadUnit(DB, response="seen", delay_s=0)
+    for f in reversed(frames[:-1]):  # pages in any order
+        hu.on_frame(f, 1.0)
+    hu.on_frame(frames[-1], 1.0)
+    assert hu.shown[0].outlet == text
+    assert "+86 400 000 0000" in hu.shown[0].text.body_en  # type: ignore[union-attr]
+    (answer,) = hu.answers_due(1.0)
+    assert n.parse_ack("p", answer) == NoticeAck(9, 0x0101, "seen")
+    assert n.parse_ack("other-bus", answer) is None
+
+
+def test_head_unit_without_the_text_uses_its_own_outlet():
+    hu = VirtualHeadUnit(DB, response=None, outlet="Own outlet", phone="110")
+    frame = can.Message(arbitration_id=0x3C0, data=bytes.fromhex("0701011101050000"))
+    hu.on_frame(frame, 0.0)  # says 5 bytes of text follow, none came
+    assert hu.shown[0].outlet is None
+    assert "Own outlet" in hu.shown[0].text.body_en  # type: ignore[union-attr]
+    assert hu.answers_due(1e9) == []
+
+
+def test_a_failing_bus_raises_bus_error_naming_the_frame(channel):
+    bus = BusOff(channel=channel)
+    try:
+        n = CanOwnerNotifier("powertrain", bus, DB, "PA_OwnerNotice", "HU_NoticeAck", text="")
+        with pytest.raises(BusError, match="0x3C0 not sent on bus 'powertrain': bus-off"):
+            n.send(notice(), 0.0)
+        with pytest.raises(BusError):
+            n.withdraw(notice())
+    finally:
+        bus.shutdown()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x07\x01", bytes.fromhex("0701010000000000"), bytes.fromhex("0701010400000000")],
+)
+def test_bad_answers_are_not_answers(channel, data):
+    bus = can.Bus(interface="virtual", channel=channel)
+    try:
+        n = CanOwnerNotifier("p", bus, DB, "PA_OwnerNotice", "HU_NoticeAck", text="")
+        frame = can.Message(arbitration_id=0x3C1, data=data)
+        assert n.is_ack_frame("p", frame)
+        assert n.parse_ack("p", frame) is None
+    finally:
+        bus.shutdown()
+
+
+def test_outbox_copy_carries_the_catalogue_texts_and_outlet():
+    catalogue = load_catalogue(outlet="Outlet A", phone="123")
+    n = OutboxOwnerNotifier(catalogue, "Outlet A", "123")
+    ((kind, data),) = n.send(notice(seq=3, attempts=2, severity="critical"), 0.0)
+    assert kind == "owner.notice"
+    assert data["notice_id"] == 0x0201 and data["name"] == "SafetyCritical"
+    assert data["attempt"] == 2 and data["seq"] == 3 and data["severity"] == "critical"
+    assert data["service_outlet"] == {"name": "Outlet A", "phone": "123"}
+    assert set(data["texts"]) == {"zh", "en"}
+    assert data["texts"]["en"]["now"] and "Outlet A" in data["texts"]["zh"]["action"]
+    assert n.parse_ack("p", can.Message(arbitration_id=0x3C1, data=bytes(8))) is None
