@@ -51,7 +51,13 @@ class Agent:
         self.decoder = decoder
         self.assembler = CodeAssembler(len(config.pack_code.pages), config.pack_code.confirmations)
         self.tracker = PackTracker(store.get_state("pack.code"), config.health.bms_timeout_s)
-        self.policy = ScrapPolicy(config.rules, store.get_state("policy.latched", []))
+        self.policy = ScrapPolicy.from_config(
+            config,
+            store.get_state("policy.state"),
+            store.get_state("policy.latched", []),
+            self.tracker.code,
+        )
+        self._policy_saved_at: float | None = None  # windows and history: on a schedule
         self.notices = NoticeBook(
             config.notice.repeat_interval_s,
             config.notice.max_attempts,
@@ -93,10 +99,11 @@ class Agent:
             return
         with self.store.transaction():
             if self.tracker.code != before:
-                self.policy.reset()
+                self.policy.reset(self.tracker.code)
                 self.notices.clear()
                 self.store.put_state("pack.code", self.tracker.code)
                 self.store.put_state("policy.latched", [])
+                self.store.put_state("policy.state", self.policy.to_state())
                 self.store.put_state("notices", self.notices.to_state())
             self._apply(happenings, now)
 
@@ -108,9 +115,12 @@ class Agent:
     def _decide(self, decision: ScrapDecision, now: float) -> None:
         with self.store.transaction():
             self.store.put_state("policy.latched", sorted(self.policy.latched_rules))
-            self._emit("scrap.condition_met", decision.evidence(), now)
-            self.notices.open_notice(decision.rule_id, decision.severity, now)
-            self.store.put_state("notices", self.notices.to_state())
+            self.store.put_state("policy.state", self.policy.to_state())
+            if decision.publish:
+                self._emit(decision.event_type, decision.evidence(), now)
+            if decision.notify:
+                self.notices.open_notice(decision.rule_id, decision.severity, now)
+                self.store.put_state("notices", self.notices.to_state())
         log.warning(
             "scrapping condition met: rule %s (%s), pack %s",
             decision.rule_id,
@@ -170,8 +180,20 @@ class Agent:
             self._next_health = now + self.config.health.publish_interval_s
             snapshot = self.tracker.health_snapshot(now)
             if snapshot["metrics"]:
+                snapshot["trend"] = self.policy.trend(now)
                 self._emit("pack.health", snapshot, now)
+        if self._policy_saved_at is None:
+            self._policy_saved_at = now
+        elif now - self._policy_saved_at >= self.config.policy.persist_interval_s:
+            self.flush(now)
         self._send_due_notices(now)
+
+    def flush(self, now: float | None = None) -> None:
+        """Persist the rules' windows and the SOH history: hourly, and at shutdown
+        (not on every reading: flash wears)."""
+        self.store.put_state("policy.state", self.policy.to_state())
+        if now is not None:
+            self._policy_saved_at = now
 
     # -- events ---------------------------------------------------------------
 
