@@ -28,7 +28,6 @@ from pack_agent.events import utc_from_timestamp
 from pack_agent.ruleconfig import (
     AgeRule,
     CapacityRule,
-    CombinationRule,
     ConsecutiveRule,
     ForecastRule,
     ResistanceRule,
@@ -36,11 +35,20 @@ from pack_agent.ruleconfig import (
     UsageRule,
     combination_order,
 )
-from pack_agent.trend import DAY, YEAR_DAYS, DayAccumulator, SohHistory, day_of, median, trend_report
+from pack_agent.trend import (
+    DAY,
+    YEAR_DAYS,
+    DayAccumulator,
+    SohHistory,
+    day_of,
+    median,
+    soh_trend,
+    trend_report,
+)
 from pack_agent.trend import forecast as trend_forecast
-from pack_agent.trend import soh_trend
 
 STATE_VERSION = 1
+FORECAST_EVERY_DAYS = 7
 
 
 def _iso(t: float | None) -> str | None:
@@ -405,9 +413,7 @@ class _IgnitionGate:
             return []
         self.last_t, self.on = r.time, r.value in self.on_values
         out = [
-            p
-            for p in self.pending.values()
-            if self.on and abs(r.time - p.time) <= self.window_s
+            p for p in self.pending.values() if self.on and abs(r.time - p.time) <= self.window_s
         ]
         self.pending.clear()
         return sorted(out, key=lambda p: p.time)
@@ -451,7 +457,11 @@ class ScrapPolicy:
 
     @classmethod
     def from_config(
-        cls, config: Any, state: dict[str, Any] | None, latched: Iterable[str], pack_code: str | None
+        cls,
+        config: Any,
+        state: dict[str, Any] | None,
+        latched: Iterable[str],
+        pack_code: str | None,
     ) -> ScrapPolicy:
         p = config.policy
         return cls(
@@ -488,6 +498,7 @@ class ScrapPolicy:
         self.history = SohHistory()
         self._trend_stream = _Stream()
         self._forecast_since: dict[str, float | None] = {r.id: None for r in self._forecasts}
+        self._forecast_week: int | None = None
 
     # -- what is known -------------------------------------------------------------
 
@@ -544,8 +555,15 @@ class ScrapPolicy:
                         met.append((rid, ev, r.time))
             if r.metric == "odometer":
                 self.history.add_odometer(r.time, r.value)
-        if gated and r.metric == self._trend_metric:
-            if self._trend_stream.fresh(r.time) and self.history.add(r.time, r.value):
+        if (
+            gated
+            and r.metric == self._trend_metric
+            and self._trend_stream.fresh(r.time)
+            and self.history.add(r.time, r.value)
+        ):
+            week = day_of(r.time) // FORECAST_EVERY_DAYS
+            if week != self._forecast_week:  # a forecast moves slowly: once a week
+                self._forecast_week = week
                 met += self._check_forecasts(r.time)
         decisions = [self._latch(rid, ev, t) for rid, ev, t in met]
         if decisions:
@@ -574,7 +592,9 @@ class ScrapPolicy:
             if combo.id in self._latched:
                 continue
             met = [rid for rid in combo.rules if rid in self._latched]
-            if (combo.kind == "any" and met) or (combo.kind == "all" and len(met) == len(combo.rules)):
+            if (combo.kind == "any" and met) or (
+                combo.kind == "all" and len(met) == len(combo.rules)
+            ):
                 ev = {
                     "combination": combo.kind,
                     "rules": [
@@ -658,6 +678,7 @@ class ScrapPolicy:
             "history": self.history.to_state(),
             "trend_last": self._trend_stream.last,
             "forecast_since": self._forecast_since,
+            "forecast_week": self._forecast_week,
         }
 
     def _load(self, s: dict[str, Any]) -> None:
@@ -669,6 +690,7 @@ class ScrapPolicy:
                 self._engines[rid].load_state(es)
         self.history.load_state(s.get("history", {}))
         self._trend_stream.last = s.get("trend_last")
+        self._forecast_week = s.get("forecast_week")
         for rid, since in s.get("forecast_since", {}).items():
             if rid in self._forecast_since:
                 self._forecast_since[rid] = since

@@ -137,7 +137,7 @@ def _kind(value: Any) -> str:
 
 
 RuleConfig = Annotated[
-    Union[
+    Union[  # noqa: UP007 (a runtime alias: X | Y of Annotated needs Python 3.10+ typing)
         Annotated[ConsecutiveRule, Tag("consecutive")],
         Annotated[CapacityRule, Tag("capacity")],
         Annotated[ResistanceRule, Tag("resistance")],
@@ -150,8 +150,6 @@ RuleConfig = Annotated[
     ],
     Discriminator(_kind),
 ]
-
-MetricRule = Union[ConsecutiveRule, CapacityRule, ResistanceRule, UsageRule, SafetyRule]
 
 
 def rule_metric(rule: Any) -> str | None:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 DAY = 86400.0
 YEAR_DAYS = 365.25
-MAX_FIT_POINTS = 160  # Theil–Sen is O(n^2): 160 points are 12,720 pairs
+MAX_FIT_POINTS = 120  # Theil–Sen is O(n^2): 120 points are 7,140 pairs
 Z95 = 1.959964
 _KEY_CAP = 512  # distinct values kept for one day's median before coarser rounding
 
@@ -125,6 +125,7 @@ class SohHistory:
         self.today: DayAccumulator | None = None
         self.today_odometer: float | None = None
         self.last_time: float | None = None
+        self._odo: tuple[int, float] | None = None  # (day, km): the latest odometer
 
     def add(self, t: float, value: float) -> bool:
         """One judged SOH reading. Returns True when it closed a day (a new point)."""
@@ -138,11 +139,17 @@ class SohHistory:
             closed = True
         if self.today is None:
             self.today = DayAccumulator(day)
+            if self._odo is not None and self._odo[0] == day:
+                self.today_odometer = self._odo[1]
         self.today.add(value, t)
         return closed
 
     def add_odometer(self, t: float, km: float) -> None:
-        if self.today is not None and day_of(t) == self.today.day:
+        """The odometer of the day (the highest seen), also when it comes before SOH."""
+        day = day_of(t)
+        if self._odo is None or day != self._odo[0] or km > self._odo[1]:
+            self._odo = (day, km)
+        if self.today is not None and day == self.today.day:
             self.today_odometer = max(km, self.today_odometer or km)
 
     def _close(self) -> None:
@@ -188,7 +195,11 @@ class SohHistory:
         if acc is not None and acc.first is not None and acc.last is not None:
             out.append(
                 HistoryPoint(
-                    0, acc.day, (acc.first + acc.last) / 2, acc.median(), acc.n,
+                    0,
+                    acc.day,
+                    (acc.first + acc.last) / 2,
+                    acc.median(),
+                    acc.n,
                     self.today_odometer,
                 )
             )
@@ -196,18 +207,24 @@ class SohHistory:
 
     def to_state(self) -> dict[str, Any]:
         return {
-            "points": [asdict(p) for p in self.points],
+            "points": [[p.level, p.key, p.t, p.value, p.n, p.odometer] for p in self.points],
             "today": self.today.to_state() if self.today else None,
             "today_odometer": self.today_odometer,
             "last_time": self.last_time,
+            "odo": list(self._odo) if self._odo else None,
         }
 
     def load_state(self, s: dict[str, Any]) -> None:
-        self.points = [HistoryPoint(**p) for p in s.get("points", [])]
+        self.points = [
+            HistoryPoint(int(a), int(b), c, d, int(e), f)
+            for a, b, c, d, e, f in s.get("points", [])
+        ]
         today = s.get("today")
         self.today = DayAccumulator.from_state(today) if today else None
         self.today_odometer = s.get("today_odometer")
         self.last_time = s.get("last_time")
+        odo = s.get("odo")
+        self._odo = (int(odo[0]), float(odo[1])) if odo else None
 
 
 def _merge(level: int, key: int, ps: list[HistoryPoint]) -> HistoryPoint:
@@ -240,20 +257,18 @@ class Fit:
 
 def theil_sen(xs: list[float], ys: list[float]) -> Fit | None:
     """Theil–Sen fit; None with fewer than 3 points or no spread in x."""
-    pts = sorted(zip(xs, ys))
+    pts = sorted(zip(xs, ys, strict=True))
     if len(pts) > MAX_FIT_POINTS:  # evenly thinned: bounded cost, deterministic
         step = (len(pts) - 1) / (MAX_FIT_POINTS - 1)
         pts = [pts[round(i * step)] for i in range(MAX_FIT_POINTS)]
     n = len(pts)
     if n < 3:
         return None
-    slopes = []
+    xs_, ys_ = [p[0] for p in pts], [p[1] for p in pts]
+    slopes: list[float] = []
     for i in range(n):
-        xi, yi = pts[i]
-        for j in range(i + 1, n):
-            dx = pts[j][0] - xi
-            if dx > 0:
-                slopes.append((pts[j][1] - yi) / dx)
+        xi, yi = xs_[i], ys_[i]
+        slopes += [(ys_[j] - yi) / (xs_[j] - xi) for j in range(i + 1, n) if xs_[j] > xi]
     if not slopes:
         return None
     slopes.sort()
