@@ -238,7 +238,8 @@ class _WindowEngine(_Engine):
         meds = sorted(d.median for d in days)
         below = rule.comparison == "below"
         stat = meds[len(meds) // 2] if below else meds[(len(meds) - 1) // 2]
-        if self.baseline is None:  # resistance against the pack's first judged window
+        if isinstance(rule, ResistanceRule) and self.baseline is None:
+            # resistance against the pack's first judged window
             self.baseline = stat
             return None
         judged = stat if isinstance(rule, CapacityRule) else 100.0 * (stat / self.baseline - 1)
