@@ -186,9 +186,13 @@ def validation_problems(exc: ValidationError) -> list[str]:
     problems = []
     for err in exc.errors():
         msg = err["msg"]
+        loc = _loc(err["loc"])
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        problems.append(f"{_loc(err['loc'])}: {msg}")
+        elif err["type"] == "union_tag_invalid":
+            tag = err.get("ctx", {}).get("tag")
+            loc, msg = f"{loc}.kind", f"unknown rule kind {tag!r} (kinds: {', '.join(RULE_KINDS)})"
+        problems.append(f"{loc}: {msg}")
     return problems
 
 
