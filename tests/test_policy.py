@@ -596,3 +596,26 @@ def test_no_forecast_on_a_flat_pack():
     fc = make(id="fc", kind="forecast", rule="capacity-80", min_history_days=100)
     p = ScrapPolicy([capacity(), fc])
     assert daily(p, [85.0 + (i % 3) * 0.1 for i in range(400)]) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0.0, 100.0),
+            st.sampled_from([0.0, 1.0, 3.0]),
+            st.floats(-30.0, 30.0),
+        ),
+        max_size=120,
+    )
+)
+def test_readings_without_the_ignition_on_never_decide(steps):
+    """Any SOH, with the ignition Off, Acc or Start before or after it: never judged."""
+    p = ScrapPolicy([capacity(persistence_days=0)], ignition_metric="ignition")
+    out = []
+    for i, (soh, ignition, offset) in enumerate(steps):
+        t = T0 + i * DAY / 4
+        out += p.observe(Reading("ignition", ignition, t + offset), CODE)
+        out += p.observe(Reading("soh", soh, t), CODE)
+    assert out == []
+    assert p.history.series() == []
