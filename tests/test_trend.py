@@ -157,7 +157,7 @@ def test_repeated_and_old_stamps_are_not_history():
     assert [p.value for p in h.series()] == [90.0]
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(st.integers(1, 900))
 def test_state_round_trip_anywhere(cut):
     whole = daily_history(900, per_day=1)
