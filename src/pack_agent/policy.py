@@ -20,7 +20,7 @@ import datetime as dt
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pack_agent.codes import check_code
 from pack_agent.decoder import Reading
@@ -46,6 +46,9 @@ from pack_agent.trend import (
     trend_report,
 )
 from pack_agent.trend import forecast as trend_forecast
+
+if TYPE_CHECKING:
+    from pack_agent.config import AgentConfig
 
 STATE_VERSION = 1
 FORECAST_EVERY_DAYS = 7
@@ -459,11 +462,12 @@ class ScrapPolicy:
     @classmethod
     def from_config(
         cls,
-        config: Any,
+        config: AgentConfig,
         state: dict[str, Any] | None,
         latched: Iterable[str],
         pack_code: str | None,
     ) -> ScrapPolicy:
+        """The policy for a configuration, with the state the store kept (if any)."""
         p = config.policy
         return cls(
             config.rules,
