@@ -50,8 +50,16 @@ def make_config(tmp_path: Path, channel: str, **notice: Any) -> AgentConfig:
     data["buses"] = [{"name": "powertrain", "interface": "virtual", "channel": channel}]
     data["store"]["path"] = str(tmp_path / "agent.db")
     data["health"] = {"publish_interval_s": 1000 * DAY, "bms_timeout_s": 1000 * DAY}
-    data["rules"][0].update(consecutive=2, sample_interval_s=0.0)
-    data["rules"].append(
+    # two quick rules: these tests are about the notices, not the policy
+    data["rules"] = [
+        {
+            "id": "capacity-80",
+            "metric": "soh",
+            "below": 80.0,
+            "consecutive": 2,
+            "description_en": "test",
+            "description_zh": "测试",
+        },
         {
             "id": "soh-critical",
             "metric": "soh",
@@ -61,8 +69,8 @@ def make_config(tmp_path: Path, channel: str, **notice: Any) -> AgentConfig:
             "notice_id": 0x0202,
             "description_en": "test",
             "description_zh": "测试",
-        }
-    )
+        },
+    ]
     data["notice"].update(
         service_outlet=OUTLET, service_phone=PHONE, mqtt_copy=False, head_unit_silent_s=1000 * DAY
     )

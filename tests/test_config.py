@@ -38,12 +38,12 @@ def test_repo_config_file_is_the_shipped_reference():
 def test_every_schema_problem_is_reported_with_its_key(tmp_path):
     text = REFERENCE.replace('vin = "LPACK2026AGENT001"', 'vin = "SHORT"')
     text = text.replace("port = 1883", "port = 70000")
-    text = text.replace("consecutive = 14", "consecutive = 1")
+    text = text.replace("min_readings = 14            # ...of", "min_readings = 1  # ...of")
     text = text.replace("[store]", "[store]\ncolour = 'blue'")
     found = problems(write(tmp_path, text))
     assert any(p.startswith("vin:") and "17 characters" in p for p in found)
     assert any(p.startswith("mqtt.port:") for p in found)
-    assert any(p.startswith("rules[0].consecutive:") for p in found)
+    assert any(p.startswith("rules[0].min_readings:") for p in found)
     assert "store.colour: unknown key" in found
     assert len(found) == 4
 
@@ -73,7 +73,7 @@ def test_broken_database_file_is_named(tmp_path):
 
 
 def test_rule_on_unmapped_metric_and_unknown_bus(tmp_path):
-    text = REFERENCE.replace('metric = "soh"', 'metric = "colour"')
+    text = REFERENCE.replace('metric = "soh"\nthreshold', 'metric = "colour"\nthreshold')
     text = text.replace(
         'soc = { message = "BMS_Status", signal = "BMS_SOC" }',
         'soc = { message = "BMS_Status", signal = "BMS_SOC", bus = "body" }',
@@ -101,7 +101,9 @@ def test_check_config_command(tmp_path, capsys):
 
 
 def test_notice_settings_problems_are_named(tmp_path):
-    text = REFERENCE.replace('severity = "advisory"', 'severity = "advisory"\nnotice_id = 0x0999')
+    text = REFERENCE.replace(
+        'severity = "advisory"', 'severity = "advisory"\nnotice_id = 0x0999', 1
+    )
     text = text.replace('after_seen = "slow"', 'after_seen = "later"')
     text = text.replace('text_message = "PA_NoticeText"', 'text_message = "PA_NoText"')
     found = problems(write(tmp_path, text))

@@ -64,7 +64,7 @@ def test_raw_invalid_soh_is_dropped_not_passed_on(ref):
 def test_frame_ids_are_exactly_the_mapped_ones(ref):
     cfg, db = ref
     ids = {fid for fid, _ in Decoder(cfg, db).frame_ids("powertrain")}
-    assert ids == {0x3A0, 0x3A1, 0x3A2, 0x3B0}
+    assert ids == {0x3A0, 0x3A1, 0x3A2, 0x3A3, 0x3B0}
 
 
 def test_code_pages_assemble_in_any_order_after_confirmation(ref):

@@ -1,6 +1,7 @@
 """The documentation stays true: every configuration key is documented."""
 
 from pathlib import Path
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
@@ -15,11 +16,16 @@ def keys(model: type[BaseModel]) -> set[str]:
         if field.exclude:
             continue
         out.add(name)
-        ann = field.annotation
-        for arg in getattr(ann, "__args__", (ann,)):
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                out |= keys(arg)
+        for sub in models_in(field.annotation):
+            out |= keys(sub)
     return out
+
+
+def models_in(ann: Any) -> list[type[BaseModel]]:
+    """Models inside an annotation: list[...], unions, Annotated (the rule kinds)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    return [m for arg in get_args(ann) for m in models_in(arg)]
 
 
 def test_every_configuration_key_is_documented():

@@ -1,15 +1,30 @@
+"""The scrapping-condition policy: every rule kind, the latch, and noise that must not decide."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+from typing import Any
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
+from pack_agent.codes import make_code
 from pack_agent.config import ScrapRule
 from pack_agent.decoder import Reading
-from pack_agent.policy import ScrapPolicy
+from pack_agent.policy import ScrapDecision, ScrapPolicy
+from pack_agent.ruleconfig import RuleConfig
 
 DAY = 86400.0
+T0 = datetime(2027, 1, 1, 8, tzinfo=timezone.utc).timestamp()
+CODE = make_code("0RJ", "P", "E", "A0", "0HAU0AA", date(2026, 3, 2), 1955)
+RULE = TypeAdapter(RuleConfig)
 
 
-def rule(**kw) -> ScrapRule:
-    base = dict(
+def rule(**kw: Any) -> ScrapRule:
+    base: dict[str, Any] = dict(
         id="capacity-80",
         metric="soh",
         below=80.0,
@@ -22,11 +37,48 @@ def rule(**kw) -> ScrapRule:
     return ScrapRule(**base)
 
 
+def make(**kw: Any) -> Any:
+    kw.setdefault("description_en", "e")
+    kw.setdefault("description_zh", "z")
+    return RULE.validate_python(kw)
+
+
+def capacity(**kw: Any) -> Any:
+    base: dict[str, Any] = dict(
+        id="capacity-80",
+        kind="capacity",
+        threshold=80.0,
+        window_days=28,
+        min_readings=14,
+        min_span_days=14,
+        persistence_days=14,
+    )
+    base.update(kw)
+    return make(**base)
+
+
 def feed(policy: ScrapPolicy, values: list[float], step: float = DAY, t0: float = 1e9):
     out = []
     for i, v in enumerate(values):
         out += policy.observe(Reading("soh", v, t0 + i * step), "CODE")
     return out
+
+
+def daily(
+    policy: ScrapPolicy,
+    values: list[float],
+    metric: str = "soh",
+    t0: float = T0,
+    code: str | None = CODE,
+) -> list[ScrapDecision]:
+    """One reading a day; the ignition is not mapped in these policies."""
+    out = []
+    for i, v in enumerate(values):
+        out += policy.observe(Reading(metric, v, t0 + i * DAY), code)
+    return out
+
+
+# -- the original consecutive form ---------------------------------------------------
 
 
 def test_decides_after_consecutive_samples_with_evidence():
@@ -90,13 +142,480 @@ def test_never_decides_without_a_full_run_below(values, n):
     assert bool(decisions) == (best >= n)
     assert len(decisions) <= 1
     for d in decisions:
-        assert all(v < 80 for _, v in d.samples) and len(d.samples) == n
+        samples = d.data["samples"]
+        assert all(s["value"] < 80 for s in samples) and len(samples) == n
+
+
+# -- capacity: a robust statistic over a window, held ----------------------------------
+
+
+def test_capacity_rule_decides_on_the_window_median_held_for_its_persistence():
+    p = ScrapPolicy([capacity()])
+    values = [82.0] * 30 + [79.0] * 60
+    decisions = daily(p, values)
+    assert len(decisions) == 1
+    d = decisions[0]
+    # the 28-day median goes below on the day the below days are a majority (day 30+14),
+    # and must stay there 14 days more
+    assert d.time == T0 + (30 + 14 + 14) * DAY
+    ev = d.evidence()
+    assert ev["kind"] == "capacity" and ev["comparison"] == "below" and ev["threshold"] == 80.0
+    assert ev["statistic"]["median"] == 79.0 and ev["sample_count"] == 28
+    assert ev["first_reading_time"] == "2027-02-01T08:00:00+00:00"
+    assert ev["last_reading_time"] == "2027-02-28T08:00:00+00:00"
+    assert ev["pack_code"] == CODE and ev["condition_since"] == "2027-02-14T08:00:00+00:00"
+    assert d.event_type == "scrap.condition_met"
+    json.dumps(ev)  # the evidence is an event body
+
+
+def test_capacity_needs_enough_readings_and_span():
+    # 13 days, however low: below min_readings and min_span_days
+    assert daily(ScrapPolicy([capacity(persistence_days=0)]), [50.0] * 13) == []
+    # 14 readings on one day are not 14 days
+    p = ScrapPolicy([capacity(persistence_days=0)])
+    out = []
+    for i in range(40):
+        out += p.observe(Reading("soh", 50.0, T0 + i * 60), CODE)
+    assert out == []
+
+
+def test_capacity_against_rated_capacity():
+    p = ScrapPolicy([capacity(metric="capacity", rated_capacity=150.0, persistence_days=0)])
+    assert daily(p, [121.0] * 20, metric="capacity") == []  # 80.7 %
+    decisions = daily(p, [118.0] * 20, metric="capacity", t0=T0 + 20 * DAY)  # 78.7 %
+    assert len(decisions) == 1
+    ev = decisions[0].evidence()
+    assert ev["rated_capacity"] == 150.0 and ev["statistic"]["median"] == pytest.approx(
+        78.667, 1e-3
+    )
+
+
+def test_a_reading_on_the_good_side_of_the_window_restarts_persistence():
+    p = ScrapPolicy([capacity(window_days=14, min_readings=7, min_span_days=7)])
+    # 10 days below, 10 above (window median back above), then below again
+    values = [79.0] * 10 + [81.0] * 10 + [79.0] * 10
+    assert daily(p, values) == []
+
+
+# -- resistance growth ---------------------------------------------------------------
+
+
+def test_resistance_growth_against_the_first_window():
+    r = make(
+        id="resistance-50",
+        kind="resistance",
+        threshold=50.0,
+        window_days=14,
+        min_readings=7,
+        min_span_days=7,
+        persistence_days=7,
+    )
+    p = ScrapPolicy([r])
+    assert daily(p, [60.0] * 30, metric="internal_resistance") == []
+    assert daily(p, [85.0] * 30, metric="internal_resistance", t0=T0 + 30 * DAY) == []  # +42 %
+    decisions = daily(p, [95.0] * 30, metric="internal_resistance", t0=T0 + 60 * DAY)
+    assert len(decisions) == 1
+    ev = decisions[0].evidence()
+    assert ev["baseline"] == 60.0 and ev["baseline_source"] == "first"
+    assert ev["growth_percent"] == pytest.approx(58.333, 1e-3)
+
+
+def test_resistance_against_a_configured_beginning_of_life_value():
+    r = make(
+        id="resistance-50",
+        kind="resistance",
+        threshold=50.0,
+        baseline=40.0,
+        window_days=14,
+        min_readings=7,
+        min_span_days=7,
+    )
+    decisions = daily(ScrapPolicy([r]), [61.0] * 8, metric="internal_resistance")
+    assert len(decisions) == 1 and decisions[0].data["baseline"] == 40.0
+
+
+# -- use and age ---------------------------------------------------------------------
+
+
+def test_usage_counter_needs_confirming_readings():
+    r = make(id="cycles", kind="usage", metric="full_cycles", threshold=3000, confirm_readings=3)
+    p = ScrapPolicy([r])
+    # one corrupt value far past the line, between good ones: nothing
+    assert daily(p, [2990, 16000, 2991, 2992], metric="full_cycles") == []
+    decisions = daily(p, [3000, 3001, 3002], metric="full_cycles", t0=T0 + 10 * DAY)
+    assert [d.rule_id for d in decisions] == ["cycles"]
+
+
+def test_pack_age_from_the_production_date_in_the_code():
+    r = make(id="age-10", kind="age", threshold=10.0, confirm_days=1)
+    p = ScrapPolicy([r])
+    made = datetime(2026, 3, 2, tzinfo=timezone.utc).timestamp()
+    ten = made + 10 * 365.25 * DAY
+    assert daily(p, [90.0] * 5, t0=ten - 6 * DAY) == []
+    out = daily(p, [90.0] * 3, t0=ten + 1)
+    assert len(out) == 1
+    ev = out[0].evidence()
+    assert ev["production_date"] == "2026-03-02" and ev["statistic"]["age_years"] >= 10
+    # no code known: no age
+    q = ScrapPolicy([r])
+    assert daily(q, [90.0] * 5, t0=ten + 1, code=None) == []
+
+
+def test_a_clock_that_jumps_forward_once_is_not_an_old_pack():
+    r = make(id="age-10", kind="age", threshold=10.0, confirm_days=1)
+    p = ScrapPolicy([r])
+    assert p.observe(Reading("soh", 90, T0 + 20 * 365 * DAY), CODE) == []
+
+
+# -- safety --------------------------------------------------------------------------
+
+
+def thermal(**kw: Any) -> Any:
+    base: dict[str, Any] = dict(
+        id="thermal-event",
+        kind="safety",
+        metric="thermal_event",
+        comparison="at_least",
+        threshold=1,
+        confirm_readings=2,
+        confirm_s=0.4,
+    )
+    base.update(kw)
+    return make(**base)
+
+
+def alarms(p: ScrapPolicy, flags: list[int], t0: float = T0, metric: str = "thermal_event"):
+    out = []
+    for i, f in enumerate(flags):
+        out += p.observe(Reading(metric, float(f), t0 + i * 0.5), CODE)
+    return out
+
+
+def test_thermal_event_is_critical_after_a_short_confirmation():
+    p = ScrapPolicy([thermal()])
+    assert alarms(p, [0, 0, 1, 0, 0, 1, 0]) == []  # single frames: glitches
+    decisions = alarms(p, [1, 1], t0=T0 + 60)
+    assert len(decisions) == 1
+    d = decisions[0]
+    assert d.severity == "critical" and d.notify and d.time == T0 + 60.5
+    assert d.evidence()["sample_count"] == 2
+
+
+def test_safety_ignores_the_ignition():
+    p = ScrapPolicy([thermal()], ignition_metric="ignition")
+    p.observe(Reading("ignition", 0.0, T0 - 1), CODE)  # parked
+    assert len(alarms(p, [1, 1, 1])) == 1
+
+
+def test_insulation_fault_must_persist():
+    r = thermal(id="insulation", metric="insulation_alarm", confirm_readings=10, confirm_s=30)
+    p = ScrapPolicy([r])
+    assert alarms(p, [1] * 40 + [0] + [1] * 40, metric="insulation_alarm") == []  # 20 s runs
+    assert len(alarms(p, [1] * 61, t0=T0 + 100, metric="insulation_alarm")) == 1
+
+
+# -- combinations --------------------------------------------------------------------
+
+
+def test_all_of_silent_building_blocks():
+    low = make(
+        id="soh-85",
+        kind="capacity",
+        threshold=85.0,
+        window_days=14,
+        min_readings=7,
+        min_span_days=7,
+        notify=False,
+        publish=False,
+    )
+    old = make(
+        id="cycles-1000",
+        kind="usage",
+        metric="full_cycles",
+        threshold=1000,
+        notify=False,
+        publish=False,
+        confirm_readings=2,
+        confirm_s=0,
+    )
+    both = make(id="worn", kind="all", rules=["soh-85", "cycles-1000"])
+    p = ScrapPolicy([low, old, both])
+    first = daily(p, [84.0] * 10)
+    assert [(d.rule_id, d.notify, d.publish) for d in first] == [("soh-85", False, False)]
+    second = daily(p, [1000, 1001], metric="full_cycles", t0=T0 + 20 * DAY)
+    assert [d.rule_id for d in second] == ["cycles-1000", "worn"]
+    ev = second[1].evidence()
+    assert ev["combination"] == "all"
+    assert [r["rule_id"] for r in ev["rules"]] == ["soh-85", "cycles-1000"]
+    assert second[1].notify and second[1].publish
+
+
+def test_any_of_rules():
+    a = thermal(id="a", notify=False, publish=False)
+    b = thermal(id="b", metric="insulation_alarm", notify=False, publish=False)
+    either = make(id="either", kind="any", rules=["a", "b"], severity="critical")
+    p = ScrapPolicy([a, b, either])
+    out = alarms(p, [1, 1], metric="insulation_alarm")
+    assert [d.rule_id for d in out] == ["b", "either"]
+
+
+# -- the ignition --------------------------------------------------------------------
+
+
+def with_ignition(p: ScrapPolicy, values: list[float], ignition: float, t0: float = T0):
+    """The BMS's SOH, then the VCU's ignition 0.2 s later (as the virtual vehicle sends)."""
+    out = []
+    for i, v in enumerate(values):
+        t = t0 + i * DAY
+        out += p.observe(Reading("soh", v, t), CODE)
+        out += p.observe(Reading("ignition", ignition, t + 0.2), CODE)
+    return out
+
+
+def test_readings_with_the_ignition_off_are_not_judged():
+    r = capacity(persistence_days=0)
+    assert with_ignition(ScrapPolicy([r], ignition_metric="ignition"), [50.0] * 60, 0.0) == []
+    on = with_ignition(ScrapPolicy([r], ignition_metric="ignition"), [50.0] * 60, 2.0)
+    assert len(on) == 1
+
+
+def test_a_reading_after_a_recent_ignition_on_is_judged_at_once():
+    p = ScrapPolicy([capacity(persistence_days=0)], ignition_metric="ignition")
+    out = []
+    for i in range(20):
+        t = T0 + i * DAY
+        out += p.observe(Reading("ignition", 2.0, t), CODE)
+        out += p.observe(Reading("soh", 50.0, t + 1), CODE)
+    assert len(out) == 1 and out[0].time == T0 + 13 * DAY + 1
+
+
+# -- noise never decides on its own (property-based) ---------------------------------
+
+
+def no_majority_below(raw: list[float], window: int, line: float) -> list[float]:
+    """Jitter around the line in which no window of daily values has a majority below."""
+    vals = list(raw)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(vals)):
+            lo = max(0, i - window + 1)
+            win = vals[lo : i + 1]
+            if sum(v < line for v in win) > len(win) // 2:
+                j = max(k for k in range(lo, i + 1) if vals[k] < line)
+                vals[j] = line + (line - vals[j])
+                changed = True
+    return vals
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.floats(min_value=77.0, max_value=83.0), min_size=20, max_size=150))
+def test_jitter_around_the_line_never_decides(raw):
+    values = no_majority_below(raw, 28, 80.0)
+    p = ScrapPolicy([capacity(persistence_days=0)])
+    assert daily(p, values) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.floats(min_value=70.0, max_value=90.0), max_size=150))
+def test_a_decision_always_rests_on_a_held_majority_below(values):
+    p = ScrapPolicy([capacity()])
+    for d in daily(p, values):
+        samples = d.data["samples"]
+        assert sum(s["value"] < 80 for s in samples) > len(samples) / 2
+        assert d.data["sample_count"] >= 14
+        since = datetime.fromisoformat(d.data["condition_since"]).timestamp()
+        assert d.time - since >= 14 * DAY
+
+
+OUTLIERS = st.sampled_from([0.0, 255.0, -30.0, 30.0])  # absolute, or a jump of 30 points
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.floats(min_value=79.0, max_value=81.0), max_size=300))
-def test_jitter_around_the_line_decides_only_on_a_real_run(values):
-    p = ScrapPolicy([rule(consecutive=14)])
-    decisions = feed(p, values)
-    if decisions:
-        assert all(v < 80 for _, v in decisions[0].samples)
+@given(
+    st.lists(st.floats(min_value=81.0, max_value=84.0), min_size=30, max_size=120),
+    st.lists(st.tuples(st.integers(0, 119), OUTLIERS), max_size=60),
+    st.integers(1, 6),
+)
+def test_single_outliers_never_decide(healthy, outliers, per_day):
+    """A healthy pack read ``per_day`` times a day, with at most one wild value a day."""
+    p = ScrapPolicy([capacity(persistence_days=0, min_readings=10, min_span_days=7)])
+    wild = dict(outliers)
+    out = []
+    for day, v in enumerate(healthy):
+        for k in range(per_day):
+            out += p.observe(Reading("soh", v, T0 + day * DAY + k * 600), CODE)
+        if day in wild:
+            w = wild[day]
+            value = w if w in (0.0, 255.0) else v + w
+            out += p.observe(Reading("soh", value, T0 + day * DAY + 7200), CODE)
+    assert out == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.floats(min_value=81.0, max_value=84.0), min_size=30, max_size=90),
+    st.lists(st.tuples(st.integers(0, 89), st.floats(0, 3 * DAY), st.integers(1, 5)), max_size=40),
+)
+def test_repeated_and_out_of_order_stamps_never_decide(healthy, replays):
+    """Low values stamped at or before the newest reading (repeats, late frames)."""
+    p = ScrapPolicy([capacity(persistence_days=0, min_readings=10, min_span_days=7), thermal()])
+    at = {}
+    for day, back, n in replays:
+        at.setdefault(day, []).append((back, n))
+    out = []
+    for day, v in enumerate(healthy):
+        t = T0 + day * DAY
+        out += p.observe(Reading("soh", v, t), CODE)
+        out += p.observe(Reading("thermal_event", 0.0, t), CODE)
+        for back, n in at.get(day, []):
+            for _ in range(n):
+                out += p.observe(Reading("soh", 40.0, t - back), CODE)
+                out += p.observe(Reading("thermal_event", 1.0, t - back), CODE)
+    assert out == []
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(1 * DAY, 800 * DAY), st.integers(10, 80))
+def test_a_clock_that_jumps_back_never_decides(jump, days):
+    p = ScrapPolicy([capacity(persistence_days=0), thermal()])
+    assert daily(p, [82.0] * 60) == []
+    assert daily(p, [0.0] * 60, metric="thermal_event") == []
+    back = T0 + 60 * DAY - jump
+    out = daily(p, [50.0] * days, t0=back)
+    out += alarms(p, [1] * 10, t0=back)
+    newest = T0 + 59 * DAY
+    assert all(d.time > newest for d in out)  # only readings after the newest can count
+
+
+# -- latch and state across restarts ---------------------------------------------------
+
+
+def reference_rules() -> list[Any]:
+    return [
+        capacity(),
+        make(
+            id="resistance-50",
+            kind="resistance",
+            threshold=50.0,
+            min_readings=7,
+            min_span_days=7,
+            window_days=14,
+        ),
+        make(id="age-12", kind="age", threshold=12.0),
+        thermal(),
+        make(id="worn", kind="any", rules=["capacity-80", "resistance-50"]),
+    ]
+
+
+def series(n: int) -> list[Reading]:
+    out = []
+    for i in range(n):
+        t = T0 + i * DAY
+        soh = 84.0 - 6.0 * i / n
+        out.append(Reading("soh", soh if i % 17 else 0.0, t))  # an outlier now and then
+        out.append(Reading("internal_resistance", 60 + 0.05 * i, t + 1))
+        out.append(Reading("thermal_event", 0.0, t + 2))
+    return out
+
+
+def run(p: ScrapPolicy, readings: list[Reading]) -> list[tuple[str, float]]:
+    out = []
+    for r in readings:
+        out += [(d.rule_id, d.time) for d in p.observe(r, CODE)]
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 3 * 200))
+def test_a_restart_anywhere_gives_the_same_decisions(cut):
+    readings = series(200)
+    whole = run(ScrapPolicy(reference_rules()), readings)
+    assert [rid for rid, _ in whole] == ["capacity-80", "worn"]
+    first = ScrapPolicy(reference_rules())
+    before = run(first, readings[:cut])
+    state = json.loads(json.dumps(first.to_state()))  # what the store keeps
+    second = ScrapPolicy(
+        reference_rules(), first.latched_rules, state=state, pack_code=first.pack_code
+    )
+    after = run(second, readings[cut:])
+    assert before + after == whole
+    # and once met, never again
+    assert run(second, series(200)[-5:]) == []
+
+
+def test_state_of_another_pack_is_not_restored():
+    p = ScrapPolicy([capacity(persistence_days=0)])
+    daily(p, [70.0] * 13)
+    other = ScrapPolicy([capacity(persistence_days=0)], state=p.to_state(), pack_code="OTHER")
+    assert daily(other, [70.0], t0=T0 + 13 * DAY) == []
+
+
+def test_reset_forgets_latches_windows_and_history():
+    p = ScrapPolicy([capacity(persistence_days=0)])
+    assert len(daily(p, [70.0] * 20)) == 1
+    p.reset("NEW")
+    assert p.latched_rules == frozenset() and p.history.series() == []
+    assert daily(p, [70.0] * 13, t0=T0 + 30 * DAY) == []
+
+
+# -- forecast ------------------------------------------------------------------------
+
+
+def test_forecast_rule_gives_an_early_notice():
+    fc = make(
+        id="capacity-80-forecast",
+        kind="forecast",
+        rule="capacity-80",
+        within_days=90,
+        min_history_days=180,
+        persistence_days=7,
+    )
+    p = ScrapPolicy([capacity(), fc], trend_min_days=60)
+    # 5 %/year from 90 %: the line is crossed after two years
+    values = [90.0 - 5.0 * i / 365.25 for i in range(800)]
+    decisions = daily(p, values)
+    kinds = [(d.rule_id, d.event_type) for d in decisions]
+    assert kinds == [
+        ("capacity-80-forecast", "scrap.forecast"),
+        ("capacity-80", "scrap.condition_met"),
+    ]
+    early, met = decisions
+    crossing = T0 + 2 * 365.25 * DAY
+    assert crossing - 90 * DAY <= early.time <= crossing - 70 * DAY
+    ev = early.evidence()
+    assert ev["forecast_date"] == "2028-12-31" and ev["rate_per_year"] == pytest.approx(-5.0, 1e-3)
+    assert ev["earliest"] <= ev["forecast_date"] <= ev["latest"]
+    assert not early.notify and early.publish
+    assert met.time > crossing
+    report = p.trend(met.time)
+    assert report["status"] == "ok" and report["forecasts"][0]["rule_id"] == "capacity-80"
+
+
+def test_no_forecast_on_a_flat_pack():
+    fc = make(id="fc", kind="forecast", rule="capacity-80", min_history_days=100)
+    p = ScrapPolicy([capacity(), fc])
+    assert daily(p, [85.0 + (i % 3) * 0.1 for i in range(400)]) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0.0, 100.0),
+            st.sampled_from([0.0, 1.0, 3.0]),
+            st.floats(-30.0, 30.0),
+        ),
+        max_size=120,
+    )
+)
+def test_readings_without_the_ignition_on_never_decide(steps):
+    """Any SOH, with the ignition Off, Acc or Start before or after it: never judged."""
+    p = ScrapPolicy([capacity(persistence_days=0)], ignition_metric="ignition")
+    out = []
+    for i, (soh, ignition, offset) in enumerate(steps):
+        t = T0 + i * DAY / 4
+        out += p.observe(Reading("ignition", ignition, t + offset), CODE)
+        out += p.observe(Reading("soh", soh, t), CODE)
+    assert out == []
+    assert p.history.series() == []

@@ -51,7 +51,13 @@ class Agent:
         self.decoder = decoder
         self.assembler = CodeAssembler(len(config.pack_code.pages), config.pack_code.confirmations)
         self.tracker = PackTracker(store.get_state("pack.code"), config.health.bms_timeout_s)
-        self.policy = ScrapPolicy(config.rules, store.get_state("policy.latched", []))
+        self.policy = ScrapPolicy.from_config(
+            config,
+            store.get_state("policy.state"),
+            store.get_state("policy.latched", []),
+            self.tracker.code,
+        )
+        self._policy_saved_at: float | None = None  # windows and history: on a schedule
         self.notices = NoticeBook(Cadence.from_settings(config.notice), store.get_state("notices"))
         self.notifiers: list[OwnerNotifier] = ([notifier] if notifier else []) + list(
             extra_notifiers
@@ -101,10 +107,11 @@ class Agent:
         with self.store.transaction():
             withdrawn: list[Notice] = []
             if self.tracker.code != before:
-                self.policy.reset()
+                self.policy.reset(self.tracker.code)
                 withdrawn = self.notices.clear()
                 self.store.put_state("pack.code", self.tracker.code)
                 self.store.put_state("policy.latched", [])
+                self.store.put_state("policy.state", self.policy.to_state())
                 self.store.put_state("notices", self.notices.to_state())
             self._apply(happenings, now)
         for notice in withdrawn:  # best effort: the old pack's notice leaves the screen
@@ -124,11 +131,17 @@ class Agent:
     def _decide(self, decision: ScrapDecision, now: float) -> None:
         with self.store.transaction():
             self.store.put_state("policy.latched", sorted(self.policy.latched_rules))
-            self._emit("scrap.condition_met", decision.evidence(), now)
-            self.notices.open_notice(
-                decision.rule_id, decision.severity, now, self._rule_notice.get(decision.rule_id)
-            )
-            self.store.put_state("notices", self.notices.to_state())
+            self.store.put_state("policy.state", self.policy.to_state())
+            if decision.publish:
+                self._emit(decision.event_type, decision.evidence(), now)
+            if decision.notify:
+                self.notices.open_notice(
+                    decision.rule_id,
+                    decision.severity,
+                    now,
+                    self._rule_notice.get(decision.rule_id),
+                )
+                self.store.put_state("notices", self.notices.to_state())
         log.warning(
             "scrapping condition met: rule %s (%s), pack %s",
             decision.rule_id,
@@ -298,9 +311,21 @@ class Agent:
             self._next_health = now + self.config.health.publish_interval_s
             snapshot = self.tracker.health_snapshot(now)
             if snapshot["metrics"]:
+                snapshot["trend"] = self.policy.trend(now)
                 self._emit("pack.health", snapshot, now)
+        if self._policy_saved_at is None:
+            self._policy_saved_at = now
+        elif now - self._policy_saved_at >= self.config.policy.persist_interval_s:
+            self.flush(now)
         self._send_due_notices(now)
         self._check_notice_failures(now)
+
+    def flush(self, now: float | None = None) -> None:
+        """Persist the rules' windows and the SOH history: hourly, and at shutdown
+        (not on every reading: flash wears)."""
+        self.store.put_state("policy.state", self.policy.to_state())
+        if now is not None:
+            self._policy_saved_at = now
 
     # -- events ---------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from pack_agent.errors import ConfigError
+from pack_agent.ruleconfig import RULE_KINDS, ConsecutiveRule, RuleConfig, rule_problems
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -62,23 +63,19 @@ class PackCodeSource(_Model):
     bus: str | None = None
 
 
-class ScrapRule(_Model):
-    """A scrapping condition: ``consecutive`` samples of ``metric`` below ``below``,
-    taken at least ``sample_interval_s`` apart."""
+# The original single rule form; every rule kind is in ruleconfig.py.
+ScrapRule = ConsecutiveRule
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    metric: str = "soh"
-    below: float
-    consecutive: int = Field(default=5, ge=2, description="never decide on one reading")
-    sample_interval_s: float = Field(
-        default=0.0, ge=0, description="readings closer together than this count once"
-    )
-    severity: Literal["advisory", "critical"] = "advisory"
-    notice_id: int | None = Field(
-        default=None, ge=1, le=0xFFFF, description="catalogue id; default by severity"
-    )
-    description_en: str
-    description_zh: str
+
+class PolicySettings(_Model):
+    """How the policy reads the stream: ignition gating, trend, persistence cadence."""
+
+    ignition_metric: str = "ignition"
+    ignition_on_values: list[float] = Field(default_factory=lambda: [2.0], min_length=1)
+    ignition_window_s: float = Field(default=5.0, gt=0)
+    trend_metric: str = "soh"
+    trend_min_days: float = Field(default=60.0, gt=0)
+    persist_interval_s: float = Field(default=3600.0, gt=0)
 
 
 FollowUp = Literal["repeat", "slow", "stop"]
@@ -167,7 +164,8 @@ class AgentConfig(_Model):
     buses: list[BusSettings] = Field(default_factory=lambda: [BusSettings()], min_length=1)
     metrics: dict[str, SignalRef] = Field(default_factory=dict)
     pack_code: PackCodeSource = Field(default_factory=PackCodeSource)
-    rules: list[ScrapRule] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
     notice: NoticeSettings = Field(default_factory=NoticeSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
@@ -203,6 +201,10 @@ def resolve_path(value: str, base_dir: Path) -> Path:
 
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
+    # a rule's kind tag (rules[0].capacity.threshold) is noise in a key: drop it
+    loc = tuple(
+        p for i, p in enumerate(loc) if not (i == 2 and loc[0] == "rules" and p in RULE_KINDS)
+    )
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
@@ -212,9 +214,13 @@ def validation_problems(exc: ValidationError) -> list[str]:
     problems = []
     for err in exc.errors():
         msg = err["msg"]
+        loc = _loc(err["loc"])
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        problems.append(f"{_loc(err['loc'])}: {msg}")
+        elif err["type"] == "union_tag_invalid":
+            tag = err.get("ctx", {}).get("tag")
+            loc, msg = f"{loc}.kind", f"unknown rule kind {tag!r} (kinds: {', '.join(RULE_KINDS)})"
+        problems.append(f"{loc}: {msg}")
     return problems
 
 
@@ -245,12 +251,7 @@ def _cross_checks(cfg: AgentConfig) -> list[str]:
     for key, bus in refs:
         if bus is not None and bus not in names:
             problems.append(f"{key}: no bus named {bus!r} (buses: {', '.join(names)})")
-    ids = [r.id for r in cfg.rules]
-    for dup in sorted({i for i in ids if ids.count(i) > 1}):
-        problems.append(f"rules: rule id {dup!r} is used more than once")
-    for i, rule in enumerate(cfg.rules):
-        if rule.metric not in cfg.metrics:
-            problems.append(f"rules[{i}].metric: {rule.metric!r} is not a mapped metric")
+    problems += rule_problems(cfg.rules, set(cfg.metrics), cfg.policy.trend_metric)
     problems += _notice_checks(cfg)
     if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:
         problems.append("mqtt.reconnect_max_s: must be >= mqtt.reconnect_min_s")

@@ -95,6 +95,10 @@ class Daemon:
 
     def close(self, timeout: float = 5.0) -> None:
         try:
+            self.agent.flush()
+        except Exception:
+            log.exception("policy state not saved at shutdown")
+        try:
             self.uplink.stop(timeout)
         finally:
             self.source.close()

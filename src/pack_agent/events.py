@@ -21,6 +21,7 @@ EventType = Literal[
     "pack.code_invalid",
     "pack.health",
     "scrap.condition_met",
+    "scrap.forecast",
     "owner.notified",
     "owner.acknowledged",
     "owner.notice",

@@ -1,22 +1,72 @@
 """Scrapping conditions: pure rules that take readings and time, and return decisions.
 
-A decision is never taken on one reading: a rule needs ``consecutive``
-samples below its threshold, at most one sample per ``sample_interval_s``,
-and any sample at or above the threshold starts the count again. Once met, a
-rule is latched until the pack is replaced; the latch is the caller's to
-persist (``latched_rules``) and to restore.
+A decision never rests on one reading. Each rule kind (see docs/policy.md and
+``ruleconfig``) has its own debounce: a robust statistic over a window of daily
+aggregates held for days (capacity, resistance), a short run of confirming
+readings (safety, usage), or a condition that holds over days (age, forecast).
+Readings dated at or before the newest one a rule has seen are not evidence, so
+repeats, out-of-order frames and a clock that jumps back decide nothing.
+
+A met rule is latched until the pack is replaced. Everything a rule remembers
+(windows, baselines, latches and their evidence, the SOH history) is in
+``to_state()``; the caller persists it on its own schedule and passes it back
+on start. No clock and no I/O here: replaying the same readings gives the same
+decisions.
 """
 
 from __future__ import annotations
 
-import statistics
+import datetime as dt
+from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from pack_agent.config import ScrapRule
+from pack_agent.codes import check_code
 from pack_agent.decoder import Reading
 from pack_agent.events import utc_from_timestamp
+from pack_agent.ruleconfig import (
+    AgeRule,
+    CapacityRule,
+    ConsecutiveRule,
+    ForecastRule,
+    ResistanceRule,
+    SafetyRule,
+    UsageRule,
+    combination_order,
+)
+from pack_agent.trend import (
+    DAY,
+    YEAR_DAYS,
+    DayAccumulator,
+    SohHistory,
+    day_of,
+    median,
+    soh_trend,
+    trend_report,
+)
+from pack_agent.trend import forecast as trend_forecast
+
+if TYPE_CHECKING:
+    from pack_agent.config import AgentConfig
+
+STATE_VERSION = 1
+FORECAST_EVERY_DAYS = 7
+
+
+def _iso(t: float | None) -> str | None:
+    return None if t is None else utc_from_timestamp(t).isoformat()
+
+
+def compare(value: float, comparison: str, threshold: float) -> bool:
+    """True when ``value`` is on the bad side of ``threshold``."""
+    if comparison == "below":
+        return value < threshold
+    if comparison == "above":
+        return value > threshold
+    if comparison == "at_least":
+        return value >= threshold
+    return value <= threshold  # at_most
 
 
 @dataclass(frozen=True)
@@ -24,108 +74,632 @@ class ScrapDecision:
     """A rule met, with the evidence a backend or an auditor needs to check it."""
 
     rule_id: str
+    kind: str
     severity: str
-    metric: str
-    threshold: float
-    samples: tuple[tuple[float, float], ...]  # (time, value)
+    time: float  # the time of the last reading that made it
     pack_code: str | None
     description_en: str
     description_zh: str
+    data: dict[str, Any]
+    notify: bool = True  # open an owner notice
+    publish: bool = True  # publish an event
 
     @property
-    def time(self) -> float:
-        return self.samples[-1][0]
+    def event_type(self) -> str:
+        return "scrap.forecast" if self.kind == "forecast" else "scrap.condition_met"
 
     def evidence(self) -> dict[str, Any]:
-        values = [v for _, v in self.samples]
         return {
             "rule_id": self.rule_id,
+            "kind": self.kind,
             "severity": self.severity,
             "description": {"en": self.description_en, "zh": self.description_zh},
-            "metric": self.metric,
-            "comparison": "below",
-            "threshold": self.threshold,
-            "statistic": {
-                "median": statistics.median(values),
-                "min": min(values),
-                "max": max(values),
-            },
-            "sample_count": len(values),
-            "first_reading_time": utc_from_timestamp(self.samples[0][0]).isoformat(),
-            "last_reading_time": utc_from_timestamp(self.samples[-1][0]).isoformat(),
-            "samples": [
-                {"time": utc_from_timestamp(t).isoformat(), "value": v} for t, v in self.samples
-            ],
+            **self.data,
             "pack_code": self.pack_code,
         }
 
 
+class _Stream:
+    """Only readings later than the newest one seen are new evidence."""
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+
+    def fresh(self, t: float) -> bool:
+        if self.last is not None and t <= self.last:
+            return False
+        self.last = t
+        return True
+
+
+# -- rule engines: one per kind; each returns evidence (a dict) when met ------------
+
+
+class _Engine:
+    gated = False  # judged only on readings taken with the ignition on
+    metric: str | None = None
+
+    def observe(self, r: Reading, code: str | None) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def to_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, s: dict[str, Any]) -> None:
+        pass
+
+
+class _ConsecutiveEngine(_Engine):
+    def __init__(self, rule: ConsecutiveRule) -> None:
+        self.rule = rule
+        self.metric = rule.metric
+        self.run: list[tuple[float, float]] = []
+        self.last_sample: float | None = None
+
+    def observe(self, r: Reading, code: str | None) -> dict[str, Any] | None:
+        rule = self.rule
+        if self.last_sample is not None:
+            if r.time <= self.last_sample:
+                return None
+            if r.time - self.last_sample < rule.sample_interval_s:
+                return None
+        self.last_sample = r.time
+        if r.value >= rule.below:
+            self.run.clear()
+            return None
+        self.run.append((r.time, r.value))
+        if len(self.run) < rule.consecutive:
+            return None
+        samples, self.run = self.run, []
+        values = [v for _, v in samples]
+        return {
+            "metric": rule.metric,
+            "comparison": "below",
+            "threshold": rule.below,
+            "statistic": {"median": median(values), "min": min(values), "max": max(values)},
+            "sample_count": len(values),
+            "first_reading_time": _iso(samples[0][0]),
+            "last_reading_time": _iso(samples[-1][0]),
+            "samples": [{"time": _iso(t), "value": v} for t, v in samples],
+        }
+
+    def to_state(self) -> dict[str, Any]:
+        return {"run": self.run, "last_sample": self.last_sample}
+
+    def load_state(self, s: dict[str, Any]) -> None:
+        self.run = [(float(t), float(v)) for t, v in s.get("run", [])]
+        self.last_sample = s.get("last_sample")
+
+
 @dataclass
-class _RuleState:
-    run: list[tuple[float, float]] = field(default_factory=list)
-    last_sample: float | None = None
+class _Day:
+    day: int
+    median: float
+    n: int
+    first: float
+    last: float
+
+
+class _WindowEngine(_Engine):
+    """Capacity and resistance: the median of daily medians over ``window_days``, with
+    at least ``min_readings`` spanning ``min_span_days``, on the bad side for
+    ``persistence_days``. The median taken is the conservative one (the higher of the
+    two middle days for "below", the lower for "above"): more than half the days must
+    be on the bad side, so jitter around the line cannot pass."""
+
+    def __init__(self, rule: CapacityRule | ResistanceRule) -> None:
+        self.rule = rule
+        self.metric = rule.metric
+        self.gated = rule.ignition_on_only
+        self.stream = _Stream()
+        self.days: deque[_Day] = deque()
+        self.today: DayAccumulator | None = None
+        self.bad_since: float | None = None
+        self.baseline: float | None = (
+            None
+            if isinstance(rule, CapacityRule) or rule.baseline == "first"
+            else float(rule.baseline)
+        )
+
+    def _value(self, raw: float) -> float:
+        rule = self.rule
+        if isinstance(rule, CapacityRule) and rule.rated_capacity:
+            return 100.0 * raw / rule.rated_capacity
+        return raw
+
+    def observe(self, r: Reading, code: str | None) -> dict[str, Any] | None:
+        if not self.stream.fresh(r.time):
+            return None
+        day = day_of(r.time)
+        if self.today is not None and self.today.day != day:
+            acc = self.today
+            assert acc.first is not None and acc.last is not None
+            self.days.append(_Day(acc.day, acc.median(), acc.n, acc.first, acc.last))
+            self.today = None
+        if self.today is None:
+            self.today = DayAccumulator(day)
+        self.today.add(self._value(r.value), r.time)
+        while self.days and self.days[0].day <= day - self.rule.window_days:
+            self.days.popleft()
+        return self._judge(r.time)
+
+    def window(self) -> list[_Day]:
+        days = list(self.days)
+        acc = self.today
+        if acc is not None and acc.first is not None and acc.last is not None:
+            days.append(_Day(acc.day, acc.median(), acc.n, acc.first, acc.last))
+        return days
+
+    def _judge(self, t: float) -> dict[str, Any] | None:
+        rule = self.rule
+        days = self.window()
+        n = sum(d.n for d in days)
+        span = days[-1].day - days[0].day + 1 if days else 0
+        if n < rule.min_readings or span < rule.min_span_days:
+            self.bad_since = None  # not enough evidence either way: start again
+            return None
+        meds = sorted(d.median for d in days)
+        below = rule.comparison == "below"
+        stat = meds[len(meds) // 2] if below else meds[(len(meds) - 1) // 2]
+        if isinstance(rule, ResistanceRule) and self.baseline is None:
+            # resistance against the pack's first judged window
+            self.baseline = stat
+            return None
+        judged = stat if isinstance(rule, CapacityRule) else 100.0 * (stat / self.baseline - 1)
+        if not compare(judged, rule.comparison, rule.threshold):
+            self.bad_since = None
+            return None
+        if self.bad_since is None:
+            self.bad_since = t
+        if t - self.bad_since < rule.persistence_days * DAY:
+            return None
+        ev: dict[str, Any] = {
+            "metric": rule.metric,
+            "comparison": rule.comparison,
+            "threshold": rule.threshold,
+            "statistic": {
+                "median": round(stat, 4),
+                "min": round(meds[0], 4),
+                "max": round(meds[-1], 4),
+                "of": "daily medians",
+            },
+            "sample_count": n,
+            "day_count": len(days),
+            "first_reading_time": _iso(days[0].first),
+            "last_reading_time": _iso(days[-1].last),
+            "window_days": rule.window_days,
+            "persistence_days": rule.persistence_days,
+            "condition_since": _iso(self.bad_since),
+            "samples": [
+                {"time": _iso(d.last), "value": round(d.median, 4), "n": d.n} for d in days
+            ],
+        }
+        if isinstance(rule, ResistanceRule):
+            ev["baseline"] = self.baseline
+            ev["baseline_source"] = "first" if rule.baseline == "first" else "configured"
+            ev["growth_percent"] = round(judged, 3)
+        elif rule.rated_capacity:
+            ev["rated_capacity"] = rule.rated_capacity
+        return ev
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "last": self.stream.last,
+            "days": [[d.day, d.median, d.n, d.first, d.last] for d in self.days],
+            "today": self.today.to_state() if self.today else None,
+            "bad_since": self.bad_since,
+            "baseline": self.baseline,
+        }
+
+    def load_state(self, s: dict[str, Any]) -> None:
+        self.stream.last = s.get("last")
+        self.days = deque(_Day(int(d), m, int(n), f, la) for d, m, n, f, la in s.get("days", []))
+        self.today = DayAccumulator.from_state(s["today"]) if s.get("today") else None
+        self.bad_since = s.get("bad_since")
+        if s.get("baseline") is not None:
+            self.baseline = float(s["baseline"])
+
+
+class _ConfirmEngine(_Engine):
+    """Safety and usage: ``confirm_readings`` in a row on the bad side, spanning at least
+    ``confirm_s``. One good reading starts again: a glitch is never a decision."""
+
+    def __init__(self, rule: SafetyRule | UsageRule) -> None:
+        self.rule = rule
+        self.metric = rule.metric
+        self.stream = _Stream()
+        self.run: list[tuple[float, float]] = []
+
+    def observe(self, r: Reading, code: str | None) -> dict[str, Any] | None:
+        rule = self.rule
+        if not self.stream.fresh(r.time):
+            return None
+        if not compare(r.value, rule.comparison, rule.threshold):
+            self.run.clear()
+            return None
+        self.run.append((r.time, r.value))
+        if len(self.run) > rule.confirm_readings:
+            self.run = [self.run[0], *self.run[-(rule.confirm_readings - 1) :]]
+        count = len(self.run)
+        if count < rule.confirm_readings or self.run[-1][0] - self.run[0][0] < rule.confirm_s:
+            return None
+        values = [v for _, v in self.run]
+        return {
+            "metric": rule.metric,
+            "comparison": rule.comparison,
+            "threshold": rule.threshold,
+            "statistic": {"median": median(values), "min": min(values), "max": max(values)},
+            "sample_count": count,
+            "confirm_s": rule.confirm_s,
+            "first_reading_time": _iso(self.run[0][0]),
+            "last_reading_time": _iso(self.run[-1][0]),
+            "samples": [{"time": _iso(t), "value": v} for t, v in self.run],
+        }
+
+    def to_state(self) -> dict[str, Any]:
+        return {"last": self.stream.last, "run": self.run}
+
+    def load_state(self, s: dict[str, Any]) -> None:
+        self.stream.last = s.get("last")
+        self.run = [(float(t), float(v)) for t, v in s.get("run", [])]
+
+
+class _AgeEngine(_Engine):
+    """Pack age from the code's production date, held for ``confirm_days`` of readings
+    (a clock that jumps forward once is not an old pack)."""
+
+    def __init__(self, rule: AgeRule) -> None:
+        self.rule = rule
+        self.stream = _Stream()
+        self.bad_since: float | None = None
+        self.seen = 0
+        self._code: str | None = None
+        self._made: float | None = None
+
+    def _production(self, code: str) -> float | None:
+        if code != self._code:
+            self._code, self._made = code, None
+            report = check_code(code)
+            if report.fields is not None:
+                d = report.fields.production_date
+                self._made = dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc).timestamp()
+        return self._made
+
+    def observe(self, r: Reading, code: str | None) -> dict[str, Any] | None:
+        if code is None or not self.stream.fresh(r.time):
+            return None
+        made = self._production(code)
+        if made is None:
+            return None
+        age = (r.time - made) / DAY / YEAR_DAYS
+        if age < self.rule.threshold:
+            self.bad_since, self.seen = None, 0
+            return None
+        if self.bad_since is None:
+            self.bad_since = r.time
+        self.seen += 1
+        if self.seen < 2 or r.time - self.bad_since < self.rule.confirm_days * DAY:
+            return None
+        return {
+            "metric": "pack_age_years",
+            "comparison": "at_least",
+            "threshold": self.rule.threshold,
+            "statistic": {"age_years": round(age, 3)},
+            "production_date": utc_from_timestamp(made).date().isoformat(),
+            "sample_count": self.seen,
+            "first_reading_time": _iso(self.bad_since),
+            "last_reading_time": _iso(r.time),
+        }
+
+    def to_state(self) -> dict[str, Any]:
+        return {"last": self.stream.last, "bad_since": self.bad_since, "seen": self.seen}
+
+    def load_state(self, s: dict[str, Any]) -> None:
+        self.stream.last = s.get("last")
+        self.bad_since = s.get("bad_since")
+        self.seen = int(s.get("seen", 0))
+
+
+class _IgnitionGate:
+    """Judges a reading only if the ignition was On within ``window_s`` of it. A reading
+    that arrives before the ignition state is known waits (one per metric) for the next
+    ignition reading."""
+
+    def __init__(self, on_values: Sequence[float], window_s: float) -> None:
+        self.on_values = {float(v) for v in on_values}
+        self.window_s = window_s
+        self.last_t: float | None = None
+        self.on = False
+        self.pending: dict[str, Reading] = {}
+
+    def on_ignition(self, r: Reading) -> list[Reading]:
+        if self.last_t is not None and r.time <= self.last_t:
+            return []
+        self.last_t, self.on = r.time, r.value in self.on_values
+        out = [
+            p for p in self.pending.values() if self.on and abs(r.time - p.time) <= self.window_s
+        ]
+        self.pending.clear()
+        return sorted(out, key=lambda p: p.time)
+
+    def admit(self, r: Reading) -> bool:
+        """True: judge now. False: ignition off, or held until the state is known."""
+        if self.last_t is not None and abs(r.time - self.last_t) <= self.window_s:
+            return self.on
+        self.pending[r.metric] = r
+        return False
 
 
 class ScrapPolicy:
     """Evaluates every configured rule on each reading of its metric."""
 
-    def __init__(self, rules: Sequence[ScrapRule], latched: Iterable[str] = ()) -> None:
-        self._rules = list(rules)
-        self._by_metric: dict[str, list[ScrapRule]] = {}
-        for rule in self._rules:
-            self._by_metric.setdefault(rule.metric, []).append(rule)
-        self._state = {r.id: _RuleState() for r in self._rules}
-        self._latched: set[str] = set(latched)
+    def __init__(
+        self,
+        rules: Sequence[Any],
+        latched: Iterable[str] = (),
+        *,
+        state: dict[str, Any] | None = None,
+        pack_code: str | None = None,
+        ignition_metric: str | None = None,
+        ignition_on_values: Sequence[float] = (2.0,),
+        ignition_window_s: float = 5.0,
+        trend_metric: str = "soh",
+        trend_min_days: float = 60.0,
+    ) -> None:
+        self._rules = {r.id: r for r in rules}
+        self._ignition_metric = ignition_metric
+        self._gate_args = (ignition_on_values, ignition_window_s)
+        self._trend_metric = trend_metric
+        self._trend_min_days = trend_min_days
+        self._combos = combination_order(list(rules))
+        self._forecasts = [r for r in rules if isinstance(r, ForecastRule)]
+        self._build()
+        self._latched: dict[str, dict[str, Any]] = {rid: {} for rid in latched}
+        self.pack_code = pack_code
+        if state and state.get("version") == STATE_VERSION and state.get("pack_code") == pack_code:
+            self._load(state)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: AgentConfig,
+        state: dict[str, Any] | None,
+        latched: Iterable[str],
+        pack_code: str | None,
+    ) -> ScrapPolicy:
+        """The policy for a configuration, with the state the store kept (if any)."""
+        p = config.policy
+        return cls(
+            config.rules,
+            latched,
+            state=state,
+            pack_code=pack_code,
+            ignition_metric=p.ignition_metric if p.ignition_metric in config.metrics else None,
+            ignition_on_values=p.ignition_on_values,
+            ignition_window_s=p.ignition_window_s,
+            trend_metric=p.trend_metric,
+            trend_min_days=p.trend_min_days,
+        )
+
+    def _build(self) -> None:
+        self._engines: dict[str, _Engine] = {}
+        for rule in self._rules.values():
+            if isinstance(rule, ConsecutiveRule):
+                self._engines[rule.id] = _ConsecutiveEngine(rule)
+            elif isinstance(rule, CapacityRule | ResistanceRule):
+                self._engines[rule.id] = _WindowEngine(rule)
+            elif isinstance(rule, SafetyRule | UsageRule):
+                self._engines[rule.id] = _ConfirmEngine(rule)
+            elif isinstance(rule, AgeRule):
+                self._engines[rule.id] = _AgeEngine(rule)
+        self._by_metric: dict[str, list[str]] = {}
+        self._every: list[str] = []  # rules that see every reading (age)
+        for rid, eng in self._engines.items():
+            if eng.metric is None:
+                self._every.append(rid)
+            else:
+                self._by_metric.setdefault(eng.metric, []).append(rid)
+        self._gate = _IgnitionGate(*self._gate_args) if self._ignition_metric else None
+        self.history = SohHistory()
+        self._trend_stream = _Stream()
+        self._forecast_since: dict[str, float | None] = {r.id: None for r in self._forecasts}
+        self._forecast_week: int | None = None
+
+    # -- what is known -------------------------------------------------------------
 
     @property
     def metrics(self) -> frozenset[str]:
-        return frozenset(self._by_metric)
+        extra = {self._trend_metric, "odometer"}
+        if self._ignition_metric:
+            extra.add(self._ignition_metric)
+        return frozenset(self._by_metric) | extra
 
     @property
     def latched_rules(self) -> frozenset[str]:
         return frozenset(self._latched)
 
-    def reset(self) -> None:
-        """A new pack: every latch and every partial run is forgotten."""
+    def reset(self, pack_code: str | None = None) -> None:
+        """A new pack: every latch, window, baseline and the SOH history are forgotten."""
         self._latched.clear()
-        self._state = {r.id: _RuleState() for r in self._rules}
+        self._build()
+        self.pack_code = pack_code
+
+    # -- readings --------------------------------------------------------------------
 
     def observe(self, reading: Reading, pack_code: str | None) -> list[ScrapDecision]:
-        decisions = []
-        for rule in self._by_metric.get(reading.metric, ()):
-            decision = self._observe_rule(rule, reading, pack_code)
-            if decision is not None:
-                decisions.append(decision)
+        """One reading in; the decisions it completes out (latched, never repeated)."""
+        self.pack_code = pack_code
+        if self._gate is not None and reading.metric == self._ignition_metric:
+            out: list[ScrapDecision] = []
+            for held in self._gate.on_ignition(reading):
+                out += self._judge(held, gated=True)
+            out += self._judge(reading, gated=False)
+            return out
+        admitted = self._gate is None or self._gate.admit(reading)
+        out = self._judge(reading, gated=False)
+        if admitted:
+            out += self._judge(reading, gated=True)
+        return out
+
+    def _judge(self, r: Reading, gated: bool) -> list[ScrapDecision]:
+        """Gated rules (and the SOH history) see a reading in the ``gated=True`` pass,
+        the others in the ``gated=False`` pass; each reading passes each way once."""
+        met: list[tuple[str, dict[str, Any], float]] = []
+        for rid in self._by_metric.get(r.metric, ()):
+            eng = self._engines[rid]
+            if eng.gated != gated or rid in self._latched:
+                continue
+            ev = eng.observe(r, self.pack_code)
+            if ev is not None:
+                met.append((rid, ev, r.time))
+        if not gated:
+            for rid in self._every:
+                if rid not in self._latched:
+                    ev = self._engines[rid].observe(r, self.pack_code)
+                    if ev is not None:
+                        met.append((rid, ev, r.time))
+            if r.metric == "odometer":
+                self.history.add_odometer(r.time, r.value)
+        if (
+            gated
+            and r.metric == self._trend_metric
+            and self._trend_stream.fresh(r.time)
+            and self.history.add(r.time, r.value)
+        ):
+            week = day_of(r.time) // FORECAST_EVERY_DAYS
+            if week != self._forecast_week:  # a forecast moves slowly: once a week
+                self._forecast_week = week
+                met += self._check_forecasts(r.time)
+        decisions = [self._latch(rid, ev, t) for rid, ev, t in met]
+        if decisions:
+            decisions += self._check_combinations(r.time)
         return decisions
 
-    def _observe_rule(
-        self, rule: ScrapRule, reading: Reading, pack_code: str | None
-    ) -> ScrapDecision | None:
-        if rule.id in self._latched:
-            return None
-        st = self._state[rule.id]
-        if st.last_sample is not None:
-            if reading.time <= st.last_sample:
-                return None  # repeated or out-of-order time: not new evidence
-            if reading.time - st.last_sample < rule.sample_interval_s:
-                return None
-        st.last_sample = reading.time
-        if reading.value >= rule.below:
-            st.run.clear()
-            return None
-        st.run.append((reading.time, reading.value))
-        if len(st.run) < rule.consecutive:
-            return None
-        self._latched.add(rule.id)
-        samples = tuple(st.run)
-        st.run.clear()
+    def _latch(self, rid: str, ev: dict[str, Any], t: float) -> ScrapDecision:
+        rule = self._rules[rid]
+        self._latched[rid] = ev
         return ScrapDecision(
-            rule_id=rule.id,
+            rule_id=rid,
+            kind=rule.kind,
             severity=rule.severity,
-            metric=rule.metric,
-            threshold=rule.below,
-            samples=samples,
-            pack_code=pack_code,
+            time=t,
+            pack_code=self.pack_code,
             description_en=rule.description_en,
             description_zh=rule.description_zh,
+            data=ev,
+            notify=rule.notify,
+            publish=rule.publish,
         )
+
+    def _check_combinations(self, t: float) -> list[ScrapDecision]:
+        out = []
+        for combo in self._combos:
+            if combo.id in self._latched:
+                continue
+            met = [rid for rid in combo.rules if rid in self._latched]
+            if (combo.kind == "any" and met) or (
+                combo.kind == "all" and len(met) == len(combo.rules)
+            ):
+                ev = {
+                    "combination": combo.kind,
+                    "rules": [
+                        {"rule_id": rid, "kind": self._rules[rid].kind, **self._latched[rid]}
+                        for rid in met
+                    ],
+                }
+                out.append(self._latch(combo.id, ev, t))
+        return out
+
+    def _check_forecasts(self, t: float) -> list[tuple[str, dict[str, Any], float]]:
+        """Once a day (when the history closes a day): is a capacity line in sight?"""
+        out: list[tuple[str, dict[str, Any], float]] = []
+        pending = [r for r in self._forecasts if r.id not in self._latched]
+        if not pending:
+            return out
+        fit, _ = soh_trend(self.history, self._trend_min_days)
+        pts = self.history.series()
+        span = (pts[-1].t - pts[0].t) / DAY if pts else 0.0
+        for rule in pending:
+            target = self._rules[rule.rule]
+            if fit is None or span < rule.min_history_days or rule.rule in self._latched:
+                self._forecast_since[rule.id] = None
+                continue
+            f = trend_forecast(fit, target.threshold)
+            days = f.days_from(t)
+            if days is None or days > rule.within_days:
+                self._forecast_since[rule.id] = None
+                continue
+            since = self._forecast_since[rule.id]
+            if since is None:
+                since = self._forecast_since[rule.id] = t
+            if t - since < rule.persistence_days * DAY:
+                continue
+            out.append(
+                (
+                    rule.id,
+                    {
+                        "metric": self._trend_metric,
+                        "forecast_of": rule.rule,
+                        "threshold": target.threshold,
+                        "within_days": rule.within_days,
+                        "forecast_date": _date(f.time),
+                        "earliest": _date(f.earliest),
+                        "latest": _date(f.latest),
+                        "days_left": round(days, 1),
+                        "rate_per_year": round(fit.slope * YEAR_DAYS, 3),
+                        "sample_count": sum(p.n for p in pts),
+                        "first_reading_time": _iso(pts[0].t),
+                        "last_reading_time": _iso(t),
+                        "condition_since": _iso(since),
+                    },
+                    t,
+                )
+            )
+        return out
+
+    # -- the trend for pack.health ----------------------------------------------------
+
+    def trend(self, now: float) -> dict[str, Any]:
+        """Degradation rate and a forecast for each capacity line on the trend metric."""
+        thresholds = {
+            r.id: r.threshold
+            for r in self._rules.values()
+            if isinstance(r, CapacityRule)
+            and r.metric == self._trend_metric
+            and r.rated_capacity is None
+        }
+        report = trend_report(self.history, thresholds, now, self._trend_min_days)
+        report["metric"] = self._trend_metric
+        return report
+
+    # -- persistence ------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "pack_code": self.pack_code,
+            "latched": self._latched,
+            "engines": {rid: e.to_state() for rid, e in self._engines.items()},
+            "history": self.history.to_state(),
+            "trend_last": self._trend_stream.last,
+            "forecast_since": self._forecast_since,
+            "forecast_week": self._forecast_week,
+        }
+
+    def _load(self, s: dict[str, Any]) -> None:
+        for rid, ev in s.get("latched", {}).items():
+            if rid in self._rules:
+                self._latched[rid] = ev
+        for rid, es in s.get("engines", {}).items():
+            if rid in self._engines:
+                self._engines[rid].load_state(es)
+        self.history.load_state(s.get("history", {}))
+        self._trend_stream.last = s.get("trend_last")
+        self._forecast_week = s.get("forecast_week")
+        for rid, since in s.get("forecast_since", {}).items():
+            if rid in self._forecast_since:
+                self._forecast_since[rid] = since
+
+
+def _date(t: float | None) -> str | None:
+    return None if t is None else utc_from_timestamp(t).date().isoformat()
