@@ -586,7 +586,7 @@ def test_forecast_rule_gives_an_early_notice():
     ev = early.evidence()
     assert ev["forecast_date"] == "2028-12-31" and ev["rate_per_year"] == pytest.approx(-5.0, 1e-3)
     assert ev["earliest"] <= ev["forecast_date"] <= ev["latest"]
-    assert not early.notify and early.publish
+    assert early.notify and early.publish  # the reference config asks for an early notice
     assert met.time > crossing
     report = p.trend(met.time)
     assert report["status"] == "ok" and report["forecasts"][0]["rule_id"] == "capacity-80"

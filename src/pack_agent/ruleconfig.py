@@ -130,7 +130,9 @@ class ForecastRule(_RuleBase):
     within_days: float = Field(default=90.0, gt=0)
     min_history_days: float = Field(default=180.0, gt=0)
     persistence_days: float = Field(default=7.0, ge=0)
-    notify: bool = Field(default=False, description="owner notice (catalogue has no text yet)")
+    notice_id: int | None = Field(
+        default=0x0102, ge=1, le=0xFFFF, description="the catalogue's early notice"
+    )
 
 
 def _kind(value: Any) -> str:
