@@ -152,21 +152,19 @@ class SohHistory:
         if self.today is not None and day == self.today.day:
             self.today_odometer = max(km, self.today_odometer or km)
 
-    def _close(self) -> None:
+    def _today_point(self) -> HistoryPoint | None:
         acc = self.today
-        assert acc is not None and acc.first is not None and acc.last is not None
-        self.points.append(
-            HistoryPoint(
-                0,
-                acc.day,
-                (acc.first + acc.last) / 2,
-                acc.median(),
-                acc.n,
-                self.today_odometer,
-            )
-        )
+        if acc is None or acc.first is None or acc.last is None:
+            return None
+        t = (acc.first + acc.last) / 2
+        return HistoryPoint(0, acc.day, t, acc.median(), acc.n, self.today_odometer)
+
+    def _close(self) -> None:
+        point = self._today_point()
+        assert point is not None
+        self.points.append(point)
         self.today, self.today_odometer = None, None
-        self._compact(acc.day)
+        self._compact(point.key)
 
     def _compact(self, newest_day: int) -> None:
         for level, keep_days in ((0, self.daily_days), (1, self.weekly_days)):
@@ -190,20 +188,8 @@ class SohHistory:
 
     def series(self) -> list[HistoryPoint]:
         """Closed points plus today's partial day, oldest first."""
-        out = list(self.points)
-        acc = self.today
-        if acc is not None and acc.first is not None and acc.last is not None:
-            out.append(
-                HistoryPoint(
-                    0,
-                    acc.day,
-                    (acc.first + acc.last) / 2,
-                    acc.median(),
-                    acc.n,
-                    self.today_odometer,
-                )
-            )
-        return out
+        today = self._today_point()
+        return [*self.points, today] if today is not None else list(self.points)
 
     def to_state(self) -> dict[str, Any]:
         return {
