@@ -34,7 +34,7 @@ def load_databases(config: AgentConfig) -> cantools.database.Database:
             problems.append(f"{key}: file not found: {path}")
             continue
         try:
-            loaded = cantools.database.load_file(str(path), strict=True)
+            loaded = cantools.database.load_file(str(path), strict=config.strict_databases)
         except Exception as exc:  # cantools raises many types for bad files
             problems.append(f"{key}: cannot load {path.name}: {_first_line(exc)}")
             continue
@@ -72,10 +72,17 @@ def check_against_database(config: AgentConfig, db: cantools.database.Database) 
                 )
 
     for metric, ref in config.metrics.items():
-        check(f"metrics.{metric}.message", ref.message, [ref.signal], f"metrics.{metric}.signal")
+        if ref.message is not None and ref.signal is not None:
+            check(
+                f"metrics.{metric}.message", ref.message, [ref.signal], f"metrics.{metric}.signal"
+            )
+        elif ref.expression is not None:
+            problems += _expression_problems(f"metrics.{metric}.expression", ref.expression, db)
     pc = config.pack_code
-    check("pack_code.message", pc.message, [pc.mux_signal, *pc.pages], "pack_code")
-    if not problems:
+    if pc.source == "pages":
+        n = len(problems)
+        check("pack_code.message", pc.message, [pc.mux_signal, *pc.pages], "pack_code")
+    if pc.source == "pages" and len(problems) == n:
         msg = db.get_message_by_name(pc.message)
         for i, page in enumerate(pc.pages):
             sig = msg.get_signal_by_name(page)
@@ -86,6 +93,51 @@ def check_against_database(config: AgentConfig, db: cantools.database.Database) 
     notice = config.notice
     check("notice.message", notice.message, list(NOTICE_SIGNALS))
     check("notice.ack_message", notice.ack_message, list(ACK_SIGNALS))
+    return problems
+
+
+class OperandError(LookupError):
+    """An expression operand that names no signal, or several."""
+
+
+def resolve_operand(db: cantools.database.Database, name: str) -> tuple[Any, Any]:
+    """``Signal`` (unique across the databases) or ``Message.Signal`` -> (message, signal)."""
+    if "." in name:
+        message_name, signal_name = name.split(".", 1)
+        try:
+            msg = db.get_message_by_name(message_name)
+        except KeyError:
+            raise OperandError(f"message {message_name!r} is not in the database(s)") from None
+        try:
+            return msg, msg.get_signal_by_name(signal_name)
+        except KeyError:
+            raise OperandError(
+                f"signal {signal_name!r} is not in message {message_name!r}"
+            ) from None
+    found = [(m, s) for m in db.messages for s in m.signals if s.name == name]
+    if not found:
+        raise OperandError(f"unknown signal {name!r}")
+    if len(found) > 1:
+        where = ", ".join(sorted(m.name for m, _ in found))
+        raise OperandError(
+            f"signal {name!r} is in several messages ({where}): write Message.{name}"
+        )
+    return found[0]
+
+
+def _expression_problems(key: str, text: str, db: cantools.database.Database) -> list[str]:
+    from pack_agent.expression import ExpressionError, parse_expression
+
+    try:
+        expr = parse_expression(text)
+    except ExpressionError as exc:
+        return [f"{key}: {exc}"]
+    problems = []
+    for operand in expr.operands:
+        try:
+            resolve_operand(db, operand)
+        except OperandError as exc:
+            problems.append(f"{key}: {exc.args[0]}")
     return problems
 
 

@@ -7,11 +7,14 @@ never passed on: a BMS sending 0x3FF for "SOH unknown" must not look like 102.3 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pack_agent.config import AgentConfig
+from pack_agent.database import resolve_operand
+from pack_agent.expression import Expression, parse_expression
 
 if TYPE_CHECKING:
     import can
@@ -37,47 +40,173 @@ class CodePage:
 
 
 @dataclass(slots=True)
+class FieldReader:
+    """One signal compiled to shifts and a mask: ``int.from_bytes`` once per frame, then
+    a shift per signal, instead of cantools decoding every signal of the message.
+
+    ``tests/test_decoder.py`` checks it against cantools for every signal of every
+    message of the reference and the real databases.
+    """
+
+    name: str
+    big_endian: bool
+    shift: int
+    mask: int
+    sign_bit: int  # 0 for unsigned
+    scale: float
+    offset: float
+    minimum: float | None
+    maximum: float | None
+    is_float: bool
+    mux: FieldReader | None = None  # the multiplexer, when this signal is multiplexed
+    mux_ids: frozenset[int] = frozenset()
+
+    @classmethod
+    def compile(cls, message: Any, sig: Any) -> FieldReader:
+        length_bits = message.length * 8
+        if sig.byte_order == "little_endian":
+            shift, big = sig.start, False
+        else:
+            msb = 8 * (sig.start // 8) + 7 - sig.start % 8  # bit 0 = MSB of byte 0
+            shift, big = length_bits - (msb + sig.length), True
+        mux = None
+        if sig.multiplexer_ids and sig.multiplexer_signal:
+            mux = cls.compile(message, message.get_signal_by_name(sig.multiplexer_signal))
+        return cls(
+            name=sig.name,
+            big_endian=big,
+            shift=shift,
+            mask=(1 << sig.length) - 1,
+            sign_bit=(1 << (sig.length - 1)) if sig.is_signed else 0,
+            scale=float(sig.scale),
+            offset=float(sig.offset),
+            minimum=sig.minimum,
+            maximum=sig.maximum,
+            is_float=bool(sig.is_float),
+            mux=mux,
+            mux_ids=frozenset(sig.multiplexer_ids or ()),
+        )
+
+    def raw(self, little: int, big: int) -> int:
+        raw = ((big if self.big_endian else little) >> self.shift) & self.mask
+        if self.sign_bit and raw & self.sign_bit:
+            raw -= self.mask + 1
+        return raw
+
+    def present(self, little: int, big: int) -> bool:
+        """False when the frame carries another page of a multiplexed message."""
+        return self.mux is None or self.mux.raw(little, big) in self.mux_ids
+
+
+@dataclass(slots=True)
+class _Target:
+    """Where a decoded signal goes: a metric, or an operand of derived metrics."""
+
+    field: FieldReader
+    metric: str | None  # a mapped metric, or None for an expression operand
+    operand: str | None  # "Message.Signal" when an expression uses it
+    invalid_raw: frozenset[int]
+
+
+@dataclass(slots=True)
 class _Route:
     message: Any  # cantools Message
-    metrics: list[tuple[str, Any]]  # (metric, cantools Signal)
+    targets: list[_Target]
+    length: int = 0
+    needs_big: bool = False
+    needs_little: bool = False
+    cantools: bool = False  # float signals: decoded by cantools
     code_pages: dict[int, int] | None = None  # mux value -> page index
     code_signals: dict[int, Any] | None = None  # mux value -> cantools Signal
 
 
+@dataclass(slots=True)
+class _Derived:
+    metric: str
+    expression: Expression
+    keys: dict[str, str]  # operand as written -> "Message.Signal"
+
+
 @dataclass
 class DecoderStats:
+    """What the decoder saw: mapped frames, readings out, and every drop with its reason."""
+
     frames: int = 0
     readings: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)  # reason -> count
+    dropped_by_metric: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
 
 
 class Decoder:
-    """Decodes the frames the mapping uses; keyed by (bus name, frame id)."""
+    """Decodes the frames the mapping uses; keyed by (bus name, frame id).
+
+    Signal metrics are read with precompiled shifts; derived metrics (``expression``)
+    are evaluated when one of their operands arrives and every operand is no older
+    than ``health.bms_timeout_s``; the pack code pages go through cantools.
+    """
 
     def __init__(self, config: AgentConfig, db: cantools.database.Database) -> None:
         self.stats = DecoderStats()
         self._routes: dict[tuple[str, int], _Route] = {}
+        self._max_age = config.health.bms_timeout_s
+        self._operands: dict[str, tuple[float, float]] = {}  # key -> (value, time)
+        self._derived_by_operand: dict[str, list[_Derived]] = {}
         default_bus = config.buses[0].name
         for metric, ref in config.metrics.items():
-            msg = db.get_message_by_name(ref.message)
-            route = self._route(ref.bus or default_bus, msg)
-            route.metrics.append((metric, msg.get_signal_by_name(ref.signal)))
+            bus = ref.bus or default_bus
+            if ref.message is not None and ref.signal is not None:
+                msg = db.get_message_by_name(ref.message)
+                sig = msg.get_signal_by_name(ref.signal)
+                self._add(bus, msg, sig, metric, None, frozenset(ref.invalid_raw))
+            elif ref.expression is not None:
+                expr = parse_expression(ref.expression)
+                keys = {}
+                for operand in expr.operands:
+                    msg, sig = resolve_operand(db, operand)
+                    keys[operand] = key = f"{msg.name}.{sig.name}"
+                    self._add(bus, msg, sig, None, key, frozenset())
+                derived = _Derived(metric, expr, keys)
+                for key in set(keys.values()):
+                    self._derived_by_operand.setdefault(key, []).append(derived)
         pc = config.pack_code
-        msg = db.get_message_by_name(pc.message)
-        route = self._route(pc.bus or default_bus, msg)
-        route.code_pages, route.code_signals = {}, {}
-        for index, name in enumerate(pc.pages):
-            sig = msg.get_signal_by_name(name)
-            for mux_value in sig.multiplexer_ids or ():
-                route.code_pages[mux_value] = index
-                route.code_signals[mux_value] = sig
         self._mux_signal = pc.mux_signal
+        if pc.source == "pages":
+            msg = db.get_message_by_name(pc.message)
+            route = self._route(pc.bus or default_bus, msg)
+            route.code_pages, route.code_signals = {}, {}
+            for index, name in enumerate(pc.pages):
+                sig = msg.get_signal_by_name(name)
+                for mux_value in sig.multiplexer_ids or ():
+                    route.code_pages[mux_value] = index
+                    route.code_signals[mux_value] = sig
 
     def _route(self, bus: str, message: Any) -> _Route:
         key = (bus, message.frame_id)
         if key not in self._routes:
-            self._routes[key] = _Route(message=message, metrics=[])
+            self._routes[key] = _Route(message=message, targets=[], length=message.length)
         return self._routes[key]
+
+    def _add(
+        self,
+        bus: str,
+        message: Any,
+        sig: Any,
+        metric: str | None,
+        operand: str | None,
+        invalid_raw: frozenset[int],
+    ) -> None:
+        route = self._route(bus, message)
+        reader = FieldReader.compile(message, sig)
+        for r in (reader, reader.mux):
+            if r is not None:
+                route.needs_big |= r.big_endian
+                route.needs_little |= not r.big_endian
+        route.cantools |= reader.is_float
+        route.targets.append(_Target(reader, metric, operand, invalid_raw))
 
     def frame_ids(self, bus: str) -> list[tuple[int, bool]]:
         """(frame id, extended) for every frame this decoder wants from ``bus``: the filters."""
@@ -91,24 +220,49 @@ class Decoder:
             return []
         self.stats.frames += 1
         message = route.message
-        if len(frame.data) < message.length:
-            self._drop(f"{message.name}: {len(frame.data)} bytes, expected {message.length}")
+        data = bytes(frame.data)
+        if len(data) < route.length:
+            self._drop(f"{message.name}: {len(data)} bytes, expected {route.length}")
             return []
-        try:
-            values = message.decode(bytes(frame.data), decode_choices=False)
-        except Exception:  # cantools: DecodeError, KeyError for unknown mux values, ...
-            self._drop(f"{message.name}: undecodable")
-            return []
+        data = data[: route.length]
+        little = int.from_bytes(data, "little") if route.needs_little else 0
+        big = int.from_bytes(data, "big") if route.needs_big else 0
+        values: dict[str, Any] | None = None
+        if route.cantools or route.code_pages is not None:
+            try:
+                values = message.decode(data, decode_choices=False)
+            except Exception:  # cantools: DecodeError, KeyError for unknown mux values, ...
+                self._drop(f"{message.name}: undecodable")
+                return []
         out: list[Reading | CodePage] = []
-        for metric, sig in route.metrics:
-            value = values.get(sig.name)
-            if value is None:
+        touched: list[str] = []
+        for t in route.targets:
+            f = t.field
+            if not f.present(little, big):
                 continue
-            if not _in_range(sig, value):
-                self._drop(f"{message.name}.{sig.name}: {value} outside DBC range")
+            if f.is_float:
+                if values is None or f.name not in values:
+                    continue
+                value = float(values[f.name])
+            else:
+                raw = f.raw(little, big)
+                if raw in t.invalid_raw:
+                    self._drop(f"{message.name}.{f.name}: raw {raw} is invalid_raw", t.metric)
+                    continue
+                value = raw * f.scale + f.offset
+            if (f.minimum is not None and value < f.minimum - 1e-9) or (
+                f.maximum is not None and value > f.maximum + 1e-9
+            ):
+                self._drop(f"{message.name}.{f.name}: {value:g} outside DBC range", t.metric)
                 continue
-            out.append(Reading(metric, float(value), now))
-        if route.code_pages is not None and route.code_signals is not None:
+            if t.metric is not None:
+                out.append(Reading(t.metric, value, now))
+            if t.operand is not None:
+                self._operands[t.operand] = (value, now)
+                touched.append(t.operand)
+        if touched:
+            out += self._derive(touched, now)
+        if values is not None and route.code_pages is not None and route.code_signals is not None:
             mux = values.get(self._mux_signal)
             if mux in route.code_pages:
                 sig = route.code_signals[mux]
@@ -116,15 +270,36 @@ class Decoder:
         self.stats.readings += len(out)
         return out
 
-    def _drop(self, reason: str) -> None:
+    def _derive(self, touched: list[str], now: float) -> list[Reading]:
+        """Derived metrics whose operand just arrived, when every operand is fresh."""
+        out: list[Reading] = []
+        done: set[str] = set()
+        for key in touched:
+            for d in self._derived_by_operand.get(key, ()):
+                if d.metric in done:
+                    continue
+                done.add(d.metric)
+                operands: dict[str, float] = {}
+                for name, k in d.keys.items():
+                    got = self._operands.get(k)
+                    if got is None or now - got[1] > self._max_age:
+                        break
+                    operands[name] = got[0]
+                else:
+                    try:
+                        value = d.expression.evaluate(operands)
+                    except (ArithmeticError, ValueError):
+                        value = math.nan
+                    if math.isfinite(value):
+                        out.append(Reading(d.metric, value, now))
+                    else:
+                        self._drop(f"{d.metric}: {d.expression.text} not computable", d.metric)
+        return out
+
+    def _drop(self, reason: str, metric: str | None = None) -> None:
         self.stats.dropped[reason] += 1
-
-
-def _in_range(sig: Any, value: float) -> bool:
-    lo, hi = sig.minimum, sig.maximum
-    if lo is not None and value < lo - 1e-9:
-        return False
-    return not (hi is not None and value > hi + 1e-9)
+        if metric is not None:
+            self.stats.dropped_by_metric[metric] += 1
 
 
 def _text(raw: Any, sig: Any) -> str:
