@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pack_agent.config import AgentConfig
@@ -34,7 +36,7 @@ def load_databases(config: AgentConfig) -> cantools.database.Database:
             problems.append(f"{key}: file not found: {path}")
             continue
         try:
-            loaded = cantools.database.load_file(str(path), strict=config.strict_databases)
+            loaded = _load_file(path, config.strict_databases)
         except Exception as exc:  # cantools raises many types for bad files
             problems.append(f"{key}: cannot load {path.name}: {_first_line(exc)}")
             continue
@@ -52,6 +54,24 @@ def load_databases(config: AgentConfig) -> cantools.database.Database:
         raise ConfigError(problems, _source(config))
     db.refresh()
     return db
+
+
+_NODES_LINE = re.compile(r"^BU_\s*:", re.MULTILINE)
+_FIRST_MESSAGE = re.compile(r"^BO_ ", re.MULTILINE)
+
+
+def _load_file(path: Path, strict: bool) -> Any:
+    """cantools' loader, tolerant of one common flaw of community DBC files (opendbc style):
+    no ``BU_:`` (nodes) line, which cantools' grammar requires before the messages."""
+    import cantools
+
+    if path.suffix.lower() == ".dbc":
+        text = path.read_text(encoding="cp1252", errors="replace")
+        first = _FIRST_MESSAGE.search(text)
+        if first is not None and not _NODES_LINE.search(text):
+            text = text[: first.start()] + "BS_:\n\nBU_:\n\n" + text[first.start() :]
+            return cantools.database.load_string(text, database_format="dbc", strict=strict)
+    return cantools.database.load_file(str(path), strict=strict)
 
 
 def check_against_database(config: AgentConfig, db: cantools.database.Database) -> list[str]:
