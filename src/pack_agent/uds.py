@@ -62,6 +62,10 @@ class UdsProtocolError(Exception):
     """An answer that is not a response to our request."""
 
 
+class UdsWrongDid(UdsProtocolError):
+    """A positive response for another DID."""
+
+
 def read_request(did: int) -> bytes:
     return bytes([READ_DATA_BY_IDENTIFIER]) + did.to_bytes(2, "big")
 
@@ -76,7 +80,7 @@ def parse_response(did: int, payload: bytes) -> bytes:
         raise UdsProtocolError(f"not a ReadDataByIdentifier response: {payload[:8].hex(' ')}")
     got = int.from_bytes(payload[1:3], "big")
     if got != did:
-        raise UdsProtocolError(f"response for DID 0x{got:04X}, asked 0x{did:04X}")
+        raise UdsWrongDid(f"response for DID 0x{got:04X}, asked 0x{did:04X}")
     return payload[3:]
 
 
@@ -111,6 +115,11 @@ class UdsJob:
     @property
     def source(self) -> str:
         return f"uds:{self.target}"
+
+    @property
+    def link(self) -> tuple[str, int, int, bool]:
+        r = self.request
+        return (self.bus, r.request_id, r.response_id, r.extended_id)
 
 
 @dataclass(frozen=True)
@@ -174,6 +183,8 @@ class UdsClient:
                 continue
             try:
                 return parse_response(did, bytes(payload))
+            except UdsWrongDid:
+                continue  # a late answer to another request on this link
             except UdsNegativeResponse as exc:
                 if exc.nrc != NRC_RESPONSE_PENDING:
                     raise
@@ -198,10 +209,13 @@ class UdsPoller:
         self.jobs = jobs
         self.results: queue.SimpleQueue[UdsResult] = queue.SimpleQueue()
         self._clock = clock
-        self._clients: dict[UdsJob, UdsClient] = {}
+        # one ISO-TP link per (bus, request id, response id): jobs on the same ECU share it,
+        # so only one stack answers the ECU's flow control and reads its responses
+        self._clients: dict[tuple[str, int, int, bool], UdsClient] = {}
         try:
             for job in jobs:
-                self._clients[job] = UdsClient(open_bus(job), job.request)
+                if job.link not in self._clients:
+                    self._clients[job.link] = UdsClient(open_bus(job), job.request)
         except Exception:
             self.close()
             raise
@@ -220,16 +234,16 @@ class UdsPoller:
                 return out
 
     def _run(self) -> None:
-        next_due = dict.fromkeys(self.jobs, 0.0)
+        next_due = [0.0] * len(self.jobs)
         while not self._stop.is_set():
             t = time.monotonic()
-            for job in self.jobs:
+            for i, job in enumerate(self.jobs):
                 if self._stop.is_set():
                     return
-                if t >= next_due[job]:
-                    next_due[job] = t + job.request.interval_s
+                if t >= next_due[i]:
+                    next_due[i] = t + job.request.interval_s
                     self.results.put(self.poll_once(job))
-            wait = min(next_due.values()) - time.monotonic()
+            wait = min(next_due) - time.monotonic()
             self._stop.wait(max(0.01, min(wait, 1.0)))
 
     def poll_once(self, job: UdsJob) -> UdsResult:
@@ -243,7 +257,7 @@ class UdsPoller:
                 isinstance(exc, UdsNegativeResponse) and exc.nrc == NRC_BUSY_REPEAT
             )
 
-        client = self._clients[job]
+        client = self._clients[job.link]
         try:
             for attempt in Retrying(
                 stop=stop_after_attempt(req.retries + 1),

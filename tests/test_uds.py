@@ -1,0 +1,183 @@
+"""UDS ReadDataByIdentifier over ISO-TP: pure parsing, and the real daemon polling the
+virtual BMS's diagnostic server on a python-can virtual bus."""
+
+from __future__ import annotations
+
+import threading
+import time
+import tomllib
+import uuid
+from pathlib import Path
+from typing import Any
+
+import can
+import pytest
+
+from pack_agent.config import AgentConfig, UdsValue, parse_config, reference_config_path
+from pack_agent.daemon import Daemon
+from pack_agent.sim.uds_server import VirtualUdsBms, hyundai_0105_record, pack_code_record
+from pack_agent.uds import (
+    UdsNegativeResponse,
+    UdsProtocolError,
+    UdsWrongDid,
+    extract_value,
+    parse_response,
+    read_request,
+)
+
+CODE = "0RJPEA00HAU0AAF131001955"
+CODE_DID = 0xF1A0
+SOH_DID = 0x0105
+
+
+def test_request_and_positive_response():
+    assert read_request(0x0105) == b"\x22\x01\x05"
+    assert parse_response(0x0105, b"\x62\x01\x05abc") == b"abc"
+
+
+def test_negative_and_foreign_responses():
+    with pytest.raises(UdsNegativeResponse) as err:
+        parse_response(0x0105, b"\x7f\x22\x31")
+    assert err.value.nrc == 0x31 and "requestOutOfRange" in str(err.value)
+    with pytest.raises(UdsWrongDid):
+        parse_response(0x0105, b"\x62\x01\x06ab")
+    with pytest.raises(UdsProtocolError):
+        parse_response(0x0105, b"\x50\x01")
+
+
+def test_extract_value_scales_and_checks_range():
+    spec = UdsValue(
+        request_id=0x7E4,
+        response_id=0x7EC,
+        did=SOH_DID,
+        start_byte=24,
+        length=2,
+        scale=0.1,
+        minimum=0,
+        maximum=110,
+    )
+    assert extract_value(spec, hyundai_0105_record(87.3)) == pytest.approx(87.3)
+    with pytest.raises(ValueError, match="outside"):
+        extract_value(spec, hyundai_0105_record(150.0))
+    with pytest.raises(ValueError, match="data bytes"):
+        extract_value(spec, b"\0" * 10)
+
+
+def uds_config(tmp_path: Path, channel: str) -> AgentConfig:
+    data: dict[str, Any] = tomllib.loads(reference_config_path().read_text(encoding="utf-8"))
+    data["buses"] = [{"name": "powertrain", "interface": "virtual", "channel": channel}]
+    link = {
+        "request_id": 0x7E4,
+        "response_id": 0x7EC,
+        "timeout_s": 0.3,
+        "retries": 1,
+        "interval_s": 0.2,
+    }
+    data["metrics"] = {
+        "soh": {
+            "uds": {
+                **link,
+                "did": SOH_DID,
+                "start_byte": 24,
+                "length": 2,
+                "scale": 0.1,
+                "minimum": 0,
+                "maximum": 110,
+            }
+        },
+    }
+    data["pack_code"] = {"source": "uds", "confirmations": 2, "uds": {**link, "did": CODE_DID}}
+    data["rules"][0]["consecutive"] = 3
+    data["rules"][0]["sample_interval_s"] = 0
+    data["mqtt"] = {"port": 1}  # no broker: events stay in the store, that is fine here
+    data["store"] = {"path": str(tmp_path / "agent.db")}
+    data["health"] = {"bms_timeout_s": 5, "publish_interval_s": 3600}
+    return parse_config(data, reference_config_path().parent, "test")
+
+
+class Running:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.events: list = []
+        self.daemon: Daemon | None = None
+        ready = threading.Event()
+
+        def main() -> None:  # the store belongs to the thread that built it
+            try:
+                self.daemon = Daemon(cfg, on_event=self.events.append)
+            finally:
+                ready.set()
+            self.daemon.run()
+
+        self.thread = threading.Thread(target=main, daemon=True)
+        self.thread.start()
+        assert ready.wait(10) and self.daemon is not None
+
+    def wait_for(self, pred, timeout: float = 8.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred(self):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"timed out; events: {[(e.type, e.data) for e in self.events]}")
+
+    def types(self) -> list[str]:
+        return [e.type for e in self.events]
+
+    def stop(self) -> None:
+        self.daemon.stop_event.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+def test_daemon_reads_code_and_soh_by_uds_and_decides(tmp_path):
+    channel = f"uds-{uuid.uuid4().hex[:10]}"
+    soh = {"value": 90.0}
+    bms_bus = can.Bus(interface="virtual", channel=channel)
+    bms = VirtualUdsBms(
+        bms_bus,
+        0x7E4,
+        0x7EC,
+        {CODE_DID: pack_code_record(CODE), SOH_DID: lambda: hyundai_0105_record(soh["value"])},
+    ).start()
+    agent = Running(uds_config(tmp_path, channel))
+    try:
+        agent.wait_for(lambda a: "pack.identified" in a.types())
+        ident = next(e for e in agent.events if e.type == "pack.identified")
+        assert ident.data["pack_code"] == CODE
+        agent.wait_for(lambda a: a.daemon.agent.tracker.latest.get("soh") is not None)
+        assert agent.daemon.agent.tracker.latest["soh"].value == pytest.approx(90.0)
+        soh["value"] = 75.0  # three polls below 80 %: the rule decides, once
+        agent.wait_for(lambda a: "scrap.condition_met" in a.types())
+        decision = next(e for e in agent.events if e.type == "scrap.condition_met")
+        assert decision.data["statistic"]["max"] == pytest.approx(75.0)
+        assert decision.data["pack_code"] == CODE
+    finally:
+        agent.stop()
+        bms.stop()
+        bms_bus.shutdown()
+
+
+def test_negative_response_is_counted_and_silence_is_per_source(tmp_path):
+    channel = f"uds-{uuid.uuid4().hex[:10]}"
+    bms_bus = can.Bus(interface="virtual", channel=channel)
+    bms = VirtualUdsBms(bms_bus, 0x7E4, 0x7EC, {SOH_DID: hyundai_0105_record(91.0)})
+    bms.refuse[CODE_DID] = 0x22  # conditionsNotCorrect
+    bms.start()
+    agent = Running(uds_config(tmp_path, channel))
+    try:
+        counts = agent.daemon.agent.uds_counts
+        agent.wait_for(lambda a: counts["uds:pack_code negative"] >= 2)
+        assert "pack.identified" not in agent.types()
+        assert "bms.silent" not in agent.types()  # a refusal is an answer
+        bms.answering = False
+        agent.wait_for(lambda a: a.types().count("bms.silent") >= 2)
+        silent = {e.data["source"] for e in agent.events if e.type == "bms.silent"}
+        assert silent == {"uds:soh", "uds:pack_code"}
+        before = len(agent.events)
+        bms.answering = True
+        agent.wait_for(lambda a: a.types().count("bms.recovered") >= 2)
+        assert agent.types()[before:].count("bms.silent") == 0
+    finally:
+        agent.stop()
+        bms.stop()
+        bms_bus.shutdown()
