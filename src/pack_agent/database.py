@@ -28,7 +28,7 @@ def load_databases(config: AgentConfig) -> cantools.database.Database:
     """All configured files merged into one database; errors name the ``databases[i]`` key."""
     import cantools
 
-    db = cantools.database.Database()
+    db = cantools.database.Database(strict=config.strict_databases)
     problems: list[str] = []
     for i, path in enumerate(config.database_paths()):
         key = f"databases[{i}]"
@@ -113,6 +113,39 @@ def check_against_database(config: AgentConfig, db: cantools.database.Database) 
     notice = config.notice
     check("notice.message", notice.message, list(NOTICE_SIGNALS))
     check("notice.ack_message", notice.ack_message, list(ACK_SIGNALS))
+    if not problems:
+        problems += _frame_id_clashes(config, db)
+    return problems
+
+
+def _frame_id_clashes(config: AgentConfig, db: cantools.database.Database) -> list[str]:
+    """Two different mapped messages with one frame id on one bus cannot both be decoded."""
+    default = config.buses[0].name
+    used: list[tuple[str, str, str]] = []  # (key, bus, message name)
+    for metric, ref in config.metrics.items():
+        bus = ref.bus or default
+        if ref.message is not None:
+            used.append((f"metrics.{metric}.message", bus, ref.message))
+        elif ref.expression is not None:
+            from pack_agent.expression import parse_expression
+
+            for operand in parse_expression(ref.expression).operands:
+                msg, _ = resolve_operand(db, operand)
+                used.append((f"metrics.{metric}.expression", bus, msg.name))
+    pc = config.pack_code
+    if pc.source == "pages":
+        used.append(("pack_code.message", pc.bus or default, pc.message))
+    used.append(("notice.ack_message", config.notice.bus or default, config.notice.ack_message))
+    seen: dict[tuple[str, int], tuple[str, str]] = {}
+    problems = []
+    for key, bus, name in used:
+        msg = db.get_message_by_name(name)
+        other = seen.setdefault((bus, msg.frame_id), (key, name))
+        if other[1] != name:
+            problems.append(
+                f"{key}: message {name!r} has frame id 0x{msg.frame_id:X}, like {other[1]!r} "
+                f"({other[0]}) on bus {bus!r}"
+            )
     return problems
 
 
