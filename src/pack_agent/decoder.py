@@ -71,7 +71,14 @@ class FieldReader:
             shift, big = length_bits - (msb + sig.length), True
         mux = None
         if sig.multiplexer_ids and sig.multiplexer_signal:
-            mux = cls.compile(message, message.get_signal_by_name(sig.multiplexer_signal))
+            try:
+                mux_signal = message.get_signal_by_name(sig.multiplexer_signal)
+            except KeyError:
+                raise ValueError(
+                    f"{message.name}.{sig.name}: multiplexer {sig.multiplexer_signal!r} "
+                    "is not in the message"
+                ) from None
+            mux = cls.compile(message, mux_signal)
         return cls(
             name=sig.name,
             big_endian=big,

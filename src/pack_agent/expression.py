@@ -69,6 +69,8 @@ def _compile(node: ast.AST, operands: list[str]) -> Evaluator:
         return lambda _v: value
     name = _operand_name(node)
     if name is not None:
+        if "__" in name:
+            raise ExpressionError(f"{name!r} is not a signal name")
         operands.append(name)
         return lambda v: v[name]
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
