@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-import tomllib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import can
 import pytest
 
-from pack_agent.config import AgentConfig, UdsValue, parse_config, reference_config_path
+from pack_agent.config import AgentConfig, UdsValue, parse_config, reference_config_path, tomllib
 from pack_agent.daemon import Daemon
 from pack_agent.sim.uds_server import VirtualUdsBms, hyundai_0105_record, pack_code_record
 from pack_agent.uds import (
