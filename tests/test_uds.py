@@ -3,8 +3,6 @@ virtual BMS's diagnostic server on a python-can virtual bus."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,8 +10,8 @@ from typing import Any
 import can
 import pytest
 
+from agent_thread import RunningDaemon
 from pack_agent.config import AgentConfig, UdsValue, parse_config, reference_config_path, tomllib
-from pack_agent.daemon import Daemon
 from pack_agent.sim.uds_server import VirtualUdsBms, hyundai_0105_record, pack_code_record
 from pack_agent.uds import (
     UdsNegativeResponse,
@@ -94,40 +92,6 @@ def uds_config(tmp_path: Path, channel: str) -> AgentConfig:
     return parse_config(data, reference_config_path().parent, "test")
 
 
-class Running:
-    def __init__(self, cfg: AgentConfig) -> None:
-        self.events: list = []
-        self.daemon: Daemon | None = None
-        ready = threading.Event()
-
-        def main() -> None:  # the store belongs to the thread that built it
-            try:
-                self.daemon = Daemon(cfg, on_event=self.events.append)
-            finally:
-                ready.set()
-            self.daemon.run()
-
-        self.thread = threading.Thread(target=main, daemon=True)
-        self.thread.start()
-        assert ready.wait(10) and self.daemon is not None
-
-    def wait_for(self, pred, timeout: float = 8.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred(self):
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"timed out; events: {[(e.type, e.data) for e in self.events]}")
-
-    def types(self) -> list[str]:
-        return [e.type for e in self.events]
-
-    def stop(self) -> None:
-        self.daemon.stop_event.set()
-        self.thread.join(10)
-        assert not self.thread.is_alive()
-
-
 def test_daemon_reads_code_and_soh_by_uds_and_decides(tmp_path):
     channel = f"uds-{uuid.uuid4().hex[:10]}"
     soh = {"value": 90.0}
@@ -138,7 +102,7 @@ def test_daemon_reads_code_and_soh_by_uds_and_decides(tmp_path):
         0x7EC,
         {CODE_DID: pack_code_record(CODE), SOH_DID: lambda: hyundai_0105_record(soh["value"])},
     ).start()
-    agent = Running(uds_config(tmp_path, channel))
+    agent = RunningDaemon(uds_config(tmp_path, channel))
     try:
         agent.wait_for(lambda a: "pack.identified" in a.types())
         ident = next(e for e in agent.events if e.type == "pack.identified")
@@ -162,7 +126,7 @@ def test_negative_response_is_counted_and_silence_is_per_source(tmp_path):
     bms = VirtualUdsBms(bms_bus, 0x7E4, 0x7EC, {SOH_DID: hyundai_0105_record(91.0)})
     bms.refuse[CODE_DID] = 0x22  # conditionsNotCorrect
     bms.start()
-    agent = Running(uds_config(tmp_path, channel))
+    agent = RunningDaemon(uds_config(tmp_path, channel))
     try:
         counts = agent.daemon.agent.uds_counts
         agent.wait_for(lambda a: counts["uds:pack_code negative"] >= 2)
