@@ -256,7 +256,7 @@ class Decoder:
                 if raw in t.invalid_raw:
                     self._drop(f"{message.name}.{f.name}: raw {raw} is invalid_raw", t.metric)
                     continue
-                value = raw * f.scale + f.offset
+                value = round(raw * f.scale + f.offset, 9)
             if (f.minimum is not None and value < f.minimum - 1e-9) or (
                 f.maximum is not None and value > f.maximum + 1e-9
             ):
