@@ -21,8 +21,9 @@ from pack_agent.store import Store
 
 DAY = 86400.0
 # crosses the 80 % line within days, so the 14-day rule decides about day 20
-FAST = Scenario(name="fast", description="test", days=45, soh_start=81.5, soh_per_year=20,
-                soh_noise=0.0)
+FAST = Scenario(
+    name="fast", description="test", days=45, soh_start=81.5, soh_per_year=20, soh_noise=0.0
+)
 
 
 class AgentThread:
@@ -86,8 +87,13 @@ def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
         agent = AgentThread(cfg)
         try:
             hu, notices = run_vehicle(cfg, channel, FAST, response="seen")
-            backend.wait_for(lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted)
-                             and "owner.acknowledged" in {e["type"] for e in s.events}, 15)
+            backend.wait_for(
+                lambda s: (
+                    len({e["event_id"] for e in s.events}) >= len(agent.emitted)
+                    and "owner.acknowledged" in {e["type"] for e in s.events}
+                ),
+                15,
+            )
         finally:
             agent.stop()
         events = list({e["event_id"]: e for e in backend.events}.values())
@@ -100,8 +106,13 @@ def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
     assert kinds["scrap.condition_met"] == 1
     assert kinds["owner.acknowledged"] == 1
     assert kinds["owner.notified"] >= 1
-    assert set(kinds) <= {"pack.identified", "pack.health", "scrap.condition_met",
-                          "owner.notified", "owner.acknowledged"}
+    assert set(kinds) <= {
+        "pack.identified",
+        "pack.health",
+        "scrap.condition_met",
+        "owner.notified",
+        "owner.acknowledged",
+    }
     order = [e["type"] for e in events if e["type"] != "pack.health"]
     assert order[:3] == ["pack.identified", "scrap.condition_met", "owner.notified"]
     assert order[-1] == "owner.acknowledged"
@@ -141,7 +152,9 @@ def test_no_answer_means_notices_repeat_daily_and_are_kept(broker, tmp_path):
         agent = AgentThread(cfg)
         try:
             _, notices = run_vehicle(cfg, channel, FAST, response=None)
-            backend.wait_for(lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted), 15)
+            backend.wait_for(
+                lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted), 15
+            )
         finally:
             agent.stop()
     kinds = Counter(e["type"] for e in {e["event_id"]: e for e in backend.events}.values())
@@ -164,11 +177,15 @@ def test_restart_neither_forgets_nor_repeats_the_decision(broker, tmp_path):
         finally:
             second.stop()
         backend.wait_for(
-            lambda s: len({e["event_id"] for e in s.events})
-            >= len(first.emitted) + len(second.emitted), 15)
+            lambda s: (
+                len({e["event_id"] for e in s.events}) >= len(first.emitted) + len(second.emitted)
+            ),
+            15,
+        )
     assert [e.type for e in second.emitted if e.type != "pack.health"] == []
     assert [e.seq for e in second.emitted] == list(
-        range(len(first.emitted) + 1, len(first.emitted) + len(second.emitted) + 1))
+        range(len(first.emitted) + 1, len(first.emitted) + len(second.emitted) + 1)
+    )
 
 
 def test_broker_absent_at_start_keeps_events_until_it_comes(tmp_path):
@@ -181,7 +198,9 @@ def test_broker_absent_at_start_keeps_events_until_it_comes(tmp_path):
         run_vehicle(cfg, channel, FAST, response="seen")
         assert len(agent.emitted) >= 5
         with LocalBroker(port=port) as broker, Subscriber(broker) as backend:
-            backend.wait_for(lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted), 20)
+            backend.wait_for(
+                lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted), 20
+            )
             assert {e["event_id"] for e in backend.events} == {e.event_id for e in agent.emitted}
     finally:
         agent.stop()

@@ -157,3 +157,11 @@ def test_kona_capture_decodes_soc_voltage_current_and_no_soh(tmp_path):
         assert -1000 <= m["pack_current"] <= 1000
     assert {e.type for e in result.events} <= {"pack.health", "bms.silent", "bms.recovered"}
     assert result.decoder["dropped"] == {}
+    # without the reader's filter every frame reaches the agent: the same events; timer
+    # instants (pack.health) follow the 50 ms tick grid, whose phase depends on which
+    # frames arrive, and the health timer counts from the instant it fired
+    # (the filter lets a frame through every 10 ms of log time)
+    unfiltered = replay(cfg, KONA_LOG, filter_ids=False)
+    assert [e.type for e in unfiltered.events] == [e.type for e in result.events]
+    for a, b in zip(unfiltered.events, result.events, strict=True):
+        assert abs((a.time - b.time).total_seconds()) <= 0.5

@@ -199,3 +199,26 @@ def test_log_channels_map_to_configured_buses(ref, tmp_path):
     assert result.per_bus == {"powertrain": 10, "body": 1}
     assert result.unmapped_channels == {"2": 1}
     assert result.latest["odometer"] == pytest.approx(FAST.states()[0].odometer_km)
+
+
+def test_silence_is_seen_while_other_traffic_goes_on_filtered_or_not(ref, tmp_path):
+    """BMS frames stop, other frames go on: the log's clock still advances through the
+    filter (time markers), so bms.silent comes about bms_timeout_s after the last one."""
+    cfg, db = ref
+    day = frames_of(db, FAST)[:22]  # two days of BMS frames
+    last_bms = day[10].timestamp
+    noise = [
+        can.Message(arbitration_id=0x123, data=b"\0" * 8, timestamp=last_bms + 0.1 * i)
+        for i in range(1, 300)
+    ]
+    frames = sorted(day + noise, key=lambda m: m.timestamp)
+    log = write_gvret(tmp_path / "quiet.csv", frames)
+    filtered_run = replay(cfg, log)
+    unfiltered_run = replay(cfg, log, filter_ids=False)
+    for run in (filtered_run, unfiltered_run):
+        silent = [e for e in run.events if e.type == "bms.silent"]
+        assert len(silent) == 1
+        gap = silent[0].time.timestamp() - last_bms
+        assert cfg.health.bms_timeout_s < gap <= cfg.health.bms_timeout_s + 0.2
+        assert [e.type for e in run.events].count("bms.recovered") == 1
+    assert summary(filtered_run.events) == summary(unfiltered_run.events)

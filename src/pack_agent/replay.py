@@ -14,10 +14,10 @@ GVRET CSV (``Time Stamp,ID,Extended,Bus,LEN,D1..D8``, microseconds, hex).
 from __future__ import annotations
 
 import hashlib
+import math
 import tempfile
 import threading
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,39 +67,92 @@ def detect_format(path: Path) -> str:
     )
 
 
-def read_gvret(path: Path) -> Iterator[can.Message]:
+@dataclass
+class LogFilter:
+    """The software twin of the kernel filters: the frame ids wanted per log channel.
+
+    Frames of other ids are dropped while the log is parsed, before a ``can.Message``
+    is built, as the kernel drops them on a live bus. One frame every ``marker_s``
+    of log time is let through anyway, so the agent's timers (BMS silence) still see
+    the log's clock advance while the BMS is quiet.
+    """
+
+    by_channel: dict[str, frozenset[int]]  # str(log channel) -> wanted ids
+    any_channel: frozenset[int] | None = None  # one bus: every channel is that bus
+    marker_s: float = 0.01  # a fifth of the agent's tick
+
+    def ids(self, channel: Any) -> frozenset[int] | None:
+        """Wanted ids on ``channel``; None when the channel is not a configured bus."""
+        if self.any_channel is not None:
+            return self.any_channel
+        return self.by_channel.get(str(channel))
+
+
+@dataclass
+class ReadStats:
+    """Every frame read, per log channel (as text), filtered or not."""
+
+    frames: int = 0
+    per_channel: dict[str, int] = field(default_factory=dict)
+
+
+def read_gvret(
+    path: Path, log_filter: LogFilter | None = None, stats: ReadStats | None = None
+) -> Iterator[can.Message]:
     """SavvyCAN GVRET CSV: one frame a line; time in microseconds, id and bytes in hex,
-    ``Bus`` becomes ``Message.channel``. A bad line raises ``LogError`` with its number."""
+    ``Bus`` becomes ``Message.channel``. A bad line raises ``LogError`` with its number
+    (the data bytes of a frame the filter drops are not parsed)."""
     import can
 
+    stats = stats if stats is not None else ReadStats()
+    counts = stats.per_channel
+    by_text = log_filter.by_channel if log_filter is not None else {}
+    any_ids = log_filter.any_channel if log_filter is not None else None
+    marker_us = round(log_filter.marker_s * 1e6) if log_filter is not None else 0
+    last_us = -(1 << 62)
     try:
         f = path.open(encoding="ascii", errors="strict", newline="")
     except OSError as exc:
         raise LogError(f"{path}: cannot read: {exc.strerror}") from None
+    message = can.Message
     with f:
-        lineno = 0
+        lineno = 1
         try:
             header = f.readline()
-            lineno = 1
             if not header.replace(" ", "").startswith(GVRET_HEADER.replace(" ", "")):
                 raise LogError(f"{path}:1: not a GVRET CSV header ({GVRET_HEADER},D1..D8)")
-            message = can.Message
             for lineno, line in enumerate(f, start=2):
-                parts = line.rstrip("\r\n").split(",")
                 try:
+                    parts = line.split(",", 5)
+                    ch = parts[3]
+                    counts[ch] = counts.get(ch, 0) + 1
+                    if log_filter is not None:
+                        wanted = any_ids if any_ids is not None else by_text.get(ch)
+                        if wanted is None:
+                            int(parts[4])  # still a frame line, or an error
+                            continue
+                        if int(parts[1], 16) not in wanted:
+                            t_us = int(parts[0])
+                            if t_us - last_us < marker_us:
+                                continue
+                    t_us = int(parts[0])
+                    last_us = t_us
                     n = int(parts[4])
-                    if not 0 <= n <= 64 or len(parts) < 5 + n:
-                        raise ValueError(f"LEN {n} but {len(parts) - 5} data bytes")
-                    ext = parts[2].strip().lower()
-                    if ext not in ("true", "false"):
-                        raise ValueError(f"Extended is {parts[2]!r}, not true/false")
+                    data = bytes.fromhex(parts[5].replace(",", " ")) if n else b""
+                    if len(data) != n:
+                        raise ValueError(f"LEN {n} but {len(data)} data bytes")
+                    ext = parts[2]
+                    if ext != "false" and ext != "true":
+                        ext = ext.strip().lower()
+                        if ext not in ("true", "false"):
+                            raise ValueError(f"Extended is {parts[2]!r}, not true/false")
                     yield message(
-                        timestamp=int(parts[0]) / 1e6,
+                        timestamp=t_us / 1e6,
                         arbitration_id=int(parts[1], 16),
                         is_extended_id=ext == "true",
-                        channel=int(parts[3]),
+                        channel=int(ch),
                         dlc=n,
-                        data=bytes(int(b, 16) for b in parts[5 : 5 + n]),
+                        data=data,
                         is_fd=n > 8,
                         check=False,
                     )
@@ -109,6 +162,28 @@ def read_gvret(path: Path) -> Iterator[can.Message]:
                     ) from None
         except UnicodeDecodeError as exc:
             raise LogError(f"{path}:{lineno + 1}: not ASCII text ({exc.reason})") from None
+        finally:
+            stats.frames = sum(counts.values())
+
+
+def filtered(
+    messages: Iterator[can.Message], log_filter: LogFilter | None, stats: ReadStats
+) -> Iterator[can.Message]:
+    """The same filter and counts for python-can's readers (after the Message is built)."""
+    last = -math.inf
+    counts = stats.per_channel
+    for msg in messages:
+        ch = str(msg.channel)
+        counts[ch] = counts.get(ch, 0) + 1
+        stats.frames += 1
+        if log_filter is not None:
+            wanted = log_filter.ids(msg.channel)
+            if wanted is None:
+                continue
+            if msg.arbitration_id not in wanted and msg.timestamp - last < log_filter.marker_s:
+                continue
+        last = msg.timestamp
+        yield msg
 
 
 class _CountingFile:
@@ -175,12 +250,19 @@ def read_python_can(path: Path, fmt: str) -> Iterator[can.Message]:
         reader.stop()
 
 
-def read_log(path: Path, fmt: str | None = None) -> Iterator[can.Message]:
-    """Frames of a log, in file order, by ``fmt`` or the file's extension."""
+def read_log(
+    path: Path,
+    fmt: str | None = None,
+    log_filter: LogFilter | None = None,
+    stats: ReadStats | None = None,
+) -> Iterator[can.Message]:
+    """Frames of a log, in file order, by ``fmt`` or the file's extension; with a
+    ``log_filter``, only the wanted ones (and the time markers)."""
     fmt = fmt or detect_format(path)
+    stats = stats if stats is not None else ReadStats()
     if fmt == "gvret":
-        return read_gvret(path)
-    return read_python_can(path, fmt)
+        return read_gvret(path, log_filter, stats)
+    return filtered(read_python_can(path, fmt), log_filter, stats)
 
 
 # -- the source -------------------------------------------------------------------
@@ -200,6 +282,7 @@ def channel_map(config: AgentConfig) -> dict[Any, str]:
     for bus in config.buses:
         if bus.log_channel is not None:
             out[bus.log_channel] = bus.name
+    out.setdefault(None, config.buses[0].name)  # a log without channels: the first bus
     return out
 
 
@@ -216,24 +299,24 @@ class LogSource(Source):
         self._map = channel_map(config)
         self._single = config.buses[0].name if len(config.buses) == 1 else None
         self.stop = stop or threading.Event()
-        self.read = 0
-        self.per_bus: Counter[str] = Counter()
-        self.unmapped: Counter[str] = Counter()
 
     def recv(self, timeout: float) -> Frame | None:
         for msg in self._frames:
-            self.read += 1
             name = self._single or self._map.get(msg.channel)
-            if name is None:
-                if msg.channel is None:
-                    name = next(iter(self._map.values()))
-                else:
-                    self.unmapped[str(msg.channel)] += 1
-                    continue
-            self.per_bus[name] += 1
-            return name, msg
+            if name is not None:
+                return name, msg
         self.stop.set()
         return None
+
+
+def log_filter(config: AgentConfig, wanted: dict[str, list[tuple[int, bool]]]) -> LogFilter:
+    """The filter for ``wanted`` ids per bus name, keyed by the log channels of each bus."""
+    ids = {bus: frozenset(fid for fid, _ in frames) for bus, frames in wanted.items()}
+    if len(config.buses) == 1:
+        return LogFilter({}, any_channel=ids.get(config.buses[0].name, frozenset()))
+    return LogFilter(
+        {str(ch): ids.get(bus, frozenset()) for ch, bus in channel_map(config).items()}
+    )
 
 
 class ReplayNotifier(CanOwnerNotifier):
@@ -285,12 +368,14 @@ def replay(
     on_event: Callable[[Event], None] | None = None,
     state_path: Path | None = None,
     deterministic_ids: bool = False,
+    filter_ids: bool = True,
 ) -> ReplayResult:
     """Runs the whole pipeline over ``log``; events go to ``on_event`` as they happen.
 
     The store is a temporary SQLite file unless ``state_path`` is given (then a
     second replay continues from the first one's pack code, latches and notices).
     Raises ``LogError`` at a bad record, after the events before it were delivered.
+    ``filter_ids`` drops unmapped frames while parsing, as the kernel would on a bus.
     """
     from pack_agent.agent import Agent, run_loop
     from pack_agent.database import load_and_check
@@ -298,7 +383,6 @@ def replay(
     from pack_agent.store import Store
 
     db = load_and_check(config)
-    frames = read_log(log, fmt)
     digest = file_digest(log) if deterministic_ids else ""
     result = ReplayResult()
 
@@ -322,13 +406,17 @@ def replay(
                 config.notice.ack_message,
             )
             agent = Agent(config, decoder, store, notifier, on_event=emit)
+            wanted = {
+                b.name: decoder.frame_ids(b.name) + notifier.frame_ids(b.name) for b in config.buses
+            }
+            stats = ReadStats()
+            frames = read_log(log, fmt, log_filter(config, wanted) if filter_ids else None, stats)
             source = LogSource(_timed(frames, result), config)
             try:
                 run_loop(agent, source, None, source.stop, clock=None)
             finally:
-                result.frames = source.read
-                result.per_bus = dict(source.per_bus)
-                result.unmapped_channels = dict(source.unmapped)
+                result.frames = stats.frames
+                _count_buses(config, stats, result)
                 result.latest = {m: r.value for m, r in agent.tracker.latest.items()}
                 result.decoder = {
                     "mapped_frames": decoder.stats.frames,
@@ -338,6 +426,17 @@ def replay(
         finally:
             store.close()
     return result
+
+
+def _count_buses(config: AgentConfig, stats: ReadStats, result: ReplayResult) -> None:
+    mapping = {str(k): v for k, v in channel_map(config).items()}
+    single = config.buses[0].name if len(config.buses) == 1 else None
+    for ch, n in stats.per_channel.items():
+        bus = single or mapping.get(ch)
+        if bus is None:
+            result.unmapped_channels[ch] = result.unmapped_channels.get(ch, 0) + n
+        else:
+            result.per_bus[bus] = result.per_bus.get(bus, 0) + n
 
 
 def _timed(frames: Iterator[can.Message], result: ReplayResult) -> Iterator[can.Message]:
