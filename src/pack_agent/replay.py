@@ -299,11 +299,16 @@ class LogSource(Source):
         self._map = channel_map(config)
         self._single = config.buses[0].name if len(config.buses) == 1 else None
         self.stop = stop or threading.Event()
+        self.first_time: float | None = None
+        self.last_time: float | None = None
 
     def recv(self, timeout: float) -> Frame | None:
         for msg in self._frames:
             name = self._single or self._map.get(msg.channel)
             if name is not None:
+                if self.first_time is None:
+                    self.first_time = msg.timestamp
+                self.last_time = msg.timestamp
                 return name, msg
         self.stop.set()
         return None
@@ -411,11 +416,12 @@ def replay(
             }
             stats = ReadStats()
             frames = read_log(log, fmt, log_filter(config, wanted) if filter_ids else None, stats)
-            source = LogSource(_timed(frames, result), config)
+            source = LogSource(frames, config)
             try:
                 run_loop(agent, source, None, source.stop, clock=None)
             finally:
                 result.frames = stats.frames
+                result.first_time, result.last_time = source.first_time, source.last_time
                 _count_buses(config, stats, result)
                 result.latest = {m: r.value for m, r in agent.tracker.latest.items()}
                 result.decoder = {
@@ -437,11 +443,3 @@ def _count_buses(config: AgentConfig, stats: ReadStats, result: ReplayResult) ->
             result.unmapped_channels[ch] = result.unmapped_channels.get(ch, 0) + n
         else:
             result.per_bus[bus] = result.per_bus.get(bus, 0) + n
-
-
-def _timed(frames: Iterator[can.Message], result: ReplayResult) -> Iterator[can.Message]:
-    for msg in frames:
-        if result.first_time is None:
-            result.first_time = msg.timestamp
-        result.last_time = msg.timestamp
-        yield msg
