@@ -144,3 +144,53 @@ def test_negative_response_is_counted_and_silence_is_per_source(tmp_path):
         agent.stop()
         bms.stop()
         bms_bus.shutdown()
+
+
+def test_a_late_uds_answer_never_feeds_the_rules(tmp_path):
+    from pack_agent.agent import Agent
+    from pack_agent.database import load_and_check
+    from pack_agent.decoder import Decoder
+    from pack_agent.store import Store
+    from pack_agent.uds import UdsResult, jobs_from_config
+
+    cfg = uds_config(tmp_path, "unused")
+    soh_job = next(j for j in jobs_from_config(cfg) if j.target == "soh")
+    with Store(tmp_path / "late.db") as store:
+        agent = Agent(cfg, Decoder(cfg, load_and_check(cfg)), store)
+        max_age = agent.tracker.max_age("soh")
+        assert max_age == pytest.approx(0.2 + 2 * 0.3 + 5)
+        now = 1_000_000.0
+        for i in range(5):  # five low readings, each delivered too late
+            t = now + i * 100
+            agent.handle_uds(UdsResult(soh_job, "value", t - max_age - 1, value=70.0), t)
+        assert agent.stale_readings == 5
+        assert "soh" not in agent.tracker.latest
+        assert store.pending_count() == 0  # no decision, no event
+        agent.handle_uds(UdsResult(soh_job, "value", now + 500, value=70.0), now + 501)
+        assert agent.tracker.latest["soh"].value == 70.0
+
+
+def test_the_virtual_vehicle_bms_answers_its_scenario_over_uds():
+    from pack_agent.config import load_config
+    from pack_agent.database import load_and_check
+    from pack_agent.sim import SCENARIOS, VirtualVehicle
+    from pack_agent.sim.uds_server import vehicle_dids
+
+    db = load_and_check(load_config(reference_config_path()))
+    bus = can.Bus(interface="virtual", channel=f"uds-{uuid.uuid4().hex[:10]}")
+    try:
+        vehicle = VirtualVehicle(bus, db, SCENARIOS["healthy"])
+        bms = VirtualUdsBms(bus, 0x7E4, 0x7EC, vehicle_dids(vehicle))
+        assert bms.answer(b"\x22\x01\x05") == b"\x7f\x22\x22"  # not started: refused
+        vehicle.day = SCENARIOS["healthy"].states()[3]
+        code = parse_response(CODE_DID, bms.answer(b"\x22\xf1\xa0"))
+        assert code.rstrip(b"\0").decode() == vehicle.day.code
+        spec = UdsValue(
+            request_id=0x7E4, response_id=0x7EC, did=SOH_DID, start_byte=24, length=2, scale=0.1
+        )
+        soh = extract_value(spec, parse_response(SOH_DID, bms.answer(b"\x22\x01\x05")))
+        assert soh == pytest.approx(vehicle.day.soh)
+        assert bms.answer(b"\x22\x12\x34") == b"\x7f\x22\x31"
+        assert bms.answer(b"\x10\x03") == b"\x7f\x10\x11"
+    finally:
+        bus.shutdown()

@@ -17,8 +17,12 @@ from pack_agent.uds import NEGATIVE_RESPONSE, READ_DATA_BY_IDENTIFIER
 if TYPE_CHECKING:
     import can
 
+    from pack_agent.sim.scenario import DayState
+    from pack_agent.sim.vehicle import VirtualVehicle
+
 NRC_REQUEST_OUT_OF_RANGE = 0x31
 NRC_SERVICE_NOT_SUPPORTED = 0x11
+NRC_CONDITIONS_NOT_CORRECT = 0x22
 
 DidValue = bytes | Callable[[], bytes]
 
@@ -34,6 +38,23 @@ def hyundai_0105_record(soh: float, start_byte: int = 24) -> bytes:
     record = bytearray(range(1, start_byte + 8))
     record[start_byte : start_byte + 2] = round(soh * 10).to_bytes(2, "big")
     return bytes(record)
+
+
+def vehicle_dids(
+    vehicle: VirtualVehicle, code_did: int = 0xF1A0, soh_did: int = 0x0105
+) -> dict[int, DidValue]:
+    """The DIDs of a ``VirtualVehicle``'s BMS, following its scenario day by day: the same
+    pack code and SOH it broadcasts, now also answered over diagnostics."""
+
+    def state() -> DayState:
+        if vehicle.day is None:
+            raise LookupError("the vehicle has not started its scenario")
+        return vehicle.day
+
+    return {
+        code_did: lambda: pack_code_record(state().code),
+        soh_did: lambda: hyundai_0105_record(state().soh),
+    }
 
 
 class VirtualUdsBms:
@@ -80,7 +101,10 @@ class VirtualUdsBms:
         value = self.dids.get(did)
         if value is None:
             return bytes([NEGATIVE_RESPONSE, READ_DATA_BY_IDENTIFIER, NRC_REQUEST_OUT_OF_RANGE])
-        data = value() if callable(value) else value
+        try:
+            data = value() if callable(value) else value
+        except LookupError:  # nothing to report yet
+            return bytes([NEGATIVE_RESPONSE, READ_DATA_BY_IDENTIFIER, NRC_CONDITIONS_NOT_CORRECT])
         return bytes([READ_DATA_BY_IDENTIFIER + 0x40]) + payload[1:3] + data
 
     def _run(self) -> None:
