@@ -167,7 +167,7 @@ def test_field_readers_agree_with_cantools_on_every_signal():
                         assert not r.present(little, big), (msg.name, sig.name)
                         continue
                     assert r.present(little, big)
-                    got = r.raw(little, big) * r.scale + r.offset
+                    got = r.value(r.raw(little, big))
                     assert got == pytest.approx(float(expected[sig.name]), abs=1e-6), (
                         msg.name,
                         sig.name,
@@ -260,3 +260,13 @@ def test_a_metric_from_a_multiplexed_signal_only_on_its_page():
     other = bytearray(frame0.data)
     other[0] = (other[0] & 0x0F) | 0x10  # mux 1: another string, no Soh of string 0 here
     assert d.decode("powertrain", can.Message(arbitration_id=msg.frame_id, data=other), 0) == []
+
+
+def test_decimal_scales_come_out_without_binary_noise(ref):
+    cfg, db = ref
+    d = Decoder(cfg, db)
+    frame = encode(db, "BMS_Status", {"BMS_PackVoltage": 354.9, "BMS_SOC": 36.5}, 0)
+    got = {r.metric: r.value for r in d.decode("powertrain", frame, 0)}
+    assert repr(got["pack_voltage"]) == "354.9"
+    expected = db.get_message_by_name("BMS_Status").decode(bytes(frame.data))
+    assert got["pack_voltage"] == pytest.approx(expected["BMS_PackVoltage"], abs=1e-9)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pack_agent.config import AgentConfig
 from pack_agent.database import resolve_operand
@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     import cantools.database
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One value of one metric at one time (seconds since the epoch)."""
+class Reading(NamedTuple):
+    """One value of one metric at one time (seconds since the epoch). A named tuple:
+    immutable, and four times cheaper to build than a frozen dataclass (per frame)."""
 
     metric: str
     value: float
@@ -54,6 +54,7 @@ class FieldReader:
     mask: int
     sign_bit: int  # 0 for unsigned
     scale: float
+    divisor: float  # 1/scale when that is a whole number (0.1 -> 10): raw / 10 is exact
     offset: float
     minimum: float | None
     maximum: float | None
@@ -86,6 +87,7 @@ class FieldReader:
             mask=(1 << sig.length) - 1,
             sign_bit=(1 << (sig.length - 1)) if sig.is_signed else 0,
             scale=float(sig.scale),
+            divisor=_divisor(float(sig.scale)),
             offset=float(sig.offset),
             minimum=sig.minimum,
             maximum=sig.maximum,
@@ -93,6 +95,13 @@ class FieldReader:
             mux=mux,
             mux_ids=frozenset(sig.multiplexer_ids or ()),
         )
+
+    def value(self, raw: int) -> float:
+        """Scaled like cantools, without its binary noise: 3549 * 0.1 is 354.9, not
+        354.90000000000003."""
+        if self.divisor:
+            return raw / self.divisor + self.offset
+        return raw * self.scale + self.offset
 
     def raw(self, little: int, big: int) -> int:
         raw = ((big if self.big_endian else little) >> self.shift) & self.mask
@@ -123,6 +132,7 @@ class _Route:
     needs_big: bool = False
     needs_little: bool = False
     cantools: bool = False  # float signals: decoded by cantools
+    plan: list[tuple[Any, ...]] = field(default_factory=list)  # the targets, flat, for speed
     code_pages: dict[int, int] | None = None  # mux value -> page index
     code_signals: dict[int, Any] | None = None  # mux value -> cantools Signal
 
@@ -213,7 +223,16 @@ class Decoder:
                 route.needs_big |= r.big_endian
                 route.needs_little |= not r.big_endian
         route.cantools |= reader.is_float
-        route.targets.append(_Target(reader, metric, operand, invalid_raw))
+        target = _Target(reader, metric, operand, invalid_raw)
+        route.targets.append(target)
+        r = reader
+        mux = None if r.mux is None else (r.mux.big_endian, r.mux.shift, r.mux.mask, r.mux_ids)
+        lo = -math.inf if r.minimum is None else r.minimum - 1e-9
+        hi = math.inf if r.maximum is None else r.maximum + 1e-9
+        route.plan.append(
+            (metric, operand, invalid_raw or None, r.big_endian, r.shift, r.mask, r.sign_bit,
+             r.divisor, r.scale, r.offset, lo, hi, mux, r.is_float, target)
+        )  # fmt: skip
 
     def frame_ids(self, bus: str) -> list[tuple[int, bool]]:
         """(frame id, extended) for every frame this decoder wants from ``bus``: the filters."""
@@ -228,10 +247,11 @@ class Decoder:
         self.stats.frames += 1
         message = route.message
         data = bytes(frame.data)
-        if len(data) < route.length:
-            self._drop(f"{message.name}: {len(data)} bytes, expected {route.length}")
-            return []
-        data = data[: route.length]
+        if len(data) != route.length:
+            if len(data) < route.length:
+                self._drop(f"{message.name}: {len(data)} bytes, expected {route.length}")
+                return []
+            data = data[: route.length]
         little = int.from_bytes(data, "little") if route.needs_little else 0
         big = int.from_bytes(data, "big") if route.needs_big else 0
         values: dict[str, Any] | None = None
@@ -242,31 +262,35 @@ class Decoder:
                 self._drop(f"{message.name}: undecodable")
                 return []
         out: list[Reading | CodePage] = []
-        touched: list[str] = []
-        for t in route.targets:
-            f = t.field
-            if not f.present(little, big):
-                continue
-            if f.is_float:
-                if values is None or f.name not in values:
+        touched: list[str] | None = None
+        for (metric, operand, invalid, big_endian, shift, mask, sign_bit, divisor, scale,
+             offset, lo, hi, mux, is_float, t) in route.plan:  # fmt: skip
+            if mux is not None:
+                m_big, m_shift, m_mask, m_ids = mux
+                if ((big if m_big else little) >> m_shift) & m_mask not in m_ids:
+                    continue  # another page of a multiplexed message
+            if is_float:
+                if values is None or t.field.name not in values:
                     continue
-                value = float(values[f.name])
+                value = float(values[t.field.name])
             else:
-                raw = f.raw(little, big)
-                if raw in t.invalid_raw:
-                    self._drop(f"{message.name}.{f.name}: raw {raw} is invalid_raw", t.metric)
+                raw = ((big if big_endian else little) >> shift) & mask
+                if sign_bit and raw & sign_bit:
+                    raw -= mask + 1
+                if invalid and raw in invalid:
+                    self._drop(f"{message.name}.{t.field.name}: raw {raw} is invalid_raw", metric)
                     continue
-                value = round(raw * f.scale + f.offset, 9)
-            if (f.minimum is not None and value < f.minimum - 1e-9) or (
-                f.maximum is not None and value > f.maximum + 1e-9
-            ):
-                self._drop(f"{message.name}.{f.name}: {value:g} outside DBC range", t.metric)
+                value = raw / divisor + offset if divisor else raw * scale + offset
+            if value < lo or value > hi:
+                self._drop(f"{message.name}.{t.field.name}: {value:g} outside DBC range", metric)
                 continue
-            if t.metric is not None:
-                out.append(Reading(t.metric, value, now))
-            if t.operand is not None:
-                self._operands[t.operand] = (value, now)
-                touched.append(t.operand)
+            if metric is not None:
+                out.append(Reading(metric, value, now))
+            if operand is not None:
+                self._operands[operand] = (value, now)
+                if touched is None:
+                    touched = []
+                touched.append(operand)
         if touched:
             out += self._derive(touched, now)
         if values is not None and route.code_pages is not None and route.code_signals is not None:
@@ -307,6 +331,14 @@ class Decoder:
         self.stats.dropped[reason] += 1
         if metric is not None:
             self.stats.dropped_by_metric[metric] += 1
+
+
+def _divisor(scale: float) -> float:
+    if 0 < abs(scale) < 1:
+        inverse = 1 / scale
+        if abs(inverse - round(inverse)) < 1e-9:
+            return float(round(inverse))
+    return 0.0
 
 
 def _text(raw: Any, sig: Any) -> str:
