@@ -142,3 +142,76 @@ def test_outlet_must_be_one_line(tmp_path):
     text = REFERENCE.replace('service_phone = "+86 400 000 0000"', 'service_phone = "1\\n2"')
     found = problems(write(tmp_path, text))
     assert found == ["notice.service_phone: Value error, must be one line (no line feed or NUL)"]
+
+
+def test_bad_expression_and_unknown_operand_are_named_with_their_key(tmp_path):
+    text = REFERENCE.replace(
+        'soh = { message = "BMS_Health", signal = "BMS_SOH" }',
+        'soh = { expression = "100 * BMS_Capacity / NoSuchSignal" }\n'
+        'soh2 = { expression = "__import__(1)" }\n'
+        'soh3 = { expression = "BMS_Health.BMS_SOH + BMS_Status.Nope" }',
+    )
+    got = problems(write(tmp_path, text))
+    assert "metrics.soh.expression: unknown signal 'NoSuchSignal'" in got
+    assert any(p.startswith("metrics.soh2.expression: ") and "not allowed" in p for p in got)
+    assert "metrics.soh3.expression: signal 'Nope' is not in message 'BMS_Status'" in got
+
+
+def test_a_metric_needs_exactly_one_source(tmp_path):
+    text = REFERENCE.replace(
+        'soh = { message = "BMS_Health", signal = "BMS_SOH" }',
+        'soh = { message = "BMS_Health", signal = "BMS_SOH", expression = "BMS_SOH" }\n'
+        'empty = { bus = "powertrain" }\n'
+        'half = { message = "BMS_Health" }\n'
+        'bad_invalid = { expression = "BMS_SOH", invalid_raw = 1023 }',
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    got = "\n".join(info.value.problems)
+    assert "metrics.soh: give exactly one of" in got
+    assert "metrics.empty: give exactly one of" in got
+    assert "metrics.half.signal: required with message" in got
+    assert "metrics.bad_invalid.invalid_raw: only for a message signal" in got
+
+
+def test_uds_pack_code_needs_its_request(tmp_path):
+    text = REFERENCE.replace('message = "BMS_PackCode"', 'source = "uds"\nmessage = "BMS_PackCode"')
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert "pack_code.uds: required when pack_code.source is 'uds'" in info.value.problems
+
+
+def test_two_mapped_messages_with_one_frame_id_on_one_bus(tmp_path):
+    dbc = tmp_path / "clash.dbc"
+    dbc.write_text(
+        'VERSION ""\n\nNS_ :\n\nBO_ 929 Other_Health: 8 X\n'
+        ' SG_ Other_SOH : 0|8@1+ (1,0) [0|100] "%" X\n'
+    )
+    text = REFERENCE.replace(
+        'databases = ["builtin:pack_agent_reference.dbc"]',
+        'databases = ["builtin:pack_agent_reference.dbc", "clash.dbc"]',
+    ).replace(
+        'soc = { message = "BMS_Status", signal = "BMS_SOC" }',
+        'soc = { message = "Other_Health", signal = "Other_SOH" }',
+    )
+    got = problems(write(tmp_path, text))
+    assert any(
+        p.startswith("metrics.soc.message: message 'Other_Health' has frame id 0x3A1") for p in got
+    ), got
+
+
+def test_a_dbc_without_nodes_line_loads(tmp_path):
+    # community (opendbc-style) files often have no BU_ line; cantools' grammar needs one
+    dbc = tmp_path / "nonodes.dbc"
+    dbc.write_text(
+        'VERSION ""\n\nNS_ :\n\nBO_ 1200 Extra: 8 X\n SG_ Extra_Soh : 0|8@1+ (1,0) [0|100] "%" X\n'
+    )
+    text = REFERENCE.replace(
+        'databases = ["builtin:pack_agent_reference.dbc"]',
+        'databases = ["builtin:pack_agent_reference.dbc", "nonodes.dbc"]',
+    ).replace(
+        'soc = { message = "BMS_Status", signal = "BMS_SOC" }',
+        'soc = { message = "Extra", signal = "Extra_Soh" }',
+    )
+    db = load_and_check(load_config(write(tmp_path, text)))
+    assert db.get_message_by_name("Extra").frame_id == 1200

@@ -24,8 +24,9 @@ from pack_agent.store import Store
 DAY = 86400.0
 # crosses the 80 % line about day 10; the 28-day median is below it about day 21 and
 # has stayed there 14 days about day 35
-FAST = Scenario(name="fast", description="test", days=60, soh_start=81.5, soh_per_year=20,
-                soh_noise=0.0)
+FAST = Scenario(
+    name="fast", description="test", days=60, soh_start=81.5, soh_per_year=20, soh_noise=0.0
+)
 
 
 class AgentThread:

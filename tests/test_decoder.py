@@ -1,9 +1,11 @@
+from pathlib import Path
+
 import can
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pack_agent.config import load_config, reference_config_path
+from pack_agent.config import load_config, parse_config, reference_config_path
 from pack_agent.database import load_and_check
 from pack_agent.decoder import CodeAssembler, CodePage, Decoder, Reading
 from pack_agent.sim.vehicle import code_pages, encode
@@ -115,3 +117,156 @@ def test_garbage_on_mapped_ids_never_raises(fid, data):
 
 
 _DECODER: dict = {}
+
+
+# -- precompiled signal readers, derived metrics, invalid raw values ---------------
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "real-world"
+REAL_DBS = [
+    "foxbms-2/foxbms.dbc",
+    "nissan-leaf/EV-can_ZE1.dbc",
+    "model3dbc/Model3CAN.dbc",
+    "kona-ev/pcan.dbc",
+]
+
+
+def _databases():
+    from pack_agent.config import DATA_DIR
+    from pack_agent.database import _load_file
+
+    yield "reference", _load_file(DATA_DIR / "pack_agent_reference.dbc", True)
+    for rel in REAL_DBS:
+        if (REAL / rel).is_file():
+            yield rel, _load_file(REAL / rel, False)
+
+
+def test_field_readers_agree_with_cantools_on_every_signal():
+    import random
+
+    from pack_agent.decoder import FieldReader
+
+    rng = random.Random(3)
+    checked = 0
+    for _name, db in _databases():
+        for msg in db.messages:
+            readers = []
+            for s in msg.signals:
+                try:
+                    readers.append((s, FieldReader.compile(msg, s)))
+                except ValueError:
+                    continue  # a broken multiplexer reference in a community file
+            for _ in range(8):
+                data = bytes(rng.getrandbits(8) for _ in range(msg.length))
+                try:
+                    expected = msg.decode(data, decode_choices=False)
+                except Exception:
+                    continue  # an undefined mux value: cantools refuses the frame
+                little, big = int.from_bytes(data, "little"), int.from_bytes(data, "big")
+                for sig, r in readers:
+                    if sig.name not in expected:
+                        assert not r.present(little, big), (msg.name, sig.name)
+                        continue
+                    assert r.present(little, big)
+                    got = r.value(r.raw(little, big))
+                    assert got == pytest.approx(float(expected[sig.name]), abs=1e-6), (
+                        msg.name,
+                        sig.name,
+                    )
+                    checked += 1
+    assert checked > 1000
+
+
+def _cfg_with(ref_cfg, **metrics):
+    data = ref_cfg.model_dump()
+    data["metrics"] = metrics
+    data["rules"] = []
+    data["mqtt"]["password"] = None
+    return parse_config(data, ref_cfg.base_dir, "test")
+
+
+def test_derived_metric_needs_every_operand_fresh(ref):
+    cfg, db = ref
+    cfg = _cfg_with(cfg, fade={"expression": "100 * BMS_Capacity / BMS_Status.BMS_PackVoltage"})
+    d = Decoder(cfg, db)
+    assert {fid for fid, _ in d.frame_ids("powertrain")} == {0x3A1, 0x3A2, 0x3A0}
+    health = encode(db, "BMS_Health", {"BMS_Capacity": 120.0}, 0)
+    status = encode(db, "BMS_Status", {"BMS_PackVoltage": 400.0}, 0)
+    assert d.decode("powertrain", health, 100.0) == []  # the other operand is unknown
+    [r] = d.decode("powertrain", status, 101.0)
+    assert (r.metric, r.value, r.time) == ("fade", pytest.approx(30.0), 101.0)
+    # the capacity is now 20 s old (timeout 10 s): no value from a stale operand
+    assert d.decode("powertrain", status, 121.0) == []
+    [r] = d.decode("powertrain", health, 122.0)
+    assert r.value == pytest.approx(30.0)
+
+
+def test_division_by_zero_in_a_derived_metric_is_dropped_and_counted(ref):
+    cfg, db = ref
+    cfg = _cfg_with(cfg, x={"expression": "BMS_Capacity / BMS_PackVoltage"})
+    d = Decoder(cfg, db)
+    d.decode("powertrain", encode(db, "BMS_Health", {"BMS_Capacity": 120.0}, 0), 1.0)
+    assert d.decode("powertrain", encode(db, "BMS_Status", {"BMS_PackVoltage": 0.0}, 0), 1.0) == []
+    assert d.stats.dropped_by_metric["x"] == 1
+
+
+def test_configured_invalid_raw_values_are_dropped_and_counted(ref):
+    cfg, db = ref
+    cfg = _cfg_with(
+        cfg, soc={"message": "BMS_Status", "signal": "BMS_SOC", "invalid_raw": [0, 200]}
+    )
+    d = Decoder(cfg, db)
+    sig = db.get_message_by_name("BMS_Status").get_signal_by_name("BMS_SOC")
+    for soc, kept in ((50.0, True), (0.0, False), (sig.raw_to_scaled(200), False)):
+        out = d.decode("powertrain", encode(db, "BMS_Status", {"BMS_SOC": soc}, 0), 0)
+        assert bool(out) is kept, soc
+    assert d.stats.dropped_by_metric["soc"] == 2
+    assert d.stats.dropped_total == 2
+    assert any("invalid_raw" in k for k in d.stats.dropped)
+
+
+@pytest.mark.skipif(not (REAL / "foxbms-2/foxbms.dbc").is_file(), reason="no real-world data")
+def test_a_metric_from_a_multiplexed_signal_only_on_its_page():
+    from pack_agent.config import DATA_DIR
+
+    data = {
+        "vin": "LPACK2026AGENT001",
+        "databases": [
+            str(REAL / "foxbms-2/foxbms.dbc"),
+            str(DATA_DIR / "pack_agent_reference.dbc"),
+        ],
+        "metrics": {"soh": {"message": "f_StringStateEstimation", "signal": "Soh"}},
+        "pack_code": {"source": "none"},
+    }
+    cfg = parse_config(data, DATA_DIR, "test")
+    db = load_and_check(cfg)
+    msg = db.get_message_by_name("f_StringStateEstimation")
+    d = Decoder(cfg, db)
+    frame0 = can.Message(
+        arbitration_id=msg.frame_id,
+        data=msg.encode(
+            {
+                "f_StringStateEstimation_Mux": 0,
+                "MinimumSoc": 10,
+                "MaximumSoc": 20,
+                "MinimumSoe": 10,
+                "MaximumSoe": 20,
+                "Soh": 87.4,
+                "Energy": 100,
+            }
+        ),
+    )
+    [r] = d.decode("powertrain", frame0, 0)
+    assert r.value == pytest.approx(87.4)
+    other = bytearray(frame0.data)
+    other[0] = (other[0] & 0x0F) | 0x10  # mux 1: another string, no Soh of string 0 here
+    assert d.decode("powertrain", can.Message(arbitration_id=msg.frame_id, data=other), 0) == []
+
+
+def test_decimal_scales_come_out_without_binary_noise(ref):
+    cfg, db = ref
+    d = Decoder(cfg, db)
+    frame = encode(db, "BMS_Status", {"BMS_PackVoltage": 354.9, "BMS_SOC": 36.5}, 0)
+    got = {r.metric: r.value for r in d.decode("powertrain", frame, 0)}
+    assert repr(got["pack_voltage"]) == "354.9"
+    expected = db.get_message_by_name("BMS_Status").decode(bytes(frame.data))
+    assert got["pack_voltage"] == pytest.approx(expected["BMS_PackVoltage"], abs=1e-9)

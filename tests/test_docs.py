@@ -31,7 +31,5 @@ def models_in(ann: Any) -> list[type[BaseModel]]:
 def test_every_configuration_key_is_documented():
     text = (DOCS / "configuration.md").read_text(encoding="utf-8")
     forms = ("`{k}", ".{k}`", "`[{k}]`", "`[[{k}]]`")
-    missing = sorted(
-        k for k in keys(AgentConfig) if not any(f.format(k=k) in text for f in forms)
-    )
+    missing = sorted(k for k in keys(AgentConfig) if not any(f.format(k=k) in text for f in forms))
     assert missing == []

@@ -50,3 +50,26 @@ def test_stale_readings_are_not_fresh():
     assert t.fresh("soh", 105).value == 90
     assert t.fresh("soh", 111) is None
     assert t.health_snapshot(111)["metrics"] == {}
+
+
+def test_a_reading_is_judged_by_its_own_time():
+    t = PackTracker(A, 10, max_age={"soh": 700})
+    assert not t.is_stale(Reading("soc", 50, 100), 110)
+    assert t.is_stale(Reading("soc", 50, 100), 110.5)  # older than bms_timeout_s
+    assert t.is_stale(Reading("soc", 50, 200), 100)  # from the future: a clock jump
+    assert not t.is_stale(Reading("soh", 90, 100), 700)  # a polled metric lives longer
+    t.on_reading(Reading("soh", 90, 100))
+    assert t.fresh("soh", 750) is not None and t.fresh("soh", 801) is None
+    assert t.health_snapshot(801)["metrics"] == {}
+
+
+def test_polled_source_silence_is_per_source_and_reported_once():
+    t = PackTracker(A, 10)
+    [(kind, data)] = t.on_source_failure("uds:soh", 100, "no answer")
+    assert kind == "bms.silent" and data["source"] == "uds:soh"
+    assert t.on_source_failure("uds:soh", 160, "no answer") == []
+    assert t.on_source_failure("uds:pack_code", 160, "no answer")[0][0] == "bms.silent"
+    assert t.on_source_answer("uds:other", 170) == []
+    [(kind, data)] = t.on_source_answer("uds:soh", 170)
+    assert kind == "bms.recovered" and data["source"] == "uds:soh"
+    assert t.on_source_answer("uds:soh", 180) == []

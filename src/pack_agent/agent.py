@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from pack_agent.hmi import OwnerNotifier
     from pack_agent.source import Source
     from pack_agent.store import Store
+    from pack_agent.uds import UdsPoller, UdsResult
     from pack_agent.uplink import Uplink
 
 log = logging.getLogger(__name__)
@@ -44,13 +46,20 @@ class Agent:
         notifier: OwnerNotifier | None = None,
         on_event: Callable[[Any], None] | None = None,
         extra_notifiers: Sequence[OwnerNotifier] = (),
+        uds: UdsPoller | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.notifier = notifier
         self.decoder = decoder
-        self.assembler = CodeAssembler(len(config.pack_code.pages), config.pack_code.confirmations)
-        self.tracker = PackTracker(store.get_state("pack.code"), config.health.bms_timeout_s)
+        pages = len(config.pack_code.pages) if config.pack_code.source == "pages" else 1
+        self.assembler = CodeAssembler(pages, config.pack_code.confirmations)
+        self.uds = uds
+        self.uds_counts: Counter[str] = Counter()  # "uds:soh negative" -> n
+        self.stale_readings = 0
+        self.tracker = PackTracker(
+            store.get_state("pack.code"), config.health.bms_timeout_s, _uds_max_age(config)
+        )
         self.policy = ScrapPolicy.from_config(
             config,
             store.get_state("policy.state"),
@@ -122,6 +131,9 @@ class Agent:
                     self._warn("withdraw", f"notice withdraw not sent: {exc}")
 
     def _on_reading(self, reading: Reading, now: float) -> None:
+        if self.tracker.is_stale(reading, now):
+            self.stale_readings += 1  # judged by its own time: never feeds a rule
+            return
         self._apply(self.tracker.on_reading(reading), now)
         if reading.metric == "ignition":
             self._on_ignition(reading.value >= self.config.notice.ignition_on_min, now)
@@ -302,8 +314,29 @@ class Agent:
 
     # -- time -----------------------------------------------------------------
 
+    def handle_uds(self, result: UdsResult, now: float) -> None:
+        """One poll's outcome: a reading, a code, or why there is none (logged, counted)."""
+        source = result.job.source
+        self.uds_counts[f"{source} {result.outcome}"] += 1
+        if result.outcome == "timeout":
+            self._warn(source, f"{source}: BMS does not answer: {result.detail}")
+            self._apply(self.tracker.on_source_failure(source, now, result.detail), now)
+            return
+        self._apply(self.tracker.on_source_answer(source, now), now)
+        if result.outcome in ("negative", "invalid"):
+            self._warn(source, f"{source}: {result.detail}")
+        elif result.outcome == "value" and result.value is not None:
+            self._on_reading(Reading(result.job.target, result.value, result.time), now)
+        elif result.outcome == "text" and result.text is not None:
+            code = self.assembler.feed(CodePage(0, result.text, result.time))
+            if code is not None:
+                self._on_code(code, now)
+
     def tick(self, now: float) -> None:
         """Timers: BMS silence, health samples, notices due again."""
+        if self.uds is not None:
+            for result in self.uds.drain():
+                self.handle_uds(result, now)
         self._apply(self.tracker.check_silence(now), now)
         if self._next_health is None:
             self._next_health = now + self.config.health.publish_interval_s
@@ -352,6 +385,16 @@ class Agent:
         if t - self._warned.get(key, -every_s) >= every_s:
             self._warned[key] = t
             log.warning(message, exc_info=exc)
+
+
+def _uds_max_age(config: AgentConfig) -> dict[str, float]:
+    from pack_agent.uds import uds_max_age
+
+    return {
+        m: uds_max_age(ref.uds, config.health.bms_timeout_s)
+        for m, ref in config.metrics.items()
+        if ref.uds is not None
+    }
 
 
 def run_loop(

@@ -41,19 +41,67 @@ class BusSettings(_Model):
     fd: bool = False
     data_bitrate: int | None = Field(default=None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    log_channel: int | str | None = Field(
+        default=None, description="the channel/Bus column that means this bus in a recorded log"
+    )
+
+
+CAN_ID_MAX = 0x1FFFFFFF
+
+
+class UdsRequest(_Model):
+    """A UDS ReadDataByIdentifier (0x22) over ISO-TP, polled every ``interval_s``."""
+
+    bus: str | None = None
+    request_id: int = Field(ge=0, le=CAN_ID_MAX)
+    response_id: int = Field(ge=0, le=CAN_ID_MAX)
+    extended_id: bool = False
+    did: int = Field(ge=0, le=0xFFFF)
+    timeout_s: float = Field(default=1.0, gt=0)
+    retries: int = Field(default=2, ge=0)
+    interval_s: float = Field(default=60.0, gt=0)
+
+
+class UdsValue(UdsRequest):
+    """A number inside a DID's data: ``length`` bytes from ``start_byte`` (0 = the first
+    byte after the DID), then ``raw * scale + offset``."""
+
+    start_byte: int = Field(ge=0)
+    length: int = Field(default=1, ge=1, le=8)
+    byte_order: Literal["big", "little"] = "big"
+    signed: bool = False
+    scale: float = 1.0
+    offset: float = 0.0
+    minimum: float | None = None
+    maximum: float | None = None
 
 
 class SignalRef(_Model):
-    """Where a metric comes from: a signal in a message of the loaded databases."""
+    """Where a metric comes from: a signal in a message, an arithmetic ``expression``
+    over signals, or a UDS data identifier (exactly one of the three)."""
 
-    message: str
-    signal: str
+    message: str | None = None
+    signal: str | None = None
     bus: str | None = None
+    expression: str | None = None
+    invalid_raw: list[int] = Field(default_factory=list)
+    uds: UdsValue | None = None
+
+    @field_validator("invalid_raw", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int) else v
+
+    def kind(self) -> str:
+        return "uds" if self.uds else "expression" if self.expression else "signal"
 
 
 class PackCodeSource(_Model):
-    """The pack code as multiplexed pages of ASCII: one text signal per page, in code order."""
+    """The pack code as multiplexed pages of ASCII (one text signal per page, in code order),
+    from a UDS data identifier, or not read at all."""
 
+    source: Literal["pages", "uds", "none"] = "pages"
+    uds: UdsRequest | None = None
     message: str = "BMS_PackCode"
     mux_signal: str = "PackCode_Page"
     pages: list[str] = Field(
@@ -161,6 +209,7 @@ class HealthSettings(_Model):
 class AgentConfig(_Model):
     vin: str
     databases: list[str] = Field(min_length=1)
+    strict_databases: bool = True
     buses: list[BusSettings] = Field(default_factory=lambda: [BusSettings()], min_length=1)
     metrics: dict[str, SignalRef] = Field(default_factory=dict)
     pack_code: PackCodeSource = Field(default_factory=PackCodeSource)
@@ -248,9 +297,31 @@ def _cross_checks(cfg: AgentConfig) -> list[str]:
         (f"metrics.{k}.bus", v.bus) for k, v in cfg.metrics.items()
     ]
     refs += [("pack_code.bus", cfg.pack_code.bus), ("notice.bus", cfg.notice.bus)]
+    refs += [(f"metrics.{k}.uds.bus", v.uds.bus) for k, v in cfg.metrics.items() if v.uds]
+    if cfg.pack_code.uds is not None:
+        refs.append(("pack_code.uds.bus", cfg.pack_code.uds.bus))
     for key, bus in refs:
         if bus is not None and bus not in names:
             problems.append(f"{key}: no bus named {bus!r} (buses: {', '.join(names)})")
+    for k, v in cfg.metrics.items():
+        given = [
+            n
+            for n, x in (("message", v.message), ("expression", v.expression), ("uds", v.uds))
+            if x is not None
+        ]
+        if len(given) != 1:
+            problems.append(
+                f"metrics.{k}: give exactly one of message+signal, expression or uds "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        elif v.message is not None and v.signal is None:
+            problems.append(f"metrics.{k}.signal: required with message")
+        if v.signal is not None and v.message is None:
+            problems.append(f"metrics.{k}.message: required with signal")
+        if v.invalid_raw and v.message is None:
+            problems.append(f"metrics.{k}.invalid_raw: only for a message signal")
+    if cfg.pack_code.source == "uds" and cfg.pack_code.uds is None:
+        problems.append("pack_code.uds: required when pack_code.source is 'uds'")
     problems += rule_problems(cfg.rules, set(cfg.metrics), cfg.policy.trend_metric)
     problems += _notice_checks(cfg)
     if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:

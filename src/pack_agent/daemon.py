@@ -18,6 +18,8 @@ from pack_agent.source import BusSource, can_filters, open_bus
 if TYPE_CHECKING:
     import can
 
+    from pack_agent.uds import UdsPoller
+
 log = logging.getLogger(__name__)
 
 
@@ -63,6 +65,7 @@ class Daemon:
             self.store.close()
             raise
         self.source = BusSource(opened)
+        self.uds = self._uds_poller(config)
         n = config.notice
         self.notifier = CanOwnerNotifier(
             notice_bus,
@@ -81,12 +84,35 @@ class Daemon:
             extra.append(OutboxOwnerNotifier(catalogue, n.service_outlet, n.service_phone))
         self.uplink = MqttUplink(config.mqtt, self.store, config.vin, agent_version=__version__)
         self.agent = Agent(
-            config, decoder, self.store, self.notifier, on_event=on_event, extra_notifiers=extra
+            config,
+            decoder,
+            self.store,
+            self.notifier,
+            on_event=on_event,
+            extra_notifiers=extra,
+            uds=self.uds,
         )
+
+    def _uds_poller(self, config: AgentConfig) -> UdsPoller | None:
+        """Diagnostic requests, each on its own bus handle filtered to its response id."""
+        from pack_agent.uds import UdsPoller, job_filters, jobs_from_config
+
+        jobs = jobs_from_config(config)
+        if not jobs:
+            return None
+        settings = {b.name: b for b in config.buses}
+        try:
+            return UdsPoller(jobs, lambda job: open_bus(settings[job.bus], job_filters(job)))
+        except Exception:
+            self.source.close()
+            self.store.close()
+            raise
 
     def run(self) -> None:
         """Runs until ``stop_event`` is set; then flushes and closes everything."""
         self.uplink.start()
+        if self.uds is not None:
+            self.uds.start()
         log.info("pack-agent %s running for %s", __version__, self.config.vin)
         try:
             run_loop(self.agent, self.source, self.uplink, self.stop_event, self.clock)
@@ -101,5 +127,7 @@ class Daemon:
         try:
             self.uplink.stop(timeout)
         finally:
+            if self.uds is not None:
+                self.uds.close()
             self.source.close()
             self.store.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pack_agent.config import AgentConfig
@@ -27,7 +29,7 @@ def load_databases(config: AgentConfig) -> cantools.database.Database:
     """All configured files merged into one database; errors name the ``databases[i]`` key."""
     import cantools
 
-    db = cantools.database.Database()
+    db = cantools.database.Database(strict=config.strict_databases)
     problems: list[str] = []
     for i, path in enumerate(config.database_paths()):
         key = f"databases[{i}]"
@@ -35,7 +37,7 @@ def load_databases(config: AgentConfig) -> cantools.database.Database:
             problems.append(f"{key}: file not found: {path}")
             continue
         try:
-            loaded = cantools.database.load_file(str(path), strict=True)
+            loaded = _load_file(path, config.strict_databases)
         except Exception as exc:  # cantools raises many types for bad files
             problems.append(f"{key}: cannot load {path.name}: {_first_line(exc)}")
             continue
@@ -53,6 +55,24 @@ def load_databases(config: AgentConfig) -> cantools.database.Database:
         raise ConfigError(problems, _source(config))
     db.refresh()
     return db
+
+
+_NODES_LINE = re.compile(r"^BU_\s*:", re.MULTILINE)
+_FIRST_MESSAGE = re.compile(r"^BO_ ", re.MULTILINE)
+
+
+def _load_file(path: Path, strict: bool) -> Any:
+    """cantools' loader, tolerant of one common flaw of community DBC files (opendbc style):
+    no ``BU_:`` (nodes) line, which cantools' grammar requires before the messages."""
+    import cantools
+
+    if path.suffix.lower() == ".dbc":
+        text = path.read_text(encoding="cp1252", errors="replace")
+        first = _FIRST_MESSAGE.search(text)
+        if first is not None and not _NODES_LINE.search(text):
+            text = text[: first.start()] + "BS_:\n\nBU_:\n\n" + text[first.start() :]
+            return cantools.database.load_string(text, database_format="dbc", strict=strict)
+    return cantools.database.load_file(str(path), strict=strict)
 
 
 def check_against_database(config: AgentConfig, db: cantools.database.Database) -> list[str]:
@@ -73,10 +93,17 @@ def check_against_database(config: AgentConfig, db: cantools.database.Database) 
                 )
 
     for metric, ref in config.metrics.items():
-        check(f"metrics.{metric}.message", ref.message, [ref.signal], f"metrics.{metric}.signal")
+        if ref.message is not None and ref.signal is not None:
+            check(
+                f"metrics.{metric}.message", ref.message, [ref.signal], f"metrics.{metric}.signal"
+            )
+        elif ref.expression is not None:
+            problems += _expression_problems(f"metrics.{metric}.expression", ref.expression, db)
     pc = config.pack_code
-    check("pack_code.message", pc.message, [pc.mux_signal, *pc.pages], "pack_code")
-    if not problems:
+    if pc.source == "pages":
+        n = len(problems)
+        check("pack_code.message", pc.message, [pc.mux_signal, *pc.pages], "pack_code")
+    if pc.source == "pages" and len(problems) == n:
         msg = db.get_message_by_name(pc.message)
         for i, page in enumerate(pc.pages):
             sig = msg.get_signal_by_name(page)
@@ -89,6 +116,84 @@ def check_against_database(config: AgentConfig, db: cantools.database.Database) 
     check("notice.ack_message", notice.ack_message, list(ACK_SIGNALS))
     if notice.text_message:
         check("notice.text_message", notice.text_message, list(TEXT_SIGNALS))
+    if not problems:
+        problems += _frame_id_clashes(config, db)
+    return problems
+
+
+def _frame_id_clashes(config: AgentConfig, db: cantools.database.Database) -> list[str]:
+    """Two different mapped messages with one frame id on one bus cannot both be decoded."""
+    default = config.buses[0].name
+    used: list[tuple[str, str, str]] = []  # (key, bus, message name)
+    for metric, ref in config.metrics.items():
+        bus = ref.bus or default
+        if ref.message is not None:
+            used.append((f"metrics.{metric}.message", bus, ref.message))
+        elif ref.expression is not None:
+            from pack_agent.expression import parse_expression
+
+            for operand in parse_expression(ref.expression).operands:
+                msg, _ = resolve_operand(db, operand)
+                used.append((f"metrics.{metric}.expression", bus, msg.name))
+    pc = config.pack_code
+    if pc.source == "pages":
+        used.append(("pack_code.message", pc.bus or default, pc.message))
+    used.append(("notice.ack_message", config.notice.bus or default, config.notice.ack_message))
+    seen: dict[tuple[str, int], tuple[str, str]] = {}
+    problems = []
+    for key, bus, name in used:
+        msg = db.get_message_by_name(name)
+        other = seen.setdefault((bus, msg.frame_id), (key, name))
+        if other[1] != name:
+            problems.append(
+                f"{key}: message {name!r} has frame id 0x{msg.frame_id:X}, like {other[1]!r} "
+                f"({other[0]}) on bus {bus!r}"
+            )
+    return problems
+
+
+class OperandError(LookupError):
+    """An expression operand that names no signal, or several."""
+
+
+def resolve_operand(db: cantools.database.Database, name: str) -> tuple[Any, Any]:
+    """``Signal`` (unique across the databases) or ``Message.Signal`` -> (message, signal)."""
+    if "." in name:
+        message_name, signal_name = name.split(".", 1)
+        try:
+            msg = db.get_message_by_name(message_name)
+        except KeyError:
+            raise OperandError(f"message {message_name!r} is not in the database(s)") from None
+        try:
+            return msg, msg.get_signal_by_name(signal_name)
+        except KeyError:
+            raise OperandError(
+                f"signal {signal_name!r} is not in message {message_name!r}"
+            ) from None
+    found = [(m, s) for m in db.messages for s in m.signals if s.name == name]
+    if not found:
+        raise OperandError(f"unknown signal {name!r}")
+    if len(found) > 1:
+        where = ", ".join(sorted(m.name for m, _ in found))
+        raise OperandError(
+            f"signal {name!r} is in several messages ({where}): write Message.{name}"
+        )
+    return found[0]
+
+
+def _expression_problems(key: str, text: str, db: cantools.database.Database) -> list[str]:
+    from pack_agent.expression import ExpressionError, parse_expression
+
+    try:
+        expr = parse_expression(text)
+    except ExpressionError as exc:
+        return [f"{key}: {exc}"]
+    problems = []
+    for operand in expr.operands:
+        try:
+            resolve_operand(db, operand)
+        except OperandError as exc:
+            problems.append(f"{key}: {exc.args[0]}")
     return problems
 
 

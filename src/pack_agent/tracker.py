@@ -15,10 +15,17 @@ Happening = tuple[str, dict[str, Any]]
 
 
 class PackTracker:
-    def __init__(self, known_code: str | None, bms_timeout_s: float) -> None:
+    def __init__(
+        self,
+        known_code: str | None,
+        bms_timeout_s: float,
+        max_age: dict[str, float] | None = None,
+    ) -> None:
         self.code = known_code
         self.latest: dict[str, Reading] = {}
         self._timeout = bms_timeout_s
+        self._max_age = max_age or {}  # per metric, for polled (UDS) metrics
+        self._silent_sources: set[str] = set()
         self._last_frame: float | None = None
         self._silent = False
         self._last_invalid: str | None = None
@@ -66,19 +73,41 @@ class PackTracker:
             ]
         return []
 
+    def on_source_answer(self, source: str, now: float) -> list[Happening]:
+        """A polled source (``uds:soh``) answered, even negatively: the BMS is there."""
+        if source in self._silent_sources:
+            self._silent_sources.discard(source)
+            return [("bms.recovered", {"pack_code": self.code, "source": source})]
+        return []
+
+    def on_source_failure(self, source: str, now: float, detail: str) -> list[Happening]:
+        """A polled source gave no answer after every retry: ``bms.silent`` once."""
+        if source in self._silent_sources:
+            return []
+        self._silent_sources.add(source)
+        return [("bms.silent", {"pack_code": self.code, "source": source, "detail": detail})]
+
     @property
     def bms_silent(self) -> bool:
         return self._silent
 
+    def max_age(self, metric: str) -> float:
+        return self._max_age.get(metric, self._timeout)
+
+    def is_stale(self, reading: Reading, now: float) -> bool:
+        """Judged by the reading's own time: older than its metric's max age, or from the
+        future beyond the same margin (a clock jump), it must not feed a decision."""
+        return abs(now - reading.time) > self.max_age(reading.metric)
+
     def fresh(self, metric: str, now: float) -> Reading | None:
         """The latest reading of ``metric`` unless it is older than the BMS timeout."""
         r = self.latest.get(metric)
-        if r is None or now - r.time > self._timeout:
+        if r is None or now - r.time > self.max_age(metric):
             return None
         return r
 
     def health_snapshot(self, now: float) -> dict[str, Any]:
         values = {
-            m: r.value for m, r in sorted(self.latest.items()) if now - r.time <= self._timeout
+            m: r.value for m, r in sorted(self.latest.items()) if now - r.time <= self.max_age(m)
         }
         return {"pack_code": self.code, "metrics": values}
