@@ -43,7 +43,11 @@ class Daemon:
         decoder = Decoder(config, db)
         notice_bus = config.notice.bus or config.buses[0].name
         ack = db.get_message_by_name(config.notice.ack_message)
-        self.store = Store(config.store_path(), max_events=config.store.max_events)
+        self.store = Store(
+            config.store_path(),
+            max_events=config.store.max_events,
+            synchronous=config.store.synchronous,
+        )
         opened: dict[str, can.BusABC] = {}
         try:
             for settings in config.buses:
@@ -63,7 +67,9 @@ class Daemon:
         self.notifier = CanOwnerNotifier(
             notice_bus, opened[notice_bus], db, config.notice.message, config.notice.ack_message
         )
-        self.uplink = MqttUplink(config.mqtt, self.store, config.vin, agent_version=__version__)
+        self.uplink = MqttUplink(
+            config.mqtt_settings(), self.store, config.vin, agent_version=__version__
+        )
         self.agent = Agent(config, decoder, self.store, self.notifier, on_event=on_event)
 
     def run(self) -> None:

@@ -9,6 +9,13 @@ Threads: paho's network thread runs the callbacks, which only put tuples on a
 it turns PUBACKs into ``store.mark_delivered`` and publishes more events. The
 store is never touched from paho's thread.
 
+Pumping: while there is a backlog, the main loop asks ``busy`` and, when true,
+calls ``poll(wait=...)``, which blocks on that queue for the next PUBACK and
+refills the in-flight window the moment one frees a slot (one store commit per
+batch of PUBACKs). So the drain rate is set by the broker's round trip, not by
+the main loop's 50 ms tick, and the main loop still reads CAN frames between
+two short waits.
+
 Reconnects: paho keeps its unacknowledged messages in memory and sends them
 again after a reconnect; the uplink remembers them (``mid -> event_id``) and
 does not publish those events itself meanwhile, so a flapping link does not
@@ -56,6 +63,46 @@ _paho_log = logging.getLogger(f"{__name__}.paho")
 _paho_log.addFilter(_QuietPaho())
 
 ClientFactory = Callable[..., mqtt.Client]
+
+
+def _vbi(n: int) -> bytes:
+    """An MQTT Variable Byte Integer."""
+    out = bytearray()
+    while True:
+        n, byte = divmod(n, 128)
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _utf8(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return len(raw).to_bytes(2, "big") + raw
+
+
+class EventProperties:
+    """An event's MQTT v5 PUBLISH properties, packed once by hand: Payload Format
+    Indicator 1 (UTF-8), Content Type ``application/json`` and the User Property
+    ``event_id``. paho's generic ``Properties`` costs more per message than the rest
+    of a publish; paho only ever calls ``pack()`` on what it is given here."""
+
+    _FIXED = b"\x01\x01" + b"\x03" + _utf8("application/json") + b"\x26" + _utf8("event_id")
+
+    __slots__ = ("_packed", "event_id")
+
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+        body = self._FIXED + _utf8(event_id)
+        self._packed = _vbi(len(body)) + body
+
+    def pack(self) -> bytes:
+        return self._packed
+
+    def __str__(self) -> str:  # paho's debug log prints it
+        return json.dumps(
+            {"PayloadFormatIndicator": 1, "ContentType": "application/json",
+             "UserProperty": [["event_id", self.event_id]]}
+        )  # fmt: skip
 _HELD = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)  # paho keeps the message
 
 
@@ -67,8 +114,16 @@ class Uplink(ABC):
         """Begin connecting in the background; an unreachable backend is not an error."""
 
     @abstractmethod
-    def poll(self) -> None:
-        """Record acknowledgements and send more pending events (main thread)."""
+    def poll(self, wait: float = 0.0) -> None:
+        """Record acknowledgements and send more pending events (main thread); with
+        ``wait`` > 0, keep doing so for up to ``wait`` seconds while acknowledgements
+        are outstanding."""
+
+    @property
+    def busy(self) -> bool:
+        """True while there is work that ``poll(wait)`` can make progress on now (a
+        backlog and a link that moves): the main loop then polls without sleeping."""
+        return False
 
     @abstractmethod
     def stop(self, timeout: float = 5.0) -> None:
@@ -136,7 +191,7 @@ class MqttUplink(Uplink):
         self.status_topic = f"{settings.topic_prefix}/{vin}/status"
         self._v5 = settings.protocol == "5"
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._inflight: dict[int, str] = {}  # paho mid -> event_id, until its PUBACK
+        self._inflight: dict[int, tuple[str, int]] = {}  # paho mid -> (event_id, outbox row)
         self._status_mids: set[int] = set()
         self._connected = self._announce = self._started = self._stopped = False
         self._connects = 0
@@ -144,6 +199,9 @@ class MqttUplink(Uplink):
         self._error_kind = ""  # what was last logged at WARNING
         self._refusals = 0  # PUBACKs refused in a row
         self._hold_until = 0.0  # monotonic time before which nothing new is published
+        self._cursor = 0  # outbox row of the last event published; rows after it are new
+        self._rescan = False  # a refused event lies behind the cursor: look from the start
+        self._progress_at = 0.0  # monotonic time of the last publish or PUBACK
         self._client = self._make_client(client_factory or mqtt.Client)
 
     def _make_client(self, factory: ClientFactory) -> mqtt.Client:
@@ -186,14 +244,12 @@ class MqttUplink(Uplink):
         client.on_publish = self._on_publish
         return client
 
-    def _props(self, packet: int = PacketTypes.PUBLISH, event_id: str = "") -> Properties | None:
+    def _props(self, packet: int = PacketTypes.PUBLISH) -> Properties | None:
         if not self._v5:
             return None
         props = Properties(packet)
         props.ContentType = "application/json"
         props.PayloadFormatIndicator = 1  # UTF-8
-        if event_id:
-            props.UserProperty = ("event_id", event_id)
         return props
 
     # -- paho's thread: hand over, nothing else -------------------------------
@@ -230,42 +286,80 @@ class MqttUplink(Uplink):
         self._client.connect_async(s.host, s.port, s.keepalive_s)
         self._client.loop_start()
 
-    def poll(self) -> None:
+    def poll(self, wait: float = 0.0) -> None:
         if not self._started or self._stopped:
             return
-        self._drain()
-        if not self._connected:
-            return
-        if self._announce:
-            self._announce = False
-            self._publish_status("online")
-        if time.monotonic() < self._hold_until:
-            return
+        deadline = time.monotonic() + wait
+        block = 0.0
+        while True:
+            self._drain(block)
+            if not self._connected:
+                return
+            if self._announce:
+                self._announce = False
+                self._publish_status("online")
+            self._fill()
+            block = deadline - time.monotonic()
+            if block <= 0 or not self._inflight:
+                return
+
+    @property
+    def busy(self) -> bool:
+        if not self._connected or self._stopped or time.monotonic() < self._hold_until:
+            return False
+        if len(self._inflight) < self.settings.max_inflight and self._has_new():
+            return True
+        # PUBACKs outstanding on a link that moves; a stalled one (paused broker) is left
+        # to the main loop's tick instead of being waited on in a loop
+        return bool(self._inflight) and time.monotonic() - self._progress_at < 1.0
+
+    def _has_new(self) -> bool:
+        return self.store.pending_count() > len(self._inflight)
+
+    def _fill(self) -> None:
+        """Publish pending events until the in-flight window is full."""
         free = self.settings.max_inflight - len(self._inflight)
-        if free <= 0:
+        if free <= 0 or time.monotonic() < self._hold_until or not self._has_new():
             return
+        if self._rescan:
+            self._rescan, self._cursor = False, 0
+        # after a rescan, some rows past the cursor may still be in flight: skip them
+        skip = {r for _, r in self._inflight.values() if r > self._cursor}
         prefix = self.settings.topic_prefix
-        for event in self.store.pending(free, exclude=set(self._inflight.values())):
-            # event.vin, not self.vin: an event keeps the vehicle it was recorded for
+        rows = self.store.pending_rows(self._cursor, free + len(skip))
+        for row, event_id, vin, event_type, body in rows:
+            if row in skip:
+                continue
+            if free <= 0:
+                break
+            # the stored vin, not self.vin: an event keeps the vehicle it was recorded for
             info = self._client.publish(
-                topic_for(prefix, event.vin, event.type),
-                event.to_json(),
+                topic_for(prefix, vin, event_type),
+                body,
                 qos=1,
-                properties=self._props(event_id=event.event_id),
+                properties=EventProperties(event_id) if self._v5 else None,  # type: ignore[arg-type]
             )
             if info.rc not in _HELD:
                 self._note_error(f"publish failed: {mqtt.error_string(info.rc)}")
                 break
-            self._inflight[info.mid] = event.event_id
-            log.debug("published seq %d %s (mid %d)", event.seq, event.event_id, info.mid)
+            self._inflight[info.mid] = (event_id, row)
+            self._cursor = row
+            self._progress_at = time.monotonic()
+            free -= 1
+            log.debug("published %s (mid %d)", event_id, info.mid)
 
-    def _drain(self) -> None:
-        """Apply what paho's thread reported, then mark the acknowledged events in
-        one transaction (one commit per poll, not per event: flash wears out)."""
+    def _drain(self, block: float = 0.0) -> None:
+        """Apply what paho's thread reported (waiting up to ``block`` seconds for the
+        first report), then mark the acknowledged events in one transaction (one
+        commit per batch, not per event: flash wears out)."""
         acked: list[str] = []
         while True:
             try:
-                kind, *args = self._events.get_nowait()
+                if block > 0:
+                    kind, *args = self._events.get(timeout=block)
+                    block = 0.0
+                else:
+                    kind, *args = self._events.get_nowait()
             except queue.Empty:
                 break
             if kind == "puback":
@@ -273,8 +367,7 @@ class MqttUplink(Uplink):
             elif kind == "connect":
                 self._connected_event(args[0])
             elif kind == "connect_fail":
-                why = f": {args[0]}" if args[0] is not None else ""
-                self._note_error(f"cannot reach {self.settings.host}:{self.settings.port}{why}")
+                self._note_error(self._why_unreachable(args[0]))
             elif kind == "disconnect":
                 if self._connected:
                     s = self.settings
@@ -284,6 +377,25 @@ class MqttUplink(Uplink):
                 self._connected = False
         if acked:
             self.store.mark_delivered(acked)
+            self._progress_at = time.monotonic()
+
+    def _why_unreachable(self, exc: BaseException | None) -> str:
+        """The reason a connection attempt failed, with a hint for TLS failures."""
+        s = self.settings
+        where = f"cannot reach {s.host}:{s.port}"
+        if exc is None:
+            return where
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return (
+                f"{where}: TLS: the broker's certificate was refused: {exc.verify_message} "
+                f"(checked against mqtt.tls.ca_file and the host name {s.host!r})"
+            )
+        if isinstance(exc, ssl.SSLError):
+            return (
+                f"{where}: TLS handshake failed: {exc} (is this vehicle's certificate, "
+                "mqtt.tls.cert_file, signed by the broker's CA and still valid?)"
+            )
+        return f"{where}: {exc}"
 
     def _connected_event(self, rc: ReasonCode) -> None:
         s = self.settings
@@ -306,9 +418,10 @@ class MqttUplink(Uplink):
             if rc.is_failure:
                 self._note_error(f"broker refused the status message: {rc}")
             return
-        event_id = self._inflight.pop(mid, None)
-        if event_id is None:
+        entry = self._inflight.pop(mid, None)
+        if entry is None:
             return
+        event_id = entry[0]
         if not rc.is_failure:
             acked.append(event_id)
             self._refusals = 0
@@ -318,6 +431,7 @@ class MqttUplink(Uplink):
         delay = min(s.reconnect_max_s, s.reconnect_min_s * 2 ** min(self._refusals - 1, 30))
         delay *= random.uniform(0.8, 1.0)  # a fleet of vehicles does not retry in step
         self._hold_until = max(self._hold_until, time.monotonic() + delay)
+        self._rescan = True
         self._note_error(
             f"broker refused event {event_id}: {rc} (0x{rc.value:02x}); "
             f"it stays in the outbox, publishing paused {delay:.1f} s",
