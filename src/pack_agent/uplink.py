@@ -51,16 +51,27 @@ from pack_agent.store import Store
 log = logging.getLogger(__name__)
 
 
-class _QuietPaho(logging.Filter):
-    """paho 2.2 logs "Client is not connected" at ERROR on every reconnect attempt; the
-    uplink reports an unreachable broker itself, once, at WARNING."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Client is not connected")
-
-
 _paho_log = logging.getLogger(f"{__name__}.paho")
-_paho_log.addFilter(_QuietPaho())
+
+
+class _PahoLog:
+    """What paho logs, for one uplink. paho reports some failures only in its log (a
+    broker that refuses this vehicle's certificate sends a TLS alert that paho meets
+    as "failed to receive on socket: ... certificate expired"): its errors go to the
+    uplink, which says them once at WARNING, instead of an ERROR line per retry.
+    Everything else goes to the ``pack_agent.uplink.paho`` logger."""
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self._report = report
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        if level < logging.ERROR:
+            _paho_log.log(level, msg, *args)
+            return
+        text = msg % args if args else msg
+        if not text.startswith("Client is not connected"):  # every failed reconnect
+            self._report(text)
+
 
 ClientFactory = Callable[..., mqtt.Client]
 
@@ -103,6 +114,8 @@ class EventProperties:
             {"PayloadFormatIndicator": 1, "ContentType": "application/json",
              "UserProperty": [["event_id", self.event_id]]}
         )  # fmt: skip
+
+
 _HELD = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)  # paho keeps the message
 
 
@@ -211,7 +224,7 @@ class MqttUplink(Uplink):
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
         )
-        client.enable_logger(_paho_log)
+        client.enable_logger(_PahoLog(lambda text: self._events.put(("paho_error", text))))  # type: ignore[arg-type]
         client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(s.max_inflight)
         if s.username is not None:
@@ -368,6 +381,8 @@ class MqttUplink(Uplink):
                 self._connected_event(args[0])
             elif kind == "connect_fail":
                 self._note_error(self._why_unreachable(args[0]))
+            elif kind == "paho_error":
+                self._note_error(self._why_lost(args[0]), kind=f"paho {args[0].split(':')[0]}")
             elif kind == "disconnect":
                 if self._connected:
                     s = self.settings
@@ -378,6 +393,15 @@ class MqttUplink(Uplink):
         if acked:
             self.store.mark_delivered(acked)
             self._progress_at = time.monotonic()
+
+    def _why_lost(self, text: str) -> str:
+        s = self.settings
+        if "alert" in text and ("certificate" in text or "unknown ca" in text):
+            return (
+                f"{s.host}:{s.port} refused this vehicle's TLS certificate "
+                f"(mqtt.tls.cert_file): {text}"
+            )
+        return f"{s.host}:{s.port}: {text}"
 
     def _why_unreachable(self, exc: BaseException | None) -> str:
         """The reason a connection attempt failed, with a hint for TLS failures."""
