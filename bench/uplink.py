@@ -158,9 +158,9 @@ class BenchAgent:
         self.n += 1
 
     def tick(self, _now: float) -> None:
-        if self.n >= self.total and self.store.pending_count() == 0:
-            if self.uplink.status()["inflight"] == 0:
-                self.stop.set()
+        drained = self.store.pending_count() == 0 and self.uplink.status()["inflight"] == 0
+        if self.n >= self.total and drained:
+            self.stop.set()
 
 
 def uplink_for(broker: LocalBroker, store: Store, inflight: int) -> MqttUplink:
@@ -213,7 +213,7 @@ def latency(broker: LocalBroker, folder: Path, rate: float, seconds: float, infl
 
 
 def pct(values: list[float], p: float) -> float:
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def main() -> int:

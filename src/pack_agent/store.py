@@ -122,7 +122,7 @@ class Store:
         create = _SCHEMA.split(";")[0].replace("CREATE TABLE outbox", "CREATE TABLE outbox_new")
         with self.transaction():
             c.execute(create)
-            c.execute("INSERT INTO outbox_new SELECT id, event_id, vin, seq, type, body FROM outbox")
+            c.execute("INSERT INTO outbox_new SELECT * FROM outbox")
             c.execute("DROP TABLE outbox")
             c.execute("ALTER TABLE outbox_new RENAME TO outbox")
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
