@@ -278,9 +278,7 @@ def test_outbox_model(ops: list[tuple[str, object]]) -> None:
             s.close()
 
 
-def test_full_outbox_is_logged_once_per_episode(
-    db: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_full_outbox_is_logged_once_per_episode(db: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO", logger="pack_agent.store")
     with Store(db, max_events=3) as s:
         for i in range(6):
