@@ -254,19 +254,27 @@ class Store:
             (after, limit),
         )
 
-    def mark_delivered(self, event_ids: Iterable[str], *, now: float | None = None) -> int:
-        """Delete acknowledged events; returns how many were still here (an id that
-        was dropped or already delivered is ignored)."""
-        ids = list(dict.fromkeys(event_ids))
-        if not ids:
+    def mark_delivered(
+        self,
+        event_ids: Iterable[str] = (),
+        *,
+        rows: Iterable[int] = (),
+        now: float | None = None,
+    ) -> int:
+        """Delete acknowledged events, named by event id or by outbox row (the
+        uplink's way: cheaper, and rows are never reused); returns how many were
+        still here (one that was dropped or already delivered is ignored)."""
+        by_column = (("event_id", list(dict.fromkeys(event_ids))), ("id", sorted(set(rows))))
+        if not any(values for _, values in by_column):
             return 0
         done = 0
         with self.transaction():
-            for i in range(0, len(ids), 500):  # stay under SQLite's variable limit
-                chunk = ids[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                sql = f"DELETE FROM outbox WHERE event_id IN ({marks})"
-                done += self._exec(sql, chunk).rowcount
+            for column, values in by_column:
+                for i in range(0, len(values), 500):  # stay under SQLite's variable limit
+                    chunk = values[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    sql = f"DELETE FROM outbox WHERE {column} IN ({marks})"
+                    done += self._exec(sql, chunk).rowcount
             if done:
                 self._count = None if self._count is None else self._count - done
                 when = utc_from_timestamp(time.time() if now is None else now)

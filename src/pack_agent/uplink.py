@@ -25,15 +25,18 @@ the outbox is not: the events are simply published again.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
 import queue
 import random
+import socket
 import ssl
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -63,10 +66,13 @@ class _PahoLog:
 
     def __init__(self, report: Callable[[str], None]) -> None:
         self._report = report
+        # paho logs two DEBUG lines per event: decide once (when the uplink is made)
+        self._forward_from = _paho_log.getEffectiveLevel()
 
     def log(self, level: int, msg: str, *args: Any) -> None:
         if level < logging.ERROR:
-            _paho_log.log(level, msg, *args)
+            if level >= self._forward_from:
+                _paho_log.log(level, msg, *args)
             return
         text = msg % args if args else msg
         if not text.startswith("Client is not connected"):  # every failed reconnect
@@ -116,6 +122,11 @@ class EventProperties:
         )  # fmt: skip
 
 
+FLUSH_EVERY_S = 0.05  # while pumping a backlog: delete acknowledged events this often ...
+FLUSH_BATCH = 500  # ... or when this many are waiting
+READ_AHEAD = 200  # outbox rows read at once
+GATHER_S = 0.005  # pumping with paho's queue full: look at the PUBACKs this often
+QUEUED_IN_PAHO = 200  # events handed to paho beyond the in-flight window (see _handoff)
 _HELD = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)  # paho keeps the message
 
 
@@ -212,9 +223,15 @@ class MqttUplink(Uplink):
         self._error_kind = ""  # what was last logged at WARNING
         self._refusals = 0  # PUBACKs refused in a row
         self._hold_until = 0.0  # monotonic time before which nothing new is published
-        self._cursor = 0  # outbox row of the last event published; rows after it are new
+        self._cursor = 0  # outbox row of the last event read; rows after it are new
+        self._ahead: deque[tuple[int, str, str, str, str]] = deque()  # read, not yet published
+        # handed to paho at once: max_inflight on the wire (paho enforces it), the rest
+        # queued in paho, which sends the next one from its own thread on each PUBACK
+        self._handoff = settings.max_inflight + QUEUED_IN_PAHO
         self._rescan = False  # a refused event lies behind the cursor: look from the start
         self._progress_at = 0.0  # monotonic time of the last publish or PUBACK
+        self._acked: list[int] = []  # outbox rows acknowledged, not yet deleted
+        self._flushed_at = 0.0  # monotonic time of the last mark_delivered
         self._client = self._make_client(client_factory or mqtt.Client)
 
     def _make_client(self, factory: ClientFactory) -> mqtt.Client:
@@ -267,7 +284,11 @@ class MqttUplink(Uplink):
 
     # -- paho's thread: hand over, nothing else -------------------------------
 
-    def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+    def _on_connect(self, client: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        sock = client.socket()
+        if sock is not None:  # small MQTT packets go out now, not when the last one is ACKed
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._events.put(("connect", rc))
 
     def _on_connect_fail(self, _c: Any, _u: Any) -> None:
@@ -315,36 +336,50 @@ class MqttUplink(Uplink):
             block = deadline - time.monotonic()
             if block <= 0 or not self._inflight:
                 return
+            if len(self._inflight) > self.settings.max_inflight:
+                # paho has events queued behind its window and sends them from its own
+                # thread: let PUBACKs gather instead of waking up for each one
+                time.sleep(min(block, GATHER_S))
+                block = 0.0
 
     @property
     def busy(self) -> bool:
         if not self._connected or self._stopped or time.monotonic() < self._hold_until:
             return False
-        if len(self._inflight) < self.settings.max_inflight and self._has_new():
+        if len(self._inflight) < self._handoff and self._has_new():
             return True
         # PUBACKs outstanding on a link that moves; a stalled one (paused broker) is left
         # to the main loop's tick instead of being waited on in a loop
         return bool(self._inflight) and time.monotonic() - self._progress_at < 1.0
 
     def _has_new(self) -> bool:
-        return self.store.pending_count() > len(self._inflight)
+        return self.store.pending_count() > len(self._inflight) + len(self._acked)
 
     def _fill(self) -> None:
-        """Publish pending events until the in-flight window is full."""
-        free = self.settings.max_inflight - len(self._inflight)
+        """Publish pending events until the in-flight window is full.
+
+        Rows are read ahead, ``READ_AHEAD`` at a time, into ``_ahead``: one query per
+        few hundred events rather than one per freed slot (each SQLite call gives
+        paho's thread the GIL, and getting it back costs more than the query)."""
+        free = self._handoff - len(self._inflight)
         if free <= 0 or time.monotonic() < self._hold_until or not self._has_new():
             return
         if self._rescan:
+            self._flush_acked()  # acknowledged rows must be gone before looking from the start
             self._rescan, self._cursor = False, 0
-        # after a rescan, some rows past the cursor may still be in flight: skip them
-        skip = {r for _, r in self._inflight.values() if r > self._cursor}
+            self._ahead.clear()
         prefix = self.settings.topic_prefix
-        rows = self.store.pending_rows(self._cursor, free + len(skip))
-        for row, event_id, vin, event_type, body in rows:
-            if row in skip:
+        while free > 0:
+            if not self._ahead:
+                # after a rescan, rows past the cursor may still be in flight: skip them
+                skip = {r for _, r in self._inflight.values() if r > self._cursor}
+                rows = self.store.pending_rows(self._cursor, READ_AHEAD + len(skip))
+                if not rows:
+                    return
+                self._cursor = rows[-1][0]
+                self._ahead.extend(r for r in rows if r[0] not in skip)
                 continue
-            if free <= 0:
-                break
+            row, event_id, vin, event_type, body = self._ahead[0]
             # the stored vin, not self.vin: an event keeps the vehicle it was recorded for
             info = self._client.publish(
                 topic_for(prefix, vin, event_type),
@@ -354,18 +389,24 @@ class MqttUplink(Uplink):
             )
             if info.rc not in _HELD:
                 self._note_error(f"publish failed: {mqtt.error_string(info.rc)}")
-                break
+                return
+            self._ahead.popleft()
             self._inflight[info.mid] = (event_id, row)
-            self._cursor = row
             self._progress_at = time.monotonic()
             free -= 1
             log.debug("published %s (mid %d)", event_id, info.mid)
 
     def _drain(self, block: float = 0.0) -> None:
         """Apply what paho's thread reported (waiting up to ``block`` seconds for the
-        first report), then mark the acknowledged events in one transaction (one
-        commit per batch, not per event: flash wears out)."""
-        acked: list[str] = []
+        first report), then delete the acknowledged events from the outbox.
+
+        One commit per batch, not per event (flash wears out). While a backlog is
+        being pumped, batches are gathered for up to ``FLUSH_EVERY_S`` or
+        ``FLUSH_BATCH`` events: an acknowledged event that a crash leaves in the
+        outbox is only sent again (at least once), and the cursor keeps it from
+        being published twice meanwhile. Without a backlog, each batch is written
+        at once."""
+        acked = self._acked
         while True:
             try:
                 if block > 0:
@@ -390,9 +431,18 @@ class MqttUplink(Uplink):
                     if not self._stopped:
                         self._last_error = self._error_kind = f"connection lost: {args[0]}"
                 self._connected = False
-        if acked:
-            self.store.mark_delivered(acked)
-            self._progress_at = time.monotonic()
+        if not acked:
+            return
+        self._progress_at = now = time.monotonic()
+        backlog = self._has_new() and self._connected
+        if not backlog or len(acked) >= FLUSH_BATCH or now - self._flushed_at >= FLUSH_EVERY_S:
+            self._flush_acked()
+
+    def _flush_acked(self) -> None:
+        if self._acked:
+            self.store.mark_delivered(rows=self._acked)
+            self._acked = []
+            self._flushed_at = time.monotonic()
 
     def _why_lost(self, text: str) -> str:
         s = self.settings
@@ -436,7 +486,8 @@ class MqttUplink(Uplink):
             len(self._inflight),
         )
 
-    def _puback(self, mid: int, rc: ReasonCode, acked: list[str]) -> None:
+    def _puback(self, mid: int, rc: ReasonCode, acked: list[int]) -> None:
+        """Note one PUBACK: ``acked`` collects the outbox rows to delete."""
         if mid in self._status_mids:
             self._status_mids.discard(mid)
             if rc.is_failure:
@@ -445,9 +496,9 @@ class MqttUplink(Uplink):
         entry = self._inflight.pop(mid, None)
         if entry is None:
             return
-        event_id = entry[0]
+        event_id, row = entry
         if not rc.is_failure:
-            acked.append(event_id)
+            acked.append(row)
             self._refusals = 0
             return
         self._refusals += 1
@@ -470,6 +521,7 @@ class MqttUplink(Uplink):
         self._last_error, self._error_kind = message, kind
 
     def _publish_status(self, state: str, **extra: Any) -> int:
+        self._flush_acked()  # queue_depth counts what is really left
         payload = {
             "state": state,
             "agent_version": self.agent_version,
@@ -503,6 +555,7 @@ class MqttUplink(Uplink):
         self._client.disconnect()  # a clean DISCONNECT: the broker discards the will
         self._client.loop_stop()
         self._drain()  # acknowledgements that arrived at the last moment
+        self._flush_acked()
         self._connected = False
         log.info(
             "uplink stopped: %d events in the outbox, %d unacknowledged",
