@@ -32,7 +32,10 @@ from pack_agent.events import Event, EventDraft, utc_from_timestamp
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: outbox ids never reused (AUTOINCREMENT), the uplink's cursor
+# 2: outbox ids never reused (AUTOINCREMENT: the uplink keeps a cursor into them), and
+# no index on event_id: random UUID keys made every append and every delete dirty one
+# more random page (write amplification on flash, and most of the cost of a drain)
+SCHEMA_VERSION = 2
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 _DROPPABLE = "pack.health"  # the only type the size bound may drop; see ESSENTIAL_TYPES
 _K_DELIVERED, _K_DROPPED = "store.delivered_total", "store.dropped_total"
@@ -40,7 +43,7 @@ _K_LAST = "store.last_delivered_at"
 _SCHEMA = """
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- append order, never reused
-    event_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,        -- a UUID4, unique by construction, not indexed
     vin TEXT NOT NULL,
     seq INTEGER NOT NULL,
     type TEXT NOT NULL,
@@ -116,8 +119,9 @@ class Store:
                 self._migrate_from_1()
 
     def _migrate_from_1(self) -> None:
-        """Schema 1 let SQLite reuse the id of a deleted last row; the uplink keeps a
-        cursor into the outbox, so ids must only grow. Copy into an AUTOINCREMENT table."""
+        """Schema 1 let SQLite reuse the id of a deleted last row (the uplink keeps a
+        cursor into the outbox, so ids must only grow) and indexed event_id. Copy into
+        the schema 2 table."""
         c = self._conn
         create = _SCHEMA.split(";")[0].replace("CREATE TABLE outbox", "CREATE TABLE outbox_new")
         with self.transaction():
@@ -261,9 +265,10 @@ class Store:
         rows: Iterable[int] = (),
         now: float | None = None,
     ) -> int:
-        """Delete acknowledged events, named by event id or by outbox row (the
-        uplink's way: cheaper, and rows are never reused); returns how many were
-        still here (one that was dropped or already delivered is ignored)."""
+        """Delete acknowledged events, named by outbox row (the uplink's way: rows are
+        never reused) or by event id (a table scan per 500 ids: for tools and tests);
+        returns how many were still here (one that was dropped or already delivered
+        is ignored)."""
         by_column = (("event_id", list(dict.fromkeys(event_ids))), ("id", sorted(set(rows))))
         if not any(values for _, values in by_column):
             return 0

@@ -10,14 +10,19 @@ it turns PUBACKs into ``store.mark_delivered`` and publishes more events. The
 store is never touched from paho's thread.
 
 Pumping: while there is a backlog, the main loop asks ``busy`` and, when true,
-calls ``poll(wait=...)``, which blocks on that queue for the next PUBACK and
-refills the in-flight window the moment one frees a slot (one store commit per
-batch of PUBACKs). So the drain rate is set by the broker's round trip, not by
-the main loop's 50 ms tick, and the main loop still reads CAN frames between
-two short waits.
+calls ``poll(wait=...)`` instead of sleeping on the CAN bus. ``poll`` reads the
+outbox ahead (``READ_AHEAD`` rows per query, bodies published as stored), hands
+paho up to ``max_inflight + QUEUED_IN_PAHO`` events (paho keeps ``max_inflight``
+on the wire and sends the next one from its own thread on each PUBACK), and
+waits for PUBACKs, gathering them while paho has a queue. Acknowledged rows are
+deleted in one commit per batch (at most every ``FLUSH_EVERY_S`` while a backlog
+drains; at once otherwise). So the drain rate is set by the broker and paho, not
+by the main loop's 50 ms tick, and the main loop still reads CAN frames between
+two short waits. Every event handed to paho is still in the outbox: a crash
+means re-sending it, never losing it.
 
 Reconnects: paho keeps its unacknowledged messages in memory and sends them
-again after a reconnect; the uplink remembers them (``mid -> event_id``) and
+again after a reconnect; the uplink remembers them (``mid -> (event_id, row)``) and
 does not publish those events itself meanwhile, so a flapping link does not
 multiply messages. After a restart of the process, paho's memory is gone but
 the outbox is not: the events are simply published again.
