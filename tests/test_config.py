@@ -215,3 +215,23 @@ def test_a_dbc_without_nodes_line_loads(tmp_path):
     )
     db = load_and_check(load_config(write(tmp_path, text)))
     assert db.get_message_by_name("Extra").frame_id == 1200
+
+
+def test_tls_paths_are_taken_from_the_config_folder_and_synchronous_is_checked(tmp_path):
+    text = REFERENCE.replace(
+        "[store]",
+        '[mqtt.tls]\nca_file = "certs/ca.pem"\ncert_file = "/abs/v.pem"\nkey_file = "certs/v.key"'
+        "\n\n[store]",
+    ).replace('synchronous = "NORMAL"', 'synchronous = "FULL"')
+    cfg = load_config(write(tmp_path, text))
+    tls = cfg.mqtt_settings().tls
+    assert tls is not None
+    assert (tls.ca_file, tls.cert_file, tls.key_file) == (
+        str(tmp_path / "certs" / "ca.pem"),
+        "/abs/v.pem",
+        str(tmp_path / "certs" / "v.key"),
+    )
+    assert cfg.mqtt.tls is not None and cfg.mqtt.tls.ca_file == "certs/ca.pem"  # as written
+    assert cfg.store.synchronous == "FULL"
+    bad = write(tmp_path, text.replace('synchronous = "FULL"', 'synchronous = "OFF"'))
+    assert [p for p in problems(bad) if p.startswith("store.synchronous")]

@@ -276,3 +276,54 @@ def test_outbox_model(ops: list[tuple[str, object]]) -> None:
                 assert s.pending_count() == len(outbox)
         finally:
             s.close()
+
+
+def test_full_outbox_is_logged_once_per_episode(db: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="pack_agent.store")
+    with Store(db, max_events=3) as s:
+        for i in range(6):
+            s.append(draft(t=i))
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1 and "dropping the oldest pack.health" in warnings[0]
+        assert "store.max_events = 3" in warnings[0] and str(db) in warnings[0]
+        s.mark_delivered([e.event_id for e in s.pending(10)])
+        assert "under store.max_events again" in caplog.text
+        caplog.clear()
+        for t in ("pack.identified", "bms.silent", "bms.recovered", "bms.silent", "bms.silent"):
+            s.append(draft(t))
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1 and "nothing left to drop" in warnings[0]
+        assert "4 events, bound 3" in warnings[0]
+        assert s.pending_count() == 5
+
+
+def test_outbox_rows_only_grow_and_schema_1_is_upgraded(db: Path) -> None:
+    with Store(db) as s:
+        first = s.append(draft())
+        s.mark_delivered([first.event_id])  # the outbox is empty ...
+        second = s.append(draft())  # ... and the next row still gets a new number
+        rows = s.pending_rows(0, 10)
+        assert [r[1] for r in rows] == [second.event_id] and rows[0][0] == 2
+        assert s.pending_rows(2, 10) == []
+        assert rows[0][4] == second.to_json()
+    # a store written by schema 1 (no AUTOINCREMENT) is converted in place
+    old = db.with_name("v1.db")
+    with sqlite3.connect(old) as conn:
+        conn.executescript(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE,"
+            " vin TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, body TEXT NOT NULL);"
+            "CREATE TABLE seq (vin TEXT PRIMARY KEY, last INTEGER NOT NULL) WITHOUT ROWID;"
+            "CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+            "PRAGMA user_version = 1;"
+        )
+        conn.execute(
+            "INSERT INTO outbox VALUES (7, 'abc', ?, 3, 'pack.health', ?)",
+            (VIN_A, '{"schema_version":1,"event_id":"abc","seq":3,"type":"pack.health",'
+             f'"vin":"{VIN_A}","time":"2026-01-01T00:00:00Z","data":{{}}}}'),
+        )  # fmt: skip
+        conn.execute("INSERT INTO seq VALUES (?, 3)", (VIN_A,))
+    with Store(old) as s:
+        assert [ev.event_id for ev in s.pending(10)] == ["abc"]
+        s.mark_delivered(["abc"])
+        assert s.append(draft()).seq == 4 and s.pending_rows(0, 10)[0][0] == 8
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == 2

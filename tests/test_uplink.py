@@ -31,7 +31,7 @@ from pack_agent.devbroker import LocalBroker, free_port
 from pack_agent.errors import PackAgentError
 from pack_agent.events import EVENT_TYPES, Event, EventDraft, utc_from_timestamp
 from pack_agent.store import Store
-from pack_agent.uplink import MqttUplink, Uplink, check_transport_security
+from pack_agent.uplink import QUEUED_IN_PAHO, MqttUplink, Uplink, check_transport_security
 
 if TYPE_CHECKING:
     from conftest import Subscriber
@@ -199,19 +199,19 @@ def test_status_online_then_offline_after_stop(
     with subscribe(broker) as sub:
         up.start()
         drive(up, lambda: any(st["state"] == "online" for st in sub.statuses))
-    for i in range(50):
+    for i in range(300):
         store.append(draft(t=i))
-    up.poll()  # 20 (max_inflight) in flight
-    assert up.status()["inflight"] == 20
+    up.poll()  # 220 handed to paho: 20 (max_inflight) on the wire, 200 queued in paho
+    assert up.status()["inflight"] == 20 + QUEUED_IN_PAHO == 220
     up.stop(timeout=3)
-    assert store.pending_count() == 30  # stop() waited for and recorded the 20 PUBACKs
+    assert store.pending_count() == 80  # stop() waited for and recorded the 220 PUBACKs
     assert not up.connected and up.status()["inflight"] == 0
     with subscribe(broker) as late:  # the retained status, as a backend starting now sees it
         late.wait_for(lambda s: len(s.statuses) == 1)
     status = late.messages[0]
     assert status.topic == f"{PREFIX}/{VIN}/status" and status.retain
     assert status.payload["state"] == "offline" and status.payload["reason"] == "stopped"
-    assert status.payload["agent_version"] == "9.9.9" and status.payload["queue_depth"] == 30
+    assert status.payload["agent_version"] == "9.9.9" and status.payload["queue_depth"] == 80
     online = next(s for s in sub.statuses if s["state"] == "online")
     assert online["queue_depth"] == 0 and online["time"].endswith("+00:00")
 

@@ -197,6 +197,9 @@ class MqttSettings(_Model):
 class StoreSettings(_Model):
     path: str = "/var/lib/pack-agent/pack-agent.db"
     max_events: int = Field(default=100_000, ge=100)
+    synchronous: Literal["NORMAL", "FULL"] = Field(
+        default="NORMAL", description="FULL also survives power loss, at a cost in writes"
+    )
 
 
 class HealthSettings(_Model):
@@ -234,6 +237,17 @@ class AgentConfig(_Model):
 
     def store_path(self) -> Path:
         return resolve_path(self.store.path, self.base_dir)
+
+    def mqtt_settings(self) -> MqttSettings:
+        """``[mqtt]`` with the ``tls`` files resolved against the configuration's folder."""
+        tls = self.mqtt.tls
+        if tls is None:
+            return self.mqtt
+        files = {
+            k: None if v is None else str(resolve_path(v, self.base_dir))
+            for k, v in tls.model_dump().items()
+        }
+        return self.mqtt.model_copy(update={"tls": TlsSettings(**files)})
 
     def bus_names(self) -> list[str]:
         return [b.name for b in self.buses]

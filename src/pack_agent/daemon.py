@@ -48,7 +48,11 @@ class Daemon:
         decoder = Decoder(config, db)
         notice_bus = config.notice.bus or config.buses[0].name
         ack = db.get_message_by_name(config.notice.ack_message)
-        self.store = Store(config.store_path(), max_events=config.store.max_events)
+        self.store = Store(
+            config.store_path(),
+            max_events=config.store.max_events,
+            synchronous=config.store.synchronous,
+        )
         opened: dict[str, can.BusABC] = {}
         try:
             for settings in config.buses:
@@ -82,7 +86,9 @@ class Daemon:
                 resolve_path(n.catalogue, config.base_dir), n.service_outlet, n.service_phone
             )
             extra.append(OutboxOwnerNotifier(catalogue, n.service_outlet, n.service_phone))
-        self.uplink = MqttUplink(config.mqtt, self.store, config.vin, agent_version=__version__)
+        self.uplink = MqttUplink(
+            config.mqtt_settings(), self.store, config.vin, agent_version=__version__
+        )
         self.agent = Agent(
             config,
             decoder,

@@ -32,15 +32,18 @@ from pack_agent.events import Event, EventDraft, utc_from_timestamp
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# 2: outbox ids never reused (AUTOINCREMENT: the uplink keeps a cursor into them), and
+# no index on event_id: random UUID keys made every append and every delete dirty one
+# more random page (write amplification on flash, and most of the cost of a drain)
+SCHEMA_VERSION = 2
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 _DROPPABLE = "pack.health"  # the only type the size bound may drop; see ESSENTIAL_TYPES
 _K_DELIVERED, _K_DROPPED = "store.delivered_total", "store.dropped_total"
 _K_LAST = "store.last_delivered_at"
 _SCHEMA = """
 CREATE TABLE outbox (
-    id INTEGER PRIMARY KEY,        -- append order
-    event_id TEXT NOT NULL UNIQUE,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- append order, never reused
+    event_id TEXT NOT NULL,        -- a UUID4, unique by construction, not indexed
     vin TEXT NOT NULL,
     seq INTEGER NOT NULL,
     type TEXT NOT NULL,
@@ -71,6 +74,8 @@ class Store:
         self.max_events = max_events
         self._depth = 0  # transaction nesting
         self._count: int | None = None  # cached pending_count, None = unknown
+        self._delivered: int | None = None  # cached delivered_total
+        self._warned_full = False  # one warning per episode of a full outbox
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.path.exists():  # the file holds the VIN and pack codes: owner only
@@ -110,6 +115,22 @@ class Store:
                     for statement in filter(str.strip, _SCHEMA.split(";")):
                         c.execute(statement)
                     c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version == 1:
+                self._migrate_from_1()
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 let SQLite reuse the id of a deleted last row (the uplink keeps a
+        cursor into the outbox, so ids must only grow) and indexed event_id. Copy into
+        the schema 2 table."""
+        c = self._conn
+        create = _SCHEMA.split(";")[0].replace("CREATE TABLE outbox", "CREATE TABLE outbox_new")
+        with self.transaction():
+            c.execute(create)
+            c.execute("INSERT INTO outbox_new SELECT * FROM outbox")
+            c.execute("DROP TABLE outbox")
+            c.execute("ALTER TABLE outbox_new RENAME TO outbox")
+            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        log.info("%s: store schema upgraded from 1 to %d", self.path, SCHEMA_VERSION)
 
     @contextlib.contextmanager
     def _guard(self, what: str) -> Iterator[None]:
@@ -139,7 +160,7 @@ class Store:
             with self._guard("cannot commit"):
                 self._conn.execute("COMMIT")
         except BaseException:
-            self._count = None
+            self._count = self._delivered = None
             if self._conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
@@ -173,6 +194,7 @@ class Store:
             excess = self.pending_count() + 1 - self.max_events
             if excess > 0:
                 self._drop_health(excess)
+                self._warn_full(draft.type)
             self._exec("INSERT OR REPLACE INTO seq (vin, last) VALUES (?, ?)", (draft.vin, seq))
             self._exec(
                 "INSERT INTO outbox (event_id, vin, seq, type, body) VALUES (?, ?, ?, ?, ?)",
@@ -191,6 +213,32 @@ class Store:
             self._count = (self._count or 0) - cur.rowcount
             self._put(_K_DROPPED, self.dropped_total + cur.rowcount)
 
+    def _warn_full(self, incoming: str) -> None:
+        """Say once per episode (until the backlog is under the bound again) that the
+        outbox is full: the backend has not acknowledged anything for a long time."""
+        if self._warned_full:
+            return
+        self._warned_full = True
+        pending = self.pending_count() + 1
+        if pending > self.max_events:
+            log.warning(
+                "%s: outbox over store.max_events (%d events, bound %d) and nothing left to "
+                "drop: every pending event is essential, so it keeps growing (is the broker "
+                "reachable?)",
+                self.path,
+                pending,
+                self.max_events,
+            )
+        else:
+            log.warning(
+                "%s: outbox full (store.max_events = %d): dropping the oldest pack.health "
+                "events to keep %s and every essential event (%d dropped so far)",
+                self.path,
+                self.max_events,
+                incoming,
+                self.dropped_total,
+            )
+
     def pending(self, limit: int, exclude: Collection[str] = ()) -> list[Event]:
         """Up to ``limit`` undelivered events, oldest first, skipping ``exclude``
         (the ids in flight)."""
@@ -201,25 +249,54 @@ class Store:
         bodies = [body for event_id, body in rows if event_id not in skip][:limit]
         return [Event.model_validate_json(body) for body in bodies]
 
-    def mark_delivered(self, event_ids: Iterable[str], *, now: float | None = None) -> int:
-        """Delete acknowledged events; returns how many were still here (an id that
-        was dropped or already delivered is ignored)."""
-        ids = list(dict.fromkeys(event_ids))
-        if not ids:
+    def pending_rows(self, after: int, limit: int) -> list[tuple[int, str, str, str, str]]:
+        """Up to ``limit`` undelivered events after outbox row ``after``, oldest first,
+        as ``(row, event_id, vin, type, body)``: the uplink publishes ``body`` as it
+        is, without parsing it again."""
+        return self._query(
+            "SELECT id, event_id, vin, type, body FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+
+    def mark_delivered(
+        self,
+        event_ids: Iterable[str] = (),
+        *,
+        rows: Iterable[int] = (),
+        now: float | None = None,
+    ) -> int:
+        """Delete acknowledged events, named by outbox row (the uplink's way: rows are
+        never reused) or by event id (a table scan per 500 ids: for tools and tests);
+        returns how many were still here (one that was dropped or already delivered
+        is ignored)."""
+        by_column = (("event_id", list(dict.fromkeys(event_ids))), ("id", sorted(set(rows))))
+        if not any(values for _, values in by_column):
             return 0
         done = 0
         with self.transaction():
-            for i in range(0, len(ids), 500):  # stay under SQLite's variable limit
-                chunk = ids[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                sql = f"DELETE FROM outbox WHERE event_id IN ({marks})"
-                done += self._exec(sql, chunk).rowcount
+            for column, values in by_column:
+                for i in range(0, len(values), 500):  # stay under SQLite's variable limit
+                    chunk = values[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    sql = f"DELETE FROM outbox WHERE {column} IN ({marks})"
+                    done += self._exec(sql, chunk).rowcount
             if done:
                 self._count = None if self._count is None else self._count - done
                 when = utc_from_timestamp(time.time() if now is None else now)
-                self._put(_K_DELIVERED, (self._get(_K_DELIVERED) or 0) + done)
+                self._delivered = self.delivered_total + done
+                self._put(_K_DELIVERED, self._delivered)
                 self._put(_K_LAST, when.isoformat())
+        if self._warned_full and self.pending_count() < self.max_events:
+            self._warned_full = False
+            log.info("%s: outbox under store.max_events again", self.path)
         return done
+
+    @property
+    def delivered_total(self) -> int:
+        """Events acknowledged by the broker, ever."""
+        if self._delivered is None:
+            self._delivered = int(self._get(_K_DELIVERED) or 0)
+        return self._delivered
 
     def pending_count(self) -> int:
         if self._count is None:
@@ -258,7 +335,7 @@ class Store:
         )
         return {
             "pending": self.pending_count(),
-            "delivered_total": int(self._get(_K_DELIVERED) or 0),
+            "delivered_total": self.delivered_total,
             "dropped_total": self.dropped_total,
             "last_delivered_at": self._get(_K_LAST),
             "file_bytes": size,

@@ -9,8 +9,20 @@ Threads: paho's network thread runs the callbacks, which only put tuples on a
 it turns PUBACKs into ``store.mark_delivered`` and publishes more events. The
 store is never touched from paho's thread.
 
+Pumping: while there is a backlog, the main loop asks ``busy`` and, when true,
+calls ``poll(wait=...)`` instead of sleeping on the CAN bus. ``poll`` reads the
+outbox ahead (``READ_AHEAD`` rows per query, bodies published as stored), hands
+paho up to ``max_inflight + QUEUED_IN_PAHO`` events (paho keeps ``max_inflight``
+on the wire and sends the next one from its own thread on each PUBACK), and
+waits for PUBACKs, gathering them while paho has a queue. Acknowledged rows are
+deleted in one commit per batch (at most every ``FLUSH_EVERY_S`` while a backlog
+drains; at once otherwise). So the drain rate is set by the broker and paho, not
+by the main loop's 50 ms tick, and the main loop still reads CAN frames between
+two short waits. Every event handed to paho is still in the outbox: a crash
+means re-sending it, never losing it.
+
 Reconnects: paho keeps its unacknowledged messages in memory and sends them
-again after a reconnect; the uplink remembers them (``mid -> event_id``) and
+again after a reconnect; the uplink remembers them (``mid -> (event_id, row)``) and
 does not publish those events itself meanwhile, so a flapping link does not
 multiply messages. After a restart of the process, paho's memory is gone but
 the outbox is not: the events are simply published again.
@@ -18,15 +30,18 @@ the outbox is not: the events are simply published again.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
 import queue
 import random
+import socket
 import ssl
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -44,18 +59,79 @@ from pack_agent.store import Store
 log = logging.getLogger(__name__)
 
 
-class _QuietPaho(logging.Filter):
-    """paho 2.2 logs "Client is not connected" at ERROR on every reconnect attempt; the
-    uplink reports an unreachable broker itself, once, at WARNING."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Client is not connected")
-
-
 _paho_log = logging.getLogger(f"{__name__}.paho")
-_paho_log.addFilter(_QuietPaho())
+
+
+class _PahoLog:
+    """What paho logs, for one uplink. paho reports some failures only in its log (a
+    broker that refuses this vehicle's certificate sends a TLS alert that paho meets
+    as "failed to receive on socket: ... certificate expired"): its errors go to the
+    uplink, which says them once at WARNING, instead of an ERROR line per retry.
+    Everything else goes to the ``pack_agent.uplink.paho`` logger."""
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self._report = report
+        # paho logs two DEBUG lines per event: decide once (when the uplink is made)
+        self._forward_from = _paho_log.getEffectiveLevel()
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        if level < logging.ERROR:
+            if level >= self._forward_from:
+                _paho_log.log(level, msg, *args)
+            return
+        text = msg % args if args else msg
+        if not text.startswith("Client is not connected"):  # every failed reconnect
+            self._report(text)
+
 
 ClientFactory = Callable[..., mqtt.Client]
+
+
+def _vbi(n: int) -> bytes:
+    """An MQTT Variable Byte Integer."""
+    out = bytearray()
+    while True:
+        n, byte = divmod(n, 128)
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _utf8(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    return len(raw).to_bytes(2, "big") + raw
+
+
+class EventProperties:
+    """An event's MQTT v5 PUBLISH properties, packed once by hand: Payload Format
+    Indicator 1 (UTF-8), Content Type ``application/json`` and the User Property
+    ``event_id``. paho's generic ``Properties`` costs more per message than the rest
+    of a publish; paho only ever calls ``pack()`` on what it is given here."""
+
+    _FIXED = b"\x01\x01" + b"\x03" + _utf8("application/json") + b"\x26" + _utf8("event_id")
+
+    __slots__ = ("_packed", "event_id")
+
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+        body = self._FIXED + _utf8(event_id)
+        self._packed = _vbi(len(body)) + body
+
+    def pack(self) -> bytes:
+        return self._packed
+
+    def __str__(self) -> str:  # paho's debug log prints it
+        return json.dumps(
+            {"PayloadFormatIndicator": 1, "ContentType": "application/json",
+             "UserProperty": [["event_id", self.event_id]]}
+        )  # fmt: skip
+
+
+FLUSH_EVERY_S = 0.05  # while pumping a backlog: delete acknowledged events this often ...
+FLUSH_BATCH = 500  # ... or when this many are waiting
+READ_AHEAD = 200  # outbox rows read at once
+GATHER_S = 0.005  # pumping with paho's queue full: look at the PUBACKs this often
+QUEUED_IN_PAHO = 200  # events handed to paho beyond the in-flight window (see _handoff)
 _HELD = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)  # paho keeps the message
 
 
@@ -67,8 +143,16 @@ class Uplink(ABC):
         """Begin connecting in the background; an unreachable backend is not an error."""
 
     @abstractmethod
-    def poll(self) -> None:
-        """Record acknowledgements and send more pending events (main thread)."""
+    def poll(self, wait: float = 0.0) -> None:
+        """Record acknowledgements and send more pending events (main thread); with
+        ``wait`` > 0, keep doing so for up to ``wait`` seconds while acknowledgements
+        are outstanding."""
+
+    @property
+    def busy(self) -> bool:
+        """True while there is work that ``poll(wait)`` can make progress on now (a
+        backlog and a link that moves): the main loop then polls without sleeping."""
+        return False
 
     @abstractmethod
     def stop(self, timeout: float = 5.0) -> None:
@@ -136,7 +220,7 @@ class MqttUplink(Uplink):
         self.status_topic = f"{settings.topic_prefix}/{vin}/status"
         self._v5 = settings.protocol == "5"
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._inflight: dict[int, str] = {}  # paho mid -> event_id, until its PUBACK
+        self._inflight: dict[int, tuple[str, int]] = {}  # paho mid -> (event_id, outbox row)
         self._status_mids: set[int] = set()
         self._connected = self._announce = self._started = self._stopped = False
         self._connects = 0
@@ -144,6 +228,15 @@ class MqttUplink(Uplink):
         self._error_kind = ""  # what was last logged at WARNING
         self._refusals = 0  # PUBACKs refused in a row
         self._hold_until = 0.0  # monotonic time before which nothing new is published
+        self._cursor = 0  # outbox row of the last event read; rows after it are new
+        self._ahead: deque[tuple[int, str, str, str, str]] = deque()  # read, not yet published
+        # handed to paho at once: max_inflight on the wire (paho enforces it), the rest
+        # queued in paho, which sends the next one from its own thread on each PUBACK
+        self._handoff = settings.max_inflight + QUEUED_IN_PAHO
+        self._rescan = False  # a refused event lies behind the cursor: look from the start
+        self._progress_at = 0.0  # monotonic time of the last publish or PUBACK
+        self._acked: list[int] = []  # outbox rows acknowledged, not yet deleted
+        self._flushed_at = 0.0  # monotonic time of the last mark_delivered
         self._client = self._make_client(client_factory or mqtt.Client)
 
     def _make_client(self, factory: ClientFactory) -> mqtt.Client:
@@ -153,7 +246,7 @@ class MqttUplink(Uplink):
             client_id=self.client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
         )
-        client.enable_logger(_paho_log)
+        client.enable_logger(_PahoLog(lambda text: self._events.put(("paho_error", text))))  # type: ignore[arg-type]
         client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(s.max_inflight)
         if s.username is not None:
@@ -186,19 +279,21 @@ class MqttUplink(Uplink):
         client.on_publish = self._on_publish
         return client
 
-    def _props(self, packet: int = PacketTypes.PUBLISH, event_id: str = "") -> Properties | None:
+    def _props(self, packet: int = PacketTypes.PUBLISH) -> Properties | None:
         if not self._v5:
             return None
         props = Properties(packet)
         props.ContentType = "application/json"
         props.PayloadFormatIndicator = 1  # UTF-8
-        if event_id:
-            props.UserProperty = ("event_id", event_id)
         return props
 
     # -- paho's thread: hand over, nothing else -------------------------------
 
-    def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+    def _on_connect(self, client: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        sock = client.socket()
+        if sock is not None:  # small MQTT packets go out now, not when the last one is ACKed
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._events.put(("connect", rc))
 
     def _on_connect_fail(self, _c: Any, _u: Any) -> None:
@@ -230,42 +325,100 @@ class MqttUplink(Uplink):
         self._client.connect_async(s.host, s.port, s.keepalive_s)
         self._client.loop_start()
 
-    def poll(self) -> None:
+    def poll(self, wait: float = 0.0) -> None:
         if not self._started or self._stopped:
             return
-        self._drain()
-        if not self._connected:
+        deadline = time.monotonic() + wait
+        block = 0.0
+        while True:
+            self._drain(block)
+            if not self._connected:
+                return
+            if self._announce:
+                self._announce = False
+                self._publish_status("online")
+            self._fill()
+            block = deadline - time.monotonic()
+            if block <= 0 or not self._inflight:
+                return
+            if len(self._inflight) > self.settings.max_inflight:
+                # paho has events queued behind its window and sends them from its own
+                # thread: let PUBACKs gather instead of waking up for each one
+                time.sleep(min(block, GATHER_S))
+                block = 0.0
+
+    @property
+    def busy(self) -> bool:
+        if not self._connected or self._stopped or time.monotonic() < self._hold_until:
+            return False
+        if len(self._inflight) < self._handoff and self._has_new():
+            return True
+        # PUBACKs outstanding on a link that moves; a stalled one (paused broker) is left
+        # to the main loop's tick instead of being waited on in a loop
+        return bool(self._inflight) and time.monotonic() - self._progress_at < 1.0
+
+    def _has_new(self) -> bool:
+        return self.store.pending_count() > len(self._inflight) + len(self._acked)
+
+    def _fill(self) -> None:
+        """Publish pending events until the in-flight window is full.
+
+        Rows are read ahead, ``READ_AHEAD`` at a time, into ``_ahead``: one query per
+        few hundred events rather than one per freed slot (each SQLite call gives
+        paho's thread the GIL, and getting it back costs more than the query)."""
+        free = self._handoff - len(self._inflight)
+        if free <= 0 or time.monotonic() < self._hold_until or not self._has_new():
             return
-        if self._announce:
-            self._announce = False
-            self._publish_status("online")
-        if time.monotonic() < self._hold_until:
-            return
-        free = self.settings.max_inflight - len(self._inflight)
-        if free <= 0:
-            return
+        if self._rescan:
+            self._flush_acked()  # acknowledged rows must be gone before looking from the start
+            self._rescan, self._cursor = False, 0
+            self._ahead.clear()
         prefix = self.settings.topic_prefix
-        for event in self.store.pending(free, exclude=set(self._inflight.values())):
-            # event.vin, not self.vin: an event keeps the vehicle it was recorded for
+        while free > 0:
+            if not self._ahead:
+                # after a rescan, rows past the cursor may still be in flight: skip them
+                skip = {r for _, r in self._inflight.values() if r > self._cursor}
+                rows = self.store.pending_rows(self._cursor, READ_AHEAD + len(skip))
+                if not rows:
+                    return
+                self._cursor = rows[-1][0]
+                self._ahead.extend(r for r in rows if r[0] not in skip)
+                continue
+            row, event_id, vin, event_type, body = self._ahead[0]
+            # the stored vin, not self.vin: an event keeps the vehicle it was recorded for
             info = self._client.publish(
-                topic_for(prefix, event.vin, event.type),
-                event.to_json(),
+                topic_for(prefix, vin, event_type),
+                body,
                 qos=1,
-                properties=self._props(event_id=event.event_id),
+                properties=EventProperties(event_id) if self._v5 else None,  # type: ignore[arg-type]
             )
             if info.rc not in _HELD:
                 self._note_error(f"publish failed: {mqtt.error_string(info.rc)}")
-                break
-            self._inflight[info.mid] = event.event_id
-            log.debug("published seq %d %s (mid %d)", event.seq, event.event_id, info.mid)
+                return
+            self._ahead.popleft()
+            self._inflight[info.mid] = (event_id, row)
+            self._progress_at = time.monotonic()
+            free -= 1
+            log.debug("published %s (mid %d)", event_id, info.mid)
 
-    def _drain(self) -> None:
-        """Apply what paho's thread reported, then mark the acknowledged events in
-        one transaction (one commit per poll, not per event: flash wears out)."""
-        acked: list[str] = []
+    def _drain(self, block: float = 0.0) -> None:
+        """Apply what paho's thread reported (waiting up to ``block`` seconds for the
+        first report), then delete the acknowledged events from the outbox.
+
+        One commit per batch, not per event (flash wears out). While a backlog is
+        being pumped, batches are gathered for up to ``FLUSH_EVERY_S`` or
+        ``FLUSH_BATCH`` events: an acknowledged event that a crash leaves in the
+        outbox is only sent again (at least once), and the cursor keeps it from
+        being published twice meanwhile. Without a backlog, each batch is written
+        at once."""
+        acked = self._acked
         while True:
             try:
-                kind, *args = self._events.get_nowait()
+                if block > 0:
+                    kind, *args = self._events.get(timeout=block)
+                    block = 0.0
+                else:
+                    kind, *args = self._events.get_nowait()
             except queue.Empty:
                 break
             if kind == "puback":
@@ -273,8 +426,9 @@ class MqttUplink(Uplink):
             elif kind == "connect":
                 self._connected_event(args[0])
             elif kind == "connect_fail":
-                why = f": {args[0]}" if args[0] is not None else ""
-                self._note_error(f"cannot reach {self.settings.host}:{self.settings.port}{why}")
+                self._note_error(self._why_unreachable(args[0]))
+            elif kind == "paho_error":
+                self._note_error(self._why_lost(args[0]), kind=f"paho {args[0].split(':')[0]}")
             elif kind == "disconnect":
                 if self._connected:
                     s = self.settings
@@ -282,8 +436,45 @@ class MqttUplink(Uplink):
                     if not self._stopped:
                         self._last_error = self._error_kind = f"connection lost: {args[0]}"
                 self._connected = False
-        if acked:
-            self.store.mark_delivered(acked)
+        if not acked:
+            return
+        self._progress_at = now = time.monotonic()
+        backlog = self._has_new() and self._connected
+        if not backlog or len(acked) >= FLUSH_BATCH or now - self._flushed_at >= FLUSH_EVERY_S:
+            self._flush_acked()
+
+    def _flush_acked(self) -> None:
+        if self._acked:
+            self.store.mark_delivered(rows=self._acked)
+            self._acked = []
+            self._flushed_at = time.monotonic()
+
+    def _why_lost(self, text: str) -> str:
+        s = self.settings
+        if "alert" in text and ("certificate" in text or "unknown ca" in text):
+            return (
+                f"{s.host}:{s.port} refused this vehicle's TLS certificate "
+                f"(mqtt.tls.cert_file): {text}"
+            )
+        return f"{s.host}:{s.port}: {text}"
+
+    def _why_unreachable(self, exc: BaseException | None) -> str:
+        """The reason a connection attempt failed, with a hint for TLS failures."""
+        s = self.settings
+        where = f"cannot reach {s.host}:{s.port}"
+        if exc is None:
+            return where
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return (
+                f"{where}: TLS: the broker's certificate was refused: {exc.verify_message} "
+                f"(checked against mqtt.tls.ca_file and the host name {s.host!r})"
+            )
+        if isinstance(exc, ssl.SSLError):
+            return (
+                f"{where}: TLS handshake failed: {exc} (is this vehicle's certificate, "
+                "mqtt.tls.cert_file, signed by the broker's CA and still valid?)"
+            )
+        return f"{where}: {exc}"
 
     def _connected_event(self, rc: ReasonCode) -> None:
         s = self.settings
@@ -300,17 +491,19 @@ class MqttUplink(Uplink):
             len(self._inflight),
         )
 
-    def _puback(self, mid: int, rc: ReasonCode, acked: list[str]) -> None:
+    def _puback(self, mid: int, rc: ReasonCode, acked: list[int]) -> None:
+        """Note one PUBACK: ``acked`` collects the outbox rows to delete."""
         if mid in self._status_mids:
             self._status_mids.discard(mid)
             if rc.is_failure:
                 self._note_error(f"broker refused the status message: {rc}")
             return
-        event_id = self._inflight.pop(mid, None)
-        if event_id is None:
+        entry = self._inflight.pop(mid, None)
+        if entry is None:
             return
+        event_id, row = entry
         if not rc.is_failure:
-            acked.append(event_id)
+            acked.append(row)
             self._refusals = 0
             return
         self._refusals += 1
@@ -318,6 +511,7 @@ class MqttUplink(Uplink):
         delay = min(s.reconnect_max_s, s.reconnect_min_s * 2 ** min(self._refusals - 1, 30))
         delay *= random.uniform(0.8, 1.0)  # a fleet of vehicles does not retry in step
         self._hold_until = max(self._hold_until, time.monotonic() + delay)
+        self._rescan = True
         self._note_error(
             f"broker refused event {event_id}: {rc} (0x{rc.value:02x}); "
             f"it stays in the outbox, publishing paused {delay:.1f} s",
@@ -332,6 +526,7 @@ class MqttUplink(Uplink):
         self._last_error, self._error_kind = message, kind
 
     def _publish_status(self, state: str, **extra: Any) -> int:
+        self._flush_acked()  # queue_depth counts what is really left
         payload = {
             "state": state,
             "agent_version": self.agent_version,
@@ -365,6 +560,7 @@ class MqttUplink(Uplink):
         self._client.disconnect()  # a clean DISCONNECT: the broker discards the will
         self._client.loop_stop()
         self._drain()  # acknowledgements that arrived at the last moment
+        self._flush_acked()
         self._connected = False
         log.info(
             "uplink stopped: %d events in the outbox, %d unacknowledged",

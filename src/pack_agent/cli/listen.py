@@ -1,0 +1,101 @@
+"""`pack-agent listen --broker HOST:PORT`: the reference backend subscriber.
+
+Thin over :mod:`pack_agent.backend`: de-duplicates by ``event_id``, reports
+``seq`` gaps per vehicle (and when they close), and prints the events as JSON
+lines on stdout or keeps them in SQLite (``--store``) or a JSON-lines file
+(``--jsonl``). Reports go to stderr; the last stderr line is a JSON summary.
+Exit 0, or 1 when ``--count`` events did not arrive within ``--timeout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "subscribe to pack-agent events as a backend would (de-duplicate, check seq, keep)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", required=True, metavar="HOST:PORT", help="e.g. localhost:8883")
+    parser.add_argument("--prefix", default="pack-agent/v1", help="topic prefix (pack-agent/v1)")
+    parser.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
+    parser.add_argument("--client-id", default="", help="MQTT client id (default: random)")
+    parser.add_argument(
+        "--share", metavar="GROUP", help="MQTT v5 shared subscription $share/GROUP/... (scale out)"
+    )
+    parser.add_argument(
+        "--session-expiry",
+        type=int,
+        default=0,
+        metavar="S",
+        help="keep the session (and queued events) this long while away; needs --client-id",
+    )
+    parser.add_argument("--ca-file", help="CA of the broker's certificate (turns TLS on)")
+    parser.add_argument("--cert-file", help="this backend's client certificate (mutual TLS)")
+    parser.add_argument("--key-file", help="its key")
+    parser.add_argument("--username")
+    parser.add_argument("--password")
+    parser.add_argument(
+        "--allow-insecure", action="store_true", help="allow plaintext to a remote broker"
+    )
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--store", metavar="FILE.sqlite", help="keep events in this SQLite file")
+    out.add_argument("--jsonl", metavar="FILE", help="append events to this JSON-lines file")
+    parser.add_argument("--count", type=int, metavar="N", help="stop after N new events")
+    parser.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no reports, only the summary")
+
+
+def _broker(text: str) -> tuple[str, int]:
+    from pack_agent.errors import PackAgentError
+
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise PackAgentError(f"--broker: expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from pack_agent.backend import JsonlSink, Listener, ListenerSettings, PrintSink, SqliteSink
+    from pack_agent.errors import PackAgentError
+
+    host, port = _broker(args.broker)
+    if args.session_expiry > 0 and not args.client_id:
+        raise PackAgentError("--session-expiry needs --client-id (a session belongs to an id)")
+    settings = ListenerSettings(
+        host=host,
+        port=port,
+        prefix=args.prefix.rstrip("/"),
+        protocol=args.protocol,
+        client_id=args.client_id,
+        share_group=args.share,
+        session_expiry_s=args.session_expiry,
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        username=args.username,
+        password=args.password,
+        allow_insecure=args.allow_insecure,
+    )
+    if args.store:
+        sink = SqliteSink(args.store)
+    elif args.jsonl:
+        sink = JsonlSink(args.jsonl)
+    else:
+        sink = PrintSink(sys.stdout)
+
+    def report(line: str) -> None:
+        if not args.quiet:
+            print(f"listen: {line}", file=sys.stderr, flush=True)
+
+    listener = Listener(settings, sink, report)
+    listener.start()
+    ok = False
+    try:
+        ok = listener.run(count=args.count, timeout=args.timeout)
+    finally:
+        summary = listener.stop()
+        print(json.dumps(summary.to_dict()), file=sys.stderr, flush=True)
+    return 0 if ok else 1

@@ -1,0 +1,62 @@
+"""docs/asyncapi.yaml: one message per event type, every reference resolves (inside
+the document, and to the generated schema files), and the examples are valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pack_agent.events import EVENT_TYPES
+from pack_agent.schema import StatusPayload
+
+yaml = pytest.importorskip("yaml")
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def load() -> dict[str, Any]:
+    return yaml.safe_load((DOCS / "asyncapi.yaml").read_text(encoding="utf-8"))
+
+
+def refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "$ref"] + [
+            r for v in node.values() for r in refs(v)
+        ]
+    if isinstance(node, list):
+        return [r for v in node for r in refs(v)]
+    return []
+
+
+def resolve(doc: dict[str, Any], pointer: str) -> Any:
+    node: Any = doc
+    for part in pointer.lstrip("#/").split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def test_one_message_per_event_type_in_channel_and_operation() -> None:
+    doc = load()
+    assert doc["asyncapi"].startswith("3.")
+    names = {m["name"] for k, m in doc["components"]["messages"].items() if k != "status"}
+    assert names == set(EVENT_TYPES), "add the new event type to docs/asyncapi.yaml"
+    assert len(doc["channels"]["events"]["messages"]) == len(EVENT_TYPES)
+    assert len(doc["operations"]["sendEvent"]["messages"]) == len(EVENT_TYPES)
+    assert doc["operations"]["sendEvent"]["bindings"]["mqtt"]["qos"] == 1
+    assert doc["operations"]["sendStatus"]["bindings"]["mqtt"]["retain"] is True
+
+
+def test_every_reference_resolves() -> None:
+    doc = load()
+    for ref in refs(doc):
+        if ref.startswith("#/"):
+            resolve(doc, ref)
+        else:
+            assert (DOCS / ref).is_file(), ref
+
+
+def test_status_examples_are_valid() -> None:
+    for example in load()["components"]["messages"]["status"]["examples"]:
+        StatusPayload.model_validate(example["payload"])

@@ -1,0 +1,149 @@
+"""pack_agent.backend and `pack-agent listen`: de-duplication, seq gaps per vehicle,
+sinks, and the command against a real mosquitto."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from pack_agent.backend import Deduplicator, Gap, JsonlSink, SeqTracker
+from pack_agent.devbroker import LocalBroker
+from pack_agent.errors import PackAgentError
+from pack_agent.events import Event, EventDraft, utc_from_timestamp
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+VIN_A, VIN_B = "LPACK2026AGENT001", "LPACK2026AGENT002"
+
+
+def test_seq_tracker_opens_and_closes_gaps_per_vehicle() -> None:
+    t = SeqTracker()
+    assert t.observe(VIN_A, 1, 0.0) == ([], [])
+    assert t.observe(VIN_B, 7, 0.0) == ([], [])  # a vehicle first seen later starts there
+    opened, closed = t.observe(VIN_A, 4, 1.0)
+    assert opened == [Gap(VIN_A, 2, 3, 1.0)] and closed == []
+    assert str(opened[0]) == f"{VIN_A}: seq 2-3"
+    assert t.observe(VIN_A, 6, 2.0)[0] == [Gap(VIN_A, 5, 5, 2.0)]
+    assert t.observe(VIN_A, 3, 3.0) == ([], [])  # half of the first gap
+    assert t.observe(VIN_A, 2, 4.0) == ([], [Gap(VIN_A, 2, 3, 1.0)])
+    assert t.observe(VIN_A, 2, 4.0) == ([], [])  # a repeat changes nothing
+    assert t.open_gaps() == [Gap(VIN_A, 5, 5, 2.0)]
+    assert t.observe(VIN_A, 5, 5.0) == ([], [Gap(VIN_A, 5, 5, 2.0)])
+    assert t.contiguous() == {VIN_A: 6, VIN_B: 7} and t.open_gaps() == []
+    resumed = SeqTracker({VIN_A: 6})
+    assert resumed.observe(VIN_A, 8, 0.0)[0] == [Gap(VIN_A, 7, 7, 0.0)]
+
+
+def test_deduplicator_and_jsonl_sink_remember_across_restarts(tmp_path: Path) -> None:
+    d = Deduplicator(["a"])
+    assert not d.first_time("a") and d.first_time("b") and not d.first_time("b")
+    path = tmp_path / "events.jsonl"
+    event = Event.from_draft(
+        EventDraft(type="bms.silent", vin=VIN_A, time=utc_from_timestamp(0)), 3
+    )
+    sink = JsonlSink(path)
+    sink.keep(event, event.to_json())
+    sink.close()
+    assert list(JsonlSink(path).seen()) == [(event.event_id, VIN_A, 3)]
+    path.write_text("not json\n")
+    with pytest.raises(PackAgentError, match=r"events\.jsonl:1: not an event line"):
+        list(JsonlSink(path).seen())
+
+
+def listen(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pack_agent", "listen", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def publish(broker: LocalBroker, events: list[Event], extra: list[tuple[str, str]] = ()) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, "test-vehicle", protocol=mqtt.MQTTv5)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    infos = [
+        client.publish(f"pack-agent/v1/{e.vin}/events/{e.type}", e.to_json(), qos=1) for e in events
+    ]
+    infos += [client.publish(topic, body, qos=1) for topic, body in extra]
+    for info in infos:
+        info.wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def wait_ready(proc: subprocess.Popen[str]) -> None:
+    assert proc.stderr is not None
+    for _ in range(20):
+        line = proc.stderr.readline()
+        if "subscribed to" in line:
+            return
+    raise AssertionError("listen did not subscribe")
+
+
+def events_for(vin: str, seqs: list[int]) -> list[Event]:
+    return [
+        Event.from_draft(
+            EventDraft(type="pack.health", vin=vin, time=utc_from_timestamp(s), data={"s": s}), s
+        )
+        for s in seqs
+    ]
+
+
+def test_listen_deduplicates_reports_gaps_and_stores(broker: LocalBroker, tmp_path: Path) -> None:
+    db = tmp_path / "backend.sqlite"
+    a = events_for(VIN_A, [1, 2, 3, 4, 5])
+    b = events_for(VIN_B, [1, 2])
+    proc = listen("--broker", f"127.0.0.1:{broker.port}", "--store", str(db), "--count", "7",
+                  "--timeout", "20")  # fmt: skip
+    wait_ready(proc)
+    # A's 3 and 4 come late and one event twice; B in order; one payload is not an event
+    publish(broker, [a[0], a[1], a[4], b[0], a[1], b[1]], [("pack-agent/v1/X/events/y", "{}")])
+    time.sleep(0.3)
+    publish(broker, [a[2], a[3]])
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert f"gap {VIN_A}: seq 3-4 missing (received seq 5)" in err
+    assert f"gap {VIN_A}: seq 3-4 closed after" in err
+    assert "invalid event on pack-agent/v1/X/events/y: event_id: Field required" in err
+    summary = json.loads(err.strip().splitlines()[-1])
+    assert summary["unique"] == 7 and summary["duplicates"] == 1 and summary["invalid"] == 1
+    assert summary["gaps_open"] == []
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT vin, seq FROM events ORDER BY vin, seq").fetchall()
+    assert rows == [(VIN_A, s) for s in range(1, 6)] + [(VIN_B, 1), (VIN_B, 2)]
+
+    # a restarted listener remembers: a repeat is a duplicate, a jump is a gap
+    proc = listen("--broker", f"127.0.0.1:{broker.port}", "--store", str(db), "--timeout", "1.5")
+    wait_ready(proc)
+    publish(broker, [a[4], *events_for(VIN_A, [7])])
+    _, err = proc.communicate(timeout=20)
+    summary = json.loads(err.strip().splitlines()[-1])
+    assert summary["unique"] == 1 and summary["duplicates"] == 1
+    assert summary["gaps_open"] == [f"{VIN_A}: seq 6"]
+
+
+def test_listen_prints_jsonl_and_fails_when_count_is_not_reached(broker: LocalBroker) -> None:
+    proc = listen("--broker", f"127.0.0.1:{broker.port}", "--count", "2", "--timeout", "2")
+    wait_ready(proc)
+    publish(broker, events_for(VIN_A, [1]))
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 1
+    assert [json.loads(line)["seq"] for line in out.splitlines()] == [1]
+
+
+def test_listen_refuses_plaintext_to_a_remote_broker() -> None:
+    proc = listen("--broker", "broker.example.com:1883", "--timeout", "1")
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2 and "--allow-insecure" in err and "broker.example.com" in err
