@@ -44,4 +44,7 @@ def test_event_schemas_say_what_a_backend_relies_on() -> None:
         "schema_version", "event_id", "seq", "type", "vin", "time", "data"
     }  # fmt: skip
     data = json.loads(schemas()["data/scrap.condition_met.schema.json"])
-    assert {"rule_id", "threshold", "samples", "pack_code"} <= set(data["required"])
+    # every decision says which rule, of which kind, on which pack; a combination (any/all)
+    # has no threshold or samples of its own, so those are described but optional
+    assert {"rule_id", "kind", "severity", "description", "pack_code"} <= set(data["required"])
+    assert {"threshold", "samples", "statistic", "rules"} <= set(data["properties"])

@@ -95,6 +95,32 @@ class PackCodeInvalid(_Data):
     errors: list[str] = Field(description="Every problem, with its position and rule.")
 
 
+class Forecast(_Data):
+    """When the SOH trend crosses one capacity line, with its 95 % band."""
+
+    rule_id: str
+    threshold: float
+    date: str | None = Field(description="ISO 8601 date; null when the trend never crosses.")
+    earliest: str | None
+    latest: str | None
+    days: float | None = Field(description="Days from the sample's time to the forecast date.")
+
+
+class Trend(_Data):
+    """The SOH trend: a robust (Theil–Sen) fit over the pack's bounded history."""
+
+    status: Literal["ok", "insufficient_history"]
+    metric: str
+    points: int = Field(description="History points behind the fit (daily, weekly, 4-weekly).")
+    span_days: float
+    level: float | None = None
+    rate_per_year: float | None = Field(default=None, description="Percent per year (< 0: fade).")
+    rate_per_year_band: list[float] | None = None
+    rate_per_10000km: float | None = None
+    rate_per_10000km_band: list[float] | None = None
+    forecasts: list[Forecast] | None = None
+
+
 @data_model("pack.health")
 class PackHealth(_Data):
     """A periodic sample of the pack's fresh metrics (health.publish_interval_s)."""
@@ -103,6 +129,7 @@ class PackHealth(_Data):
     metrics: dict[str, float | int | bool] = Field(
         description="Metric name (soh, soc, capacity...) -> its value; only fresh readings."
     )
+    trend: Trend | None = None
 
 
 class Description(_Data):
@@ -111,32 +138,69 @@ class Description(_Data):
 
 
 class Statistic(_Data):
-    median: float
-    min: float
-    max: float
+    """What the rule judged: for windowed rules the median of daily medians (``of``)."""
+
+    median: float | None = None
+    min: float | None = None
+    max: float | None = None
+    of: str | None = None
+    age_years: float | None = None
 
 
 class Sample(_Data):
     time: str = Field(description="ISO 8601, UTC.")
     value: float
+    n: int | None = Field(default=None, description="Readings behind a daily median.")
+
+
+Kind = Literal[
+    "consecutive", "capacity", "resistance", "usage", "age", "safety", "any", "all", "forecast"
+]
+
+
+class _Decision(_Data):
+    rule_id: str
+    kind: Kind
+    severity: Literal["advisory", "critical"]
+    description: Description
+    pack_code: str | None
 
 
 @data_model("scrap.condition_met")
-class ScrapConditionMet(_Data):
-    """A scrapping rule was met: the decision and its evidence (latched until a new pack)."""
+class ScrapConditionMet(_Decision):
+    """A scrapping rule was met: the decision and its evidence (latched until a new pack).
+    Combinations (``any``/``all``) carry the evidence of their member rules in ``rules``."""
 
-    rule_id: str
-    severity: Literal["advisory", "critical"]
-    description: Description
+    metric: str | None = None
+    comparison: Literal["below", "above", "at_least", "at_most"] | None = None
+    threshold: float | None = None
+    statistic: Statistic | None = None
+    sample_count: int | None = Field(default=None, ge=1)
+    first_reading_time: str | None = None
+    last_reading_time: str | None = None
+    condition_since: str | None = Field(default=None, description="When the condition began.")
+    samples: list[Sample] | None = None
+    combination: Literal["any", "all"] | None = None
+    rules: list[dict[str, Any]] | None = None
+
+
+@data_model("scrap.forecast")
+class ScrapForecast(_Decision):
+    """The SOH trend will cross a capacity line within ``within_days``: an early notice."""
+
     metric: str
-    comparison: Literal["below"]
+    forecast_of: str = Field(description="The capacity rule whose line is forecast.")
     threshold: float
-    statistic: Statistic
-    sample_count: int = Field(ge=1)
+    within_days: float
+    forecast_date: str
+    earliest: str
+    latest: str
+    days_left: float
+    rate_per_year: float
+    sample_count: int
     first_reading_time: str
     last_reading_time: str
-    samples: list[Sample]
-    pack_code: str | None
+    condition_since: str
 
 
 class _NoticeData(_Data):
@@ -144,14 +208,17 @@ class _NoticeData(_Data):
     seq: int = Field(description="The notice's own sequence number on the CAN handshake.")
     severity: Literal["info", "advisory", "critical"]
     rule_id: str
-    attempt: int = Field(ge=1, description="How many times it has been shown.")
-    channel: str | None = Field(description='Where it was shown ("can": the head unit).')
+    attempt: int = Field(ge=0, description="How many times it has been shown.")
+    channel: str | None = Field(description='Where: "can" (the head unit) or "mqtt" (the app).')
+    opened_at: str | None = Field(default=None, description="When the notice was opened.")
     pack_code: str | None
 
 
 @data_model("owner.notified")
 class OwnerNotified(_NoticeData):
-    """The owner notice was shown on the head unit (once per attempt)."""
+    """The owner notice was shown (once per attempt and channel)."""
+
+    retries: int = Field(default=0, description="Failed sends before this one succeeded.")
 
 
 @data_model("owner.acknowledged")
@@ -160,6 +227,44 @@ class OwnerAcknowledged(_NoticeData):
 
     response: Literal["seen", "dismissed", "service_booked"]
     acknowledged_at: str = Field(description="ISO 8601, UTC.")
+    follow_up: Literal["repeat", "slow", "stop"] | None = Field(
+        default=None, description="What the agent does next ([notice] after_*)."
+    )
+
+
+@data_model("owner.notice_failed")
+class OwnerNoticeFailed(_NoticeData):
+    """A notice could not be shown, or was never answered: visible, never silently lost."""
+
+    reason: Literal["bus_error", "head_unit_silent", "attempts_exhausted"]
+    error: str | None = None
+    head_unit_last_heard: str | None = None
+
+
+class NoticeTexts(_Data):
+    title: str
+    happened: str
+    action: str
+    now: str = Field(description="What to do at once (critical notices); may be empty.")
+
+
+class ServiceOutlet(_Data):
+    name: str
+    phone: str
+
+
+@data_model("owner.notice")
+class OwnerNotice(_Data):
+    """The notice itself, for the maker's app or after-sales system ([notice] mqtt_copy)."""
+
+    notice_id: int
+    name: str = Field(description="The catalogue entry's name.")
+    seq: int
+    severity: Literal["info", "advisory", "critical"]
+    rule_id: str
+    attempt: int
+    service_outlet: ServiceOutlet
+    texts: dict[str, NoticeTexts] = Field(description='Language ("zh", "en") -> texts.')
 
 
 @data_model("bms.silent")
@@ -167,7 +272,9 @@ class BmsSilent(_Data):
     """No mapped BMS frame for health.bms_timeout_s."""
 
     pack_code: str | None
-    silent_for_s: float
+    silent_for_s: float | None = None
+    source: str | None = Field(default=None, description='A polled source, e.g. "uds:soh".')
+    detail: str | None = None
 
 
 @data_model("bms.recovered")
@@ -175,3 +282,4 @@ class BmsRecovered(_Data):
     """The BMS speaks again after bms.silent."""
 
     pack_code: str | None
+    source: str | None = None
