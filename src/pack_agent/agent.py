@@ -206,8 +206,10 @@ def run_loop(
     uplink: Uplink | None,
     stop: threading.Event,
     clock: Callable[[], float] | None = time.time,
+    housekeeping: Callable[[], None] | None = None,
 ) -> None:
-    """The main loop. ``clock=None`` takes time from the frames (replay, simulated time)."""
+    """The main loop. ``clock=None`` takes time from the frames (replay, simulated time).
+    ``housekeeping`` runs every tick on this thread (watchdog, reload, status file)."""
     last_tick = 0.0  # monotonic
     frame_time = last_frame_tick = 0.0  # frame time, when the frames are the clock
     while not stop.is_set():
@@ -226,3 +228,5 @@ def run_loop(
                 agent.tick(clock())
             if uplink is not None:
                 uplink.poll()
+            if housekeeping is not None:
+                housekeeping()
