@@ -220,6 +220,7 @@ def test_silence_is_seen_while_other_traffic_goes_on_filtered_or_not(ref, tmp_pa
         silent = [e for e in run.events if e.type == "bms.silent"]
         assert len(silent) == 1
         gap = silent[0].time.timestamp() - last_bms
-        assert cfg.health.bms_timeout_s < gap <= cfg.health.bms_timeout_s + 0.2
+        # noticed within the 0.2 s tick cadence of replay (+1 ms: microsecond time stamps)
+        assert cfg.health.bms_timeout_s < gap <= cfg.health.bms_timeout_s + 0.2 + 1e-3
         assert [e.type for e in run.events].count("bms.recovered") == 1
     assert summary(filtered_run.events) == summary(unfiltered_run.events)

@@ -404,12 +404,15 @@ def run_loop(
     uplink: Uplink | None,
     stop: threading.Event,
     clock: Callable[[], float] | None = time.time,
+    housekeeping: Callable[[], None] | None = None,
 ) -> None:
     """The main loop. ``clock=None`` takes time from the frames (replay, simulated time).
 
     While the uplink has a backlog (``uplink.busy``) the loop does not sleep on the
     bus: it takes the frames that are there and waits on the uplink's PUBACKs instead
-    (``PUMP_WAIT_S`` at a time), so the outbox drains at the broker's pace."""
+    (``PUMP_WAIT_S`` at a time), so the outbox drains at the broker's pace.
+
+    ``housekeeping`` runs every tick on this thread (watchdog, reload, status file)."""
     last_tick = 0.0  # monotonic
     frame_time = last_frame_tick = 0.0  # frame time, when the frames are the clock
     while not stop.is_set():
@@ -432,3 +435,5 @@ def run_loop(
                 agent.tick(clock())
             if uplink is not None:
                 uplink.poll()
+            if housekeeping is not None:
+                housekeeping()

@@ -209,6 +209,19 @@ class HealthSettings(_Model):
     bms_timeout_s: float = Field(default=10.0, gt=0)
 
 
+class DaemonSettings(_Model):
+    """How the daemon runs under systemd: stop deadline, live status file."""
+
+    shutdown_timeout_s: float = Field(
+        default=5.0, gt=0, le=300, description="SIGTERM to exit, at most this long"
+    )
+    status_file: str | None = Field(
+        default=None, description="live status JSON (tmpfs); None: $RUNTIME_DIRECTORY or /run"
+    )
+    status_interval_s: float = Field(default=5.0, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] | None = None
+
+
 class AgentConfig(_Model):
     vin: str
     databases: list[str] = Field(min_length=1)
@@ -222,6 +235,7 @@ class AgentConfig(_Model):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     base_dir: Path = Field(default=Path("."), exclude=True)
     source: str = Field(default="configuration", exclude=True)
 

@@ -422,6 +422,20 @@ class _IgnitionGate:
         self.pending.clear()
         return sorted(out, key=lambda p: p.time)
 
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "last_t": self.last_t,
+            "on": self.on,
+            "pending": [[p.metric, p.value, p.time] for p in self.pending.values()],
+        }
+
+    def load_state(self, s: dict[str, Any]) -> None:
+        """A clean stop between a reading and the ignition frame that confirms it loses
+        nothing: the held readings are part of the saved state."""
+        self.last_t = s.get("last_t")
+        self.on = bool(s.get("on", False))
+        self.pending = {m: Reading(m, v, t) for m, v, t in s.get("pending", [])}
+
     def admit(self, r: Reading) -> bool:
         """True: judge now. False: ignition off, or held until the state is known."""
         if self.last_t is not None and abs(r.time - self.last_t) <= self.window_s:
@@ -684,6 +698,7 @@ class ScrapPolicy:
             "trend_last": self._trend_stream.last,
             "forecast_since": self._forecast_since,
             "forecast_week": self._forecast_week,
+            "gate": self._gate.to_state() if self._gate is not None else None,
         }
 
     def _load(self, s: dict[str, Any]) -> None:
@@ -696,6 +711,8 @@ class ScrapPolicy:
         self.history.load_state(s.get("history", {}))
         self._trend_stream.last = s.get("trend_last")
         self._forecast_week = s.get("forecast_week")
+        if self._gate is not None and s.get("gate"):
+            self._gate.load_state(s["gate"])
         for rid, since in s.get("forecast_since", {}).items():
             if rid in self._forecast_since:
                 self._forecast_since[rid] = since

@@ -1,4 +1,9 @@
-"""`pack-agent run --config FILE`: the daemon. Stops cleanly on SIGTERM or SIGINT."""
+"""`pack-agent run --config FILE`: the daemon.
+
+SIGTERM or SIGINT: finish the frame at hand, flush, publish ``offline``, exit 0
+within ``[daemon] shutdown_timeout_s``. SIGHUP: reload what can be reloaded.
+Under systemd (``Type=notify``) it reports readiness and feeds the watchdog.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,10 @@ HELP = "run the agent (the daemon)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", required=True, help="the TOML configuration file")
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="default: [daemon] log_level, else info",
     )
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
 
@@ -21,14 +29,29 @@ def run(args: argparse.Namespace) -> int:
     from pack_agent.config import load_config
     from pack_agent.daemon import Daemon
     from pack_agent.logsetup import setup_logging
+    from pack_agent.sdnotify import Notifier
 
-    setup_logging(args.log_level, args.log_format)
-    daemon = Daemon(load_config(args.config))
+    setup_logging(args.log_level or "info", args.log_format)
+    config = load_config(args.config)
+    secrets = [config.mqtt.password.get_secret_value()] if config.mqtt.password else []
+    setup_logging(args.log_level or config.daemon.log_level or "info", args.log_format, secrets)
+    systemd = Notifier()
+    try:
+        daemon = Daemon(config, config_path=args.config, systemd=systemd)
+    except BaseException as exc:
+        systemd.notify(f"STATUS=failed to start: {exc}", "ERRNO=1")
+        raise
+    daemon.log_level_fixed = bool(args.log_level)  # the command line wins over the file
 
-    def _stop(signum: int, _frame: object) -> None:
+    def _stop(signum: int, _frame: object) -> None:  # no logging here: not signal-safe
+        daemon.stop_reason = signal.Signals(signum).name
         daemon.stop_event.set()
+
+    def _reload(_signum: int, _frame: object) -> None:
+        daemon.request_reload()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGHUP, _reload)
     daemon.run()
     return 0

@@ -25,6 +25,7 @@ class DayState:
     full_cycles: int
     odometer_km: float
     soc: float
+    fault: str | None = None  # None, "thermal" or "insulation": what BMS_Alarms reports
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class Scenario:
     swap_day: int | None = None
     seed: int = 7
     rated_capacity_ah: float = 150.0
+    fault_day: int | None = None  # from this day on the BMS reports ``fault``
+    fault: str | None = None  # "thermal" (thermal event) or "insulation" (insulation failure)
+    expect: tuple[str, ...] = ("pack.identified",)  # events a correct agent publishes
 
     def states(self) -> list[DayState]:
         """Every day of the scenario, deterministic for a given seed."""
@@ -70,10 +74,17 @@ class Scenario:
                     full_cycles=int(age_days * 0.45),
                     odometer_km=round(day * 48.3, 1),
                     soc=round(55 + 35 * math.sin(day), 1),
+                    fault=self.fault
+                    if self.fault_day is not None and day >= self.fault_day
+                    else None,
                 )
             )
         return out
 
+
+# An invalid GB/T 34014 code, as a counterfeit or re-labelled pack might report it:
+# production month "D" does not exist (1-9, A-C) and position 4 is not P/M/C.
+FORGED_CODE = "0RJXEA00HAU0AAFD31001955"
 
 SCENARIOS: dict[str, Scenario] = {
     "ageing": Scenario(
@@ -82,11 +93,52 @@ SCENARIOS: dict[str, Scenario] = {
         "then is replaced by a new one",
         days=1000,
         swap_day=960,
+        expect=(
+            "pack.identified",
+            "scrap.condition_met",
+            "owner.notified",
+            "owner.acknowledged",
+            "pack.replaced",
+        ),
     ),
     "healthy": Scenario(
         name="healthy",
         description="a young pack that stays well above every line",
         days=400,
         soh_per_year=2.0,
+    ),
+    "safety-fault": Scenario(
+        name="safety-fault",
+        description="a healthy pack that reports a thermal event (BMS_Alarms) on day 90",
+        days=150,
+        soh_per_year=2.5,
+        fault_day=90,
+        fault="thermal",
+    ),
+    "insulation-fault": Scenario(
+        name="insulation-fault",
+        description="a healthy pack whose insulation resistance fails on day 90 (BMS_Alarms)",
+        days=150,
+        soh_per_year=2.5,
+        fault_day=90,
+        fault="insulation",
+    ),
+    "pack-swap": Scenario(
+        name="pack-swap",
+        description="a pack replaced by another one at a swap station on day 120",
+        days=240,
+        soh_per_year=3.0,
+        swap_day=120,
+        expect=("pack.identified", "pack.replaced"),
+    ),
+    "forged-code": Scenario(
+        name="forged-code",
+        description="on day 60 the BMS starts reporting an invalid GB/T 34014 code "
+        f"({FORGED_CODE}): a forged or re-labelled pack",
+        days=120,
+        soh_per_year=3.0,
+        swap_day=60,
+        new_code=FORGED_CODE,
+        expect=("pack.identified", "pack.code_invalid"),
     ),
 }

@@ -49,6 +49,52 @@ def code_pages(db: cantools.database.Database, code: str, t: float) -> list[can.
     return out
 
 
+def alarm_values(s: DayState) -> dict[str, Any]:
+    """``BMS_Alarms`` for the day: every flag 0 normally; a thermal event or an
+    insulation failure when the scenario says so (GB/T 32960.3 alarm levels)."""
+    values: dict[str, Any] = {
+        "BMS_MaxAlarmLevel": 0,
+        "BMS_CellVoltDelta": 14,
+        "BMS_InsulationResistance": 12000,
+    }
+    if s.fault == "thermal":
+        values.update(
+            BMS_AlarmThermalEvent=1, BMS_AlarmOverTemp=1, BMS_AlarmTempDiff=1, BMS_MaxAlarmLevel=4
+        )
+    elif s.fault == "insulation":
+        values.update(BMS_AlarmInsulation=1, BMS_InsulationResistance=20, BMS_MaxAlarmLevel=3)
+    return values
+
+
+def cyclic_values(s: DayState) -> dict[str, dict[str, Any]]:
+    """The values of every cyclic message (except the code pages) on one day."""
+    hot = s.fault == "thermal"
+    return {
+        "BMS_Health": {
+            "BMS_SOH": s.soh,
+            "BMS_Capacity": s.capacity_ah,
+            "BMS_InternalResistance": s.resistance_mohm,
+            "BMS_FullCycles": s.full_cycles,
+            "BMS_EndOfLife": 0,
+        },
+        "BMS_Status": {
+            "BMS_SOC": s.soc,
+            "BMS_PackVoltage": 355.0,
+            "BMS_PackCurrent": 12.5,
+            "BMS_TempMax": 96 if hot else 31,
+            "BMS_TempMin": 24,
+        },
+        "BMS_Alarms": alarm_values(s),
+        "BMS_CellVoltage": {
+            "BMS_CellVoltMax": 3702,
+            "BMS_CellVoltMin": 3688,
+            "BMS_CellVoltMaxNo": 17,
+            "BMS_CellVoltMinNo": 42,
+        },
+        "VCU_Vehicle": {"VCU_Odometer": s.odometer_km, "VCU_Ignition": 2},
+    }
+
+
 def day_frames(db: cantools.database.Database, s: DayState) -> list[can.Message]:
     """One simulated day: the code (twice, to be confirmed), health, status and vehicle."""
     t = s.time
@@ -78,6 +124,7 @@ def day_frames(db: cantools.database.Database, s: DayState) -> list[can.Message]
     frames.append(
         encode(db, "VCU_Vehicle", {"VCU_Odometer": s.odometer_km, "VCU_Ignition": 2}, t + 2.2)
     )
+    frames.append(encode(db, "BMS_Alarms", alarm_values(s), t + 2.3))
     return frames
 
 
@@ -114,6 +161,50 @@ class VirtualVehicle:
             if self.pace_s:
                 time.sleep(self.pace_s)
             self.serve_head_unit(state.time + 4.0)
+
+    def run_realtime(
+        self,
+        day_s: float,
+        stop: threading.Event | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Real time: every cyclic message at its DBC cycle time (``GenMsgCycleTime``),
+        stamped with wall time; the scenario moves on one day every ``day_s`` seconds.
+        The code pages go out one per cycle, 0, 1, 2, 3 in turn, as the DBC says."""
+        stop = stop or threading.Event()
+        cycles = {
+            m.name: m.cycle_time / 1000.0
+            for m in self.db.messages
+            if m.cycle_time and m.senders and set(m.senders) & {"BMS", "VCU"}
+        }
+        page = 0
+        for state in self.scenario.states():
+            if stop.is_set():
+                return
+            self.day = state
+            if self.on_day is not None:
+                self.on_day(state)
+            values = cyclic_values(state)
+            start = clock()
+            due = dict.fromkeys(cycles, start)
+            while not stop.is_set():
+                now = clock()
+                if now - start >= day_s:
+                    break
+                for name, at in due.items():
+                    if now < at:
+                        continue
+                    due[name] = max(at + cycles[name], now)  # never a burst to catch up
+                    if name == "BMS_PackCode":
+                        frame = code_pages(self.db, state.code, now)[page]
+                        page = (page + 1) % 4
+                    elif name in values:
+                        frame = encode(self.db, name, values[name], now)
+                    else:
+                        continue
+                    self.bus.send(frame)
+                self.serve_head_unit(now)
+                stop.wait(max(0.0, min(min(due.values()), start + day_s) - clock()))
 
     def serve_head_unit(self, now: float) -> None:
         if self.head_unit is None:

@@ -1,0 +1,119 @@
+"""`pack-agent simulate`: the virtual vehicle alone on any python-can bus.
+
+Point a real agent, candump or ``cantools monitor`` at it. Two clocks:
+
+- fast (default): a whole simulated day in one burst of frames, ``--speed`` days
+  per second; on a ``virtual`` bus the frames carry simulated time stamps, so an
+  agent that takes time from frames (the demo) lives through years in seconds.
+- ``--realtime``: every message at its DBC cycle time (``GenMsgCycleTime``) with
+  wall-clock time stamps, as a real BMS sends; one scenario day every
+  ``--day-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run the virtual vehicle (BMS, VCU, head unit) alone on a CAN bus"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bus-interface", default="socketcan", help="python-can interface (default socketcan)"
+    )
+    parser.add_argument("--channel", default="vcan0", help="the channel (default vcan0)")
+    parser.add_argument("--scenario", default="ageing", help="see --list-scenarios")
+    parser.add_argument("--list-scenarios", action="store_true", help="list them and exit")
+    parser.add_argument(
+        "--speed", type=float, default=100.0, help="fast mode: simulated days per second"
+    )
+    parser.add_argument(
+        "--realtime", action="store_true", help="frames at their DBC cycle times, wall clock"
+    )
+    parser.add_argument(
+        "--day-seconds", type=float, default=10.0, help="real time: wall seconds per scenario day"
+    )
+    parser.add_argument("--days", type=int, help="stop after this many days")
+    parser.add_argument(
+        "--head-unit",
+        default="seen",
+        choices=["seen", "dismissed", "service_booked", "none"],
+        help="how the virtual head unit answers owner notices (default seen)",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no line per day")
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import signal
+    import threading
+
+    import can
+
+    from pack_agent.config import load_config, reference_config_path
+    from pack_agent.database import load_and_check
+    from pack_agent.errors import BusError, PackAgentError
+    from pack_agent.events import utc_from_timestamp
+    from pack_agent.sim import SCENARIOS, VirtualHeadUnit, VirtualVehicle
+    from pack_agent.sim.scenario import DAY, DayState
+
+    if args.list_scenarios:
+        for name, sc in SCENARIOS.items():
+            print(f"{name:<18} {sc.days:5d} days  {sc.description}")
+        return 0
+    if args.scenario not in SCENARIOS:
+        raise PackAgentError(
+            f"--scenario: unknown scenario {args.scenario!r} (choose from {', '.join(SCENARIOS)})"
+        )
+    if args.speed <= 0 or args.day_seconds <= 0:
+        raise PackAgentError("--speed and --day-seconds must be > 0")
+    scenario = SCENARIOS[args.scenario]
+    if args.days is not None:
+        scenario = dataclasses.replace(scenario, days=max(1, args.days))
+    config = load_config(reference_config_path())
+    db = load_and_check(config)
+    options = {"preserve_timestamps": True} if args.bus_interface == "virtual" else {}
+    try:
+        bus = can.Bus(interface=args.bus_interface, channel=args.channel, **options)
+    except Exception as exc:
+        raise BusError(
+            f"--bus-interface {args.bus_interface} --channel {args.channel}: cannot open: {exc}"
+        ) from exc
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def on_day(s: DayState) -> None:
+        if args.quiet:
+            return
+        when = utc_from_timestamp(s.time).strftime("%Y-%m-%d")
+        fault = f"  ALARM {s.fault}" if s.fault else ""
+        print(f"day {s.day:4d} {when}  code {s.code}  SOH {s.soh:5.1f} %{fault}", flush=True)
+
+    response = None if args.head_unit == "none" else args.head_unit
+    delay = args.day_seconds / 2 if args.realtime else 2 * DAY
+    head_unit = VirtualHeadUnit(db, response=response, delay_s=delay)
+    print(
+        f"simulating '{scenario.name}' ({scenario.description}) on "
+        f"{args.bus_interface}:{args.channel}, "
+        + (
+            f"real time, {args.day_seconds:g} s per day"
+            if args.realtime
+            else f"{args.speed:g} days/s"
+        )
+        + "; Ctrl-C stops",
+        flush=True,
+    )
+    vehicle = VirtualVehicle(bus, db, scenario, head_unit, pace_s=1.0 / args.speed, on_day=on_day)
+    try:
+        if args.realtime:
+            vehicle.run_realtime(args.day_seconds, stop)
+        else:
+            vehicle.run(stop)
+    except can.CanError as exc:
+        raise BusError(f"{args.bus_interface}:{args.channel}: {exc}") from exc
+    finally:
+        bus.shutdown()
+    if head_unit.shown:
+        print(f"head unit showed {len(head_unit.shown)} notice(s)")
+    return 130 if stop.is_set() else 0

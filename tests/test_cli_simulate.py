@@ -1,0 +1,141 @@
+"""`pack-agent simulate`: the virtual vehicle alone on a bus, as candump would see it."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+
+import can
+import pytest
+
+from pack_agent.cli import main
+from pack_agent.codes import check_code
+from pack_agent.config import load_config, reference_config_path
+from pack_agent.database import load_and_check
+from pack_agent.sim import SCENARIOS
+from pack_agent.sim.scenario import FORGED_CODE
+
+
+@pytest.fixture(scope="module")
+def db():
+    return load_and_check(load_config(reference_config_path()))
+
+
+def capture(argv: list[str]) -> tuple[int, list[can.Message]]:
+    """Run `pack-agent simulate` on a fresh virtual channel; return its exit code and frames."""
+    channel = f"test-sim-{uuid.uuid4().hex[:10]}"
+    sniffer = can.Bus(interface="virtual", channel=channel)  # candump's view
+    frames: list[can.Message] = []
+    done = threading.Event()
+
+    def sniff() -> None:
+        while not done.is_set():
+            msg = sniffer.recv(0.05)
+            if msg is not None:
+                frames.append(msg)
+
+    t = threading.Thread(target=sniff)
+    t.start()
+    try:
+        rc = main(["simulate", "--bus-interface", "virtual", "--channel", channel, "-q", *argv])
+    finally:
+        done.set()
+        t.join()
+        while (msg := sniffer.recv(0)) is not None:
+            frames.append(msg)
+        sniffer.shutdown()
+    return rc, frames
+
+
+def decoded(db, frames: list[can.Message], name: str) -> list[dict]:
+    msg = db.get_message_by_name(name)
+    return [
+        msg.decode(f.data, decode_choices=False) for f in frames if f.arbitration_id == msg.frame_id
+    ]
+
+
+def codes(db, frames) -> list[str]:
+    pages = decoded(db, frames, "BMS_PackCode")
+    out, current = [], {}
+    for p in pages:
+        n = int(p["PackCode_Page"])
+        current[n] = int(p[f"PackCode_Text{n}"]).to_bytes(6, "little").rstrip(b"\0").decode()
+        if n == 3 and len(current) == 4:
+            out.append("".join(current[i] for i in range(4)))
+    return out
+
+
+def test_every_scenario_is_listed(capsys):
+    assert main(["simulate", "--list-scenarios"]) == 0
+    listed = capsys.readouterr().out
+    for name in (
+        "healthy",
+        "ageing",
+        "safety-fault",
+        "insulation-fault",
+        "pack-swap",
+        "forged-code",
+    ):
+        assert name in SCENARIOS and name in listed
+
+
+def test_healthy_alarms_are_all_zero(db):
+    rc, frames = capture(["--scenario", "healthy", "--days", "20", "--speed", "2000"])
+    assert rc == 0
+    alarms = decoded(db, frames, "BMS_Alarms")
+    assert len(alarms) == 20
+    flags = [k for k in alarms[0] if k.startswith("BMS_Alarm")] + ["BMS_MaxAlarmLevel"]
+    assert all(a[k] == 0 for a in alarms for k in flags)
+    assert set(codes(db, frames)) == {SCENARIOS["healthy"].code}
+
+
+@pytest.mark.parametrize(
+    ("scenario", "flag", "level"),
+    [
+        ("safety-fault", "BMS_AlarmThermalEvent", 4),
+        ("insulation-fault", "BMS_AlarmInsulation", 3),
+    ],
+)
+def test_sudden_safety_fault(db, scenario, flag, level):
+    rc, frames = capture(["--scenario", scenario, "--speed", "5000"])
+    assert rc == 0
+    alarms = decoded(db, frames, "BMS_Alarms")
+    day = SCENARIOS[scenario].fault_day
+    assert [a[flag] for a in alarms] == [0] * day + [1] * (len(alarms) - day)
+    assert alarms[-1]["BMS_MaxAlarmLevel"] == level
+
+
+def test_pack_swap_and_forged_code(db):
+    _, frames = capture(["--scenario", "pack-swap", "--speed", "5000"])
+    sc = SCENARIOS["pack-swap"]
+    assert list(dict.fromkeys(codes(db, frames))) == [sc.code, sc.new_code]
+    _, frames = capture(["--scenario", "forged-code", "--speed", "5000"])
+    seen = list(dict.fromkeys(codes(db, frames)))
+    assert seen == [SCENARIOS["forged-code"].code, FORGED_CODE]
+    assert not check_code(FORGED_CODE).valid
+
+
+def test_realtime_sends_at_the_dbc_cycle_times(db):
+    rc, frames = capture(
+        ["--scenario", "healthy", "--realtime", "--day-seconds", "1.0", "--days", "1"]
+    )
+    assert rc == 0
+    counts = Counter(f.arbitration_id for f in frames)
+    by_name = {m.name: counts[m.frame_id] for m in db.messages}
+    # one second: 100 ms messages about 10 times, 500 ms twice, 1000 ms once
+    assert 7 <= by_name["BMS_Status"] <= 11
+    assert 7 <= by_name["VCU_Vehicle"] <= 11
+    assert 2 <= by_name["BMS_Alarms"] <= 3
+    assert 1 <= by_name["BMS_Health"] <= 2
+    assert by_name["PA_OwnerNotice"] == 0
+    span = frames[-1].timestamp - frames[0].timestamp
+    assert 0.7 < span < 1.5  # wall-clock stamps, not simulated days
+
+
+def test_unknown_scenario_is_one_clear_error(capsys):
+    assert (
+        main(["simulate", "--bus-interface", "virtual", "--channel", "x", "--scenario", "nope"])
+        == 2
+    )
+    assert "unknown scenario 'nope'" in capsys.readouterr().err
