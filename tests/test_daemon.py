@@ -323,3 +323,18 @@ def test_a_failing_bus_is_reported_retried_and_the_notice_delivered(broker, tmp_
     assert agent.daemon is not None
     status = agent.daemon.agent.notice_status()
     assert status["send_failures"] == on_can[0]["retries"] and status["failing"] == []
+
+
+def test_the_clock_comes_from_the_configuration(tmp_path):
+    cfg, _ = make_config(tmp_path, 1883)
+    daemon = Daemon(cfg)
+    try:
+        assert daemon.clock is time.time  # a vehicle runs on the wall clock
+    finally:
+        daemon.close()
+    cfg.daemon.clock = "frames"
+    daemon = Daemon(cfg)
+    try:
+        assert daemon.clock is None  # a bench or simulator: the frames' own time
+    finally:
+        daemon.close()

@@ -220,6 +220,9 @@ class DaemonSettings(_Model):
     )
     status_interval_s: float = Field(default=5.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] | None = None
+    clock: Literal["system", "frames"] = Field(
+        default="system", description="frames: time comes from the frames' time stamps"
+    )
 
 
 class AgentConfig(_Model):

@@ -64,7 +64,7 @@ class Daemon:
         self,
         config: AgentConfig,
         *,
-        clock: Callable[[], float] | None = time.time,
+        clock: Callable[[], float] | str | None = "config",
         on_event: Callable[[Any], None] | None = None,
         buses: dict[str, can.BusABC] | None = None,
         config_path: str | Path | None = None,
@@ -79,7 +79,9 @@ class Daemon:
 
         self.config = config
         self.config_path = Path(config_path) if config_path is not None else None
-        self.clock = clock
+        if clock == "config":  # [daemon] clock: the wall clock, or the frames' own time
+            clock = time.time if config.daemon.clock == "system" else None
+        self.clock: Callable[[], float] | None = clock  # type: ignore[assignment]
         self.stop_event = threading.Event()
         self.systemd = systemd or Notifier(address="")
         self.started_at = time.time()
