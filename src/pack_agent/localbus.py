@@ -10,19 +10,23 @@ agent process.
 
     can.Bus(interface="localbus", channel="/tmp/pack-agent-bus")
 
-A receiver's queue is short, so a sender waits up to 50 ms for a node that is
-reading; a node that does not read in that time (stopped, hung) loses frames
-for the next second, counted in ``dropped``, as on a real bus: one stuck node
-never stops the others.
+Each node has a receive buffer like a CAN socket's (``rx_buffer`` frames,
+filled by a reader thread), so a process that pauses for a few hundred
+milliseconds (a disk flush) loses nothing. A node that does not read for 250 ms
+(stopped, hung) loses frames for the next second, counted in the sender's
+``dropped``, as on a real bus: one stuck node never stops the others. A full
+receive buffer drops the newest frames, counted in ``rx_dropped``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import select
 import socket
 import struct
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -34,7 +38,7 @@ import can
 _HEADER = struct.Struct("<dIBB")
 _EXT, _RTR, _ERR, _FD, _BRS, _ESI = 1, 2, 4, 8, 16, 32
 _PEERS_REFRESH_S = 0.2
-_BACKPRESSURE_S = 0.05
+_BACKPRESSURE_S = 0.25
 _STALL_S = 1.0
 
 
@@ -76,6 +80,7 @@ class LocalBus(can.BusABC):
         channel: Any = "/tmp/pack-agent-localbus",
         preserve_timestamps: bool = False,
         receive_own_messages: bool = False,
+        rx_buffer: int = 20_000,
         **kwargs: Any,
     ) -> None:
         self.channel_info = f"localbus {channel}"
@@ -91,8 +96,31 @@ class LocalBus(can.BusABC):
         self._stalled: dict[str, float] = {}
         self._peers_at = 0.0
         self.dropped = 0
+        self.rx_dropped = 0
         self._closed = False
+        self._rx: queue.Queue[bytes] = queue.Queue(maxsize=rx_buffer)
+        self._reader = threading.Thread(
+            target=self._read, name=f"localbus-rx {self._path.name}", daemon=True
+        )
+        self._reader.start()
         super().__init__(channel=channel, **kwargs)
+
+    def _read(self) -> None:
+        """The receive buffer: drains the socket as the kernel drains a CAN controller."""
+        while not self._closed:
+            try:
+                ready, _, _ = select.select([self._sock], [], [], 0.2)
+                if not ready:
+                    continue
+                raw = self._sock.recv(_HEADER.size + 64)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return  # closed
+            try:
+                self._rx.put_nowait(raw)
+            except queue.Full:
+                self.rx_dropped += 1
 
     def _refresh_peers(self) -> None:
         now = time.monotonic()
@@ -155,25 +183,22 @@ class LocalBus(can.BusABC):
         if self._closed:
             raise can.CanOperationError("localbus is shut down")
         try:
-            raw = self._sock.recv(_HEADER.size + 64)
-        except BlockingIOError:
-            ready, _, _ = select.select([self._sock], [], [], timeout)
-            if not ready:
-                return None, False
-            try:
-                raw = self._sock.recv(_HEADER.size + 64)
-            except BlockingIOError:
-                return None, False
+            if timeout is None:
+                raw = self._rx.get()  # python-can: None waits for a frame
+            elif timeout <= 0:
+                raw = self._rx.get_nowait()
+            else:
+                raw = self._rx.get(timeout=timeout)
+        except queue.Empty:
+            return None, False
         return decode_frame(raw, str(self._dir)), False
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
 
     def shutdown(self) -> None:
         if self._closed:
             return
         self._closed = True
         super().shutdown()
+        self._reader.join(1.0)
         self._sock.close()
         with contextlib.suppress(OSError):
             self._path.unlink()

@@ -72,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
         scenario = dataclasses.replace(scenario, days=max(1, args.days))
     config = load_config(reference_config_path())
     db = load_and_check(config)
-    options = {"preserve_timestamps": True} if args.bus_interface == "virtual" else {}
+    # simulated time travels in the frames' time stamps where the interface can carry them
+    # (an agent with [daemon] clock = "frames" lives through the scenario's days)
+    keeps_time = args.bus_interface in ("virtual", "localbus")
+    options = {"preserve_timestamps": True} if keeps_time else {}
     try:
         bus = can.Bus(interface=args.bus_interface, channel=args.channel, **options)
     except Exception as exc:
