@@ -1,0 +1,69 @@
+"""Two real processes, as on a bench: `pack-agent simulate` and `pack-agent run` on one
+localbus, the agent's clock taken from the frames, events to a real mosquitto."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from conftest import Subscriber
+from pack_agent.config import reference_config_path
+from pack_agent.sim import SCENARIOS
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def agent_config(tmp_path: Path, port: int) -> Path:
+    text = reference_config_path().read_text(encoding="utf-8")
+    text = text.replace('interface = "socketcan"', 'interface = "localbus"', 1)
+    text = text.replace('channel = "can0"', f'channel = "{tmp_path / "bus"}"', 1)
+    text = text.replace("port = 1883", f"port = {port}", 1)
+    text = text.replace("/var/lib/pack-agent/pack-agent.db", str(tmp_path / "agent.db"))
+    text += f'\n[daemon]\nclock = "frames"\nstatus_file = "{tmp_path / "status.json"}"\n'
+    path = tmp_path / "agent.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def pack_agent(*args: str, **kw: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-m", "pack_agent", *args], env=env, text=True, **kw)  # type: ignore[call-overload]
+
+
+def test_simulator_and_agent_as_separate_processes(broker, tmp_path):
+    config = agent_config(tmp_path, broker.port)
+    with Subscriber(broker) as backend:
+        agent = pack_agent("run", "--config", str(config), stderr=subprocess.PIPE)
+        try:
+            backend.wait_for(lambda s: any(x.get("state") == "online" for x in s.statuses), 15)
+            sim = pack_agent(
+                "simulate", "--bus-interface", "localbus", "--channel", str(tmp_path / "bus"),
+                "--scenario", "ageing", "--speed", "100", "--head-unit", "service_booked", "-q",
+                stdout=subprocess.PIPE,
+            )  # fmt: skip
+            assert sim.wait(120) == 0
+            backend.wait_for(lambda s: "pack.replaced" in {e["type"] for e in s.events}, 20)
+        finally:
+            agent.terminate()
+            _, err = agent.communicate(timeout=20)
+        assert agent.returncode == 0, err[-2000:]
+        backend.wait_for(lambda s: any(x.get("state") == "offline" for x in s.statuses), 10)
+    events = sorted({e["event_id"]: e for e in backend.events}.values(), key=lambda e: e["seq"])
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    kinds = Counter(e["type"] for e in events)
+    assert kinds["pack.identified"] == 1 and kinds["pack.replaced"] == 1
+    assert kinds["scrap.forecast"] == 1 and kinds["scrap.condition_met"] == 1
+    acks = [e["data"] for e in events if e["type"] == "owner.acknowledged"]
+    assert [(a["notice_id"], a["response"]) for a in acks] == [
+        (0x0102, "service_booked"),
+        (0x0101, "service_booked"),
+    ]
+    # decided on the simulated calendar, not on the wall clock
+    decision = next(e for e in events if e["type"] == "scrap.condition_met")
+    scenario = SCENARIOS["ageing"]
+    assert decision["data"]["pack_code"] == scenario.code
+    assert decision["time"].startswith("2028-")
+    assert "Traceback" not in err
