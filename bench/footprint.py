@@ -294,12 +294,20 @@ def strace_day(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
 
 
 def strace_counts(path: Path) -> dict[str, int]:
-    counts = {"db_writes": 0, "db_syncs": 0, "other_file_writes": 0, "renames": 0}
+    counts = {
+        "db_writes": 0,
+        "db_write_bytes": 0,
+        "db_syncs": 0,
+        "other_file_writes": 0,
+        "renames": 0,
+    }
     for line in path.read_text(errors="replace").splitlines():
         db = ".db" in line
         if re.search(r"\b(pwrite64|write)\(\d+<", line):
             if db:
                 counts["db_writes"] += 1
+                done = re.search(r"= (\d+)$", line)
+                counts["db_write_bytes"] += int(done.group(1)) if done else 0
             elif "<socket:" not in line and "<pipe:" not in line and "<UNIX" not in line:
                 counts["other_file_writes"] += 1
         elif re.search(r"\bf(data)?sync\(", line):
@@ -410,16 +418,17 @@ def main() -> int:
             "no_growth": growth < 1.0,
         },
     }
+    print(f"baseline ({BASELINE}):")
+    print(f"  start {base['start_s']:.3f} s, peak RSS {base['rss'] / MIB:.1f} MiB")
     print(
-        f"baseline ({BASELINE}): start {base['start_s']:.3f} s, peak RSS {base['rss'] / MIB:.1f} MiB"
-    )
-    print(
-        f"agent: ready {agent.ready_s:.3f} s ({result['ready_ratio']}x), peak RSS {hwm / MIB:.1f} MiB "
+        f"agent: ready {agent.ready_s:.3f} s ({result['ready_ratio']}x), "
+        f"peak RSS {hwm / MIB:.1f} MiB "
         f"({result['rss_peak_ratio']}x), busy-run RSS by thirds {result['rss_busy_thirds_mib']} MiB"
     )
     for name, p in phases.items():
         print(
-            f"  {name:16} {p['bus_s']:>8.0f} bus-s {p['frames']:>9} frames {p['wall_s']:>7.1f} wall-s "
+            f"  {name:16} {p['bus_s']:>8.0f} bus-s {p['frames']:>9} frames "
+            f"{p['wall_s']:>7.1f} wall-s "
             f"CPU {p['cpu_per_bus_s'] * 1000:8.2f} ms per bus-s  RSS {p['rss_mib']} MiB"
         )
     print(f"  steady day writes: {writes}")
