@@ -349,15 +349,16 @@ class Agent:
         if self._policy_saved_at is None:
             self._policy_saved_at = now
         save_due = now - self._policy_saved_at >= self.config.policy.persist_interval_s
-        if health_due or save_due:
+        snapshot = self.tracker.health_snapshot(now) if health_due else None
+        if snapshot is not None and not snapshot["metrics"]:
+            snapshot = None  # nothing heard since the last sample: nothing to publish
+        if snapshot is not None or save_due:
             # one commit for the hourly sample and the hourly save (same default interval):
             # in steady state this is the agent's only write, besides the broker's PUBACK
             with self.store.transaction():
-                if health_due:
-                    snapshot = self.tracker.health_snapshot(now)
-                    if snapshot["metrics"]:
-                        snapshot["trend"] = self.policy.trend(now)
-                        self._emit("pack.health", snapshot, now)
+                if snapshot is not None:
+                    snapshot["trend"] = self.policy.trend(now)
+                    self._emit("pack.health", snapshot, now)
                 if save_due:
                     self.flush(now)
         self._send_due_notices(now)
