@@ -75,6 +75,7 @@ class Agent:
         self._rule_notice = {r.id: r.notice_id for r in config.rules}
         self._ignition_on: bool | None = store.get_state("ignition.on")
         self._head_unit_heard_at: float | None = store.get_state("notices.head_unit_heard_at")
+        self._head_unit_saved = self._head_unit_heard_at
         self._on_event = on_event
         self._next_health: float | None = None
         self._retry_at: dict[tuple[int, str], float] = {}
@@ -178,11 +179,14 @@ class Agent:
             self._send_due_notices(now)
 
     def _heard_head_unit(self, now: float) -> None:
-        """Persisted at most once a minute: a head unit flooding answers must not flood disk."""
-        last = self._head_unit_heard_at
+        """Kept in memory and saved with the policy state (hourly, at shutdown); only the
+        first answer ever is written at once. A head unit that sends its answer frame
+        cyclically must not cost a flash write a minute."""
+        first = self._head_unit_heard_at is None
         self._head_unit_heard_at = now
-        if last is None or not 0 <= now - last < 60.0:
+        if first:
             self.store.put_state("notices.head_unit_heard_at", now)
+            self._head_unit_saved = now
 
     def _send_due_notices(self, now: float) -> None:
         """Starts the attempts that are due, then delivers every attempt still owed on a
@@ -339,25 +343,35 @@ class Agent:
             for result in self.uds.drain():
                 self.handle_uds(result, now)
         self._apply(self.tracker.check_silence(now), now)
-        if self._next_health is None:
+        health_due = self._next_health is not None and now >= self._next_health
+        if self._next_health is None or health_due:
             self._next_health = now + self.config.health.publish_interval_s
-        elif now >= self._next_health:
-            self._next_health = now + self.config.health.publish_interval_s
-            snapshot = self.tracker.health_snapshot(now)
-            if snapshot["metrics"]:
-                snapshot["trend"] = self.policy.trend(now)
-                self._emit("pack.health", snapshot, now)
         if self._policy_saved_at is None:
             self._policy_saved_at = now
-        elif now - self._policy_saved_at >= self.config.policy.persist_interval_s:
-            self.flush(now)
+        save_due = now - self._policy_saved_at >= self.config.policy.persist_interval_s
+        snapshot = self.tracker.health_snapshot(now) if health_due else None
+        if snapshot is not None and not snapshot["metrics"]:
+            snapshot = None  # nothing heard since the last sample: nothing to publish
+        if snapshot is not None or save_due:
+            # one commit for the hourly sample and the hourly save (same default interval):
+            # in steady state this is the agent's only write, besides the broker's PUBACK
+            with self.store.transaction():
+                if snapshot is not None:
+                    snapshot["trend"] = self.policy.trend(now)
+                    self._emit("pack.health", snapshot, now)
+                if save_due:
+                    self.flush(now)
         self._send_due_notices(now)
         self._check_notice_failures(now)
 
     def flush(self, now: float | None = None) -> None:
-        """Persist the rules' windows and the SOH history: hourly, and at shutdown
-        (not on every reading: flash wears)."""
-        self.store.put_state("policy.state", self.policy.to_state())
+        """Persist the rules' windows, the SOH history and when the head unit was last
+        heard: hourly, and at shutdown (not on every reading: flash wears)."""
+        with self.store.transaction():
+            self.store.put_state("policy.state", self.policy.to_state())
+            if self._head_unit_heard_at != self._head_unit_saved:
+                self.store.put_state("notices.head_unit_heard_at", self._head_unit_heard_at)
+                self._head_unit_saved = self._head_unit_heard_at
         if now is not None:
             self._policy_saved_at = now
 

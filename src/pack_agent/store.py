@@ -76,6 +76,7 @@ class Store:
         self._count: int | None = None  # cached pending_count, None = unknown
         self._delivered: int | None = None  # cached delivered_total
         self._warned_full = False  # one warning per episode of a full outbox
+        self.commits = 0  # write transactions committed by this handle (flash wear: bench, tests)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.path.exists():  # the file holds the VIN and pack codes: owner only
@@ -159,6 +160,7 @@ class Store:
             yield
             with self._guard("cannot commit"):
                 self._conn.execute("COMMIT")
+            self.commits += 1
         except BaseException:
             self._count = self._delivered = None
             if self._conn.in_transaction:

@@ -13,9 +13,12 @@ if TYPE_CHECKING:
 HELP = "run the whole pipeline over a recorded CAN log and print the events"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from pack_agent.replay import FORMATS
+# pack_agent.replay's FORMATS, spelled out: building the parser (every subcommand, also
+# for `run`) must not import the replay machinery (tests/test_cli_imports.py checks both)
+FORMATS = ("gvret", "asc", "blf", "candump", "trc", "csv", "mf4")
 
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("log", help="the log: .asc .blf .log (candump) .trc .csv .mf4, GVRET CSV")
     parser.add_argument("--config", "-c", required=True, help="the TOML configuration file")
     parser.add_argument("--json", action="store_true", help="one event a line, as on MQTT")

@@ -1,0 +1,89 @@
+"""What `pack-agent run` imports: the real daemon process, started to READY=1 and stopped.
+
+The daemon must not pay (memory, start-up) for what only other subcommands use. The
+module list comes from ``python -X importtime`` of the real process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from pack_agent.cli.replay import FORMATS as CLI_FORMATS
+from pack_agent.config import reference_config_path
+from pack_agent.replay import FORMATS
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# used by other subcommands, tests or tools, never by the daemon
+NOT_AT_START = (
+    "pack_agent.demo",
+    "pack_agent.replay",
+    "pack_agent.schema",
+    "pack_agent.backend",
+    "pack_agent.sim",
+    "pack_agent.devbroker",
+    "pack_agent.statusview",
+    "pack_agent.event_data",
+    "hypothesis",
+    "pytest",
+    "matplotlib",
+    "jsonschema",
+    "cantools.subparsers",
+)
+
+
+def daemon_imports(tmp_path: Path) -> set[str]:
+    text = reference_config_path().read_text(encoding="utf-8")
+    text = re.sub(
+        r'interface = "socketcan".*\nchannel = "can0"\nbitrate = 500000',
+        f'interface = "virtual"\nchannel = "imports-{uuid.uuid4().hex[:8]}"',
+        text,
+    )
+    text = text.replace('"/var/lib/pack-agent/pack-agent.db"', f'"{tmp_path / "agent.db"}"')
+    text += f'\n[daemon]\nstatus_file = "{tmp_path / "status.json"}"\nshutdown_timeout_s = 1\n'
+    config = tmp_path / "agent.toml"
+    config.write_text(text, encoding="utf-8")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(30)
+    env = {**os.environ, "PYTHONPATH": str(SRC), "NOTIFY_SOCKET": str(tmp_path / "notify")}
+    proc = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", "pack_agent", "run", "-c", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while "READY=1" not in notify.recv(4096).decode().split("\n"):
+            pass
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        notify.close()
+    assert proc.returncode == 0, err[-2000:]
+    return {
+        line.split("|")[2].strip()
+        for line in err.splitlines()
+        if line.startswith("import time:") and "imported package" not in line
+    }
+
+
+def test_the_daemon_imports_nothing_it_does_not_use(tmp_path):
+    modules = daemon_imports(tmp_path)
+    assert {"pack_agent.daemon", "pack_agent.store", "pack_agent.uplink", "cantools"} <= modules
+    loaded = sorted(
+        m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_AT_START)
+    )
+    assert loaded == []
+
+
+def test_the_replay_formats_the_parser_offers_are_the_replay_formats():
+    assert CLI_FORMATS == FORMATS

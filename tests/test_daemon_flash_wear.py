@@ -1,0 +1,92 @@
+"""Flash wear: a simulated steady-state day (healthy pack, head unit on the bus, broker
+connected) through the real daemon, real SQLite store and real mosquitto, counting the
+store's commits. Users rely on the agent writing about once an hour, not once a frame."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+
+import can
+
+from agent_thread import RunningDaemon
+from conftest import Subscriber
+from pack_agent.config import load_config, reference_config_path
+from pack_agent.database import load_and_check
+from pack_agent.demo import demo_config
+from pack_agent.sim import SCENARIOS
+from pack_agent.sim.vehicle import code_pages, cyclic_values, encode
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+STEP_S = 5.0  # one of each cyclic message every 5 simulated seconds (bms_timeout_s is 10)
+STARTUP_COMMITS = 6  # pack.identified, ignition on, head unit first heard, their PUBACKs
+
+
+def steady_day(db, start: float) -> list[can.Message]:
+    """A day of a healthy pack: every cyclic BMS/VCU message, one code page, and the head
+    unit's answer frame (a head unit that sends it cyclically, with nothing open)."""
+    state = SCENARIOS["healthy"].states()[0]
+    templates = [encode(db, name, values, 0.0) for name, values in cyclic_values(state).items()]
+    templates += code_pages(db, state.code, 0.0)
+    ack = db.get_message_by_name("HU_NoticeAck")
+    templates.append(
+        can.Message(
+            arbitration_id=ack.frame_id,
+            data=ack.encode({"HU_AckSeq": 0, "HU_AckNoticeId": 0, "HU_AckResponse": 1}),
+            is_extended_id=False,
+        )
+    )
+    pages = templates[-5:-1]
+    cyclic = templates[:-5]
+    frames = []
+    for i in range(int(DAY / STEP_S) + 12):
+        t = start + i * STEP_S
+        for k, tpl in enumerate([*cyclic, pages[i % 4], templates[-1]]):
+            frames.append(
+                can.Message(
+                    arbitration_id=tpl.arbitration_id,
+                    data=tpl.data,
+                    is_extended_id=tpl.is_extended_id,
+                    timestamp=t + k * 0.001,
+                )
+            )
+    return frames
+
+
+def test_a_steady_day_commits_about_once_an_hour(broker, tmp_path):
+    channel = f"flash-{uuid.uuid4().hex[:10]}"
+    cfg = demo_config(load_config(reference_config_path()), channel, broker.port, tmp_path)
+    cfg.health.publish_interval_s = HOUR  # the defaults: one sample and one save an hour
+    cfg.health.bms_timeout_s = 10.0
+    cfg.policy.persist_interval_s = HOUR
+    cfg.daemon.status_file = str(tmp_path / "run" / "status.json")
+    db = load_and_check(cfg)
+    start = SCENARIOS["healthy"].start
+    frames = steady_day(db, start)
+
+    bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+    feeder = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+    with Subscriber(broker) as backend:
+        agent = RunningDaemon(cfg, clock=None, buses={"powertrain": bus})
+        try:
+            for frame in frames:
+                feeder.send(frame)
+            backend.wait_for(lambda s: sum(e["type"] == "pack.health" for e in s.events) >= 24, 60)
+            time.sleep(0.3)  # the last PUBACK's delete
+        finally:
+            agent.stop()
+            feeder.shutdown()
+            bus.shutdown()
+    assert agent.daemon is not None
+    types = [e.type for e in agent.events]
+    assert types.count("pack.health") == 24
+    assert set(types) == {"pack.identified", "pack.health"}, types  # nothing happened
+
+    # per interval: the health sample, the policy save and the last-event row in one
+    # commit, and the broker's PUBACK deleting it in another; plus start-up and shutdown
+    intervals = math.ceil(DAY / min(cfg.health.publish_interval_s, cfg.policy.persist_interval_s))
+    bound = 2 * intervals + STARTUP_COMMITS + 1
+    commits = agent.daemon.store.commits
+    assert commits <= bound, f"{commits} commits in a steady day, bound {bound}"
