@@ -367,6 +367,10 @@ class Agent:
         for event_type, data in happenings:
             self._emit(event_type, data, now)
 
+    def record(self, event_type: str, data: dict[str, Any], now: float) -> None:
+        """An event about the agent itself (e.g. ``store.reset``), not caused by a frame."""
+        self._emit(event_type, data, now)
+
     def _emit(self, event_type: str, data: dict[str, Any], now: float) -> None:
         draft = EventDraft(
             type=event_type,  # type: ignore[arg-type]

@@ -74,7 +74,7 @@ class Daemon:
         from pack_agent.config import resolve_path
         from pack_agent.hmi import CanOwnerNotifier, OutboxOwnerNotifier
         from pack_agent.notices import outlet_text
-        from pack_agent.store import Store
+        from pack_agent.store import open_store
         from pack_agent.uplink import MqttUplink
 
         self.config = config
@@ -96,7 +96,7 @@ class Daemon:
         decoder = Decoder(config, db)
         notice_bus = config.notice.bus or config.buses[0].name
         ack = db.get_message_by_name(config.notice.ack_message)
-        self.store = Store(
+        self.store, reset = open_store(  # an unreadable file is moved aside: store.reset
             config.store_path(),
             max_events=config.store.max_events,
             synchronous=config.store.synchronous,
@@ -153,6 +153,8 @@ class Daemon:
             extra_notifiers=extra,
             uds=self.uds,
         )
+        if reset is not None:
+            self.agent.record("store.reset", reset, time.time())
 
     def _uds_poller(self, config: AgentConfig) -> UdsPoller | None:
         """Diagnostic requests, each on its own bus handle filtered to its response id."""

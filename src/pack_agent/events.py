@@ -28,6 +28,7 @@ EventType = Literal[
     "owner.notice_failed",
     "bms.silent",
     "bms.recovered",
+    "store.reset",
 ]
 
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]

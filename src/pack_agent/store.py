@@ -92,11 +92,20 @@ class Store:
             raise
 
     def _setup(self, synchronous: str, busy_timeout_ms: int) -> None:
-        with self._guard("not a usable SQLite database (move it aside or restore a backup)"):
+        with self._guard("not a usable SQLite database", StoreDamaged):
             c = self._conn
             c.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             version = c.execute("PRAGMA user_version").fetchone()[0]
             tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            # a truncated or damaged file can open and fail later, mid-run: look at every page
+            # now (the file is as small as the backlog, so this is quick)
+            verdict = c.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                found = [x for x in verdict.splitlines() if not x.startswith("***")]
+                first = found[0] if found else verdict
+                raise sqlite3.DatabaseError(
+                    f"database disk image is malformed (quick_check: {first})"
+                )
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path}: written by a newer pack-agent (schema {version}, "
@@ -133,11 +142,11 @@ class Store:
         log.info("%s: store schema upgraded from 1 to %d", self.path, SCHEMA_VERSION)
 
     @contextlib.contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
+    def _guard(self, what: str, kind: type[StoreError] = StoreError) -> Iterator[None]:
         try:
             yield
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {what}: {exc}") from None
+            raise kind(f"{self.path}: {what}: {exc}") from None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -350,6 +359,40 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class StoreDamaged(StoreError):
+    """The file is not a readable SQLite database (truncated, overwritten, corrupt)."""
+
+
+def open_store(path: str | Path, **options: Any) -> tuple[Store, dict[str, Any] | None]:
+    """Open the store; a damaged file is moved aside and a fresh store started.
+
+    A vehicle has nobody to restore a backup, and an agent that refuses to start
+    loses everything that happens from then on. So a file SQLite cannot read
+    (truncated, corrupt, not a database at all) is renamed to
+    ``<name>.corrupt-<UTC time>`` (with its ``-wal`` and ``-shm``), kept for a
+    post-mortem, and a fresh store is opened. The second value says what happened
+    (``moved_to``, ``error``); the daemon publishes it as a ``store.reset`` event,
+    the first event of the fresh store (``seq`` 1). Not reset: a store written by a
+    newer pack-agent, or an SQLite file that is not a pack-agent store (a wrong
+    ``store.path``): those stay errors, nothing is moved."""
+    try:
+        return Store(path, **options), None
+    except StoreDamaged as exc:
+        error = str(exc)
+    p = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    moved = p.with_name(f"{p.name}.corrupt-{stamp}")
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            side = p.with_name(p.name + suffix)
+            if side.exists():
+                side.rename(moved.with_name(moved.name + suffix))
+    except OSError as exc:
+        raise StoreError(f"{error}; and it cannot be moved aside: {exc}") from None
+    log.error("%s; moved to %s, starting a fresh store (event store.reset)", error, moved)
+    return Store(path, **options), {"moved_to": str(moved), "error": error}
 
 
 def read_only_view(path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,118 @@
+"""Storage faults at start: a missing, truncated, corrupt or foreign store file.
+
+Promise (docs/reliability.md): an unreadable store never stops the agent and never
+disappears silently. It is moved aside as ``<name>.corrupt-<time>`` and a fresh
+store begins with a ``store.reset`` event (seq 1) that the backend receives. A
+store from a newer pack-agent or an SQLite file that is not a pack-agent store is
+left alone and named in a clear error.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import Subscriber
+from pack_agent.config import load_config, reference_config_path
+from pack_agent.demo import demo_config
+from pack_agent.errors import StoreError
+from pack_agent.events import EventDraft, utc_from_timestamp
+from pack_agent.store import Store, open_store
+from test_daemon import AgentThread
+
+VIN = "LPACK2026AGENT001"
+
+
+def filled_store(path: Path, n: int) -> None:
+    with Store(path) as store:
+        for i in range(n):
+            store.append(
+                EventDraft(
+                    type="pack.health",
+                    vin=VIN,
+                    time=utc_from_timestamp(1_800_000_000 + i),
+                    data={"metrics": {"soh": {"value": 90.0 - i / 1000}}, "padding": "x" * 200},
+                )
+            )
+
+
+def aside(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(path.name + ".corrupt-*"))
+
+
+def test_a_missing_file_is_a_fresh_store_without_a_reset(tmp_path):
+    store, reset = open_store(tmp_path / "new" / "pack-agent.db")
+    with store:
+        assert reset is None and store.pending_count() == 0
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["garbage", "zeros", "truncated", "header-only"],
+)
+def test_an_unreadable_file_is_moved_aside_and_a_fresh_store_begun(tmp_path, damage):
+    path = tmp_path / "pack-agent.db"
+    filled_store(path, 3000)
+    raw = path.read_bytes()
+    assert len(raw) > 100_000
+    damaged = {
+        "garbage": bytes((i * 7919) % 251 for i in range(len(raw))),
+        "zeros": b"\0" * len(raw),
+        "truncated": raw[: len(raw) // 2],
+        "header-only": raw[:100],
+    }[damage]
+    path.write_bytes(damaged)
+    store, reset = open_store(path)
+    with store:
+        assert reset is not None
+        assert str(path) in reset["error"] and "not a usable SQLite database" in reset["error"]
+        moved = aside(path)
+        assert [str(p) for p in moved] == [reset["moved_to"]]
+        assert moved[0].read_bytes() == damaged  # kept as it was, for a post-mortem
+        assert store.pending_count() == 0
+        event = store.append(
+            EventDraft(type="store.reset", vin=VIN, time=utc_from_timestamp(0), data=reset)
+        )
+        assert event.seq == 1
+
+
+def test_a_foreign_or_newer_file_is_an_error_and_is_left_alone(tmp_path):
+    foreign = tmp_path / "other.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=r"other\.db: an SQLite database, but not a pack-agent"):
+        open_store(foreign)
+    newer = tmp_path / "newer.db"
+    filled_store(newer, 1)
+    conn = sqlite3.connect(newer)
+    conn.execute("PRAGMA user_version = 99")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=r"newer\.db: written by a newer pack-agent"):
+        open_store(newer)
+    assert not aside(foreign) and not aside(newer)
+
+
+def test_the_daemon_publishes_store_reset_and_carries_on(broker, tmp_path):
+    """Through the daemon: a corrupt file at start, the agent runs, the backend hears."""
+    channel = f"test-{uuid.uuid4().hex[:10]}"
+    cfg = demo_config(load_config(reference_config_path()), channel, broker.port, tmp_path)
+    path = cfg.store_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"this is not SQLite " * 500)
+    with Subscriber(broker) as sub:
+        agent = AgentThread(cfg)
+        try:
+            sub.wait_for(lambda s: any(e["type"] == "store.reset" for e in s.events), 10)
+        finally:
+            agent.stop()
+    (event,) = [e for e in sub.events if e["type"] == "store.reset"]
+    assert event["seq"] == 1 and event["data"]["moved_to"] == str(aside(path)[0])
+    assert "file is not a database" in event["data"]["error"]
+    with Store(path) as store:  # the fresh store is a working store
+        assert store.pending_count() == 0 and store.delivered_total == 1
