@@ -116,3 +116,107 @@ def test_the_daemon_publishes_store_reset_and_carries_on(broker, tmp_path):
     assert "file is not a database" in event["data"]["error"]
     with Store(path) as store:  # the fresh store is a working store
         assert store.pending_count() == 0 and store.delivered_total == 1
+
+
+def limit_pages(store: Store, extra: int = 0) -> None:
+    """SQLite's page-count limit: the file cannot grow beyond its size now (a full disk)."""
+    conn = store._conn
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + extra}")
+
+
+def unlimit_pages(store: Store) -> None:
+    store._conn.execute("PRAGMA max_page_count = 1073741823")
+
+
+def test_a_full_disk_holds_events_in_memory_and_writes_them_in_order(tmp_path, caplog):
+    path = tmp_path / "pack-agent.db"
+    with Store(path) as store:
+        store.append(
+            EventDraft(type="pack.identified", vin=VIN, time=utc_from_timestamp(0), data={})
+        )
+        limit_pages(store)
+        for i in range(400):  # far more than one page: the limit bites
+            with store.transaction():  # an event with the state change that caused it
+                store.put_state("policy.state", {"i": i, "pad": "y" * 300})
+                store.append(
+                    EventDraft(
+                        type="scrap.condition_met" if i == 200 else "pack.health",
+                        vin=VIN,
+                        time=utc_from_timestamp(i),
+                        data={"i": i, "pad": "x" * 300},
+                    )
+                )
+        assert store.held_events > 300
+        stats = store.stats()
+        assert stats["held_in_memory"] == store.held_events and stats["disk_full_since"]
+        assert "disk full" in caplog.text
+        assert not store.write_held(force=True)  # still full
+        unlimit_pages(store)
+        assert store.write_held(force=True)
+        assert store.held_events == 0 and store.stats()["disk_full_since"] is None
+        rows = store.pending_rows(0, 10_000)
+        seqs = [json_seq(body) for *_, body in rows]
+        assert seqs == list(range(1, 402))  # gap-free, in order, nothing twice
+        assert [t for _, _, _, t, _ in rows].count("scrap.condition_met") == 1
+        assert store.get_state("policy.state")["i"] == 399  # the state went with its event
+    with Store(path) as store:  # and it is all on disk
+        assert store.pending_count() == 401
+
+
+def test_a_transaction_that_fails_while_full_is_not_held(tmp_path):
+    with Store(tmp_path / "pack-agent.db") as store:
+        limit_pages(store)
+        for i in range(200):
+            store.append(
+                EventDraft(
+                    type="pack.health", vin=VIN, time=utc_from_timestamp(i), data={"p": "x" * 300}
+                )
+            )
+        held = store.held_events
+        with pytest.raises(RuntimeError), store.transaction():
+            store.append(
+                EventDraft(type="pack.health", vin=VIN, time=utc_from_timestamp(0), data={})
+            )
+            raise RuntimeError("the caller's change failed")
+        assert store.held_events == held
+        unlimit_pages(store)
+        store.append(EventDraft(type="bms.silent", vin=VIN, time=utc_from_timestamp(0), data={}))
+        assert store.held_events == held + 1  # behind the others: retried once a second
+        assert store.write_held(force=True)
+        seqs = [json_seq(body) for *_, body in store.pending_rows(0, 10_000)]
+        assert seqs == list(range(1, 202))
+
+
+def test_the_agent_keeps_deciding_while_the_disk_is_full(tmp_path):
+    """Through the agent: a decision and its notice while nothing can be written; no frame
+    error, the decision is not lost, and it reaches the file once there is room."""
+    from test_agent_notices import DAY, Rig
+
+    rig = Rig(tmp_path)
+    try:
+        rig.identify(1_800_000_000.0)
+        limit_pages(rig.store)
+        t = 1_800_000_000.0 + DAY
+        for day in range(30):
+            rig.soh(90.0, t + day * DAY)  # health readings, each day
+            rig.agent.tick(t + day * DAY)
+        rig.decide(t + 31 * DAY)
+        rig.run(t + 31 * DAY, t + 33 * DAY)
+        assert rig.agent.frame_errors == 0
+        assert rig.store.held_events > 0
+        types = [e.type for e in rig.events]
+        assert "scrap.condition_met" in types and "owner.notified" in types
+        unlimit_pages(rig.store)
+        assert rig.store.write_held(force=True)
+        rows = rig.store.pending_rows(0, 10_000)
+        assert [json_seq(b) for *_, b in rows] == list(range(1, len(rig.events) + 1))
+        assert [r[3] for r in rows] == types
+    finally:
+        rig.close()
+
+
+def json_seq(body: str) -> int:
+    import json
+
+    return json.loads(body)["seq"]

@@ -202,6 +202,7 @@ class Daemon:
     def housekeeping(self) -> None:
         """Called by the main loop every tick: watchdog, reload, live status."""
         self.systemd.watchdog()
+        self.store.write_held()  # a full disk: held events go to the file once it has room
         if self._reload_requested.is_set():
             self._reload_requested.clear()
             self.reload()
