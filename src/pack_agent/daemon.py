@@ -291,6 +291,9 @@ class Daemon:
                 "pack_code": tracker.code,
                 "bms_silent": tracker.bms_silent,
                 "frame_errors": self.agent.frame_errors,
+                "frames_decoded": self.agent.decoder.stats.frames,
+                "frames_dropped": dict(self.agent.decoder.stats.dropped.most_common(20)),
+                "stale_readings": self.agent.stale_readings,
                 "notice_failures": self.agent.notice_failures,
                 "latest": {
                     k: {"value": r.value, "time": r.time} for k, r in sorted(tracker.latest.items())
