@@ -188,6 +188,29 @@ def test_a_transaction_that_fails_while_full_is_not_held(tmp_path):
         assert seqs == list(range(1, 202))
 
 
+def test_what_is_held_in_memory_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr("pack_agent.store.MAX_HELD", 5)
+    with Store(tmp_path / "pack-agent.db") as store:
+        limit_pages(store)
+
+        def draft(pad: int = 0) -> EventDraft:
+            t = utc_from_timestamp(0)
+            return EventDraft(type="pack.health", vin=VIN, time=t, data={"p": "x" * pad})
+
+        while store.held_events == 0:
+            store.append(draft(3000))
+        for _ in range(4):
+            store.append(draft())
+        assert store.held_events == 5
+        with pytest.raises(StoreError, match="5 transactions already held in memory"):
+            store.append(draft())
+        assert store.held_events == 5
+        unlimit_pages(store)
+        assert store.write_held(force=True)
+        seqs = [json_seq(body) for *_, body in store.pending_rows(0, 10_000)]
+        assert seqs == list(range(1, len(seqs) + 1))
+
+
 def test_the_agent_keeps_deciding_while_the_disk_is_full(tmp_path):
     """Through the agent: a decision and its notice while nothing can be written; no frame
     error, the decision is not lost, and it reaches the file once there is room."""

@@ -213,11 +213,6 @@ class Store:
         if self._conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
-        if len(self._held) >= MAX_HELD:
-            raise StoreError(
-                f"{self.path}: disk full and {MAX_HELD} transactions already held in memory: "
-                f"this one is lost ({exc})"
-            )
         self._holding = True
         if self._held_since is None:
             self._held_since = time.time()
@@ -230,6 +225,11 @@ class Store:
             )
 
     def _hold(self) -> None:
+        if len(self._held) >= MAX_HELD:
+            raise StoreError(
+                f"{self.path}: disk full and {MAX_HELD} transactions already held in memory: "
+                "this one is lost"
+            )
         self._held.append(self._ops)
         self._held_events += sum(1 for sql, _ in self._ops if sql.startswith("INSERT INTO outbox"))
 
