@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pack_agent.config import AgentConfig
 from pack_agent.decoder import CodeAssembler, CodePage, Decoder, Reading
 from pack_agent.errors import BusError
-from pack_agent.events import EventDraft, utc_from_timestamp
+from pack_agent.events import PLAUSIBLE_SINCE, EventDraft, utc_from_timestamp
 from pack_agent.notices import Cadence, Notice, NoticeAck, NoticeBook
 from pack_agent.policy import ScrapDecision, ScrapPolicy
 from pack_agent.tracker import Happening, PackTracker
@@ -85,6 +85,7 @@ class Agent:
         self._counts: dict[str, int] = {}
         self._last_notice_error: str | None = None
         self._warned: dict[str, float] = {}
+        self._latest_time = float("-inf")  # the newest time seen (ticks, events)
 
     # -- frames ---------------------------------------------------------------
 
@@ -339,6 +340,7 @@ class Agent:
 
     def tick(self, now: float) -> None:
         """Timers: BMS silence, health samples, notices due again."""
+        self._latest_time = max(self._latest_time, now)  # a clock that goes back is seen
         if self.uds is not None:
             for result in self.uds.drain():
                 self.handle_uds(result, now)
@@ -381,12 +383,27 @@ class Agent:
         for event_type, data in happenings:
             self._emit(event_type, data, now)
 
+    def record(self, event_type: str, data: dict[str, Any], now: float) -> None:
+        """An event about the agent itself (e.g. ``store.reset``), not caused by a frame."""
+        self._emit(event_type, data, now)
+
     def _emit(self, event_type: str, data: dict[str, Any], now: float) -> None:
+        # seq is the order of truth; the time is flagged when the clock is unset or went back
+        unsure = now < PLAUSIBLE_SINCE or now < self._latest_time
+        self._latest_time = max(self._latest_time, now)
+        if unsure:
+            self._warn(
+                "time",
+                f"clock unsure ({utc_from_timestamp(now).isoformat()}): "
+                "events say time_unsure; order them by seq",
+                every_s=3600.0,
+            )
         draft = EventDraft(
             type=event_type,  # type: ignore[arg-type]
             vin=self.config.vin,
             time=utc_from_timestamp(now),
             data=data,
+            time_unsure=unsure,
         )
         event = self.store.append(draft)
         log.info("event %s seq=%d %s", event.type, event.seq, event.event_id)

@@ -74,7 +74,7 @@ class Daemon:
         from pack_agent.config import resolve_path
         from pack_agent.hmi import CanOwnerNotifier, OutboxOwnerNotifier
         from pack_agent.notices import outlet_text
-        from pack_agent.store import Store
+        from pack_agent.store import open_store
         from pack_agent.uplink import MqttUplink
 
         self.config = config
@@ -96,7 +96,7 @@ class Daemon:
         decoder = Decoder(config, db)
         notice_bus = config.notice.bus or config.buses[0].name
         ack = db.get_message_by_name(config.notice.ack_message)
-        self.store = Store(
+        self.store, reset = open_store(  # an unreadable file is moved aside: store.reset
             config.store_path(),
             max_events=config.store.max_events,
             synchronous=config.store.synchronous,
@@ -153,6 +153,8 @@ class Daemon:
             extra_notifiers=extra,
             uds=self.uds,
         )
+        if reset is not None:
+            self.agent.record("store.reset", reset, time.time())
 
     def _uds_poller(self, config: AgentConfig) -> UdsPoller | None:
         """Diagnostic requests, each on its own bus handle filtered to its response id."""
@@ -200,6 +202,7 @@ class Daemon:
     def housekeeping(self) -> None:
         """Called by the main loop every tick: watchdog, reload, live status."""
         self.systemd.watchdog()
+        self.store.write_held()  # a full disk: held events go to the file once it has room
         if self._reload_requested.is_set():
             self._reload_requested.clear()
             self.reload()
@@ -288,6 +291,9 @@ class Daemon:
                 "pack_code": tracker.code,
                 "bms_silent": tracker.bms_silent,
                 "frame_errors": self.agent.frame_errors,
+                "frames_decoded": self.agent.decoder.stats.frames,
+                "frames_dropped": dict(self.agent.decoder.stats.dropped.most_common(20)),
+                "stale_readings": self.agent.stale_readings,
                 "notice_failures": self.agent.notice_failures,
                 "latest": {
                     k: {"value": r.value, "time": r.time} for k, r in sorted(tracker.latest.items())

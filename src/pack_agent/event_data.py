@@ -283,3 +283,13 @@ class BmsRecovered(_Data):
 
     pack_code: str | None
     source: str | None = None
+
+
+@data_model("store.reset")
+class StoreReset(_Data):
+    """The store file could not be read at start; it was moved aside and a fresh store
+    begun. This event is the fresh store's first (seq 1): seq starts again, the pack is
+    identified again, and events not yet delivered from the old file are not sent."""
+
+    moved_to: str = Field(description="Where the unreadable file is kept, for a post-mortem.")
+    error: str = Field(description="What SQLite said about it.")

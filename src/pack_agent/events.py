@@ -28,12 +28,18 @@ EventType = Literal[
     "owner.notice_failed",
     "bms.silent",
     "bms.recovered",
+    "store.reset",
 ]
 
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
 
 # Events that must never be dropped to make room in a full outbox.
 ESSENTIAL_TYPES: frozenset[str] = frozenset(EVENT_TYPES) - {"pack.health"}
+
+
+# A clock before this is not set (a gateway that booted at 1970 before NTP): events
+# stamped earlier say ``time_unsure``. 2026-01-01, before pack-agent's first release.
+PLAUSIBLE_SINCE = 1_767_225_600.0
 
 
 def utc_from_timestamp(ts: float) -> datetime:
@@ -54,6 +60,7 @@ class EventDraft(BaseModel):
     time: datetime
     data: dict[str, Any] = Field(default_factory=dict)
     event_id: str = Field(default_factory=new_event_id)
+    time_unsure: bool = False
 
 
 class Event(BaseModel):
@@ -68,6 +75,11 @@ class Event(BaseModel):
     vin: str
     time: datetime = Field(description="When it happened, by the agent's clock (UTC).")
     data: dict[str, Any] = Field(default_factory=dict)
+    time_unsure: bool = Field(
+        default=False,
+        description="Present (true) when the clock was not to be trusted: before 2026, or "
+        "behind a time the agent had already seen (it jumped back). Order by seq.",
+    )
 
     @classmethod
     def from_draft(cls, draft: EventDraft, seq: int) -> Event:
@@ -78,10 +90,14 @@ class Event(BaseModel):
             vin=draft.vin,
             time=draft.time,
             data=draft.data,
+            time_unsure=draft.time_unsure,
         )
 
     def to_json(self) -> str:
-        return self.model_dump_json()
+        """The published JSON; ``time_unsure`` only when true (most events do not have it)."""
+        if self.time_unsure:
+            return self.model_dump_json()
+        return self.model_dump_json(exclude={"time_unsure"})
 
 
 def topic_for(prefix: str, vin: str, event_type: str) -> str:

@@ -40,6 +40,9 @@ SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 _DROPPABLE = "pack.health"  # the only type the size bound may drop; see ESSENTIAL_TYPES
 _K_DELIVERED, _K_DROPPED = "store.delivered_total", "store.dropped_total"
 _K_LAST = "store.last_delivered_at"
+SQLITE_FULL = 13
+MAX_HELD = 10_000  # transactions held in memory while the disk is full (then StoreError)
+HELD_RETRY_S = 1.0
 _SCHEMA = """
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- append order, never reused
@@ -77,6 +80,13 @@ class Store:
         self._delivered: int | None = None  # cached delivered_total
         self._warned_full = False  # one warning per episode of a full outbox
         self.commits = 0  # write transactions committed by this handle (flash wear: bench, tests)
+        self._seq: dict[str, int] = {}  # vin -> last seq, also while writes are held
+        self._ops: list[tuple[str, tuple[Any, ...]]] = []  # the open transaction's writes
+        self._holding = False  # the open transaction is kept in memory (disk full)
+        self._held: list[list[tuple[str, tuple[Any, ...]]]] = []  # transactions not yet written
+        self._held_events = 0
+        self._held_since: float | None = None
+        self._held_retry_at = 0.0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.path.exists():  # the file holds the VIN and pack codes: owner only
@@ -93,11 +103,20 @@ class Store:
             raise
 
     def _setup(self, synchronous: str, busy_timeout_ms: int) -> None:
-        with self._guard("not a usable SQLite database (move it aside or restore a backup)"):
+        with self._guard("not a usable SQLite database", StoreDamaged):
             c = self._conn
             c.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             version = c.execute("PRAGMA user_version").fetchone()[0]
             tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            # a truncated or damaged file can open and fail later, mid-run: look at every page
+            # now (the file is as small as the backlog, so this is quick)
+            verdict = c.execute("PRAGMA quick_check").fetchone()[0]
+            if verdict != "ok":
+                found = [x for x in verdict.splitlines() if not x.startswith("***")]
+                first = found[0] if found else verdict
+                raise sqlite3.DatabaseError(
+                    f"database disk image is malformed (quick_check: {first})"
+                )
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path}: written by a newer pack-agent (schema {version}, "
@@ -134,11 +153,11 @@ class Store:
         log.info("%s: store schema upgraded from 1 to %d", self.path, SCHEMA_VERSION)
 
     @contextlib.contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
+    def _guard(self, what: str, kind: type[StoreError] = StoreError) -> Iterator[None]:
         try:
             yield
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {what}: {exc}") from None
+            raise kind(f"{self.path}: {what}: {exc}") from None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -153,26 +172,121 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        with self._guard("cannot begin a transaction"):
-            self._conn.execute("BEGIN IMMEDIATE")
+        if self._held:
+            self.write_held()  # order: what is held goes first (tried once a second)
+        seq_before = dict(self._seq)
+        self._ops = []
+        self._holding = bool(self._held)  # still full: this one is held too, after the rest
+        if not self._holding:
+            with self._guard("cannot begin a transaction"):
+                self._conn.execute("BEGIN IMMEDIATE")
         self._depth = 1
         try:
             yield
-            with self._guard("cannot commit"):
-                self._conn.execute("COMMIT")
-            self.commits += 1
+            if self._holding:
+                self._hold()
+            else:
+                try:
+                    with self._guard("cannot commit"):
+                        self._conn.execute("COMMIT")
+                    self.commits += 1
+                except StoreError as exc:
+                    if not _is_full(exc):
+                        raise
+                    self._start_holding(exc)
+                    self._hold()
         except BaseException:
             self._count = self._delivered = None
+            self._seq = seq_before
             if self._conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
             raise
         finally:
             self._depth = 0
+            self._ops = []
+            self._holding = False
 
-    def _exec(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
-        with self._guard("write failed"):
-            return self._conn.execute(sql, tuple(params))
+    # -- a full disk ------------------------------------------------------------
+
+    def _start_holding(self, exc: BaseException) -> None:
+        """The disk (or ``max_page_count``) is full: undo the open transaction in SQLite
+        and keep it, and every following one, in memory, in order."""
+        if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+        self._holding = True
+        if self._held_since is None:
+            self._held_since = time.time()
+            log.error(
+                "%s: disk full (%s): holding events in memory (up to %d transactions) "
+                "until they can be written, in order",
+                self.path,
+                exc,
+                MAX_HELD,
+            )
+
+    def _hold(self) -> None:
+        if len(self._held) >= MAX_HELD:
+            raise StoreError(
+                f"{self.path}: disk full and {MAX_HELD} transactions already held in memory: "
+                "this one is lost"
+            )
+        self._held.append(self._ops)
+        self._held_events += sum(1 for sql, _ in self._ops if sql.startswith("INSERT INTO outbox"))
+
+    def write_held(self, force: bool = False) -> bool:
+        """Write what is held in memory, oldest first, in one transaction; at most once a
+        second unless ``force``. True when nothing is held any more."""
+        if not self._held:
+            return True
+        now = time.monotonic()
+        if not force and now < self._held_retry_at:
+            return False
+        self._held_retry_at = now + HELD_RETRY_S
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for ops in self._held:
+                for sql, params in ops:
+                    self._conn.execute(sql, params)
+            self._conn.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+            if getattr(exc, "sqlite_errorcode", None) != SQLITE_FULL:
+                raise StoreError(f"{self.path}: held events not written: {exc}") from None
+            return False
+        log.warning(
+            "%s: disk writable again: %d held events written (held for %.0f s)",
+            self.path,
+            self._held_events,
+            time.time() - (self._held_since or time.time()),
+        )
+        self._held, self._held_events, self._held_since = [], 0, None
+        self._count = None  # the held deletes ran too: count again
+        return True
+
+    @property
+    def held_events(self) -> int:
+        """Events numbered and kept in memory because the disk is full."""
+        return self._held_events
+
+    def _exec(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor | _Held:
+        """A write, inside a transaction: recorded, so that it can be held in memory."""
+        args = tuple(params)
+        self._ops.append((sql, args))
+        if self._holding:
+            return _Held()
+        try:
+            with self._guard("write failed"):
+                return self._conn.execute(sql, args)
+        except StoreError as exc:
+            if not (_is_full(exc) and self._depth):
+                raise
+            self._start_holding(exc)
+            return _Held()
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._guard("read failed"):  # rows are read lazily: fetch inside the guard
@@ -190,8 +304,10 @@ class Store:
         ``max_events``; the caller may compare ``pending_count()`` with
         ``max_events`` and warn."""
         with self.transaction():
-            rows = self._query("SELECT last FROM seq WHERE vin = ?", (draft.vin,))
-            seq = (rows[0][0] if rows else 0) + 1
+            if draft.vin not in self._seq:
+                rows = self._query("SELECT last FROM seq WHERE vin = ?", (draft.vin,))
+                self._seq[draft.vin] = rows[0][0] if rows else 0
+            seq = self._seq[draft.vin] + 1
             event = Event.from_draft(draft, seq)
             excess = self.pending_count() + 1 - self.max_events
             if excess > 0:
@@ -202,6 +318,7 @@ class Store:
                 "INSERT INTO outbox (event_id, vin, seq, type, body) VALUES (?, ?, ?, ?, ?)",
                 (event.event_id, event.vin, seq, event.type, event.to_json()),
             )
+            self._seq[draft.vin] = seq
             self._count = (self._count or 0) + 1
         return event
 
@@ -341,10 +458,22 @@ class Store:
             "dropped_total": self.dropped_total,
             "last_delivered_at": self._get(_K_LAST),
             "file_bytes": size,
+            "held_in_memory": self._held_events,
+            "disk_full_since": utc_from_timestamp(self._held_since).isoformat()
+            if self._held_since is not None
+            else None,
         }
 
     def close(self) -> None:
-        """Close the file (idempotent). WAL contents are folded into the main file."""
+        """Close the file (idempotent). WAL contents are folded into the main file.
+        Events still held in memory (disk full) are tried once more, then lost: logged."""
+        with contextlib.suppress(sqlite3.ProgrammingError):  # already closed
+            if self._held and not self.write_held(force=True):
+                log.error(
+                    "%s: disk still full at close: %d held events lost",
+                    self.path,
+                    self._held_events,
+                )
         self._conn.close()
 
     def __enter__(self) -> Store:
@@ -352,6 +481,52 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Held:
+    """What a write returns while it is held in memory: it changed no row yet."""
+
+    rowcount = 0
+
+
+def _is_full(exc: StoreError) -> bool:
+    return isinstance(exc.__context__, sqlite3.Error) and (
+        getattr(exc.__context__, "sqlite_errorcode", None) == SQLITE_FULL
+    )
+
+
+class StoreDamaged(StoreError):
+    """The file is not a readable SQLite database (truncated, overwritten, corrupt)."""
+
+
+def open_store(path: str | Path, **options: Any) -> tuple[Store, dict[str, Any] | None]:
+    """Open the store; a damaged file is moved aside and a fresh store started.
+
+    A vehicle has nobody to restore a backup, and an agent that refuses to start
+    loses everything that happens from then on. So a file SQLite cannot read
+    (truncated, corrupt, not a database at all) is renamed to
+    ``<name>.corrupt-<UTC time>`` (with its ``-wal`` and ``-shm``), kept for a
+    post-mortem, and a fresh store is opened. The second value says what happened
+    (``moved_to``, ``error``); the daemon publishes it as a ``store.reset`` event,
+    the first event of the fresh store (``seq`` 1). Not reset: a store written by a
+    newer pack-agent, or an SQLite file that is not a pack-agent store (a wrong
+    ``store.path``): those stay errors, nothing is moved."""
+    try:
+        return Store(path, **options), None
+    except StoreDamaged as exc:
+        error = str(exc)
+    p = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    moved = p.with_name(f"{p.name}.corrupt-{stamp}")
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            side = p.with_name(p.name + suffix)
+            if side.exists():
+                side.rename(moved.with_name(moved.name + suffix))
+    except OSError as exc:
+        raise StoreError(f"{error}; and it cannot be moved aside: {exc}") from None
+    log.error("%s; moved to %s, starting a fresh store (event store.reset)", error, moved)
+    return Store(path, **options), {"moved_to": str(moved), "error": error}
 
 
 def read_only_view(path: str | Path) -> dict[str, Any]:

@@ -1,0 +1,270 @@
+"""Fuzzing with hypothesis: frames on mapped ids, pack code pages, configuration files.
+
+The agent is driven through ``Agent.handle_frame`` (the daemon's own entry for a
+frame) with the reference configuration, a real store and a real CAN owner
+channel on a virtual bus. Promises checked:
+
+- no frame raises inside the agent (``frame_errors`` stays 0: the decoder and the
+  tracker handle every length, flag and payload themselves, they do not lean on the
+  agent's last-resort ``except``);
+- garbage never becomes a decision or an owner notice: no ``scrap.*`` or ``owner.*``
+  event and no frame on the head unit's bus. Fuzzed frames arrive in a burst at one
+  instant, as garbage on a bus does; every rule wants readings spread over time
+  (``confirm_s``, days), so a burst of even well-formed alarms is never enough;
+- every assembled code that is not a valid GB/T 34014 code is reported once as
+  ``pack.code_invalid`` with the errors ``check_code`` finds;
+- a configuration file of any content loads or fails with ``ConfigError``.
+
+``FUZZ_FRAMES`` (default 100,000) sets how many frames the frame fuzzer sends.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+import can
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pack_agent.agent import Agent
+from pack_agent.codes import check_code
+from pack_agent.config import AgentConfig, load_config, reference_config_path
+from pack_agent.database import load_and_check
+from pack_agent.decoder import Decoder
+from pack_agent.errors import ConfigError
+from pack_agent.hmi import CanOwnerNotifier
+from pack_agent.notices import outlet_text
+from pack_agent.sim.vehicle import encode
+from pack_agent.store import Store
+
+T0 = 1_800_000_000.0
+FRAMES = int(os.environ.get("FUZZ_FRAMES", "100000"))
+BATCH = 500
+DECISIONS = ("scrap.condition_met", "scrap.forecast")
+CODE_CHARS = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ IO\x00-_é"
+
+
+class Rig:
+    """An agent on the reference configuration, recording its events."""
+
+    def __init__(self, tmp: Path) -> None:
+        channel = f"fuzz-{uuid.uuid4().hex}"
+        data = load_config(reference_config_path()).model_dump(
+            mode="python", exclude={"base_dir", "source"}
+        )
+        data["buses"] = [{"name": "powertrain", "interface": "virtual", "channel": channel}]
+        data["store"]["path"] = str(tmp / f"{channel}.db")
+        data["notice"]["mqtt_copy"] = False
+        cfg = AgentConfig.model_validate(data)
+        cfg.base_dir = reference_config_path().parent
+        self.cfg = cfg
+        self.db = load_and_check(cfg)
+        self.bus = can.Bus(interface="virtual", channel=channel)
+        self.head_unit = can.Bus(interface="virtual", channel=channel)
+        self.store = Store(cfg.store_path())
+        n = cfg.notice
+        notifier = CanOwnerNotifier(
+            "powertrain",
+            self.bus,
+            self.db,
+            n.message,
+            n.ack_message,
+            n.text_message,
+            outlet_text(n.service_outlet, n.service_phone),
+        )
+        self.events: list[Any] = []
+        self.agent = Agent(
+            cfg, Decoder(cfg, self.db), self.store, notifier, on_event=self.events.append
+        )
+        self.ids = sorted({m.frame_id for m in self.db.messages})
+        self.frames = 0
+
+    def feed(self, frames: list[can.Message], now: float) -> None:
+        for frame in frames:
+            self.agent.handle_frame("powertrain", frame, now)
+        self.frames += len(frames)
+
+    def close(self) -> None:
+        self.store.close()
+        self.bus.shutdown()
+        self.head_unit.shutdown()
+
+
+@pytest.fixture(scope="module")
+def code_rig(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    r = Rig(tmp_path_factory.mktemp("codes"))
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    r = Rig(tmp_path_factory.mktemp("fuzz"))
+    yield r
+    r.close()
+
+
+def frames_strategy(ids: list[int]) -> st.SearchStrategy[list[can.Message]]:
+    """A batch: a few frames shaped by hypothesis (mapped ids and others, any length
+    0..64, odd flags; shrinkable), then ``BATCH`` frames from a seeded generator that
+    hypothesis picks (random lengths, payloads and bit flips on mapped ids: bulk)."""
+    frame = st.builds(
+        _frame,
+        st.one_of(st.sampled_from(ids), st.integers(0, 0x1FFFFFFF)),
+        st.one_of(st.binary(max_size=8), st.binary(min_size=9, max_size=64)),
+        st.booleans(),
+        st.sampled_from(["", "", "", "", "error", "remote"]),
+    )
+    return st.tuples(st.lists(frame, max_size=12), st.integers(0, 2**32)).map(
+        lambda shaped_seed: shaped_seed[0] + _bulk(ids, shaped_seed[1])
+    )
+
+
+def _bulk(ids: list[int], seed: int) -> list[can.Message]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(BATCH):
+        arb = rng.choice(ids) if rng.random() < 0.9 else rng.getrandbits(11)
+        length = rng.choice((8, 8, 8, 8, rng.randint(0, 64)))
+        data = bytes(rng.getrandbits(8) for _ in range(length))
+        out.append(_frame(arb, data, arb > 0x7FF, ""))
+    return out
+
+
+def _frame(arb: int, data: bytes, extended: bool, odd: str) -> can.Message:
+    return can.Message(
+        arbitration_id=arb if extended or arb <= 0x7FF else arb & 0x7FF,
+        is_extended_id=extended and arb > 0x7FF,
+        data=b"" if odd == "remote" else data,
+        is_fd=len(data) > 8,
+        is_error_frame=odd == "error",
+        is_remote_frame=odd == "remote",
+        check=False,
+    )
+
+
+def test_fuzzed_frames_never_raise_decide_or_notify(rig: Rig) -> None:
+    examples = max(1, FRAMES // BATCH)  # each batch also has up to 12 shaped frames
+    n = [0]
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(frames_strategy(rig.ids))
+    def run(frames: list[can.Message]) -> None:
+        n[0] += 1
+        rig.feed(frames, T0)  # one burst a day: no rule can confirm
+
+    run()
+    types = {e.type for e in rig.events}
+    print(f"fuzzed frames: {rig.frames} ({rig.agent.decoder.stats.frames} on mapped ids)")
+    assert rig.frames >= FRAMES
+    assert rig.agent.frame_errors == 0
+    assert not types & {*DECISIONS, "owner.notified", "owner.notice", "owner.acknowledged"}
+    assert rig.head_unit.recv(0) is None, "a notice frame reached the head unit's bus"
+    invalid = [e for e in rig.events if e.type == "pack.code_invalid"]
+    for e in invalid:
+        assert e.data["errors"] == check_code(e.data["raw"]).errors
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(text=st.text(alphabet=CODE_CHARS, min_size=0, max_size=24))
+def test_every_assembled_code_is_judged_and_every_invalid_one_reported(
+    code_rig: Rig, text: str
+) -> None:
+    """Code pages carrying any text: a valid code identifies the pack, every invalid
+    one is reported with its errors (once per change), and neither decides nor notifies."""
+    rig = code_rig
+    raw = text.encode("utf-8")[:24]
+    before = len(rig.events)
+    pages = [
+        encode(
+            rig.db,
+            "BMS_PackCode",
+            {
+                "PackCode_Page": page,
+                "PackCode_PackIndex": 0,
+                f"PackCode_Text{page}": int.from_bytes(raw[page * 6 : page * 6 + 6], "little"),
+            },
+            T0 + t + page * 0.01,
+        )
+        for t in (0.0, 1.0)  # two identical complete sets: the code is confirmed
+        for page in range(4)
+    ]
+    now = T0 + len(rig.events) * 10.0
+    rig.feed(pages, now)
+    new = rig.events[before:]
+    assert rig.agent.frame_errors == 0
+    assert not {e.type for e in new} & {*DECISIONS, "owner.notified"}
+    for e in new:
+        if e.type == "pack.code_invalid":
+            report = check_code(e.data["raw"])
+            assert not report.valid and e.data["errors"] == report.errors
+    reported = [e.data["raw"] for e in new if e.type == "pack.code_invalid"]
+    judged = raw.decode("ascii", errors="strict" if raw.isascii() else "replace").rstrip("\x00 ")
+    if raw.isascii() and check_code(judged).valid:
+        assert rig.agent.tracker.code == judged and not reported
+    elif LAST_INVALID and LAST_INVALID[-1] == judged and raw.isascii():
+        assert not reported  # the same invalid code again: reported once, not per frame
+    else:
+        assert len(reported) == 1, (raw, new)
+        LAST_INVALID.append(judged if raw.isascii() else reported[0])
+    if raw.isascii() and not check_code(judged).valid:
+        LAST_INVALID.append(judged)
+
+
+LAST_INVALID: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def cfg_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("configs")
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    text=st.one_of(
+        st.text(max_size=400),
+        st.lists(
+            st.tuples(
+                st.sampled_from(
+                    ["vin", "databases", "[mqtt]", "[store]", "port", "max_events", "[[rules]]"]
+                ),
+                st.one_of(
+                    st.integers(), st.text(max_size=20), st.floats(allow_nan=True), st.booleans()
+                ),
+            ),
+            max_size=8,
+        ).map(lambda kv: "\n".join(f"{k} = {v!r}" if "[" not in k else k for k, v in kv)),
+    )
+)
+def test_any_configuration_file_loads_or_fails_with_a_config_error(
+    cfg_dir: Path, text: str
+) -> None:
+    path = cfg_dir / "fuzz.toml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert str(path) in str(exc) or "fuzz.toml" in str(exc), str(exc)
