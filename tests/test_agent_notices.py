@@ -13,12 +13,10 @@ import pytest
 from can.interfaces.virtual import VirtualBus
 
 from pack_agent.agent import Agent
-from pack_agent.catalogue import load_catalogue
 from pack_agent.config import AgentConfig, load_config, reference_config_path
 from pack_agent.database import load_and_check
 from pack_agent.decoder import Decoder
-from pack_agent.hmi import CanOwnerNotifier, OutboxOwnerNotifier
-from pack_agent.notices import outlet_text
+from pack_agent.hmi import owner_notifiers
 from pack_agent.sim.head_unit import VirtualHeadUnit
 from pack_agent.sim.vehicle import code_pages, encode
 from pack_agent.store import Store
@@ -101,26 +99,13 @@ class Rig:
         self._start()
 
     def _start(self) -> None:
-        n = self.cfg.notice
         self.bus: can.BusABC = (
             FailingBus(channel=self.channel)
             if self.failing
             else can.Bus(interface="virtual", channel=self.channel)
         )
         self.store = Store(self.cfg.store_path())
-        notifier = CanOwnerNotifier(
-            "powertrain",
-            self.bus,
-            self.db,
-            n.message,
-            n.ack_message,
-            n.text_message,
-            outlet_text(n.service_outlet, n.service_phone),
-        )
-        extra = []
-        if n.mqtt_copy:
-            catalogue = load_catalogue(outlet=n.service_outlet, phone=n.service_phone)
-            extra.append(OutboxOwnerNotifier(catalogue, n.service_outlet, n.service_phone))
+        notifier, extra = owner_notifiers(self.cfg, "powertrain", self.bus, self.db)
         self.agent = Agent(
             self.cfg,
             Decoder(self.cfg, self.db),

@@ -37,8 +37,7 @@ from pack_agent.config import AgentConfig, load_config, reference_config_path
 from pack_agent.database import load_and_check
 from pack_agent.decoder import Decoder
 from pack_agent.errors import ConfigError
-from pack_agent.hmi import CanOwnerNotifier
-from pack_agent.notices import outlet_text
+from pack_agent.hmi import owner_notifiers
 from pack_agent.sim.vehicle import encode
 from pack_agent.store import Store
 
@@ -67,16 +66,7 @@ class Rig:
         self.bus = can.Bus(interface="virtual", channel=channel)
         self.head_unit = can.Bus(interface="virtual", channel=channel)
         self.store = Store(cfg.store_path())
-        n = cfg.notice
-        notifier = CanOwnerNotifier(
-            "powertrain",
-            self.bus,
-            self.db,
-            n.message,
-            n.ack_message,
-            n.text_message,
-            outlet_text(n.service_outlet, n.service_phone),
-        )
+        notifier, _ = owner_notifiers(cfg, "powertrain", self.bus, self.db)
         self.events: list[Any] = []
         self.agent = Agent(
             cfg, Decoder(cfg, self.db), self.store, notifier, on_event=self.events.append

@@ -70,10 +70,7 @@ class Daemon:
         config_path: str | Path | None = None,
         systemd: Notifier | None = None,
     ) -> None:
-        from pack_agent.catalogue import load_catalogue
-        from pack_agent.config import resolve_path
-        from pack_agent.hmi import CanOwnerNotifier, OutboxOwnerNotifier
-        from pack_agent.notices import outlet_text
+        from pack_agent.hmi import owner_notifiers
         from pack_agent.store import open_store
         from pack_agent.uplink import MqttUplink
 
@@ -125,22 +122,7 @@ class Daemon:
             raise
         self.source = BusSource(opened)
         self.uds = self._uds_poller(config)
-        n = config.notice
-        self.notifier = CanOwnerNotifier(
-            notice_bus,
-            opened[notice_bus],
-            db,
-            n.message,
-            n.ack_message,
-            n.text_message,
-            outlet_text(n.service_outlet, n.service_phone),
-        )
-        extra = []
-        if n.mqtt_copy:
-            catalogue = load_catalogue(
-                resolve_path(n.catalogue, config.base_dir), n.service_outlet, n.service_phone
-            )
-            extra.append(OutboxOwnerNotifier(catalogue, n.service_outlet, n.service_phone))
+        self.notifier, extra = owner_notifiers(config, notice_bus, opened[notice_bus], db)
         self.uplink = MqttUplink(
             config.mqtt_settings(), self.store, config.vin, agent_version=__version__
         )

@@ -10,6 +10,7 @@ from pack_agent.config import AgentConfig
 from pack_agent.errors import ConfigError
 
 if TYPE_CHECKING:
+    import can
     import cantools.database
 
 
@@ -217,6 +218,21 @@ def complete_values(message: Any, values: dict[str, Any]) -> dict[str, Any]:
         elif not sig.multiplexer_ids or values.get(sig.multiplexer_signal) in sig.multiplexer_ids:
             out[sig.name] = signal_default(sig)
     return out
+
+
+def encode_message(
+    db: cantools.database.Database, name: str, values: dict[str, Any], t: float
+) -> can.Message:
+    """A frame of message ``name`` at time ``t``; signals not given take their defaults."""
+    import can
+
+    msg = db.get_message_by_name(name)
+    return can.Message(
+        arbitration_id=msg.frame_id,
+        is_extended_id=msg.is_extended_frame,
+        data=msg.encode(complete_values(msg, values)),
+        timestamp=t,
+    )
 
 
 def load_and_check(config: AgentConfig) -> cantools.database.Database:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import cantools.database
 
     from pack_agent.catalogue import NoticeText
+    from pack_agent.config import AgentConfig
 
 Extra = tuple[str, dict[str, Any]]  # (event type, data) to append with the attempt
 
@@ -198,3 +199,31 @@ class OutboxOwnerNotifier(OwnerNotifier):
             "texts": entry.as_dict() if entry else {},
         }
         return [("owner.notice", data)]
+
+
+def owner_notifiers(
+    config: AgentConfig, bus_name: str, bus: can.BusABC, db: cantools.database.Database
+) -> tuple[CanOwnerNotifier, list[OwnerNotifier]]:
+    """The owner channels a configuration asks for: the head unit on ``bus``, and the
+    copy for the maker's app where ``[notice] mqtt_copy`` is on."""
+    from pack_agent.catalogue import load_catalogue
+    from pack_agent.config import resolve_path
+    from pack_agent.notices import outlet_text
+
+    n = config.notice
+    can_notifier = CanOwnerNotifier(
+        bus_name,
+        bus,
+        db,
+        n.message,
+        n.ack_message,
+        n.text_message,
+        outlet_text(n.service_outlet, n.service_phone),
+    )
+    extra: list[OwnerNotifier] = []
+    if n.mqtt_copy:
+        catalogue = load_catalogue(
+            resolve_path(n.catalogue, config.base_dir), n.service_outlet, n.service_phone
+        )
+        extra.append(OutboxOwnerNotifier(catalogue, n.service_outlet, n.service_phone))
+    return can_notifier, extra

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pack_agent.catalogue import DEFAULT_CATALOGUE, NoticeText, load_catalogue
-from pack_agent.database import complete_values
+from pack_agent.database import encode_message
 from pack_agent.notices import ACK_RESPONSES
 
 if TYPE_CHECKING:
@@ -127,17 +127,5 @@ class VirtualHeadUnit:
                     "HU_AckNoticeId": nid,
                     "HU_AckResponse": RESPONSE_CODES[answer],
                 }
-                out.append(_encode(self._db, "HU_NoticeAck", values, now))
+                out.append(encode_message(self._db, "HU_NoticeAck", values, now))
         return out
-
-
-def _encode(db: Any, name: str, values: dict[str, Any], t: float) -> can.Message:
-    import can
-
-    msg = db.get_message_by_name(name)
-    return can.Message(
-        arbitration_id=msg.frame_id,
-        is_extended_id=msg.is_extended_frame,
-        data=msg.encode(complete_values(msg, values)),
-        timestamp=t,
-    )

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pack_agent.database import complete_values
+from pack_agent.database import encode_message
 from pack_agent.sim.head_unit import Shown, VirtualHeadUnit  # noqa: F401 - re-exported
 from pack_agent.sim.scenario import DayState, Scenario
 
@@ -21,18 +21,7 @@ if TYPE_CHECKING:
     import cantools.database
 
 
-def encode(
-    db: cantools.database.Database, name: str, values: dict[str, Any], t: float
-) -> can.Message:
-    import can
-
-    msg = db.get_message_by_name(name)
-    return can.Message(
-        arbitration_id=msg.frame_id,
-        is_extended_id=msg.is_extended_frame,
-        data=msg.encode(complete_values(msg, values)),
-        timestamp=t,
-    )
+encode = encode_message  # frames for the simulator, tests and benches
 
 
 def code_pages(db: cantools.database.Database, code: str, t: float) -> list[can.Message]:
