@@ -36,6 +36,10 @@ class DemoResult:
     emitted: int = 0
     notices_shown: int = 0
     seconds: float = 0.0
+    expected: tuple[str, ...] = EXPECTED
+    history: list[tuple[float, float]] = field(default_factory=list)  # (time, SOH) broadcast
+    packs: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # per pack code
+    chart: Path | None = None
 
     def types(self) -> set[str]:
         return {e["type"] for e in self.received}
@@ -45,7 +49,7 @@ class DemoResult:
         ids = [e["event_id"] for e in self.received]
         seqs = sorted(e["seq"] for e in {e["event_id"]: e for e in self.received}.values())
         return (
-            set(EXPECTED) <= self.types()
+            set(self.expected) <= self.types()
             and len(set(ids)) == self.emitted
             and seqs == list(range(1, self.emitted + 1))
         )
@@ -66,7 +70,10 @@ class Timeline:
             if self._progress:
                 self._out.write("\r\033[K" if self._tty else "")
                 self._progress = False
-            self._out.write(f"{day}  {who:<7} {text}\n")
+            first, *more = text.split("\n")
+            self._out.write(f"{day}  {who:<7} {first}\n")
+            for extra in more:
+                self._out.write(f"{'':<20}{extra}\n")
             self._out.flush()
 
     def progress(self, t: float, text: str) -> None:
@@ -77,6 +84,76 @@ class Timeline:
             self._out.write(f"\r\033[K{day}  {'sim':<7} {text}")
             self._out.flush()
             self._progress = True
+
+
+FAULTS = {
+    "thermal": "THERMAL EVENT alarm (level 4), over-temperature",
+    "insulation": "INSULATION failure alarm (level 3), 20 kOhm to chassis",
+}
+YEAR = 365.25 * 86400.0
+
+
+def soh_trend(history: list[tuple[float, float]], window_s: float = YEAR) -> float | None:
+    """SOH change per year over the last ``window_s`` (least squares), for the display;
+    None until there are 60 days of history. The agent's own trend, where it publishes
+    one, is in its ``pack.health`` events."""
+    if len(history) < 60:
+        return None
+    end = history[-1][0]
+    pts = [(t, v) for t, v in history if t >= end - window_s]
+    n = len(pts)
+    mt = sum(t for t, _ in pts) / n
+    mv = sum(v for _, v in pts) / n
+    var = sum((t - mt) ** 2 for t, _ in pts)
+    if var == 0:
+        return None
+    return sum((t - mt) * (v - mv) for t, v in pts) / var * YEAR
+
+
+def _bar(day: int, days: int, width: int = 20) -> str:
+    done = int(width * (day + 1) / max(days, 1))
+    return "[" + "#" * done + "." * (width - done) + "]"
+
+
+def write_chart(path: Path, scenario: Any, cfg: AgentConfig, r: DemoResult) -> Path:
+    """The SOH history as an SVG, with the rule's threshold and the decision marked."""
+    from pack_agent.chart import Marker, SohChart
+
+    unique = list({e["event_id"]: e for e in r.received}.values())
+    samples = [
+        (_parse_time(e["time"]), e["data"]["metrics"]["soh"])
+        for e in unique
+        if e["type"] == "pack.health" and "soh" in e["data"].get("metrics", {})
+    ]
+    markers = []
+    for e in sorted(unique, key=lambda e: e["seq"]):
+        t = _parse_time(e["time"])
+        if e["type"] == "scrap.condition_met":
+            markers.append(Marker(t, f"decision: {e['data'].get('rule_id')} ({e['time'][:10]})"))
+        elif e["type"] == "owner.acknowledged":
+            markers.append(Marker(t, f"owner answered ({e['time'][:10]})", "#8e44ad"))
+        elif e["type"] == "pack.replaced":
+            markers.append(Marker(t, f"pack replaced ({e['time'][:10]})", "#16a085"))
+        elif e["type"] == "pack.code_invalid":
+            markers.append(Marker(t, f"invalid pack code ({e['time'][:10]})", "#7f8c8d"))
+    # the SOH line: a capacity rule's threshold (or a first-form rule's "below")
+    rule = next(
+        (x for x in cfg.rules if getattr(x, "metric", None) == "soh" and x.kind != "safety"),
+        None,
+    )
+    line = getattr(rule, "threshold", None) or getattr(rule, "below", None)
+    chart = SohChart(
+        title=f"pack-agent demo: {scenario.name} — state of health of the traction pack",
+        subtitle=scenario.description,
+        series=r.history,
+        threshold=line,
+        threshold_label=f"rule {rule.id}: {rule.description_en}" if rule else "",
+        samples=samples,
+        markers=markers,
+        breaks=[hist[0][0] for hist in list(r.packs.values())[1:]],  # one line per pack
+    )
+    path.write_text(chart.svg(), encoding="utf-8")
+    return path
 
 
 def demo_config(base: AgentConfig, channel: str, broker_port: int, state_dir: Path) -> AgentConfig:
@@ -101,6 +178,7 @@ def run_demo(
     out: TextIO = sys.stdout,
     config_path: Path | None = None,
     on_result: Callable[[DemoResult], None] | None = None,
+    chart_path: Path | None = None,
 ) -> DemoResult:
     import can
     import paho.mqtt.client as mqtt
@@ -114,7 +192,7 @@ def run_demo(
     started = time.monotonic()
     scenario = SCENARIOS[scenario_name]
     tl = Timeline(out)
-    result = DemoResult()
+    result = DemoResult(expected=scenario.expect)
     lock = threading.Lock()
     base = load_config(config_path or reference_config_path())
 
@@ -123,6 +201,7 @@ def run_demo(
         cfg = demo_config(base, channel, broker.port, Path(tmp))
         db = load_and_check(cfg)
         prefix = cfg.mqtt.topic_prefix
+        rules = {r.id: r for r in cfg.rules}
         tl.line(None, "demo", f"scenario '{scenario.name}': {scenario.description}")
         tl.line(None, "demo", f"mosquitto on 127.0.0.1:{broker.port}, virtual CAN bus '{channel}'")
 
@@ -137,7 +216,7 @@ def run_demo(
             with lock:
                 result.received.append(event)
             received.set()
-            tl.line(_parse_time(event["time"]), "backend", _describe(event))
+            tl.line(_parse_time(event["time"]), "backend", _describe(event, rules))
 
         backend.on_message = on_message
         backend.connect("127.0.0.1", broker.port)
@@ -190,17 +269,40 @@ def run_demo(
             on_show=on_show,
         )
         last_code: list[str] = []
+        last_fault: list[str | None] = [None]
 
         def on_day(state: Any) -> None:
+            result.history.append((state.time, state.soh))
+            result.packs.setdefault(state.code, []).append((state.time, state.soh))
             if not last_code or last_code[-1] != state.code:
                 report = check_code(state.code)
                 f = report.fields
-                what = f"{f.product_type.name.lower()}, made {f.production_date}" if f else "?"
+                what = (
+                    f"{f.product_type.name.lower()}, made {f.production_date}"
+                    if f and report.valid
+                    else "NOT a valid GB/T 34014 code: " + "; ".join(report.errors[:2])
+                )
                 tl.line(state.time, "bms", f"broadcasts pack code {state.code} ({what})")
                 last_code.append(state.code)
+            if state.fault != last_fault[0]:
+                last_fault[0] = state.fault
+                if state.fault:
+                    tl.line(
+                        state.time, "bms", f"BMS_Alarms: {FAULTS.get(state.fault, state.fault)}"
+                    )
+            trend = soh_trend(result.packs[state.code])
+            trend_text = f"  trend {trend:+5.1f} %/yr" if trend is not None else ""
+            if state.day and state.day % 365 == 0:
+                tl.line(
+                    state.time,
+                    "sim",
+                    f"year {state.day // 365} in service: SOH {state.soh:.1f} %{trend_text}, "
+                    f"{state.odometer_km:,.0f} km",
+                )
             tl.progress(
                 state.time,
-                f"day {state.day:4d}  SOH {state.soh:5.1f} %  odometer {state.odometer_km:9.0f} km",
+                f"{_bar(state.day, scenario.days)} day {state.day:4d}  "
+                f"SOH {state.soh:5.1f} %{trend_text}  {state.odometer_km:9,.0f} km",
             )
 
         bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
@@ -211,9 +313,13 @@ def run_demo(
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 vehicle.serve_head_unit(scenario.start + scenario.days * 86400.0)
+                # the agent has read the last simulated day, and the backend has every event
+                last_day = vehicle.day.time if vehicle.day is not None else 0.0
+                caught_up = bool(holder) and holder[0].agent._latest_time >= last_day
                 with lock:
                     done = (
-                        result.emitted
+                        caught_up
+                        and result.emitted
                         and len({e["event_id"] for e in result.received}) >= result.emitted
                     )
                 if done:
@@ -228,6 +334,8 @@ def run_demo(
             backend.disconnect()
 
     result.seconds = time.monotonic() - started
+    if chart_path is not None and result.history:
+        result.chart = write_chart(chart_path, scenario, cfg, result)
     _summary(tl, result)
     if on_result is not None:
         on_result(result)
@@ -240,7 +348,7 @@ def _parse_time(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def _describe(event: dict[str, Any]) -> str:
+def _describe(event: dict[str, Any], rules: dict[str, Any] | None = None) -> str:
     d = event.get("data", {})
     kind = event["type"]
     head = f"<- {kind:<20} seq={event['seq']:<3}"
@@ -248,18 +356,39 @@ def _describe(event: dict[str, Any]) -> str:
         return f"{head} pack {d.get('pack_code')}"
     if kind == "pack.replaced":
         return f"{head} {d.get('previous_code')} -> {d.get('pack_code')}"
-    if kind == "pack.health":
+    if kind == "pack.health" and not isinstance(d.get("trend"), dict):
         m = d.get("metrics", {})
         return (
             f"{head} SOH {m.get('soh', float('nan')):.1f} %, SOC {m.get('soc', float('nan')):.0f} %"
         )
+    if kind == "pack.health" and isinstance(d.get("trend"), dict):
+        m = d.get("metrics", {})
+        t = d["trend"]
+        slope = t.get("slope_per_year", t.get("soh_per_year"))
+        slope_text = f", trend {slope:+.1f} %/yr" if isinstance(slope, (int, float)) else ""
+        return f"{head} SOH {m.get('soh', float('nan')):.1f} %{slope_text}"
     if kind == "scrap.condition_met":
         st = d.get("statistic", {})
-        return (
-            f"{head} rule {d.get('rule_id')}: {d.get('metric')} median {st.get('median'):.1f} "
-            f"< {d.get('threshold')} over {d.get('sample_count')} samples "
-            f"({d.get('first_reading_time', '')[:10]} .. {d.get('last_reading_time', '')[:10]})"
-        )
+        median = st.get("median")
+        median_text = f"{median:.1f}" if isinstance(median, (int, float)) else "?"
+        lines = [
+            f"{head} DECISION rule {d.get('rule_id')} ({d.get('severity', '')}): "
+            f"{d.get('metric')} median {median_text} < {d.get('threshold')} over "
+            f"{d.get('sample_count')} samples "
+            f"({str(d.get('first_reading_time', ''))[:10]} .. "
+            f"{str(d.get('last_reading_time', ''))[:10]})",
+        ]
+        rule = (rules or {}).get(d.get("rule_id"))
+        if rule is not None:
+            lines.append(f"   rule:     {rule.description_en} / {rule.description_zh}")
+        values = [s.get("value") for s in d.get("samples", []) if isinstance(s, dict)]
+        if values:
+            lines.append(f"   samples:  {', '.join(f'{v:.1f}' for v in values)}")
+        return "\n".join(lines)
+    if kind == "pack.code_invalid":
+        return f"{head} code {d.get('raw')!r} rejected: {'; '.join(d.get('errors', [])[:2])}"
+    if kind in ("bms.silent", "bms.recovered"):
+        return f"{head} pack {d.get('pack_code')}"
     if kind == "owner.notified":
         nid = d.get("notice_id", 0)
         return f"{head} attempt {d.get('attempt')} on {d.get('channel')}, notice 0x{nid:04X}"
@@ -288,9 +417,30 @@ def _summary(tl: Timeline, r: DemoResult) -> None:
         f"(QoS 1, {len(r.received) - len(unique)} duplicate(s)), seq 1..{len(unique)}",
     )
     tl.line(None, "", ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))
+    for e in sorted(unique.values(), key=lambda e: e["seq"]):
+        if e["type"] in (
+            "scrap.condition_met",
+            "owner.acknowledged",
+            "pack.replaced",
+            "pack.code_invalid",
+        ):
+            tl.line(_parse_time(e["time"]), "", f"{e['type']} (seq {e['seq']})")
+    for code, hist in r.packs.items():
+        trend = soh_trend(hist)
+        trend_text = f", last year's trend {trend:+.1f} %/yr" if trend is not None else ""
+        years = (hist[-1][0] - hist[0][0]) / YEAR
+        tl.line(
+            None,
+            "",
+            f"pack {code}: SOH {hist[0][1]:.1f} % -> {hist[-1][1]:.1f} % "
+            f"in {years:.1f} years{trend_text}",
+        )
+    if r.chart is not None:
+        tl.line(None, "", f"chart: {r.chart}")
+    missing = sorted(set(r.expected) - r.types())
     tl.line(
         None,
         "",
         f"notices shown on the head unit: {r.notices_shown}; took {r.seconds:.1f} s; "
-        f"{'OK' if r.ok else 'INCOMPLETE'}",
+        + ("OK" if r.ok else f"INCOMPLETE (missing: {', '.join(missing) or 'deliveries'})"),
     )
