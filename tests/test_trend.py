@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pack_agent.events import iso_date
 from pack_agent.trend import (
     DAY,
     MAX_FIT_POINTS,
@@ -18,7 +19,6 @@ from pack_agent.trend import (
     crossing,
     forecast,
     histogram_median,
-    iso_date,
     median,
     soh_trend,
     theil_sen,

@@ -46,6 +46,16 @@ def utc_from_timestamp(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
+def iso_time(ts: float | None) -> str | None:
+    """An ISO 8601 UTC time for an event's data; None stays None."""
+    return None if ts is None else utc_from_timestamp(ts).isoformat()
+
+
+def iso_date(ts: float | None) -> str | None:
+    """An ISO 8601 UTC date (forecasts, production dates); None stays None."""
+    return None if ts is None else utc_from_timestamp(ts).date().isoformat()
+
+
 def new_event_id() -> str:
     return uuid.uuid4().hex
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pack_agent.codes import check_code
 from pack_agent.decoder import Reading
-from pack_agent.events import utc_from_timestamp
+from pack_agent.events import iso_date, iso_time, utc_from_timestamp
 from pack_agent.ruleconfig import (
     AgeRule,
     CapacityRule,
@@ -52,10 +52,6 @@ if TYPE_CHECKING:
 
 STATE_VERSION = 1
 FORECAST_EVERY_DAYS = 7
-
-
-def _iso(t: float | None) -> str | None:
-    return None if t is None else utc_from_timestamp(t).isoformat()
 
 
 def compare(value: float, comparison: str, threshold: float) -> bool:
@@ -158,9 +154,9 @@ class _ConsecutiveEngine(_Engine):
             "threshold": rule.below,
             "statistic": {"median": median(values), "min": min(values), "max": max(values)},
             "sample_count": len(values),
-            "first_reading_time": _iso(samples[0][0]),
-            "last_reading_time": _iso(samples[-1][0]),
-            "samples": [{"time": _iso(t), "value": v} for t, v in samples],
+            "first_reading_time": iso_time(samples[0][0]),
+            "last_reading_time": iso_time(samples[-1][0]),
+            "samples": [{"time": iso_time(t), "value": v} for t, v in samples],
         }
 
     def to_state(self) -> dict[str, Any]:
@@ -265,13 +261,13 @@ class _WindowEngine(_Engine):
             },
             "sample_count": n,
             "day_count": len(days),
-            "first_reading_time": _iso(days[0].first),
-            "last_reading_time": _iso(days[-1].last),
+            "first_reading_time": iso_time(days[0].first),
+            "last_reading_time": iso_time(days[-1].last),
             "window_days": rule.window_days,
             "persistence_days": rule.persistence_days,
-            "condition_since": _iso(self.bad_since),
+            "condition_since": iso_time(self.bad_since),
             "samples": [
-                {"time": _iso(d.last), "value": round(d.median, 4), "n": d.n} for d in days
+                {"time": iso_time(d.last), "value": round(d.median, 4), "n": d.n} for d in days
             ],
         }
         if isinstance(rule, ResistanceRule):
@@ -331,9 +327,9 @@ class _ConfirmEngine(_Engine):
             "statistic": {"median": median(values), "min": min(values), "max": max(values)},
             "sample_count": count,
             "confirm_s": rule.confirm_s,
-            "first_reading_time": _iso(self.run[0][0]),
-            "last_reading_time": _iso(self.run[-1][0]),
-            "samples": [{"time": _iso(t), "value": v} for t, v in self.run],
+            "first_reading_time": iso_time(self.run[0][0]),
+            "last_reading_time": iso_time(self.run[-1][0]),
+            "samples": [{"time": iso_time(t), "value": v} for t, v in self.run],
         }
 
     def to_state(self) -> dict[str, Any]:
@@ -387,8 +383,8 @@ class _AgeEngine(_Engine):
             "statistic": {"age_years": round(age, 3)},
             "production_date": utc_from_timestamp(made).date().isoformat(),
             "sample_count": self.seen,
-            "first_reading_time": _iso(self.bad_since),
-            "last_reading_time": _iso(r.time),
+            "first_reading_time": iso_time(self.bad_since),
+            "last_reading_time": iso_time(r.time),
         }
 
     def to_state(self) -> dict[str, Any]:
@@ -656,15 +652,15 @@ class ScrapPolicy:
                         "forecast_of": rule.rule,
                         "threshold": target.threshold,
                         "within_days": rule.within_days,
-                        "forecast_date": _date(f.time),
-                        "earliest": _date(f.earliest),
-                        "latest": _date(f.latest),
+                        "forecast_date": iso_date(f.time),
+                        "earliest": iso_date(f.earliest),
+                        "latest": iso_date(f.latest),
                         "days_left": round(days, 1),
                         "rate_per_year": round(fit.slope * YEAR_DAYS, 3),
                         "sample_count": sum(p.n for p in pts),
-                        "first_reading_time": _iso(pts[0].t),
-                        "last_reading_time": _iso(t),
-                        "condition_since": _iso(since),
+                        "first_reading_time": iso_time(pts[0].t),
+                        "last_reading_time": iso_time(t),
+                        "condition_since": iso_time(since),
                     },
                     t,
                 )
@@ -716,7 +712,3 @@ class ScrapPolicy:
         for rid, since in s.get("forecast_since", {}).items():
             if rid in self._forecast_since:
                 self._forecast_since[rid] = since
-
-
-def _date(t: float | None) -> str | None:
-    return None if t is None else utc_from_timestamp(t).date().isoformat()

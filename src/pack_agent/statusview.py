@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from pack_agent.config import AgentConfig
-from pack_agent.events import utc_from_timestamp
+from pack_agent.events import iso_time
 from pack_agent.runstatus import LAST_EVENT_KEY, read_status, status_path
 
 
@@ -61,10 +61,10 @@ def gather(config: AgentConfig, now: float | None = None) -> dict[str, Any]:
             "severity": n.get("severity"),
             "seq": n.get("seq"),
             "attempts": n.get("attempts"),
-            "opened_at": _iso(n.get("opened_at")),
-            "last_attempt": _iso(n.get("last_attempt")),
+            "opened_at": iso_time(n.get("opened_at")),
+            "last_attempt": iso_time(n.get("last_attempt")),
             "answer": n.get("response"),
-            "answered_at": _iso(n.get("acknowledged_at")),
+            "answered_at": iso_time(n.get("acknowledged_at")),
         }
         for n in notices
     ]
@@ -81,10 +81,6 @@ def gather(config: AgentConfig, now: float | None = None) -> dict[str, Any]:
     live = read_status(path)
     report["live"] = _live(live, path, now)
     return report
-
-
-def _iso(t: float | None) -> str | None:
-    return None if t is None else utc_from_timestamp(t).isoformat()
 
 
 def _live(live: dict[str, Any] | None, path: Any, now: float) -> dict[str, Any]:

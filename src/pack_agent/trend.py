@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
+
+from pack_agent.events import iso_date
 
 DAY = 86400.0
 YEAR_DAYS = 365.25
@@ -29,10 +30,6 @@ _KEY_CAP = 512  # distinct values kept for one day's median before coarser round
 def day_of(t: float) -> int:
     """The UTC day number of a time stamp."""
     return int(t // DAY)
-
-
-def iso_date(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).date().isoformat()
 
 
 class DayAccumulator:
@@ -353,9 +350,9 @@ def trend_report(
             {
                 "rule_id": rule_id,
                 "threshold": threshold,
-                "date": None if f.time is None else iso_date(f.time),
-                "earliest": None if f.earliest is None else iso_date(f.earliest),
-                "latest": None if f.latest is None else iso_date(f.latest),
+                "date": iso_date(f.time),
+                "earliest": iso_date(f.earliest),
+                "latest": iso_date(f.latest),
                 "days": None if f.time is None else round(f.days_from(now) or 0.0, 1),
             }
         )
