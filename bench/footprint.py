@@ -20,7 +20,7 @@ use. Measured from /proc/PID of the agent:
 The agent and the baseline run as installed: with pack-agent's bytecode compiled first
 (``compileall``, as pip does), whatever ``PYTHONDONTWRITEBYTECODE`` says here.
 
-Baseline in the same run: ``python -c "import can, cantools, paho.mqtt.client, pydantic"``
+Baseline in the same run: ``python -c "import can, cantools, paho.mqtt.client"``
 (its exit time and peak RSS), so the figures also print as ratios.
 
 localbus filters in software, in the receiving process (python-can applies
@@ -56,7 +56,7 @@ from pack_agent.sim.vehicle import code_pages, cyclic_values, encode
 SRC = Path(__file__).resolve().parents[1] / "src"
 CLK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
-BASELINE = "import can, cantools, paho.mqtt.client, pydantic"
+BASELINE = "import can, cantools, paho.mqtt.client"
 UNMAPPED_IDS = range(0x100, 0x180)  # 128 ids the reference mapping does not use
 
 

@@ -13,7 +13,7 @@ import pytest
 from can.interfaces.virtual import VirtualBus
 
 from pack_agent.agent import Agent
-from pack_agent.config import AgentConfig, load_config, reference_config_path
+from pack_agent.config import AgentConfig, as_data, load_config, parse_config, reference_config_path
 from pack_agent.database import load_and_check
 from pack_agent.decoder import Decoder
 from pack_agent.hmi import owner_notifiers
@@ -42,9 +42,7 @@ class FailingBus(VirtualBus):
 
 
 def make_config(tmp_path: Path, channel: str, **notice: Any) -> AgentConfig:
-    data = load_config(reference_config_path()).model_dump(
-        mode="python", exclude={"base_dir", "source"}
-    )
+    data = as_data(load_config(reference_config_path()))
     data["buses"] = [{"name": "powertrain", "interface": "virtual", "channel": channel}]
     data["store"]["path"] = str(tmp_path / "agent.db")
     data["health"] = {"publish_interval_s": 1000 * DAY, "bms_timeout_s": 1000 * DAY}
@@ -73,9 +71,7 @@ def make_config(tmp_path: Path, channel: str, **notice: Any) -> AgentConfig:
         service_outlet=OUTLET, service_phone=PHONE, mqtt_copy=False, head_unit_silent_s=1000 * DAY
     )
     data["notice"].update(notice)
-    cfg = AgentConfig.model_validate(data)
-    cfg.base_dir = reference_config_path().parent
-    return cfg
+    return parse_config(data, reference_config_path().parent, "test")
 
 
 class Rig:

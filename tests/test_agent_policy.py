@@ -24,7 +24,7 @@ AGEING = SCENARIOS["ageing"]  # 1000 days: the 80 % line about day 935, a new pa
 
 
 def config(tmp_path: Path, name: str) -> AgentConfig:
-    cfg = load_config(reference_config_path()).model_copy(deep=True)
+    cfg = load_config(reference_config_path())
     cfg.store.path = str(tmp_path / f"{name}.db")
     cfg.health.bms_timeout_s = 3 * DAY  # one frame burst a simulated day
     cfg.health.publish_interval_s = 30 * DAY

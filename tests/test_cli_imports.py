@@ -35,6 +35,11 @@ NOT_AT_START = (
     "matplotlib",
     "jsonschema",
     "cantools.subparsers",
+    # the configuration is validated in a short-lived child (config.IsolatedCheck):
+    # pydantic's ~8 MiB never stay in the daemon
+    "pydantic",
+    "pydantic_core",
+    "pack_agent.configcheck",
 )
 
 

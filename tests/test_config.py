@@ -1,9 +1,16 @@
+import sys
 from pathlib import Path
 
 import pytest
 
 from pack_agent.cli import main
-from pack_agent.config import load_config, reference_config_path
+from pack_agent.config import (
+    as_data,
+    load_config,
+    load_config_isolated,
+    parse_config,
+    reference_config_path,
+)
 from pack_agent.database import load_and_check
 from pack_agent.errors import ConfigError
 
@@ -141,7 +148,7 @@ def test_outlet_too_long_for_the_text_pages_and_bad_catalogue(tmp_path):
 def test_outlet_must_be_one_line(tmp_path):
     text = REFERENCE.replace('service_phone = "+86 400 000 0000"', 'service_phone = "1\\n2"')
     found = problems(write(tmp_path, text))
-    assert found == ["notice.service_phone: Value error, must be one line (no line feed or NUL)"]
+    assert found == ["notice.service_phone: must be one line (no line feed or NUL)"]
 
 
 def test_bad_expression_and_unknown_operand_are_named_with_their_key(tmp_path):
@@ -235,3 +242,36 @@ def test_tls_paths_are_taken_from_the_config_folder_and_synchronous_is_checked(t
     assert cfg.store.synchronous == "FULL"
     bad = write(tmp_path, text.replace('synchronous = "FULL"', 'synchronous = "OFF"'))
     assert [p for p in problems(bad) if p.startswith("store.synchronous")]
+
+
+def test_isolated_check_gives_the_same_configuration_and_problems(tmp_path):
+    """The daemon validates in a child process (pydantic stays out of its memory): the
+    result must be exactly what an in-process check gives, good file or bad."""
+    ref = reference_config_path()
+    here, there = load_config(ref), load_config_isolated(ref)
+    assert there == here
+    assert (there.base_dir, there.source) == (here.base_dir, here.source)
+    assert there.mqtt.password == here.mqtt.password
+    bad = write(tmp_path, REFERENCE.replace("port = 1883", "port = 0\nmystery = 1"))
+    with pytest.raises(ConfigError) as local:
+        load_config(bad)
+    with pytest.raises(ConfigError) as child:
+        load_config_isolated(bad)
+    assert child.value.problems == local.value.problems
+    assert "mqtt.port: Input should be greater than or equal to 1" in child.value.problems
+    assert "mqtt.mystery: unknown key" in child.value.problems
+    assert child.value.source == str(bad)
+
+
+def test_isolated_check_that_cannot_run_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with pytest.raises(ConfigError, match="the configuration check failed: exit status 1"):
+        load_config_isolated(reference_config_path())
+
+
+def test_as_data_round_trips_and_keeps_no_location_keys():
+    cfg = load_config(reference_config_path())
+    data = as_data(cfg)
+    assert "base_dir" not in data and "source" not in data
+    assert data["rules"][0]["kind"] == cfg.rules[0].kind
+    assert parse_config(data, cfg.base_dir, cfg.source) == cfg

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pack_agent.config import load_config, parse_config, reference_config_path
+from pack_agent.config import as_data, load_config, parse_config, reference_config_path
 from pack_agent.database import load_and_check
 from pack_agent.decoder import CodeAssembler, CodePage, Decoder, Reading
 from pack_agent.sim.vehicle import code_pages, encode
@@ -179,7 +179,7 @@ def test_field_readers_agree_with_cantools_on_every_signal():
 
 
 def _cfg_with(ref_cfg, **metrics):
-    data = ref_cfg.model_dump()
+    data = as_data(ref_cfg)
     data["metrics"] = metrics
     data["rules"] = []
     data["mqtt"]["password"] = None

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 from pack_agent.agent import Agent
 from pack_agent.codes import check_code
-from pack_agent.config import AgentConfig, load_config, reference_config_path
+from pack_agent.config import as_data, load_config, parse_config, reference_config_path
 from pack_agent.database import load_and_check
 from pack_agent.decoder import Decoder
 from pack_agent.errors import ConfigError
@@ -53,14 +53,11 @@ class Rig:
 
     def __init__(self, tmp: Path) -> None:
         channel = f"fuzz-{uuid.uuid4().hex}"
-        data = load_config(reference_config_path()).model_dump(
-            mode="python", exclude={"base_dir", "source"}
-        )
+        data = as_data(load_config(reference_config_path()))
         data["buses"] = [{"name": "powertrain", "interface": "virtual", "channel": channel}]
         data["store"]["path"] = str(tmp / f"{channel}.db")
         data["notice"]["mqtt_copy"] = False
-        cfg = AgentConfig.model_validate(data)
-        cfg.base_dir = reference_config_path().parent
+        cfg = parse_config(data, reference_config_path().parent, "test")
         self.cfg = cfg
         self.db = load_and_check(cfg)
         self.bus = can.Bus(interface="virtual", channel=channel)

@@ -18,6 +18,7 @@ import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from itertools import cycle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,8 @@ from unittest import mock
 import paho.mqtt.client as mqtt
 import pytest
 
-from pack_agent.config import MqttSettings, TlsSettings
+from pack_agent.config import MqttSettings, TlsSettings, as_data
+from pack_agent.constraints import Secret
 from pack_agent.devbroker import LocalBroker, free_port
 from pack_agent.errors import PackAgentError
 from pack_agent.events import EVENT_TYPES, Event, EventDraft, utc_from_timestamp
@@ -173,8 +175,9 @@ def test_broker_killed_mid_stream_loses_and_repeats_nothing(
         up.start()
         drive(up, lambda: store.stats()["delivered_total"] >= 60)
         broker.pause()  # the next publishes stay unacknowledged ...
-        up.poll()
-        up.poll()
+        end = time.monotonic() + 0.3  # (PUBACKs already on the socket are read first)
+        while time.monotonic() < end:
+            up.poll(0.01)
         assert up.status()["inflight"] > 0
         broker.kill()  # ... when the broker dies
         drive(up, lambda: not up.connected, timeout=3)
@@ -219,10 +222,11 @@ def test_status_online_then_offline_after_stop(
 CRASHING_AGENT = textwrap.dedent(
     """
     import sys, time
+    from pydantic import TypeAdapter
     from pack_agent.config import MqttSettings
     from pack_agent.store import Store
     from pack_agent.uplink import MqttUplink
-    settings = MqttSettings.model_validate_json(sys.argv[2])
+    settings = TypeAdapter(MqttSettings).validate_json(sys.argv[2])
     up = MqttUplink(settings, Store(sys.argv[1]), sys.argv[3], agent_version="crash")
     up.start()
     while True:
@@ -245,7 +249,7 @@ def test_last_will_says_offline_when_the_agent_dies(
                 "-c",
                 CRASHING_AGENT,
                 str(tmp_path / "s.db"),
-                settings.model_dump_json(),
+                json.dumps(as_data(settings)),
                 VIN,
             ],
             stdout=subprocess.PIPE,
@@ -319,7 +323,7 @@ def test_tls_and_credentials_are_configured_safely(store: Store) -> None:
         host="broker.example.com",
         protocol="3.1.1",
         username="gw",
-        password="s3cret",
+        password=Secret("s3cret"),
         tls=TlsSettings(ca_file="/etc/ca.pem", cert_file="/etc/c.pem", key_file="/etc/k.pem"),
     )
     up = MqttUplink(settings, store, VIN, agent_version="1", client_factory=lambda **kw: fake)
@@ -339,7 +343,7 @@ def test_tls_and_credentials_are_configured_safely(store: Store) -> None:
     fake.connect_async.assert_not_called()  # nothing happens before start()
     with pytest.raises(PackAgentError, match=r"mqtt\.tls"):
         MqttUplink(
-            settings.model_copy(update={"tls": TlsSettings(ca_file="/nonexistent/ca.pem")}),
+            replace(settings, tls=TlsSettings(ca_file="/nonexistent/ca.pem")),
             store,
             VIN,
             agent_version="1",
@@ -353,7 +357,7 @@ def test_no_broker_is_quiet_and_stop_is_quick(
     settings = MqttSettings(
         port=free_port(),
         username="gw",
-        password="s3cret-pw",
+        password=Secret("s3cret-pw"),
         reconnect_min_s=0.05,
         reconnect_max_s=0.05,
     )

@@ -31,13 +31,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from pack_agent.errors import PackAgentError
 from pack_agent.events import Event
 from pack_agent.uplink import is_loopback
 
 log = logging.getLogger(__name__)
+_EVENT = TypeAdapter(Event)  # validates what arrives from the network
 
 
 # -- pure -------------------------------------------------------------------------
@@ -379,7 +380,7 @@ class Listener:
             return
         self.summary.received += 1
         try:
-            event = Event.model_validate_json(raw)
+            event = _EVENT.validate_json(raw)
         except ValidationError as exc:
             self.summary.invalid += 1
             first = exc.errors()[0]

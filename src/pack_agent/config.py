@@ -7,15 +7,19 @@ each with its dotted key, so an operator fixes a file in one pass.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from annotated_types import Ge, Gt, Le, MinLen
 
+from pack_agent.constraints import Check, OneOrMany, Secret, matches
 from pack_agent.errors import ConfigError
-from pack_agent.ruleconfig import RULE_KINDS, ConsecutiveRule, RuleConfig, rule_problems
+from pack_agent.ruleconfig import ConsecutiveRule, RuleConfig, rule_problems
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,49 +29,68 @@ else:  # pragma: no cover
 BUILTIN_PREFIX = "builtin:"
 DATA_DIR = Path(__file__).parent / "data"
 VIN_RE = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")
+CAN_ID_MAX = 0x1FFFFFFF
+
+Positive = Annotated[float, Gt(0)]
+CanId = Annotated[int, Ge(0), Le(CAN_ID_MAX)]
+OneLine = Annotated[
+    str, Check(lambda v: "\n" not in v and "\0" not in v, "must be one line (no line feed or NUL)")
+]
+TopicPrefix = Annotated[
+    str,
+    Check(
+        lambda v: bool(v) and v[0] != "/" and v[-1] != "/" and not any(c in v for c in "+#"),
+        "must be non-empty, without leading/trailing '/', '+' or '#'",
+    ),
+]
+Vin = Annotated[
+    str, matches(VIN_RE.pattern[1:-1], "a VIN is 17 characters, A-Z and 0-9 without I, O, Q")
+]
+
+# Every section refuses keys it does not know (a typo is an error, not a silent default).
+_STRICT: dict[str, Any] = {"extra": "forbid"}
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BusSettings(_Model):
+@dataclass
+class BusSettings:
     """One python-can bus; ``options`` are passed to ``can.Bus`` as they are."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     name: str = "powertrain"
     interface: str = "socketcan"
     channel: str = "can0"
-    bitrate: int | None = Field(default=None, gt=0)
+    bitrate: Annotated[int, Gt(0)] | None = None
     fd: bool = False
-    data_bitrate: int | None = Field(default=None, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict)
-    log_channel: int | str | None = Field(
-        default=None, description="the channel/Bus column that means this bus in a recorded log"
-    )
+    data_bitrate: Annotated[int, Gt(0)] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    # the channel/Bus column that means this bus in a recorded log
+    log_channel: int | str | None = None
 
 
-CAN_ID_MAX = 0x1FFFFFFF
-
-
-class UdsRequest(_Model):
+@dataclass(kw_only=True)
+class UdsRequest:
     """A UDS ReadDataByIdentifier (0x22) over ISO-TP, polled every ``interval_s``."""
 
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
     bus: str | None = None
-    request_id: int = Field(ge=0, le=CAN_ID_MAX)
-    response_id: int = Field(ge=0, le=CAN_ID_MAX)
+    request_id: CanId
+    response_id: CanId
     extended_id: bool = False
-    did: int = Field(ge=0, le=0xFFFF)
-    timeout_s: float = Field(default=1.0, gt=0)
-    retries: int = Field(default=2, ge=0)
-    interval_s: float = Field(default=60.0, gt=0)
+    did: Annotated[int, Ge(0), Le(0xFFFF)]
+    timeout_s: Positive = 1.0
+    retries: Annotated[int, Ge(0)] = 2
+    interval_s: Positive = 60.0
 
 
+@dataclass(kw_only=True)
 class UdsValue(UdsRequest):
     """A number inside a DID's data: ``length`` bytes from ``start_byte`` (0 = the first
     byte after the DID), then ``raw * scale + offset``."""
 
-    start_byte: int = Field(ge=0)
-    length: int = Field(default=1, ge=1, le=8)
+    start_byte: Annotated[int, Ge(0)]
+    length: Annotated[int, Ge(1), Le(8)] = 1
     byte_order: Literal["big", "little"] = "big"
     signed: bool = False
     scale: float = 1.0
@@ -76,38 +99,39 @@ class UdsValue(UdsRequest):
     maximum: float | None = None
 
 
-class SignalRef(_Model):
+@dataclass
+class SignalRef:
     """Where a metric comes from: a signal in a message, an arithmetic ``expression``
     over signals, or a UDS data identifier (exactly one of the three)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     message: str | None = None
     signal: str | None = None
     bus: str | None = None
     expression: str | None = None
-    invalid_raw: list[int] = Field(default_factory=list)
+    invalid_raw: Annotated[list[int], OneOrMany()] = field(default_factory=list)
     uds: UdsValue | None = None
-
-    @field_validator("invalid_raw", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, int) else v
 
     def kind(self) -> str:
         return "uds" if self.uds else "expression" if self.expression else "signal"
 
 
-class PackCodeSource(_Model):
+@dataclass
+class PackCodeSource:
     """The pack code as multiplexed pages of ASCII (one text signal per page, in code order),
     from a UDS data identifier, or not read at all."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     source: Literal["pages", "uds", "none"] = "pages"
     uds: UdsRequest | None = None
     message: str = "BMS_PackCode"
     mux_signal: str = "PackCode_Page"
-    pages: list[str] = Field(
-        default_factory=lambda: [f"PackCode_Text{i}" for i in range(4)], min_length=1
+    pages: Annotated[list[str], MinLen(1)] = field(
+        default_factory=lambda: [f"PackCode_Text{i}" for i in range(4)]
     )
-    confirmations: int = Field(default=2, ge=1, description="complete, equal sets needed")
+    confirmations: Annotated[int, Ge(1)] = 2  # complete, equal sets needed
     bus: str | None = None
 
 
@@ -115,139 +139,140 @@ class PackCodeSource(_Model):
 ScrapRule = ConsecutiveRule
 
 
-class PolicySettings(_Model):
+@dataclass
+class PolicySettings:
     """How the policy reads the stream: ignition gating, trend, persistence cadence."""
 
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
     ignition_metric: str = "ignition"
-    ignition_on_values: list[float] = Field(default_factory=lambda: [2.0], min_length=1)
-    ignition_window_s: float = Field(default=5.0, gt=0)
+    ignition_on_values: Annotated[list[float], MinLen(1)] = field(default_factory=lambda: [2.0])
+    ignition_window_s: Positive = 5.0
     trend_metric: str = "soh"
-    trend_min_days: float = Field(default=60.0, gt=0)
-    persist_interval_s: float = Field(default=3600.0, gt=0)
+    trend_min_days: Positive = 60.0
+    persist_interval_s: Positive = 3600.0
 
 
 FollowUp = Literal["repeat", "slow", "stop"]
 
 
-class NoticeSettings(_Model):
+@dataclass
+class NoticeSettings:
     """The owner notice on the head unit, its acknowledgement and its cadence
     (docs/owner-notices.md)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     message: str = "PA_OwnerNotice"
     ack_message: str = "HU_NoticeAck"
     text_message: str = "PA_NoticeText"
     bus: str | None = None
     catalogue: str = "builtin:notices.toml"
-    repeat_interval_s: float = Field(default=86400.0, gt=0)
-    critical_repeat_interval_s: float = Field(default=3600.0, gt=0)
-    slow_repeat_interval_s: float = Field(default=7 * 86400.0, gt=0)
+    repeat_interval_s: Positive = 86400.0
+    critical_repeat_interval_s: Positive = 3600.0
+    slow_repeat_interval_s: Positive = 7 * 86400.0
     repeat_on_ignition: bool = True
     ignition_on_min: float = 2.0
-    max_attempts: int = Field(default=60, ge=1)
-    max_per_period: int = Field(default=3, ge=1)
-    critical_max_per_period: int = Field(default=12, ge=1)
-    period_s: float = Field(default=86400.0, gt=0)
+    max_attempts: Annotated[int, Ge(1)] = 60
+    max_per_period: Annotated[int, Ge(1)] = 3
+    critical_max_per_period: Annotated[int, Ge(1)] = 12
+    period_s: Positive = 86400.0
     after_seen: FollowUp = "slow"
     after_dismissed: FollowUp = "repeat"
     after_service_booked: FollowUp = "stop"
     critical_after_seen: FollowUp = "repeat"
-    retry_interval_s: float = Field(default=5.0, gt=0)
-    head_unit_silent_s: float = Field(default=7 * 86400.0, gt=0)
-    service_outlet: str = ""
-    service_phone: str = ""
+    retry_interval_s: Positive = 5.0
+    head_unit_silent_s: Positive = 7 * 86400.0
+    service_outlet: OneLine = ""
+    service_phone: OneLine = ""
     mqtt_copy: bool = False
 
-    @field_validator("service_outlet", "service_phone")
-    @classmethod
-    def _no_newline(cls, v: str) -> str:
-        if "\n" in v or "\0" in v:
-            raise ValueError("must be one line (no line feed or NUL)")
-        return v
 
+@dataclass
+class TlsSettings:
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
-class TlsSettings(_Model):
     ca_file: str
     cert_file: str | None = None
     key_file: str | None = None
 
 
-class MqttSettings(_Model):
+@dataclass
+class MqttSettings:
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
     host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
-    topic_prefix: str = "pack-agent/v1"
+    port: Annotated[int, Ge(1), Le(65535)] = 1883
+    topic_prefix: TopicPrefix = "pack-agent/v1"
     client_id: str | None = None
     protocol: Literal["5", "3.1.1"] = "5"
-    keepalive_s: int = Field(default=30, ge=5)
-    max_inflight: int = Field(default=20, ge=1, le=65535)
+    keepalive_s: Annotated[int, Ge(5)] = 30
+    max_inflight: Annotated[int, Ge(1), Le(65535)] = 20
     username: str | None = None
-    password: SecretStr | None = None
+    password: Secret | None = None
     tls: TlsSettings | None = None
     allow_insecure: bool = False
-    reconnect_min_s: float = Field(default=1.0, gt=0)
-    reconnect_max_s: float = Field(default=60.0, gt=0)
-
-    @field_validator("topic_prefix")
-    @classmethod
-    def _prefix(cls, v: str) -> str:
-        if not v or v.startswith("/") or v.endswith("/") or any(c in v for c in "+#"):
-            raise ValueError("must be non-empty, without leading/trailing '/', '+' or '#'")
-        return v
+    reconnect_min_s: Positive = 1.0
+    reconnect_max_s: Positive = 60.0
 
 
-class StoreSettings(_Model):
+@dataclass
+class StoreSettings:
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
     path: str = "/var/lib/pack-agent/pack-agent.db"
-    max_events: int = Field(default=100_000, ge=100)
-    synchronous: Literal["NORMAL", "FULL"] = Field(
-        default="NORMAL", description="FULL also survives power loss, at a cost in writes"
-    )
+    max_events: Annotated[int, Ge(100)] = 100_000
+    # FULL also survives power loss, at a cost in writes
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
 
 
-class HealthSettings(_Model):
+@dataclass
+class HealthSettings:
     """How often a ``pack.health`` sample is published (the uplink stays cheap)."""
 
-    publish_interval_s: float = Field(default=3600.0, gt=0)
-    bms_timeout_s: float = Field(default=10.0, gt=0)
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    publish_interval_s: Positive = 3600.0
+    bms_timeout_s: Positive = 10.0
 
 
-class DaemonSettings(_Model):
+@dataclass
+class DaemonSettings:
     """How the daemon runs under systemd: stop deadline, live status file."""
 
-    shutdown_timeout_s: float = Field(
-        default=5.0, gt=0, le=300, description="SIGTERM to exit, at most this long"
-    )
-    status_file: str | None = Field(
-        default=None, description="live status JSON (tmpfs); None: $RUNTIME_DIRECTORY or /run"
-    )
-    status_interval_s: float = Field(default=5.0, gt=0)
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    shutdown_timeout_s: Annotated[float, Gt(0), Le(300)] = 5.0  # SIGTERM to exit, at most
+    # live status JSON (tmpfs); None: $RUNTIME_DIRECTORY or /run
+    status_file: str | None = None
+    status_interval_s: Positive = 5.0
     log_level: Literal["debug", "info", "warning", "error"] | None = None
-    clock: Literal["system", "frames"] = Field(
-        default="system", description="frames: time comes from the frames' time stamps"
-    )
+    # frames: time comes from the frames' time stamps
+    clock: Literal["system", "frames"] = "system"
 
 
-class AgentConfig(_Model):
-    vin: str
-    databases: list[str] = Field(min_length=1)
+@dataclass(kw_only=True)
+class AgentConfig:
+    """The whole file. ``base_dir`` and ``source`` are not keys: they say where the
+    file was read from (relative paths in it are taken from its folder)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    vin: Vin
+    databases: Annotated[list[str], MinLen(1)]
     strict_databases: bool = True
-    buses: list[BusSettings] = Field(default_factory=lambda: [BusSettings()], min_length=1)
-    metrics: dict[str, SignalRef] = Field(default_factory=dict)
-    pack_code: PackCodeSource = Field(default_factory=PackCodeSource)
-    rules: list[RuleConfig] = Field(default_factory=list)
-    policy: PolicySettings = Field(default_factory=PolicySettings)
-    notice: NoticeSettings = Field(default_factory=NoticeSettings)
-    mqtt: MqttSettings = Field(default_factory=MqttSettings)
-    store: StoreSettings = Field(default_factory=StoreSettings)
-    health: HealthSettings = Field(default_factory=HealthSettings)
-    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
-    base_dir: Path = Field(default=Path("."), exclude=True)
-    source: str = Field(default="configuration", exclude=True)
-
-    @field_validator("vin")
-    @classmethod
-    def _vin(cls, v: str) -> str:
-        if not VIN_RE.match(v):
-            raise ValueError("a VIN is 17 characters, A-Z and 0-9 without I, O, Q")
-        return v
+    buses: Annotated[list[BusSettings], MinLen(1)] = field(default_factory=lambda: [BusSettings()])
+    metrics: dict[str, SignalRef] = field(default_factory=dict)
+    pack_code: PackCodeSource = field(default_factory=PackCodeSource)
+    rules: list[RuleConfig] = field(default_factory=list)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    notice: NoticeSettings = field(default_factory=NoticeSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    base_dir: Path = field(default=Path("."), init=False, compare=False)
+    source: str = field(default="configuration", init=False, compare=False)
 
     def database_paths(self) -> list[Path]:
         return [resolve_path(p, self.base_dir) for p in self.databases]
@@ -261,13 +286,33 @@ class AgentConfig(_Model):
         if tls is None:
             return self.mqtt
         files = {
-            k: None if v is None else str(resolve_path(v, self.base_dir))
-            for k, v in tls.model_dump().items()
+            f.name: None if v is None else str(resolve_path(v, self.base_dir))
+            for f in fields(tls)
+            for v in [getattr(tls, f.name)]
         }
-        return self.mqtt.model_copy(update={"tls": TlsSettings(**files)})
+        return replace(self.mqtt, tls=TlsSettings(**files))
 
     def bus_names(self) -> list[str]:
         return [b.name for b in self.buses]
+
+
+def config_keys(cls: type = AgentConfig) -> list[str]:
+    """The keys a file may have in ``cls``'s section (not ``base_dir``/``source``)."""
+    return [f.name for f in fields(cls) if f.init]
+
+
+def as_data(cfg: Any) -> Any:
+    """A configuration (or one section) as the plain data a file would give: dicts,
+    lists, strings and numbers, ready to change and validate again (tests, the demo)."""
+    if isinstance(cfg, Secret):
+        return cfg.get_secret_value()
+    if is_dataclass(cfg):
+        return {f.name: as_data(getattr(cfg, f.name)) for f in fields(cfg) if f.init}
+    if isinstance(cfg, dict):
+        return {k: as_data(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [as_data(v) for v in cfg]
+    return cfg
 
 
 def resolve_path(value: str, base_dir: Path) -> Path:
@@ -279,38 +324,15 @@ def resolve_path(value: str, base_dir: Path) -> Path:
     return p if p.is_absolute() else base_dir / p
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    # a rule's kind tag (rules[0].capacity.threshold) is noise in a key: drop it
-    loc = tuple(
-        p for i, p in enumerate(loc) if not (i == 2 and loc[0] == "rules" and p in RULE_KINDS)
-    )
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def validation_problems(exc: ValidationError) -> list[str]:
-    problems = []
-    for err in exc.errors():
-        msg = err["msg"]
-        loc = _loc(err["loc"])
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "union_tag_invalid":
-            tag = err.get("ctx", {}).get("tag")
-            loc, msg = f"{loc}.kind", f"unknown rule kind {tag!r} (kinds: {', '.join(RULE_KINDS)})"
-        problems.append(f"{loc}: {msg}")
-    return problems
-
-
 def parse_config(
     data: dict[str, Any], base_dir: Path, source: str = "configuration"
 ) -> AgentConfig:
-    try:
-        cfg = AgentConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(validation_problems(exc), source) from None
+    """Validate plain data (a parsed TOML file); raises ``ConfigError`` listing every
+    problem. Imports pydantic (``configcheck``); the daemon calls
+    ``load_config_isolated`` so pydantic never enters its memory."""
+    from pack_agent.configcheck import validate
+
+    cfg = validate(data, source)
     cfg.base_dir = base_dir
     cfg.source = source
     problems = _cross_checks(cfg)
@@ -394,6 +416,10 @@ def _notice_checks(cfg: AgentConfig) -> list[str]:
 def load_config(path: str | Path) -> AgentConfig:
     """Read and validate a TOML file; raises ``ConfigError`` listing every problem."""
     p = Path(path)
+    return parse_config(read_toml(p), p.resolve().parent, str(p))
+
+
+def read_toml(p: Path) -> dict[str, Any]:
     try:
         raw = p.read_bytes()
     except FileNotFoundError:
@@ -406,7 +432,46 @@ def load_config(path: str | Path) -> AgentConfig:
         raise ConfigError([f"not UTF-8 text (byte {exc.start})"], str(p)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], str(p)) from None
-    return parse_config(data, p.resolve().parent, str(p))
+    return data
+
+
+class IsolatedCheck:
+    """``load_config`` in a short-lived child process: pydantic and its schemas (about
+    8 MiB) stay in the child, so the long-running daemon never holds them.
+
+    The child (``python -m pack_agent.configcheck``, the same code as this process)
+    pickles the checked dataclasses, or the problems, back over a pipe. It starts at
+    once; the caller can import the rest of the daemon while it works."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "pack_agent.configcheck", "--pickle", str(self.path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+
+    def result(self) -> AgentConfig:
+        import pickle
+
+        out, err = self._proc.communicate()
+        if self._proc.returncode != 0 or not out:
+            lines = err.decode("utf-8", "replace").strip().splitlines()
+            why = lines[-1] if lines else f"exit status {self._proc.returncode}"
+            raise ConfigError([f"the configuration check failed: {why}"], str(self.path))
+        result = pickle.loads(out)  # our own child's output, not outside input
+        if isinstance(result, AgentConfig):
+            return result
+        problems, source = result
+        raise ConfigError(problems, source)
+
+
+def load_config_isolated(path: str | Path) -> AgentConfig:
+    return IsolatedCheck(path).result()
 
 
 def reference_config_path() -> Path:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pack_agent import __version__
 from pack_agent.agent import Agent, run_loop
 from pack_agent.busguard import GuardedBus
-from pack_agent.config import AgentConfig
+from pack_agent.config import AgentConfig, as_data
 from pack_agent.database import load_and_check
 from pack_agent.decoder import Decoder
 from pack_agent.events import utc_from_timestamp
@@ -203,7 +203,7 @@ class Daemon:
 
         Returns the changed keys that need a restart. A file that does not validate
         is reported and the running configuration is kept."""
-        from pack_agent.config import load_config
+        from pack_agent.config import load_config_isolated
         from pack_agent.errors import ConfigError
         from pack_agent.logsetup import add_secrets, set_level
 
@@ -212,7 +212,7 @@ class Daemon:
             return []
         self.systemd.reloading()
         try:
-            new = load_config(self.config_path)
+            new = load_config_isolated(self.config_path)
         except ConfigError as exc:
             log.error("SIGHUP: configuration not reloaded, the running one is kept:\n%s", exc)
             self.systemd.ready(self._status_line())
@@ -325,8 +325,9 @@ class Daemon:
 
 def _changed_keys(old: AgentConfig, new: AgentConfig) -> list[str]:
     """Dotted keys (to the section level) whose change needs a restart."""
-    a = old.model_dump(mode="json", exclude={"daemon"})
-    b = new.model_dump(mode="json", exclude={"daemon"})
+    a = as_data(old)
+    b = as_data(new)
+    del a["daemon"], b["daemon"]
     changed = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key), b.get(key)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from pack_agent.config import AgentConfig, load_config, reference_config_path
+from pack_agent.config import AgentConfig, as_data, load_config, parse_config, reference_config_path
 from pack_agent.events import utc_from_timestamp
 
 EXPECTED = (
@@ -158,7 +158,7 @@ def write_chart(path: Path, scenario: Any, cfg: AgentConfig, r: DemoResult) -> P
 
 def demo_config(base: AgentConfig, channel: str, broker_port: int, state_dir: Path) -> AgentConfig:
     """The reference configuration on a virtual bus, a private broker and a temporary store."""
-    data = base.model_dump(mode="python", exclude={"base_dir", "source"})
+    data = as_data(base)
     data["buses"] = [{"name": "powertrain", "interface": "virtual", "channel": channel}]
     data["mqtt"]["port"] = broker_port
     data["mqtt"]["host"] = "127.0.0.1"
@@ -166,10 +166,7 @@ def demo_config(base: AgentConfig, channel: str, broker_port: int, state_dir: Pa
     data["store"]["path"] = str(state_dir / "pack-agent.db")
     data["health"]["publish_interval_s"] = 60 * 86400.0  # a health sample every 60 simulated days
     data["health"]["bms_timeout_s"] = 3 * 86400.0
-    cfg = AgentConfig.model_validate(data)
-    cfg.base_dir = base.base_dir
-    cfg.source = base.source
-    return cfg
+    return parse_config(data, base.base_dir, base.source)
 
 
 def run_demo(

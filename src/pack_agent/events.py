@@ -7,11 +7,14 @@ only once it is on disk.
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from annotated_types import Ge
 
 SCHEMA_VERSION = 1
 
@@ -60,36 +63,39 @@ def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
-class EventDraft(BaseModel):
+@dataclass(frozen=True, slots=True)
+class EventDraft:
     """An event before the store has numbered it."""
-
-    model_config = ConfigDict(frozen=True)
 
     type: EventType
     vin: str
     time: datetime
-    data: dict[str, Any] = Field(default_factory=dict)
-    event_id: str = Field(default_factory=new_event_id)
+    data: dict[str, Any] = field(default_factory=dict)
+    event_id: str = field(default_factory=new_event_id)
     time_unsure: bool = False
 
 
-class Event(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Event:
     """An event as stored in the outbox and published on MQTT (one JSON object)."""
 
-    model_config = ConfigDict(frozen=True)
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"use_attribute_docstrings": True}
 
-    schema_version: int = SCHEMA_VERSION
-    event_id: str = Field(description="Unique id; backends de-duplicate on it.")
-    seq: int = Field(ge=1, description="Per-vehicle sequence number, gap-free, from 1.")
+    event_id: str
+    """Unique id; backends de-duplicate on it."""
+    seq: Annotated[int, Ge(1)]
+    """Per-vehicle sequence number, gap-free, from 1."""
     type: EventType
     vin: str
-    time: datetime = Field(description="When it happened, by the agent's clock (UTC).")
-    data: dict[str, Any] = Field(default_factory=dict)
-    time_unsure: bool = Field(
-        default=False,
-        description="Present (true) when the clock was not to be trusted: before 2026, or "
-        "behind a time the agent had already seen (it jumped back). Order by seq.",
+    time: datetime
+    """When it happened, by the agent's clock (UTC)."""
+    data: dict[str, Any] = field(default_factory=dict)
+    time_unsure: bool = False
+    (
+        "Present (true) when the clock was not to be trusted: before 2026, or behind a time "
+        "the agent had already seen (it jumped back). Order by seq."
     )
+    schema_version: int = SCHEMA_VERSION
 
     @classmethod
     def from_draft(cls, draft: EventDraft, seq: int) -> Event:
@@ -105,9 +111,76 @@ class Event(BaseModel):
 
     def to_json(self) -> str:
         """The published JSON; ``time_unsure`` only when true (most events do not have it)."""
+        body: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "event_id": self.event_id,
+            "seq": self.seq,
+            "type": self.type,
+            "vin": self.vin,
+            "time": self.time,
+            "data": self.data,
+        }
         if self.time_unsure:
-            return self.model_dump_json()
-        return self.model_dump_json(exclude={"time_unsure"})
+            body["time_unsure"] = True
+        return dumps(body)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Event:
+        """An event the agent wrote itself (the outbox); a backend reading from the network
+        validates with ``pack_agent.backend`` instead."""
+        d = json.loads(text)
+        return cls(
+            event_id=d["event_id"],
+            seq=d["seq"],
+            type=d["type"],
+            vin=d["vin"],
+            time=parse_time(d["time"]),
+            data=d.get("data", {}),
+            time_unsure=d.get("time_unsure", False),
+            schema_version=d.get("schema_version", SCHEMA_VERSION),
+        )
+
+
+def format_time(t: datetime) -> str:
+    """ISO 8601 with ``Z`` for UTC, as the published JSON has always carried it."""
+    text = t.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _finite(value: Any) -> Any:
+    """A non-finite float is not JSON: it is published as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps(body: dict[str, Any]) -> str:
+    """Compact UTF-8 JSON, times as ISO 8601, non-finite numbers as null."""
+    try:
+        return _ENCODER.encode(body)
+    except ValueError:  # NaN or infinity somewhere in data
+        return _ENCODER.encode(_finite(body))
+
+
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default
+)
 
 
 def topic_for(prefix: str, vin: str, event_type: str) -> str:

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -397,9 +397,7 @@ def replay(
 
     def emit(event: Event) -> None:
         if deterministic_ids:
-            event = event.model_copy(
-                update={"event_id": deterministic_id(digest, event.vin, event.seq)}
-            )
+            event = replace(event, event_id=deterministic_id(digest, event.vin, event.seq))
         result.events.append(event)
         if on_event is not None:
             on_event(event)

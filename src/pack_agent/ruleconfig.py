@@ -1,4 +1,4 @@
-"""The scrapping-condition rules as configuration: one pydantic model per rule kind.
+"""The scrapping-condition rules as configuration: one dataclass per rule kind.
 
 No standard fixes one number (see docs/policy.md), so every threshold, window
 and confirmation is the vehicle maker's choice. ``kind`` selects the model; a
@@ -9,9 +9,12 @@ working. ``rule_problems`` is the cross-check that needs the whole file
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from annotated_types import Ge, Gt, Le, MinLen
+
+from pack_agent.constraints import Tagged, matches
 
 Comparison = Literal["below", "above", "at_least", "at_most"]
 Severity = Literal["advisory", "critical"]
@@ -27,21 +30,26 @@ RULE_KINDS = (
     "forecast",
 )
 
+RuleId = Annotated[
+    str, matches(r"[a-z0-9][a-z0-9_.-]*", "lower-case letters, digits, '_', '.', '-'")
+]
+NoticeId = Annotated[int, Ge(1), Le(0xFFFF)]
 
-class _RuleBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+@dataclass(kw_only=True)
+class _RuleBase:
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
+
+    id: RuleId
     description_en: str
     description_zh: str
     severity: Severity = "advisory"
-    notice_id: int | None = Field(
-        default=None, ge=1, le=0xFFFF, description="catalogue id; default by severity"
-    )
-    notify: bool = Field(default=True, description="open an owner notice when met")
-    publish: bool = Field(default=True, description="publish an event when met")
+    notice_id: NoticeId | None = None  # catalogue id; default by severity
+    notify: bool = True  # open an owner notice when met
+    publish: bool = True  # publish an event when met
 
 
+@dataclass(kw_only=True)
 class ConsecutiveRule(_RuleBase):
     """The original form: ``consecutive`` samples below ``below``, at most one per
     ``sample_interval_s``."""
@@ -49,30 +57,33 @@ class ConsecutiveRule(_RuleBase):
     kind: Literal["consecutive"] = "consecutive"
     metric: str = "soh"
     below: float
-    consecutive: int = Field(default=5, ge=2, description="never decide on one reading")
-    sample_interval_s: float = Field(default=0.0, ge=0)
+    consecutive: Annotated[int, Ge(2)] = 5  # never decide on one reading
+    sample_interval_s: Annotated[float, Ge(0)] = 0.0
 
 
+@dataclass(kw_only=True)
 class _WindowRule(_RuleBase):
     """A robust statistic over a window of daily aggregates, held for ``persistence_days``."""
 
     threshold: float
-    window_days: int = Field(default=30, ge=1, le=366)
-    min_readings: int = Field(default=10, ge=2, description="never decide on one reading")
-    min_span_days: int = Field(default=7, ge=1)
-    persistence_days: float = Field(default=0.0, ge=0)
+    window_days: Annotated[int, Ge(1), Le(366)] = 30
+    min_readings: Annotated[int, Ge(2)] = 10  # never decide on one reading
+    min_span_days: Annotated[int, Ge(1)] = 7
+    persistence_days: Annotated[float, Ge(0)] = 0.0
     ignition_on_only: bool = True
 
 
+@dataclass(kw_only=True)
 class CapacityRule(_WindowRule):
     """SOH (or capacity against ``rated_capacity``, in percent) below ``threshold``."""
 
     kind: Literal["capacity"]
     metric: str = "soh"
     comparison: Literal["below"] = "below"
-    rated_capacity: float | None = Field(default=None, gt=0)
+    rated_capacity: Annotated[float, Gt(0)] | None = None
 
 
+@dataclass(kw_only=True)
 class ResistanceRule(_WindowRule):
     """Internal-resistance growth (percent) above ``threshold`` against a baseline: the
     pack's first judged window (``"first"``) or a configured beginning-of-life value."""
@@ -80,9 +91,10 @@ class ResistanceRule(_WindowRule):
     kind: Literal["resistance"]
     metric: str = "internal_resistance"
     comparison: Literal["above"] = "above"
-    baseline: Literal["first"] | Annotated[float, Field(gt=0)] = "first"
+    baseline: Literal["first"] | Annotated[float, Gt(0)] = "first"
 
 
+@dataclass(kw_only=True)
 class UsageRule(_RuleBase):
     """A lifetime counter (full cycles, energy throughput, odometer) at or past a line."""
 
@@ -90,18 +102,20 @@ class UsageRule(_RuleBase):
     metric: str
     comparison: Comparison = "at_least"
     threshold: float
-    confirm_readings: int = Field(default=5, ge=2)
-    confirm_s: float = Field(default=60.0, ge=0)
+    confirm_readings: Annotated[int, Ge(2)] = 5
+    confirm_s: Annotated[float, Ge(0)] = 60.0
 
 
+@dataclass(kw_only=True)
 class AgeRule(_RuleBase):
     """Pack age in years from the production date in the GB/T 34014 code."""
 
     kind: Literal["age"]
-    threshold: float = Field(gt=0, description="years")
-    confirm_days: float = Field(default=1.0, ge=0)
+    threshold: Annotated[float, Gt(0)]  # years
+    confirm_days: Annotated[float, Ge(0)] = 1.0
 
 
+@dataclass(kw_only=True)
 class SafetyRule(_RuleBase):
     """A safety condition: no waiting beyond a short confirmation (``confirm_readings``
     in a row spanning ``confirm_s``). Never gated by the ignition."""
@@ -111,28 +125,28 @@ class SafetyRule(_RuleBase):
     metric: str
     comparison: Comparison
     threshold: float
-    confirm_readings: int = Field(default=3, ge=2)
-    confirm_s: float = Field(default=2.0, ge=0)
+    confirm_readings: Annotated[int, Ge(2)] = 3
+    confirm_s: Annotated[float, Ge(0)] = 2.0
 
 
+@dataclass(kw_only=True)
 class CombinationRule(_RuleBase):
     """Met when any (or all) of ``rules`` are met; its evidence is theirs."""
 
     kind: Literal["any", "all"]
-    rules: list[str] = Field(min_length=1)
+    rules: Annotated[list[str], MinLen(1)]
 
 
+@dataclass(kw_only=True)
 class ForecastRule(_RuleBase):
     """An early notice: the SOH trend crosses ``rule``'s threshold within ``within_days``."""
 
     kind: Literal["forecast"]
     rule: str
-    within_days: float = Field(default=90.0, gt=0)
-    min_history_days: float = Field(default=180.0, gt=0)
-    persistence_days: float = Field(default=7.0, ge=0)
-    notice_id: int | None = Field(
-        default=0x0102, ge=1, le=0xFFFF, description="the catalogue's early notice"
-    )
+    within_days: Annotated[float, Gt(0)] = 90.0
+    min_history_days: Annotated[float, Gt(0)] = 180.0
+    persistence_days: Annotated[float, Ge(0)] = 7.0
+    notice_id: NoticeId | None = 0x0102  # the catalogue's early notice
 
 
 def _kind(value: Any) -> str:
@@ -143,17 +157,29 @@ def _kind(value: Any) -> str:
 
 RuleConfig = Annotated[
     Union[  # noqa: UP007 (a runtime alias: X | Y of Annotated needs Python 3.10+ typing)
-        Annotated[ConsecutiveRule, Tag("consecutive")],
-        Annotated[CapacityRule, Tag("capacity")],
-        Annotated[ResistanceRule, Tag("resistance")],
-        Annotated[UsageRule, Tag("usage")],
-        Annotated[AgeRule, Tag("age")],
-        Annotated[SafetyRule, Tag("safety")],
-        Annotated[CombinationRule, Tag("any")],
-        Annotated[CombinationRule, Tag("all")],
-        Annotated[ForecastRule, Tag("forecast")],
+        ConsecutiveRule,
+        CapacityRule,
+        ResistanceRule,
+        UsageRule,
+        AgeRule,
+        SafetyRule,
+        CombinationRule,
+        ForecastRule,
     ],
-    Discriminator(_kind),
+    Tagged(
+        {
+            "consecutive": ConsecutiveRule,
+            "capacity": CapacityRule,
+            "resistance": ResistanceRule,
+            "usage": UsageRule,
+            "age": AgeRule,
+            "safety": SafetyRule,
+            "any": CombinationRule,
+            "all": CombinationRule,
+            "forecast": ForecastRule,
+        },
+        _kind,
+    ),
 ]
 
 

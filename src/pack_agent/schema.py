@@ -11,7 +11,7 @@ import copy
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from pack_agent.event_data import data_models
 from pack_agent.events import EVENT_TYPES, SCHEMA_VERSION, Event
@@ -46,7 +46,10 @@ def _with_header(schema: dict[str, Any], name: str, title: str) -> dict[str, Any
 
 def envelope_schema() -> dict[str, Any]:
     """Every event: the envelope; ``data`` is an object whose shape depends on ``type``."""
-    schema = Event.model_json_schema()
+    schema = TypeAdapter(Event).json_schema()
+    # the published order: the version first, as in every event's JSON
+    props = schema["properties"]
+    schema["properties"] = {"schema_version": props.pop("schema_version"), **props}
     schema["properties"]["schema_version"] = {
         "const": SCHEMA_VERSION,
         "description": "Changes only with a breaking change (and a new topic prefix).",

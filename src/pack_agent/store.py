@@ -366,7 +366,7 @@ class Store:
             "SELECT event_id, body FROM outbox ORDER BY id LIMIT ?", (limit + len(skip),)
         )
         bodies = [body for event_id, body in rows if event_id not in skip][:limit]
-        return [Event.model_validate_json(body) for body in bodies]
+        return [Event.from_json(body) for body in bodies]
 
     def pending_rows(self, after: int, limit: int) -> list[tuple[int, str, str, str, str]]:
         """Up to ``limit`` undelivered events after outbox row ``after``, oldest first,

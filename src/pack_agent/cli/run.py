@@ -26,13 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import signal
 
-    from pack_agent.config import load_config
+    from pack_agent.config import IsolatedCheck
+
+    check = IsolatedCheck(args.config)  # validates in a child while we import the rest
     from pack_agent.daemon import Daemon
     from pack_agent.logsetup import setup_logging
     from pack_agent.sdnotify import Notifier
 
     setup_logging(args.log_level or "info", args.log_format)
-    config = load_config(args.config)
+    config = check.result()
     secrets = [config.mqtt.password.get_secret_value()] if config.mqtt.password else []
     setup_logging(args.log_level or config.daemon.log_level or "info", args.log_format, secrets)
     systemd = Notifier()
