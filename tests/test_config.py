@@ -1,4 +1,7 @@
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -244,28 +247,55 @@ def test_tls_paths_are_taken_from_the_config_folder_and_synchronous_is_checked(t
     assert [p for p in problems(bad) if p.startswith("store.synchronous")]
 
 
-def test_isolated_check_gives_the_same_configuration_and_problems(tmp_path):
+@contextmanager
+def another_thread() -> Iterator[None]:
+    """A running thread, as in the daemon at SIGHUP: the check must not fork then."""
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["fork", "new interpreter"])
+def test_isolated_check_gives_the_same_configuration_and_problems(tmp_path, fork):
     """The daemon validates in a child process (pydantic stays out of its memory): the
     result must be exactly what an in-process check gives, good file or bad."""
     ref = reference_config_path()
-    here, there = load_config(ref), load_config_isolated(ref)
+    bad = write(tmp_path, REFERENCE.replace("port = 1883", "port = 0\nmystery = 1"))
+    here = load_config(ref)
+    with pytest.raises(ConfigError) as local:
+        load_config(bad)
+    there = load_config_isolated(ref, fork)
+    with pytest.raises(ConfigError) as child:
+        load_config_isolated(bad, fork)
     assert there == here
     assert (there.base_dir, there.source) == (here.base_dir, here.source)
     assert there.mqtt.password == here.mqtt.password
-    bad = write(tmp_path, REFERENCE.replace("port = 1883", "port = 0\nmystery = 1"))
-    with pytest.raises(ConfigError) as local:
-        load_config(bad)
-    with pytest.raises(ConfigError) as child:
-        load_config_isolated(bad)
     assert child.value.problems == local.value.problems
     assert "mqtt.port: Input should be greater than or equal to 1" in child.value.problems
     assert "mqtt.mystery: unknown key" in child.value.problems
     assert child.value.source == str(bad)
 
 
-def test_isolated_check_that_cannot_run_is_a_clear_error(monkeypatch):
+def test_isolated_check_that_fails_is_a_clear_error(monkeypatch, capfd):
+    def crash(path: object) -> bytes:
+        raise RuntimeError("the checker broke")
+
+    monkeypatch.setattr("pack_agent.configcheck.checked_pickle", crash)  # the forked child's
+    with pytest.raises(ConfigError) as info:
+        load_config_isolated(reference_config_path(), fork=True)
+    assert info.value.problems == [
+        "the configuration check failed (exit status 1): RuntimeError: the checker broke"
+    ]
+    assert capfd.readouterr().err == ""  # nothing stray from the child in the journal
+    # with another thread running (SIGHUP in the daemon) it must not fork: a new
+    # interpreter runs the check, and this one fails
     monkeypatch.setattr(sys, "executable", "/bin/false")
-    with pytest.raises(ConfigError, match="the configuration check failed: exit status 1"):
+    with another_thread(), pytest.raises(ConfigError, match=r"check failed \(exit status 1\)"):
         load_config_isolated(reference_config_path())
 
 

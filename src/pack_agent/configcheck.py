@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -56,17 +57,23 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def checked_pickle(path: str | Path) -> bytes:
+    """The checked configuration, or (problems, source), pickled for the parent
+    (``config.IsolatedCheck``)."""
+    try:
+        result: Any = load_config(path)
+    except ConfigError as exc:
+        result = (exc.problems, exc.source)
+    return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def main(argv: list[str]) -> int:
     """``--pickle FILE``: write the checked configuration, or (problems, source), as a
     pickle on stdout for ``config.load_config_isolated``."""
     if len(argv) != 2 or argv[0] != "--pickle":
         print("usage: python -m pack_agent.configcheck --pickle FILE", file=sys.stderr)
         return 2
-    try:
-        result: Any = load_config(argv[1])
-    except ConfigError as exc:
-        result = (exc.problems, exc.source)
-    sys.stdout.buffer.write(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    sys.stdout.buffer.write(checked_pickle(argv[1]))
     return 0
 
 
