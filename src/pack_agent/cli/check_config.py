@@ -9,10 +9,16 @@ HELP = "validate a configuration file and the CAN databases it names"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="the TOML configuration file")
+    parser.add_argument(
+        "--effective",
+        action="store_true",
+        help="print the configuration the agent would run, every default filled in (TOML)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from pack_agent.config import load_config
+    from pack_agent import tomlwrite
+    from pack_agent.config import as_data, load_config
     from pack_agent.database import load_and_check
     from pack_agent.errors import ConfigError
 
@@ -22,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc.render())
         return 1
+    if args.effective:
+        print(f"# {args.config}, as pack-agent reads it (defaults filled in)")
+        print(tomlwrite.dumps(as_data(config)), end="")
+        return 0
     print(
         f"{args.config}: ok — VIN {config.vin}, {len(db.messages)} messages in "
         f"{len(config.databases)} database(s), {len(config.metrics)} metrics, "
