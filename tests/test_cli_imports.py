@@ -35,7 +35,7 @@ NOT_AT_START = (
     "matplotlib",
     "jsonschema",
     "cantools.subparsers",
-    # the configuration is validated in a short-lived child (config.IsolatedCheck):
+    # the configuration is validated in a short-lived child (configproc.IsolatedCheck):
     # pydantic's ~8 MiB never stay in the daemon
     "pydantic",
     "pydantic_core",

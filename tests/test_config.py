@@ -1,7 +1,3 @@
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -10,7 +6,6 @@ from pack_agent.cli import main
 from pack_agent.config import (
     as_data,
     load_config,
-    load_config_isolated,
     parse_config,
     reference_config_path,
 )
@@ -245,58 +240,6 @@ def test_tls_paths_are_taken_from_the_config_folder_and_synchronous_is_checked(t
     assert cfg.store.synchronous == "FULL"
     bad = write(tmp_path, text.replace('synchronous = "FULL"', 'synchronous = "OFF"'))
     assert [p for p in problems(bad) if p.startswith("store.synchronous")]
-
-
-@contextmanager
-def another_thread() -> Iterator[None]:
-    """A running thread, as in the daemon at SIGHUP: the check must not fork then."""
-    done = threading.Event()
-    thread = threading.Thread(target=done.wait)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
-
-
-@pytest.mark.parametrize("fork", [True, False], ids=["fork", "new interpreter"])
-def test_isolated_check_gives_the_same_configuration_and_problems(tmp_path, fork):
-    """The daemon validates in a child process (pydantic stays out of its memory): the
-    result must be exactly what an in-process check gives, good file or bad."""
-    ref = reference_config_path()
-    bad = write(tmp_path, REFERENCE.replace("port = 1883", "port = 0\nmystery = 1"))
-    here = load_config(ref)
-    with pytest.raises(ConfigError) as local:
-        load_config(bad)
-    there = load_config_isolated(ref, fork)
-    with pytest.raises(ConfigError) as child:
-        load_config_isolated(bad, fork)
-    assert there == here
-    assert (there.base_dir, there.source) == (here.base_dir, here.source)
-    assert there.mqtt.password == here.mqtt.password
-    assert child.value.problems == local.value.problems
-    assert "mqtt.port: Input should be greater than or equal to 1" in child.value.problems
-    assert "mqtt.mystery: unknown key" in child.value.problems
-    assert child.value.source == str(bad)
-
-
-def test_isolated_check_that_fails_is_a_clear_error(monkeypatch, capfd):
-    def crash(path: object) -> bytes:
-        raise RuntimeError("the checker broke")
-
-    monkeypatch.setattr("pack_agent.configcheck.checked_pickle", crash)  # the forked child's
-    with pytest.raises(ConfigError) as info:
-        load_config_isolated(reference_config_path(), fork=True)
-    assert info.value.problems == [
-        "the configuration check failed (exit status 1): RuntimeError: the checker broke"
-    ]
-    assert capfd.readouterr().err == ""  # nothing stray from the child in the journal
-    # with another thread running (SIGHUP in the daemon) it must not fork: a new
-    # interpreter runs the check, and this one fails
-    monkeypatch.setattr(sys, "executable", "/bin/false")
-    with another_thread(), pytest.raises(ConfigError, match=r"check failed \(exit status 1\)"):
-        load_config_isolated(reference_config_path())
 
 
 def test_as_data_round_trips_and_keeps_no_location_keys():

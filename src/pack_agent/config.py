@@ -1,15 +1,16 @@
-"""Configuration: one TOML file, validated by pydantic.
+"""Configuration: one TOML file, read into plain dataclasses.
 
 The mapping from the agent's metrics (soh, soc, the pack code...) to DBC
 signals lives here, not in code. ``load_config`` reports every problem at once,
-each with its dotted key, so an operator fixes a file in one pass.
+each with its dotted key, so an operator fixes a file in one pass. pydantic does
+the type checks (``configcheck``) and is imported only by ``parse_config``; the
+daemon runs that in a child process (``configproc``) so pydantic never stays in
+its memory. The annotations here are all pydantic needs.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -296,11 +297,6 @@ class AgentConfig:
         return [b.name for b in self.buses]
 
 
-def config_keys(cls: type = AgentConfig) -> list[str]:
-    """The keys a file may have in ``cls``'s section (not ``base_dir``/``source``)."""
-    return [f.name for f in fields(cls) if f.init]
-
-
 def as_data(cfg: Any) -> Any:
     """A configuration (or one section) as the plain data a file would give: dicts,
     lists, strings and numbers, ready to change and validate again (tests, the demo)."""
@@ -329,7 +325,7 @@ def parse_config(
 ) -> AgentConfig:
     """Validate plain data (a parsed TOML file); raises ``ConfigError`` listing every
     problem. Imports pydantic (``configcheck``); the daemon calls
-    ``load_config_isolated`` so pydantic never enters its memory."""
+    ``configproc.load_config_isolated`` so pydantic never enters its memory."""
     from pack_agent.configcheck import validate
 
     cfg = validate(data, source)
@@ -433,100 +429,6 @@ def read_toml(p: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], str(p)) from None
     return data
-
-
-class IsolatedCheck:
-    """``load_config`` in a short-lived child process: pydantic and its schemas (about
-    8 MiB) stay in the child, so the long-running daemon never holds them.
-
-    The child pickles the checked dataclasses, or the problems, back over a pipe. It
-    starts at once; the caller imports the rest of the daemon while it works. While
-    this process has one thread (the daemon's start) the child is a fork, which skips
-    a new interpreter's start; later (SIGHUP, threads running) it is a fresh
-    ``python -m pack_agent.configcheck``, since forking a threaded process is unsafe."""
-
-    def __init__(self, path: str | Path, fork: bool | None = None) -> None:
-        import threading
-
-        self.path = Path(path)
-        self._stderr = b""
-        if fork is None:
-            fork = hasattr(os, "fork") and threading.active_count() == 1
-        if fork:
-            self._pid, self._proc = self._fork(), None
-        else:
-            self._pid, self._proc = 0, self._spawn()
-
-    def _fork(self) -> int:
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: check, write, and leave without running the parent's code
-            status = 1
-            try:
-                status = _checked_in_fork(self.path, read_end, write_end)
-            finally:
-                os._exit(status)
-        os.close(write_end)
-        self._pipe = os.fdopen(read_end, "rb")
-        return pid
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        package_root = str(Path(__file__).resolve().parents[1])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        return subprocess.Popen(
-            [sys.executable, "-m", "pack_agent.configcheck", "--pickle", str(self.path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-
-    def _wait(self) -> tuple[bytes, int]:
-        if self._proc is not None:
-            out, self._stderr = self._proc.communicate()
-            return out, self._proc.returncode
-        with self._pipe:
-            out = self._pipe.read()
-        return out, os.waitstatus_to_exitcode(os.waitpid(self._pid, 0)[1])
-
-    def result(self) -> AgentConfig:
-        import pickle
-
-        out, status = self._wait()
-        lines = self._stderr.decode("utf-8", "replace").strip().splitlines()
-        result = pickle.loads(out) if out else None  # our own child's output
-        if status != 0 or result is None or isinstance(result, str):
-            why = result if isinstance(result, str) else lines[-1] if lines else ""
-            raise ConfigError(
-                [f"the configuration check failed (exit status {status}): {why}".rstrip(": ")],
-                str(self.path),
-            )
-        if isinstance(result, AgentConfig):
-            return result
-        problems, source = result
-        raise ConfigError(problems, source)
-
-
-def _checked_in_fork(path: Path, read_end: int, write_end: int) -> int:
-    """The forked child's whole life: its stderr goes nowhere (the daemon's journal
-    gets no stray output); a crash comes back as text in place of the result."""
-    import pickle
-
-    try:
-        os.close(read_end)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-        from pack_agent.configcheck import checked_pickle
-
-        body, status = checked_pickle(path), 0
-    except BaseException as exc:  # reported to the parent, never raised in the child
-        body, status = pickle.dumps(f"{type(exc).__name__}: {exc}"), 1
-    with os.fdopen(write_end, "wb") as pipe:
-        pipe.write(body)
-    return status
-
-
-def load_config_isolated(path: str | Path, fork: bool | None = None) -> AgentConfig:
-    return IsolatedCheck(path, fork).result()
 
 
 def reference_config_path() -> Path:

@@ -2,7 +2,7 @@
 
 Kept apart so only the processes that validate import pydantic: the CLI's
 ``check-config`` and the tests in this process, the daemon in a short-lived
-child (``config.load_config_isolated`` runs ``python -m pack_agent.configcheck``).
+child (``configproc.load_config_isolated`` runs ``python -m pack_agent.configcheck``).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 def checked_pickle(path: str | Path) -> bytes:
     """The checked configuration, or (problems, source), pickled for the parent
-    (``config.IsolatedCheck``)."""
+    (``configproc.IsolatedCheck``)."""
     try:
         result: Any = load_config(path)
     except ConfigError as exc:
@@ -69,7 +69,7 @@ def checked_pickle(path: str | Path) -> bytes:
 
 def main(argv: list[str]) -> int:
     """``--pickle FILE``: write the checked configuration, or (problems, source), as a
-    pickle on stdout for ``config.load_config_isolated``."""
+    pickle on stdout for ``configproc.load_config_isolated``."""
     if len(argv) != 2 or argv[0] != "--pickle":
         print("usage: python -m pack_agent.configcheck --pickle FILE", file=sys.stderr)
         return 2

@@ -203,7 +203,7 @@ class Daemon:
 
         Returns the changed keys that need a restart. A file that does not validate
         is reported and the running configuration is kept."""
-        from pack_agent.config import load_config_isolated
+        from pack_agent.configproc import load_config_isolated
         from pack_agent.errors import ConfigError
         from pack_agent.logsetup import add_secrets, set_level
 

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import signal
 
-    from pack_agent.config import IsolatedCheck
+    from pack_agent.configproc import IsolatedCheck
 
     check = IsolatedCheck(args.config)  # validates in a child while we import the rest
     from pack_agent.daemon import Daemon

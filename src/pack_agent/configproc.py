@@ -1,0 +1,112 @@
+"""The configuration check in a short-lived child process.
+
+pydantic and the schemas it builds for the configuration take about 8 MiB that a
+daemon would hold for ever after using them once. So ``pack-agent run`` checks
+its file in a child: the child imports pydantic, checks, pickles the dataclasses
+(or the problems) back over a pipe, and exits, and the daemon never imports
+pydantic at all (``tests/test_cli_imports.py`` holds it to that).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pack_agent.config import AgentConfig
+from pack_agent.errors import ConfigError
+
+
+class IsolatedCheck:
+    """``load_config`` in a short-lived child process: pydantic and its schemas (about
+    8 MiB) stay in the child, so the long-running daemon never holds them.
+
+    The child pickles the checked dataclasses, or the problems, back over a pipe. It
+    starts at once; the caller imports the rest of the daemon while it works. While
+    this process has one thread (the daemon's start) the child is a fork, which skips
+    a new interpreter's start; later (SIGHUP, threads running) it is a fresh
+    ``python -m pack_agent.configcheck``, since forking a threaded process is unsafe."""
+
+    def __init__(self, path: str | Path, fork: bool | None = None) -> None:
+        import threading
+
+        self.path = Path(path)
+        self._stderr = b""
+        if fork is None:
+            fork = hasattr(os, "fork") and threading.active_count() == 1
+        if fork:
+            self._pid, self._proc = self._fork(), None
+        else:
+            self._pid, self._proc = 0, self._spawn()
+
+    def _fork(self) -> int:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: check, write, and leave without running the parent's code
+            status = 1
+            try:
+                status = _checked_in_fork(self.path, read_end, write_end)
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        self._pipe = os.fdopen(read_end, "rb")
+        return pid
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        return subprocess.Popen(
+            [sys.executable, "-m", "pack_agent.configcheck", "--pickle", str(self.path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+
+    def _wait(self) -> tuple[bytes, int]:
+        if self._proc is not None:
+            out, self._stderr = self._proc.communicate()
+            return out, self._proc.returncode
+        with self._pipe:
+            out = self._pipe.read()
+        return out, os.waitstatus_to_exitcode(os.waitpid(self._pid, 0)[1])
+
+    def result(self) -> AgentConfig:
+        import pickle
+
+        out, status = self._wait()
+        lines = self._stderr.decode("utf-8", "replace").strip().splitlines()
+        result = pickle.loads(out) if out else None  # our own child's output
+        if status != 0 or result is None or isinstance(result, str):
+            why = result if isinstance(result, str) else lines[-1] if lines else ""
+            raise ConfigError(
+                [f"the configuration check failed (exit status {status}): {why}".rstrip(": ")],
+                str(self.path),
+            )
+        if isinstance(result, AgentConfig):
+            return result
+        problems, source = result
+        raise ConfigError(problems, source)
+
+
+def _checked_in_fork(path: Path, read_end: int, write_end: int) -> int:
+    """The forked child's whole life: its stderr goes nowhere (the daemon's journal
+    gets no stray output); a crash comes back as text in place of the result."""
+    import pickle
+
+    try:
+        os.close(read_end)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        from pack_agent.configcheck import checked_pickle
+
+        body, status = checked_pickle(path), 0
+    except BaseException as exc:  # reported to the parent, never raised in the child
+        body, status = pickle.dumps(f"{type(exc).__name__}: {exc}"), 1
+    with os.fdopen(write_end, "wb") as pipe:
+        pipe.write(body)
+    return status
+
+
+def load_config_isolated(path: str | Path, fork: bool | None = None) -> AgentConfig:
+    return IsolatedCheck(path, fork).result()
