@@ -57,6 +57,10 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 CLK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 BASELINE = "import can, cantools, paho.mqtt.client"
+CHECK_LINE = re.compile(
+    r"configuration checked in a child process in (?P<s>[0-9.]+) s"
+    r"(?:, child peak (?P<mib>[0-9.]+) MiB)?"
+)
 UNMAPPED_IDS = range(0x100, 0x180)  # 128 ids the reference mapping does not use
 
 
@@ -422,6 +426,9 @@ def main() -> int:
         log_lines = (tmp / "agent.log").read_text(errors="replace").splitlines()
 
     growth = (third_rss[-1] - third_rss[0]) / MIB
+    check = next(
+        (m for line in log_lines if (m := CHECK_LINE.search(line))), None
+    )  # the configuration check's child (configproc): its time and peak, from the log
     result = {
         "baseline_start_s": round(base["start_s"], 3),
         "baseline_rss_mib": round(base["rss"] / MIB, 2),
@@ -432,6 +439,8 @@ def main() -> int:
         "rss_peak_ratio": round(hwm / base["rss"], 2),
         "rss_busy_thirds_mib": [round(r / MIB, 2) for r in third_rss],
         "rss_growth_mib": round(growth, 2),
+        "config_check_s": float(check["s"]) if check else None,
+        "config_check_child_peak_mib": float(check["mib"]) if check and check["mib"] else None,
         "mapped_fps": round(traffic.mapped_fps, 1),
         "busy_fps": args.busy_fps,
         "phases": phases,
@@ -452,6 +461,8 @@ def main() -> int:
         f"peak RSS {hwm / MIB:.1f} MiB "
         f"({result['rss_peak_ratio']}x), busy-run RSS by thirds {result['rss_busy_thirds_mib']} MiB"
     )
+    if check:
+        print(f"  configuration check in a child: {check['s']} s, peak {check['mib']} MiB")
     for name, p in phases.items():
         print(
             f"  {name:16} {p['bus_s']:>8.0f} bus-s {p['frames']:>9} frames "

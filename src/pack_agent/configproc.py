@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pack_agent.config import AgentConfig
@@ -33,6 +34,9 @@ class IsolatedCheck:
 
         self.path = Path(path)
         self._stderr = b""
+        self._started = time.monotonic()
+        self.seconds: float | None = None  # start to result
+        self.peak_rss_kib: int | None = None  # the child's, when known (fork)
         if fork is None:
             fork = hasattr(os, "fork") and threading.active_count() == 1
         if fork:
@@ -70,12 +74,15 @@ class IsolatedCheck:
             return out, self._proc.returncode
         with self._pipe:
             out = self._pipe.read()
-        return out, os.waitstatus_to_exitcode(os.waitpid(self._pid, 0)[1])
+        _, status, usage = os.wait4(self._pid, 0)
+        self.peak_rss_kib = usage.ru_maxrss  # KiB on Linux
+        return out, os.waitstatus_to_exitcode(status)
 
     def result(self) -> AgentConfig:
         import pickle
 
         out, status = self._wait()
+        self.seconds = time.monotonic() - self._started
         lines = self._stderr.decode("utf-8", "replace").strip().splitlines()
         result = pickle.loads(out) if out else None  # our own child's output
         if status != 0 or result is None or isinstance(result, str):
