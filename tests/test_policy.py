@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -619,3 +620,79 @@ def test_readings_without_the_ignition_on_never_decide(steps):
         out += p.observe(Reading("soh", soh, t), CODE)
     assert out == []
     assert p.history.series() == []
+
+
+# -- the saved state format ------------------------------------------------------------
+
+STATE_V1 = Path(__file__).resolve().parent / "data" / "policy_state_v1.json"
+
+
+def every_kind() -> list[Any]:
+    """One rule of every kind, and the ignition: every part of the state is used."""
+    return [
+        rule(id="consecutive-80", below=80.0, sample_interval_s=DAY / 2),
+        capacity(),
+        capacity(id="capacity-ah", metric="capacity", rated_capacity=150.0, window_days=14),
+        make(id="resistance-30", kind="resistance", threshold=30.0, window_days=14),
+        make(id="cycles-100", kind="usage", metric="full_cycles", threshold=100),
+        make(id="age-1", kind="age", threshold=1.0, confirm_days=3),
+        thermal(),
+        make(id="worn", kind="all", rules=["capacity-80", "cycles-100"]),
+        make(id="soon", kind="forecast", rule="capacity-80", min_history_days=40),
+    ]
+
+
+def every_kind_readings(days: int = 140) -> list[Reading]:
+    """Daily trips (ignition On, two SOH readings, the BMS's other values) and a parked
+    reading at night; the SOH fades through 80 %, resistance grows, cycles pass 100."""
+    out = []
+    for d in range(days):
+        t = T0 + d * DAY
+        soh = 86.0 - 8.0 * d / days + (0.3 if d % 3 else -0.2)
+        out += [
+            Reading("ignition", 2.0, t),
+            Reading("soh", soh, t + 1),
+            Reading("capacity", 1.5 * soh, t + 1),
+            Reading("internal_resistance", 60.0 + 0.2 * d, t + 1),
+            Reading("full_cycles", float(d), t + 1),
+            Reading("odometer", 40.0 * d, t + 1),
+            Reading("thermal_event", 1.0 if d % 10 == 0 else 0.0, t + 2),
+            Reading("soh", soh + 0.1, t + 600),
+            Reading("ignition", 2.0, t + 601),
+            Reading("ignition", 0.0, t + 1200),
+            Reading("soh", 40.0, t + 7200),  # parked: not judged, held for the next ignition
+        ]
+    return out
+
+
+def every_kind_policy(**kw: Any) -> ScrapPolicy:
+    return ScrapPolicy(every_kind(), ignition_metric="ignition", trend_min_days=20, **kw)
+
+
+def decide(p: ScrapPolicy, readings: list[Reading]) -> list[dict[str, Any]]:
+    out = []
+    for r in readings:
+        out += [
+            {"rule": d.rule_id, "time": d.time, "evidence": d.evidence()}
+            for d in p.observe(r, CODE)
+        ]
+    return out
+
+
+STATE_V1_CUT = 70 * 11  # day 70 begins: a parked reading is held by the ignition gate
+
+
+def test_a_state_saved_by_an_earlier_version_is_read_and_continued():
+    """A store written before the rules moved to ``pack_agent.rules`` (this file was
+    written by that code) is restored and continues to the same decisions."""
+    readings = every_kind_readings()
+    whole = decide(every_kind_policy(), readings)
+    assert {d["rule"] for d in whole} >= {"capacity-80", "cycles-100", "worn", "soon"}
+    saved = json.loads(STATE_V1.read_text())
+    p = every_kind_policy()
+    before = decide(p, readings[:STATE_V1_CUT])
+    assert sorted(p.latched_rules) == saved["latched"]
+    now = json.loads(json.dumps(p.to_state()))
+    assert {k: now[k] for k in saved["state"]} == saved["state"]  # the same format
+    restored = every_kind_policy(latched=saved["latched"], state=saved["state"], pack_code=CODE)
+    assert before + decide(restored, readings[STATE_V1_CUT:]) == whole
