@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timezone
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from pydantic import TypeAdapter
 from pack_agent.codes import make_code
 from pack_agent.config import ScrapRule
 from pack_agent.decoder import Reading
-from pack_agent.policy import ScrapDecision, ScrapPolicy
+from pack_agent.policy import IGNITION_OFF_SAVE_GAP_S, ScrapDecision, ScrapPolicy
 from pack_agent.ruleconfig import RuleConfig
 
 DAY = 86400.0
@@ -696,3 +697,86 @@ def test_a_state_saved_by_an_earlier_version_is_read_and_continued():
     assert {k: now[k] for k in saved["state"]} == saved["state"]  # the same format
     restored = every_kind_policy(latched=saved["latched"], state=saved["state"], pack_code=CODE)
     assert before + decide(restored, readings[STATE_V1_CUT:]) == whole
+
+
+# -- when the policy asks for its state to be saved ------------------------------------
+
+
+def trip(p: ScrapPolicy, t0: float, minutes: float, soh: float = 85.0) -> list[str | None]:
+    """Ignition On with an SOH reading every minute, then Off; what the policy asked for
+    after each reading."""
+    asked = []
+    for i in range(int(minutes)):
+        p.observe(Reading("ignition", 2.0, t0 + i * 60), CODE)
+        p.observe(Reading("soh", soh, t0 + i * 60 + 1), CODE)
+        asked.append(p.take_save_request())
+    p.observe(Reading("ignition", 0.0, t0 + minutes * 60), CODE)
+    asked.append(p.take_save_request())
+    return asked
+
+
+def test_the_ignition_going_off_asks_for_a_save_once():
+    p = ScrapPolicy([capacity()], ignition_metric="ignition")
+    assert trip(p, T0, 20) == [None] * 20 + ["ignition_off"]
+    p.observe(Reading("ignition", 0.0, T0 + 1300), CODE)  # still Off: nothing new
+    p.observe(Reading("ignition", 1.0, T0 + 1301), CODE)  # Acc is not On either
+    assert p.take_save_request() is None
+    # a stall two minutes later: not again before IGNITION_OFF_SAVE_GAP_S has passed
+    assert trip(p, T0 + 1320, 2)[-1] is None
+    assert trip(p, T0 + 1200 + IGNITION_OFF_SAVE_GAP_S, 1)[-1] == "ignition_off"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.01, 400.0), st.sampled_from([0.0, 1.0, 2.0, 3.0]))))
+def test_a_flapping_ignition_asks_at_most_once_per_gap(steps):
+    p = ScrapPolicy([capacity(), thermal()], ignition_metric="ignition")
+    t, asked = T0, []
+    for dt_s, value in steps:
+        t += dt_s
+        p.observe(Reading("ignition", value, t), CODE)
+        if p.take_save_request() is not None:
+            asked.append(t)
+    assert all(b - a >= IGNITION_OFF_SAVE_GAP_S for a, b in pairwise(asked))
+
+
+def test_the_first_reading_of_a_new_day_asks_for_a_save_once():
+    p = ScrapPolicy([capacity(), thermal()])
+    asked = []
+    for i in range(3 * 24):  # hourly readings for three days
+        p.observe(Reading("soh", 85.0, T0 + i * 3600), CODE)
+        p.observe(Reading("thermal_event", 0.0, T0 + i * 3600 + 1), CODE)
+        asked.append(p.take_save_request())
+    closes = [i for i, a in enumerate(asked) if a is not None]
+    assert {asked[i] for i in closes} == {"day_closed"}
+    assert closes == [16, 40, 64]  # T0 is 08:00: each midnight, 16 hours on
+    # a rule without daily aggregates closes nothing: no save for it
+    q = ScrapPolicy([thermal()])
+    for i in range(3 * 24):
+        q.observe(Reading("thermal_event", 0.0, T0 + i * 3600), CODE)
+        assert q.take_save_request() is None
+
+
+def test_readings_with_the_ignition_off_close_no_day():
+    p = ScrapPolicy([capacity()], ignition_metric="ignition")
+    assert trip(p, T0, 3)[-1] == "ignition_off"
+    for d in range(1, 4):  # parked for days: the BMS's estimates are not judged
+        p.observe(Reading("ignition", 0.0, T0 + d * DAY), CODE)
+        p.observe(Reading("soh", 40.0, T0 + d * DAY + 1), CODE)
+        assert p.take_save_request() is None
+    assert trip(p, T0 + 4 * DAY, 2)[0] == "day_closed"  # the next trip's first reading
+
+
+def test_a_restart_remembers_the_day_and_the_last_ignition_off():
+    """A life that sees one burst of readings a day saves it when its day closes."""
+    p = ScrapPolicy([capacity()], ignition_metric="ignition")
+    trip(p, T0, 3)
+    state = json.loads(json.dumps(p.to_state()))
+    again = ScrapPolicy([capacity()], ignition_metric="ignition", state=state, pack_code=CODE)
+    assert trip(again, T0 + 240, 1) == [None, None]  # within the gap, the same day
+    again = ScrapPolicy([capacity()], ignition_metric="ignition", state=state, pack_code=CODE)
+    assert trip(again, T0 + DAY, 1) == ["day_closed", "ignition_off"]
+
+
+def test_without_an_ignition_metric_only_days_ask():
+    p = ScrapPolicy([capacity()])
+    assert trip(p, T0, 10) == [None] * 11  # the ignition is not mapped: not a signal

@@ -37,6 +37,9 @@ __all__ = ["ScrapDecision", "ScrapPolicy", "compare"]  # compare: its old home
 
 STATE_VERSION = 1
 FORECAST_EVERY_DAYS = 7
+# At most one save asked for at ignition Off per 5 minutes (of reading time): a flapping
+# ignition signal costs at most 12 extra commits an hour, a stop of a few minutes is saved.
+IGNITION_OFF_SAVE_GAP_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,9 @@ class ScrapPolicy:
         self._build()
         self._latched: dict[str, dict[str, Any]] = {rid: {} for rid in latched}
         self.pack_code = pack_code
+        self._save_asked: str | None = None  # why the state should be saved now
+        self._off_asked_at: float | None = None  # the last save asked at ignition Off
+        self._day: int | None = None  # the newest day that went into a daily aggregate
         if state and state.get("version") == STATE_VERSION and state.get("pack_code") == pack_code:
             self._load(state)
 
@@ -209,7 +215,11 @@ class ScrapPolicy:
         self.pack_code = pack_code
         if self._gate is not None and reading.metric == self._ignition_metric:
             out: list[ScrapDecision] = []
-            for held in self._gate.on_ignition(reading):
+            was_on = self._gate.on
+            released = self._gate.on_ignition(reading)
+            if was_on and not self._gate.on:
+                self._ignition_off(reading.time)
+            for held in released:
                 out += self._judge(held, gated=True)
             out += self._judge(reading, gated=False)
             return out
@@ -223,10 +233,12 @@ class ScrapPolicy:
         """Gated rules (and the SOH history) see a reading in the ``gated=True`` pass,
         the others in the ``gated=False`` pass; each reading passes each way once."""
         met: list[tuple[str, dict[str, Any], float]] = []
+        daily = False  # the reading goes into a daily aggregate
         for rid in self._by_metric.get(r.metric, ()):
             eng = self._engines[rid]
             if eng.gated != gated or rid in self._latched:
                 continue
+            daily = daily or eng.daily
             ev = eng.observe(r, self.pack_code)
             if ev is not None:
                 met.append((rid, ev, r.time))
@@ -238,16 +250,15 @@ class ScrapPolicy:
                         met.append((rid, ev, r.time))
             if r.metric == "odometer":
                 self.history.add_odometer(r.time, r.value)
-        if (
-            gated
-            and r.metric == self._trend_metric
-            and self._trend_stream.fresh(r.time)
-            and self.history.add(r.time, r.value)
-        ):
-            week = day_of(r.time) // FORECAST_EVERY_DAYS
-            if week != self._forecast_week:  # a forecast moves slowly: once a week
-                self._forecast_week = week
-                met += self._check_forecasts(r.time)
+        if gated and r.metric == self._trend_metric and self._trend_stream.fresh(r.time):
+            daily = True
+            if self.history.add(r.time, r.value):
+                week = day_of(r.time) // FORECAST_EVERY_DAYS
+                if week != self._forecast_week:  # a forecast moves slowly: once a week
+                    self._forecast_week = week
+                    met += self._check_forecasts(r.time)
+        if daily:
+            self._day_seen(r.time)
         decisions = [self._latch(rid, ev, t) for rid, ev, t in met]
         if decisions:
             decisions += self._check_combinations(r.time)
@@ -335,6 +346,31 @@ class ScrapPolicy:
             )
         return out
 
+    # -- when the state is worth saving at once ----------------------------------------
+
+    def take_save_request(self) -> str | None:
+        """Why the caller should save ``to_state()`` now, once: ``"ignition_off"`` (the
+        gated rules take nothing more until the next trip) or ``"day_closed"`` (a day's
+        aggregates are final); None when nothing asked since the last call."""
+        asked, self._save_asked = self._save_asked, None
+        return asked
+
+    def _ignition_off(self, t: float) -> None:
+        """A gateway often loses power soon after the ignition goes Off (an ECU writes its
+        non-volatile data then, too). A flapping ignition asks once per gap."""
+        if self._off_asked_at is None or t - self._off_asked_at >= IGNITION_OFF_SAVE_GAP_S:
+            self._off_asked_at = t
+            self._save_asked = "ignition_off"
+
+    def _day_seen(self, t: float) -> None:
+        """The first reading of a new day closes the last day's aggregates: ask once a
+        day (after a restart too: a life that sees one burst of readings a day saves it)."""
+        day = day_of(t)
+        if self._day is not None and day > self._day:
+            self._save_asked = self._save_asked or "day_closed"
+        if self._day is None or day > self._day:
+            self._day = day
+
     # -- the trend for pack.health ----------------------------------------------------
 
     def trend(self, now: float) -> dict[str, Any]:
@@ -363,6 +399,7 @@ class ScrapPolicy:
             "forecast_since": self._forecast_since,
             "forecast_week": self._forecast_week,
             "gate": self._gate.to_state() if self._gate is not None else None,
+            "save_asked": {"ignition_off_at": self._off_asked_at, "day": self._day},
         }
 
     def _load(self, s: dict[str, Any]) -> None:
@@ -375,6 +412,9 @@ class ScrapPolicy:
         self.history.load_state(s.get("history", {}))
         self._trend_stream.last = s.get("trend_last")
         self._forecast_week = s.get("forecast_week")
+        asked = s.get("save_asked") or {}  # absent in a state from an earlier version
+        self._off_asked_at = asked.get("ignition_off_at")
+        self._day = asked.get("day")
         if self._gate is not None and s.get("gate"):
             self._gate.load_state(s["gate"])
         for rid, since in s.get("forecast_since", {}).items():
