@@ -222,6 +222,28 @@ def test_resistance_growth_against_the_first_window():
     assert ev["growth_percent"] == pytest.approx(58.333, 1e-3)
 
 
+def test_a_bms_that_reports_zero_resistance_at_first_gives_no_baseline():
+    """Until the BMS has an estimate it may send 0: no baseline of 0 (a division by zero
+    that failed every later frame), and a state that saved one learns it again."""
+    r = make(
+        id="resistance-50",
+        kind="resistance",
+        threshold=50.0,
+        window_days=14,
+        min_readings=7,
+        min_span_days=7,
+    )
+    p = ScrapPolicy([r])
+    assert daily(p, [0.0] * 20 + [60.0] * 20, metric="internal_resistance") == []
+    decisions = daily(p, [95.0] * 30, metric="internal_resistance", t0=T0 + 40 * DAY)
+    assert len(decisions) == 1 and decisions[0].data["baseline"] == 60.0
+    state = ScrapPolicy([r]).to_state()
+    state["engines"]["resistance-50"]["baseline"] = 0.0  # as an earlier version saved it
+    q = ScrapPolicy([r], state=state, pack_code=CODE)
+    assert daily(q, [60.0] * 20, metric="internal_resistance") == []
+    assert q.to_state()["engines"]["resistance-50"]["baseline"] == 60.0
+
+
 def test_resistance_against_a_configured_beginning_of_life_value():
     r = make(
         id="resistance-50",

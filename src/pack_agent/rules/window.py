@@ -88,8 +88,10 @@ class WindowEngine(RuleEngine):
         below = rule.comparison == "below"
         stat = meds[len(meds) // 2] if below else meds[(len(meds) - 1) // 2]
         if isinstance(rule, ResistanceRule) and self.baseline is None:
-            # resistance against the pack's first judged window
-            self.baseline = stat
+            # resistance against the pack's first judged window; a BMS that sends 0 until
+            # it has an estimate gives no baseline (growth against 0 means nothing)
+            if stat > 0:
+                self.baseline = stat
             return None
         judged = stat if isinstance(rule, CapacityRule) else 100.0 * (stat / self.baseline - 1)
         if not compare(judged, rule.comparison, rule.threshold):
@@ -144,5 +146,5 @@ class WindowEngine(RuleEngine):
         )
         self.today = DayAccumulator.from_state(s["today"]) if s.get("today") else None
         self.bad_since = s.get("bad_since")
-        if s.get("baseline") is not None:
-            self.baseline = float(s["baseline"])
+        if s.get("baseline") is not None and float(s["baseline"]) > 0:  # 0: saved before
+            self.baseline = float(s["baseline"])  # the check above, learnt again
