@@ -4,17 +4,17 @@ A decision never rests on one reading. Each rule kind (see docs/policy.md and
 ``ruleconfig``) has its own engine in ``pack_agent.rules`` and its own debounce:
 a robust statistic over a window of daily aggregates held for days (capacity,
 resistance), a short run of confirming readings (safety, usage), or a condition
-that holds over days (age, forecast). This module wires the engines to the
-readings, gates them by the ignition, latches what they find, judges
-combinations and forecasts, and keeps the state.
-Readings dated at or before the newest one a rule has seen are not evidence, so
-repeats, out-of-order frames and a clock that jumps back decide nothing.
+that holds over days (age, forecast). Readings dated at or before the newest one
+a rule has seen are not evidence, so repeats, out-of-order frames and a clock
+that jumps back decide nothing.
 
-A met rule is latched until the pack is replaced. Everything a rule remembers
-(windows, baselines, latches and their evidence, the SOH history) is in
-``to_state()``; the caller persists it on its own schedule and passes it back
-on start. No clock and no I/O here: replaying the same readings gives the same
-decisions.
+This module wires the engines to the readings, gates them by the ignition,
+latches what they find (until the pack is replaced), judges combinations and
+forecasts, and keeps the state. Everything a rule remembers (windows, baselines,
+latches and their evidence, the SOH history) is in ``to_state()``; the caller
+persists it on its own schedule and when the policy asks (``take_save_request``:
+the ignition went Off, a day closed), and passes it back on start. No clock and
+no I/O here: replaying the same readings gives the same decisions.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ __all__ = ["ScrapDecision", "ScrapPolicy", "compare"]  # compare: its old home
 STATE_VERSION = 1
 FORECAST_EVERY_DAYS = 7
 # At most one save asked for at ignition Off per 5 minutes (of reading time): a flapping
-# ignition signal costs at most 12 extra commits an hour, a stop of a few minutes is saved.
+# ignition signal costs at most 12 extra saves an hour; a stop of a few minutes is saved.
 IGNITION_OFF_SAVE_GAP_S = 300.0
 
 
