@@ -739,7 +739,7 @@ def trip(p: ScrapPolicy, t0: float, minutes: float, soh: float = 85.0) -> list[s
 
 def test_the_ignition_going_off_asks_for_a_save_once():
     p = ScrapPolicy([capacity()], ignition_metric="ignition")
-    assert trip(p, T0, 20) == [None] * 20 + ["ignition_off"]
+    assert trip(p, T0, 20) == ["new_day"] + [None] * 19 + ["ignition_off"]
     p.observe(Reading("ignition", 0.0, T0 + 1300), CODE)  # still Off: nothing new
     p.observe(Reading("ignition", 1.0, T0 + 1301), CODE)  # Acc is not On either
     assert p.take_save_request() is None
@@ -756,49 +756,50 @@ def test_a_flapping_ignition_asks_at_most_once_per_gap(steps):
     for dt_s, value in steps:
         t += dt_s
         p.observe(Reading("ignition", value, t), CODE)
-        if p.take_save_request() is not None:
+        if p.take_save_request() == "ignition_off":
             asked.append(t)
     assert all(b - a >= IGNITION_OFF_SAVE_GAP_S for a, b in pairwise(asked))
 
 
-def test_the_first_reading_of_a_new_day_asks_for_a_save_once():
+def test_the_first_reading_of_each_day_asks_for_a_save_once():
     p = ScrapPolicy([capacity(), thermal()])
     asked = []
     for i in range(3 * 24):  # hourly readings for three days
         p.observe(Reading("soh", 85.0, T0 + i * 3600), CODE)
         p.observe(Reading("thermal_event", 0.0, T0 + i * 3600 + 1), CODE)
         asked.append(p.take_save_request())
-    closes = [i for i, a in enumerate(asked) if a is not None]
-    assert {asked[i] for i in closes} == {"day_closed"}
-    assert closes == [16, 40, 64]  # T0 is 08:00: each midnight, 16 hours on
-    # a rule without daily aggregates closes nothing: no save for it
+    days = [i for i, a in enumerate(asked) if a is not None]
+    assert {asked[i] for i in days} == {"new_day"}
+    assert days == [0, 16, 40, 64]  # the first reading; T0 is 08:00: each midnight after
+    # a rule without daily aggregates keeps no day: no save for it
     q = ScrapPolicy([thermal()])
     for i in range(3 * 24):
         q.observe(Reading("thermal_event", 0.0, T0 + i * 3600), CODE)
         assert q.take_save_request() is None
 
 
-def test_readings_with_the_ignition_off_close_no_day():
+def test_readings_with_the_ignition_off_begin_no_day():
     p = ScrapPolicy([capacity()], ignition_metric="ignition")
     assert trip(p, T0, 3)[-1] == "ignition_off"
     for d in range(1, 4):  # parked for days: the BMS's estimates are not judged
         p.observe(Reading("ignition", 0.0, T0 + d * DAY), CODE)
         p.observe(Reading("soh", 40.0, T0 + d * DAY + 1), CODE)
         assert p.take_save_request() is None
-    assert trip(p, T0 + 4 * DAY, 2)[0] == "day_closed"  # the next trip's first reading
+    assert trip(p, T0 + 4 * DAY, 2)[0] == "new_day"  # the next trip's first reading
 
 
 def test_a_restart_remembers_the_day_and_the_last_ignition_off():
-    """A life that sees one burst of readings a day saves it when its day closes."""
+    """A life that sees one burst of readings a day saves it: its day is new."""
     p = ScrapPolicy([capacity()], ignition_metric="ignition")
     trip(p, T0, 3)
     state = json.loads(json.dumps(p.to_state()))
     again = ScrapPolicy([capacity()], ignition_metric="ignition", state=state, pack_code=CODE)
     assert trip(again, T0 + 240, 1) == [None, None]  # within the gap, the same day
     again = ScrapPolicy([capacity()], ignition_metric="ignition", state=state, pack_code=CODE)
-    assert trip(again, T0 + DAY, 1) == ["day_closed", "ignition_off"]
+    assert trip(again, T0 + DAY, 1) == ["new_day", "ignition_off"]
 
 
 def test_without_an_ignition_metric_only_days_ask():
     p = ScrapPolicy([capacity()])
-    assert trip(p, T0, 10) == [None] * 11  # the ignition is not mapped: not a signal
+    # the ignition is not mapped: not a signal
+    assert trip(p, T0, 10) == ["new_day"] + [None] * 10

@@ -372,18 +372,18 @@ class Agent:
         self._check_notice_failures(now)
 
     def _save_asked(self, now: float) -> bool:
-        """The policy asks for a save at ignition Off and when a day closes (docs/policy.md,
-        "What survives a restart"). A day's close is not saved when this life saved less
-        than ``persist_interval_s`` ago: the hourly save already bounds the loss, and a
+        """The policy asks for a save at ignition Off and on a new day (docs/policy.md, "The
+        latch and what survives a restart"). A new day is not saved when this life saved
+        less than ``persist_interval_s`` ago: the hourly save already bounds the loss, so a
         steady day costs no extra write; it matters to a life too short for an hourly save."""
         asked = self.policy.take_save_request()
-        if asked == "day_closed" and self._saved_at is not None:
+        if asked == "new_day" and self._saved_at is not None:
             return now - self._saved_at >= self.config.policy.persist_interval_s
         return asked is not None
 
     def flush(self, now: float | None = None) -> None:
         """Persist the rules' windows, the SOH history and when the head unit was last
-        heard: hourly, when the policy asks (ignition Off, a day closed) and at shutdown
+        heard: hourly, when the policy asks (ignition Off, a new day) and at shutdown
         (not on every reading: flash wears). ``now`` restarts the hourly schedule."""
         with self.store.transaction():
             self.store.put_state("policy.state", self.policy.to_state())

@@ -13,7 +13,7 @@ latches what they find (until the pack is replaced), judges combinations and
 forecasts, and keeps the state. Everything a rule remembers (windows, baselines,
 latches and their evidence, the SOH history) is in ``to_state()``; the caller
 persists it on its own schedule and when the policy asks (``take_save_request``:
-the ignition went Off, a day closed), and passes it back on start. No clock and
+the ignition went Off, a new day), and passes it back on start. No clock and
 no I/O here: replaying the same readings gives the same decisions.
 """
 
@@ -350,8 +350,9 @@ class ScrapPolicy:
 
     def take_save_request(self) -> str | None:
         """Why the caller should save ``to_state()`` now, once: ``"ignition_off"`` (the
-        gated rules take nothing more until the next trip) or ``"day_closed"`` (a day's
-        aggregates are final); None when nothing asked since the last call."""
+        gated rules take nothing more until the next trip) or ``"new_day"`` (a reading of
+        a day the state does not have yet; the last day's aggregates are final); None when
+        nothing asked since the last call."""
         asked, self._save_asked = self._save_asked, None
         return asked
 
@@ -363,13 +364,13 @@ class ScrapPolicy:
             self._save_asked = "ignition_off"
 
     def _day_seen(self, t: float) -> None:
-        """The first reading of a new day closes the last day's aggregates: ask once a
-        day (after a restart too: a life that sees one burst of readings a day saves it)."""
+        """The first reading of a day the state does not have yet (which closes the last
+        day's aggregates) asks once a day. Across restarts too, and on a fresh state: a
+        life that sees one burst of readings a day saves it."""
         day = day_of(t)
-        if self._day is not None and day > self._day:
-            self._save_asked = self._save_asked or "day_closed"
         if self._day is None or day > self._day:
             self._day = day
+            self._save_asked = self._save_asked or "new_day"
 
     # -- the trend for pack.health ----------------------------------------------------
 
