@@ -17,7 +17,7 @@ from pack_agent.decoder import Decoder
 from pack_agent.policy import IGNITION_OFF_SAVE_GAP_S
 from pack_agent.sim import SCENARIOS, Scenario
 from pack_agent.sim.logfile import scenario_frames, write_log
-from pack_agent.sim.vehicle import encode
+from pack_agent.sim.vehicle import code_pages, encode
 from pack_agent.store import Store
 
 DAY = 86400.0
@@ -292,8 +292,6 @@ def _health(soh: float, day: int) -> dict[str, float]:
 
 
 def _code(db: Any, t: float) -> list[can.Message]:
-    from pack_agent.sim.vehicle import code_pages
-
     return code_pages(db, AGEING.code, t)
 
 
