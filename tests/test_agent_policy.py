@@ -14,9 +14,10 @@ from pack_agent.agent import Agent
 from pack_agent.config import AgentConfig, load_config, reference_config_path
 from pack_agent.database import load_and_check
 from pack_agent.decoder import Decoder
+from pack_agent.policy import IGNITION_OFF_SAVE_GAP_S
 from pack_agent.sim import SCENARIOS, Scenario
 from pack_agent.sim.logfile import scenario_frames, write_log
-from pack_agent.sim.vehicle import encode
+from pack_agent.sim.vehicle import code_pages, encode
 from pack_agent.store import Store
 
 DAY = 86400.0
@@ -34,9 +35,9 @@ def config(tmp_path: Path, name: str) -> AgentConfig:
 class Run:
     """An agent on a store; frames in, events out."""
 
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentConfig, db: Any = None) -> None:
         self.cfg = cfg
-        self.db = load_and_check(cfg)
+        self.db = db or load_and_check(cfg)
         self.store = Store(cfg.store_path())
         self.events: list[Any] = []
         self.agent = Agent(cfg, Decoder(cfg, self.db), self.store, on_event=self.events.append)
@@ -148,6 +149,24 @@ def _t(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
+def test_one_life_a_day_decides_as_an_uninterrupted_run(tmp_path, ageing_frames, uninterrupted):
+    """The soak run's finding: a process that lives for one burst of frames a day (the
+    ignition On throughout, never Off) and is killed before its hourly save. The first
+    reading of each new day is saved, so every day counts, as in one uninterrupted run."""
+    cfg = config(tmp_path, "daily-lives")
+    db = uninterrupted.db
+    by_day: dict[float, list[can.Message]] = {}
+    for f in ageing_frames:
+        by_day.setdefault((f.timestamp - AGEING.start) // DAY, []).append(f)
+    seen: list[Any] = []
+    for frames in by_day.values():
+        life = Run(cfg, db)
+        life.feed(frames)
+        life.close(flush=False)
+        seen += life.decisions()
+    assert seen == uninterrupted.decisions()
+
+
 def test_policy_state_is_written_about_once_an_hour(tmp_path):
     """1 Hz health and ignition frames for three hours: a few writes, not 10,800."""
     cfg = config(tmp_path, "writes")
@@ -224,3 +243,114 @@ def test_a_written_log_replays_to_the_same_decisions(
     strip = [(k, r, w, json.dumps(e, sort_keys=True)) for k, r, w, e in direct.decisions()]
     again = [(k, r, w, json.dumps(e, sort_keys=True)) for k, r, w, e in replayed.decisions()]
     assert again == strip and len(again) == 2
+
+
+# -- short trips: a gateway that loses power after every trip ---------------------------
+
+TRIP_DAYS = 62  # the SOH drops below 80 % on day 30: decided on day 58
+TRIP_S = 20 * 60.0
+TRIP_STEP_S = 10.0
+TRIP_STARTS_H = [7.5, 17.75, 12.2, 23.8, 9.0, 6.3, 19.4]  # one at 23:48: over midnight
+
+
+def trip_config(tmp_path: Path, name: str) -> AgentConfig:
+    cfg = load_config(reference_config_path())
+    cfg.store.path = str(tmp_path / f"{name}.db")
+    cfg.health.bms_timeout_s = 30.0
+    return cfg
+
+
+def trip_frames(db: Any, day: int) -> list[can.Message]:
+    """One trip: the BMS wakes and sends its code; SOH and the ignition On every 10 s for
+    20 minutes; then ignition Off, and the parked BMS's wild estimate 3 s later."""
+    t0 = AGEING.start + day * DAY + TRIP_STARTS_H[day % len(TRIP_STARTS_H)] * 3600
+    code = [f for t in (t0, t0 + 1) for f in _code(db, t)]
+    frames = code
+    base = 82.0 if day < 30 else 79.0
+    steps = int(TRIP_S / TRIP_STEP_S)
+    for i in range(steps):
+        t = t0 + 2 + i * TRIP_STEP_S
+        soh = base + ((i + day) % 5 - 2) * 0.1
+        frames.append(encode(db, "BMS_Health", _health(soh, day), t))
+        odometer = day * 30 + i * 0.2
+        frames.append(
+            encode(db, "VCU_Vehicle", {"VCU_Ignition": 2, "VCU_Odometer": odometer}, t + 0.2)
+        )
+    end = t0 + 2 + steps * TRIP_STEP_S
+    frames.append(encode(db, "VCU_Vehicle", {"VCU_Ignition": 0, "VCU_Odometer": odometer}, end))
+    frames.append(encode(db, "BMS_Health", _health(40.0, day), end + 3))
+    return frames
+
+
+def _health(soh: float, day: int) -> dict[str, float]:
+    return {
+        "BMS_SOH": soh,
+        "BMS_Capacity": 1.5 * soh,
+        "BMS_InternalResistance": 62.0,
+        "BMS_FullCycles": day,
+    }
+
+
+def _code(db: Any, t: float) -> list[can.Message]:
+    return code_pages(db, AGEING.code, t)
+
+
+def test_short_trips_that_end_in_a_power_cut_decide_on_the_same_day(tmp_path):
+    """Every day one life of the process: a 20-minute trip, ignition Off, and the power
+    goes (no SIGTERM, no flush). The windows must survive each life, so the capacity
+    rule decides on the same day, with the same evidence, as one uninterrupted run."""
+    whole = Run(trip_config(tmp_path, "whole"))
+    for day in range(TRIP_DAYS):
+        whole.feed(trip_frames(whole.db, day))
+    whole.close()
+    expected = whole.decisions()
+    assert [rule for _, rule, _, _ in expected] == ["capacity-80"]
+    _, _, when, _ = expected[0]
+    assert (_t(when) - AGEING.start) // DAY == 58  # 14 days held after a majority below
+
+    cfg = trip_config(tmp_path, "lives")
+    seen: list[tuple[str, str, str, dict[str, Any]]] = []
+    saves = []
+    for day in range(TRIP_DAYS):
+        life = Run(cfg)
+        writes: list[str] = []
+        put = life.store.put_state
+
+        def counting_put(key: str, value: Any, put: Any = put, writes: Any = writes) -> None:
+            writes.append(key)
+            put(key, value)
+
+        life.store.put_state = counting_put  # type: ignore[method-assign]
+        life.feed(trip_frames(life.db, day))
+        life.close(flush=False)  # the power goes: no shutdown path
+        seen += life.decisions()
+        saves.append(writes.count("policy.state"))
+    assert seen == expected
+    assert max(saves) <= 3  # a new day, the ignition Off (and a decision's or a new pack's)
+
+
+def test_a_flapping_ignition_cannot_wear_the_flash(tmp_path):
+    """An hour of the ignition On and Off every 10 s (a loose connector), SOH at 1 Hz:
+    the policy state is saved at most once per IGNITION_OFF_SAVE_GAP_S, plus hourly."""
+    cfg = trip_config(tmp_path, "flapping")
+    run = Run(cfg)
+    writes: list[str] = []
+    put = run.store.put_state
+
+    def counting_put(key: str, value: Any) -> None:
+        writes.append(key)
+        put(key, value)
+
+    run.store.put_state = counting_put  # type: ignore[method-assign]
+    t0 = AGEING.start + 8 * 3600
+    frames = _code(run.db, t0) + _code(run.db, t0 + 1)
+    for s in range(3600):
+        t = t0 + 2 + s
+        frames.append(encode(run.db, "BMS_Health", _health(85.0, 0), t))
+        ignition = 2 if (s // 10) % 2 == 0 else 0
+        frames.append(encode(run.db, "VCU_Vehicle", {"VCU_Ignition": ignition}, t + 0.2))
+    run.feed(frames)
+    run.close(flush=False)
+    gaps = 3600 / IGNITION_OFF_SAVE_GAP_S
+    # every gap's first Off; the pack identified, the first reading's day, the hourly save
+    assert gaps <= writes.count("policy.state") <= gaps + 3

@@ -21,7 +21,9 @@ from pack_agent.sim.vehicle import code_pages, cyclic_values, encode
 HOUR = 3600.0
 DAY = 24 * HOUR
 STEP_S = 5.0  # one of each cyclic message every 5 simulated seconds (bms_timeout_s is 10)
-STARTUP_COMMITS = 6  # pack.identified, ignition on, head unit first heard, their PUBACKs
+# pack.identified, ignition on, head unit first heard, their PUBACKs; and the policy state
+# at the first judged reading: a new store saves its first day at once (docs/policy.md)
+STARTUP_COMMITS = 7
 
 
 def steady_day(db, start: float) -> list[can.Message]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timezone
+from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from pydantic import TypeAdapter
 from pack_agent.codes import make_code
 from pack_agent.config import ScrapRule
 from pack_agent.decoder import Reading
-from pack_agent.policy import ScrapDecision, ScrapPolicy
+from pack_agent.policy import IGNITION_OFF_SAVE_GAP_S, ScrapDecision, ScrapPolicy
 from pack_agent.ruleconfig import RuleConfig
 
 DAY = 86400.0
@@ -218,6 +220,28 @@ def test_resistance_growth_against_the_first_window():
     ev = decisions[0].evidence()
     assert ev["baseline"] == 60.0 and ev["baseline_source"] == "first"
     assert ev["growth_percent"] == pytest.approx(58.333, 1e-3)
+
+
+def test_a_bms_that_reports_zero_resistance_at_first_gives_no_baseline():
+    """Until the BMS has an estimate it may send 0: no baseline of 0 (a division by zero
+    that failed every later frame), and a state that saved one learns it again."""
+    r = make(
+        id="resistance-50",
+        kind="resistance",
+        threshold=50.0,
+        window_days=14,
+        min_readings=7,
+        min_span_days=7,
+    )
+    p = ScrapPolicy([r])
+    assert daily(p, [0.0] * 20 + [60.0] * 20, metric="internal_resistance") == []
+    decisions = daily(p, [95.0] * 30, metric="internal_resistance", t0=T0 + 40 * DAY)
+    assert len(decisions) == 1 and decisions[0].data["baseline"] == 60.0
+    state = ScrapPolicy([r]).to_state()
+    state["engines"]["resistance-50"]["baseline"] = 0.0  # as an earlier version saved it
+    q = ScrapPolicy([r], state=state, pack_code=CODE)
+    assert daily(q, [60.0] * 20, metric="internal_resistance") == []
+    assert q.to_state()["engines"]["resistance-50"]["baseline"] == 60.0
 
 
 def test_resistance_against_a_configured_beginning_of_life_value():
@@ -619,3 +643,163 @@ def test_readings_without_the_ignition_on_never_decide(steps):
         out += p.observe(Reading("soh", soh, t), CODE)
     assert out == []
     assert p.history.series() == []
+
+
+# -- the saved state format ------------------------------------------------------------
+
+STATE_V1 = Path(__file__).resolve().parent / "data" / "policy_state_v1.json"
+
+
+def every_kind() -> list[Any]:
+    """One rule of every kind, and the ignition: every part of the state is used."""
+    return [
+        rule(id="consecutive-80", below=80.0, sample_interval_s=DAY / 2),
+        capacity(),
+        capacity(id="capacity-ah", metric="capacity", rated_capacity=150.0, window_days=14),
+        make(id="resistance-30", kind="resistance", threshold=30.0, window_days=14),
+        make(id="cycles-100", kind="usage", metric="full_cycles", threshold=100),
+        make(id="age-1", kind="age", threshold=1.0, confirm_days=3),
+        thermal(),
+        make(id="worn", kind="all", rules=["capacity-80", "cycles-100"]),
+        make(id="soon", kind="forecast", rule="capacity-80", min_history_days=40),
+    ]
+
+
+def every_kind_readings(days: int = 140) -> list[Reading]:
+    """Daily trips (ignition On, two SOH readings, the BMS's other values) and a parked
+    reading at night; the SOH fades through 80 %, resistance grows, cycles pass 100."""
+    out = []
+    for d in range(days):
+        t = T0 + d * DAY
+        soh = 86.0 - 8.0 * d / days + (0.3 if d % 3 else -0.2)
+        out += [
+            Reading("ignition", 2.0, t),
+            Reading("soh", soh, t + 1),
+            Reading("capacity", 1.5 * soh, t + 1),
+            Reading("internal_resistance", 60.0 + 0.2 * d, t + 1),
+            Reading("full_cycles", float(d), t + 1),
+            Reading("odometer", 40.0 * d, t + 1),
+            Reading("thermal_event", 1.0 if d % 10 == 0 else 0.0, t + 2),
+            Reading("soh", soh + 0.1, t + 600),
+            Reading("ignition", 2.0, t + 601),
+            Reading("ignition", 0.0, t + 1200),
+            Reading("soh", 40.0, t + 7200),  # parked: not judged, held for the next ignition
+        ]
+    return out
+
+
+def every_kind_policy(**kw: Any) -> ScrapPolicy:
+    return ScrapPolicy(every_kind(), ignition_metric="ignition", trend_min_days=20, **kw)
+
+
+def decide(p: ScrapPolicy, readings: list[Reading]) -> list[dict[str, Any]]:
+    out = []
+    for r in readings:
+        out += [
+            {"rule": d.rule_id, "time": d.time, "evidence": d.evidence()}
+            for d in p.observe(r, CODE)
+        ]
+    return out
+
+
+STATE_V1_CUT = 70 * 11  # day 70 begins: a parked reading is held by the ignition gate
+
+
+def test_a_state_saved_by_an_earlier_version_is_read_and_continued():
+    """A store written before the rules moved to ``pack_agent.rules`` (this file was
+    written by that code) is restored and continues to the same decisions."""
+    readings = every_kind_readings()
+    whole = decide(every_kind_policy(), readings)
+    assert {d["rule"] for d in whole} >= {"capacity-80", "cycles-100", "worn", "soon"}
+    saved = json.loads(STATE_V1.read_text())
+    p = every_kind_policy()
+    before = decide(p, readings[:STATE_V1_CUT])
+    assert sorted(p.latched_rules) == saved["latched"]
+    now = json.loads(json.dumps(p.to_state()))
+    assert {k: now[k] for k in saved["state"]} == saved["state"]  # the same format
+    restored = every_kind_policy(latched=saved["latched"], state=saved["state"], pack_code=CODE)
+    assert before + decide(restored, readings[STATE_V1_CUT:]) == whole
+
+
+# -- when the policy asks for its state to be saved ------------------------------------
+
+
+def trip(p: ScrapPolicy, t0: float, minutes: float, soh: float = 85.0) -> list[str | None]:
+    """Ignition On with an SOH reading every minute, then Off; what the policy asked for
+    after each reading."""
+    asked = []
+    for i in range(int(minutes)):
+        p.observe(Reading("ignition", 2.0, t0 + i * 60), CODE)
+        p.observe(Reading("soh", soh, t0 + i * 60 + 1), CODE)
+        asked.append(p.take_save_request())
+    p.observe(Reading("ignition", 0.0, t0 + minutes * 60), CODE)
+    asked.append(p.take_save_request())
+    return asked
+
+
+def test_the_ignition_going_off_asks_for_a_save_once():
+    p = ScrapPolicy([capacity()], ignition_metric="ignition")
+    assert trip(p, T0, 20) == ["new_day"] + [None] * 19 + ["ignition_off"]
+    p.observe(Reading("ignition", 0.0, T0 + 1300), CODE)  # still Off: nothing new
+    p.observe(Reading("ignition", 1.0, T0 + 1301), CODE)  # Acc is not On either
+    assert p.take_save_request() is None
+    # a stall two minutes later: not again before IGNITION_OFF_SAVE_GAP_S has passed
+    assert trip(p, T0 + 1320, 2)[-1] is None
+    assert trip(p, T0 + 1200 + IGNITION_OFF_SAVE_GAP_S, 1)[-1] == "ignition_off"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.01, 400.0), st.sampled_from([0.0, 1.0, 2.0, 3.0]))))
+def test_a_flapping_ignition_asks_at_most_once_per_gap(steps):
+    p = ScrapPolicy([capacity(), thermal()], ignition_metric="ignition")
+    t, asked = T0, []
+    for dt_s, value in steps:
+        t += dt_s
+        p.observe(Reading("ignition", value, t), CODE)
+        if p.take_save_request() == "ignition_off":
+            asked.append(t)
+    assert all(b - a >= IGNITION_OFF_SAVE_GAP_S for a, b in pairwise(asked))
+
+
+def test_the_first_reading_of_each_day_asks_for_a_save_once():
+    p = ScrapPolicy([capacity(), thermal()])
+    asked = []
+    for i in range(3 * 24):  # hourly readings for three days
+        p.observe(Reading("soh", 85.0, T0 + i * 3600), CODE)
+        p.observe(Reading("thermal_event", 0.0, T0 + i * 3600 + 1), CODE)
+        asked.append(p.take_save_request())
+    days = [i for i, a in enumerate(asked) if a is not None]
+    assert {asked[i] for i in days} == {"new_day"}
+    assert days == [0, 16, 40, 64]  # the first reading; T0 is 08:00: each midnight after
+    # a rule without daily aggregates keeps no day: no save for it
+    q = ScrapPolicy([thermal()])
+    for i in range(3 * 24):
+        q.observe(Reading("thermal_event", 0.0, T0 + i * 3600), CODE)
+        assert q.take_save_request() is None
+
+
+def test_readings_with_the_ignition_off_begin_no_day():
+    p = ScrapPolicy([capacity()], ignition_metric="ignition")
+    assert trip(p, T0, 3)[-1] == "ignition_off"
+    for d in range(1, 4):  # parked for days: the BMS's estimates are not judged
+        p.observe(Reading("ignition", 0.0, T0 + d * DAY), CODE)
+        p.observe(Reading("soh", 40.0, T0 + d * DAY + 1), CODE)
+        assert p.take_save_request() is None
+    assert trip(p, T0 + 4 * DAY, 2)[0] == "new_day"  # the next trip's first reading
+
+
+def test_a_restart_remembers_the_day_and_the_last_ignition_off():
+    """A life that sees one burst of readings a day saves it: its day is new."""
+    p = ScrapPolicy([capacity()], ignition_metric="ignition")
+    trip(p, T0, 3)
+    state = json.loads(json.dumps(p.to_state()))
+    again = ScrapPolicy([capacity()], ignition_metric="ignition", state=state, pack_code=CODE)
+    assert trip(again, T0 + 240, 1) == [None, None]  # within the gap, the same day
+    again = ScrapPolicy([capacity()], ignition_metric="ignition", state=state, pack_code=CODE)
+    assert trip(again, T0 + DAY, 1) == ["new_day", "ignition_off"]
+
+
+def test_without_an_ignition_metric_only_days_ask():
+    p = ScrapPolicy([capacity()])
+    # the ignition is not mapped: not a signal
+    assert trip(p, T0, 10) == ["new_day"] + [None] * 10

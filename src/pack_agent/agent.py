@@ -68,6 +68,7 @@ class Agent:
             self.tracker.code,
         )
         self._policy_saved_at: float | None = None  # windows and history: on a schedule
+        self._saved_at: float | None = None  # the last save of any kind in this life
         self.notices = NoticeBook(Cadence.from_settings(config.notice), store.get_state("notices"))
         self.notifiers: list[OwnerNotifier] = ([notifier] if notifier else []) + list(
             extra_notifiers
@@ -350,25 +351,40 @@ class Agent:
             self._next_health = now + self.config.health.publish_interval_s
         if self._policy_saved_at is None:
             self._policy_saved_at = now
-        save_due = now - self._policy_saved_at >= self.config.policy.persist_interval_s
+        hourly = now - self._policy_saved_at >= self.config.policy.persist_interval_s
+        asked = self._save_asked(now)  # taken every tick: an hourly save answers it too
+        save_due = hourly or asked
         snapshot = self.tracker.health_snapshot(now) if health_due else None
         if snapshot is not None and not snapshot["metrics"]:
             snapshot = None  # nothing heard since the last sample: nothing to publish
         if snapshot is not None or save_due:
             # one commit for the hourly sample and the hourly save (same default interval):
-            # in steady state this is the agent's only write, besides the broker's PUBACK
+            # in steady state this is the agent's only write, besides the broker's PUBACK.
+            # A save the policy asks for is the same commit; it keeps the hourly schedule.
             with self.store.transaction():
                 if snapshot is not None:
                     snapshot["trend"] = self.policy.trend(now)
                     self._emit("pack.health", snapshot, now)
                 if save_due:
-                    self.flush(now)
+                    self.flush(now if hourly else None)
+                    self._saved_at = now
         self._send_due_notices(now)
         self._check_notice_failures(now)
 
+    def _save_asked(self, now: float) -> bool:
+        """The policy asks for a save at ignition Off and on a new day (docs/policy.md, "The
+        latch and what survives a restart"). A new day is not saved when this life saved
+        less than ``persist_interval_s`` ago: the hourly save already bounds the loss, so a
+        steady day costs no extra write; it matters to a life too short for an hourly save."""
+        asked = self.policy.take_save_request()
+        if asked == "new_day" and self._saved_at is not None:
+            return now - self._saved_at >= self.config.policy.persist_interval_s
+        return asked is not None
+
     def flush(self, now: float | None = None) -> None:
         """Persist the rules' windows, the SOH history and when the head unit was last
-        heard: hourly, and at shutdown (not on every reading: flash wears)."""
+        heard: hourly, when the policy asks (ignition Off, a new day) and at shutdown
+        (not on every reading: flash wears). ``now`` restarts the hourly schedule."""
         with self.store.transaction():
             self.store.put_state("policy.state", self.policy.to_state())
             if self._head_unit_heard_at != self._head_unit_saved:

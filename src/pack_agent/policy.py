@@ -1,68 +1,45 @@
 """Scrapping conditions: pure rules that take readings and time, and return decisions.
 
 A decision never rests on one reading. Each rule kind (see docs/policy.md and
-``ruleconfig``) has its own debounce: a robust statistic over a window of daily
-aggregates held for days (capacity, resistance), a short run of confirming
-readings (safety, usage), or a condition that holds over days (age, forecast).
-Readings dated at or before the newest one a rule has seen are not evidence, so
-repeats, out-of-order frames and a clock that jumps back decide nothing.
+``ruleconfig``) has its own engine in ``pack_agent.rules`` and its own debounce:
+a robust statistic over a window of daily aggregates held for days (capacity,
+resistance), a short run of confirming readings (safety, usage), or a condition
+that holds over days (age, forecast). Readings dated at or before the newest one
+a rule has seen are not evidence, so repeats, out-of-order frames and a clock
+that jumps back decide nothing.
 
-A met rule is latched until the pack is replaced. Everything a rule remembers
-(windows, baselines, latches and their evidence, the SOH history) is in
-``to_state()``; the caller persists it on its own schedule and passes it back
-on start. No clock and no I/O here: replaying the same readings gives the same
-decisions.
+This module wires the engines to the readings, gates them by the ignition,
+latches what they find (until the pack is replaced), judges combinations and
+forecasts, and keeps the state. Everything a rule remembers (windows, baselines,
+latches and their evidence, the SOH history) is in ``to_state()``; the caller
+persists it on its own schedule and when the policy asks (``take_save_request``:
+the ignition went Off, a new day), and passes it back on start. No clock and
+no I/O here: replaying the same readings gives the same decisions.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pack_agent.codes import check_code
 from pack_agent.decoder import Reading
-from pack_agent.events import iso_date, iso_time, utc_from_timestamp
-from pack_agent.ruleconfig import (
-    AgeRule,
-    CapacityRule,
-    ConsecutiveRule,
-    ForecastRule,
-    ResistanceRule,
-    SafetyRule,
-    UsageRule,
-    combination_order,
-)
-from pack_agent.trend import (
-    DAY,
-    YEAR_DAYS,
-    DayAccumulator,
-    SohHistory,
-    day_of,
-    median,
-    soh_trend,
-    trend_report,
-)
+from pack_agent.events import iso_date, iso_time
+from pack_agent.ruleconfig import CapacityRule, ForecastRule, combination_order
+from pack_agent.rules import RuleEngine, Stream, compare, engine_for
+from pack_agent.trend import DAY, YEAR_DAYS, SohHistory, day_of, soh_trend, trend_report
 from pack_agent.trend import forecast as trend_forecast
 
 if TYPE_CHECKING:
     from pack_agent.config import AgentConfig
 
+__all__ = ["ScrapDecision", "ScrapPolicy", "compare"]  # compare: its old home
+
 STATE_VERSION = 1
 FORECAST_EVERY_DAYS = 7
-
-
-def compare(value: float, comparison: str, threshold: float) -> bool:
-    """True when ``value`` is on the bad side of ``threshold``."""
-    if comparison == "below":
-        return value < threshold
-    if comparison == "above":
-        return value > threshold
-    if comparison == "at_least":
-        return value >= threshold
-    return value <= threshold  # at_most
+# At most one save asked for at ignition Off per 5 minutes (of reading time): a flapping
+# ignition signal costs at most 12 extra saves an hour; a stop of a few minutes is saved.
+IGNITION_OFF_SAVE_GAP_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -93,307 +70,6 @@ class ScrapDecision:
             **self.data,
             "pack_code": self.pack_code,
         }
-
-
-class _Stream:
-    """Only readings later than the newest one seen are new evidence."""
-
-    def __init__(self) -> None:
-        self.last: float | None = None
-
-    def fresh(self, t: float) -> bool:
-        if self.last is not None and t <= self.last:
-            return False
-        self.last = t
-        return True
-
-
-# -- rule engines: one per kind; each returns evidence (a dict) when met ------------
-
-
-class _Engine:
-    gated = False  # judged only on readings taken with the ignition on
-    metric: str | None = None
-
-    def observe(self, r: Reading, code: str | None) -> dict[str, Any] | None:
-        raise NotImplementedError
-
-    def to_state(self) -> dict[str, Any]:
-        return {}
-
-    def load_state(self, s: dict[str, Any]) -> None:
-        pass
-
-
-class _ConsecutiveEngine(_Engine):
-    def __init__(self, rule: ConsecutiveRule) -> None:
-        self.rule = rule
-        self.metric = rule.metric
-        self.run: list[tuple[float, float]] = []
-        self.last_sample: float | None = None
-
-    def observe(self, r: Reading, code: str | None) -> dict[str, Any] | None:
-        rule = self.rule
-        if self.last_sample is not None:
-            if r.time <= self.last_sample:
-                return None
-            if r.time - self.last_sample < rule.sample_interval_s:
-                return None
-        self.last_sample = r.time
-        if r.value >= rule.below:
-            self.run.clear()
-            return None
-        self.run.append((r.time, r.value))
-        if len(self.run) < rule.consecutive:
-            return None
-        samples, self.run = self.run, []
-        values = [v for _, v in samples]
-        return {
-            "metric": rule.metric,
-            "comparison": "below",
-            "threshold": rule.below,
-            "statistic": {"median": median(values), "min": min(values), "max": max(values)},
-            "sample_count": len(values),
-            "first_reading_time": iso_time(samples[0][0]),
-            "last_reading_time": iso_time(samples[-1][0]),
-            "samples": [{"time": iso_time(t), "value": v} for t, v in samples],
-        }
-
-    def to_state(self) -> dict[str, Any]:
-        return {"run": self.run, "last_sample": self.last_sample}
-
-    def load_state(self, s: dict[str, Any]) -> None:
-        self.run = [(float(t), float(v)) for t, v in s.get("run", [])]
-        self.last_sample = s.get("last_sample")
-
-
-@dataclass
-class _Day:
-    day: int
-    median: float
-    n: int
-    first: float
-    last: float
-
-
-class _WindowEngine(_Engine):
-    """Capacity and resistance: the median of daily medians over ``window_days``, with
-    at least ``min_readings`` spanning ``min_span_days``, on the bad side for
-    ``persistence_days``. The median taken is the conservative one (the higher of the
-    two middle days for "below", the lower for "above"): more than half the days must
-    be on the bad side, so jitter around the line cannot pass."""
-
-    def __init__(self, rule: CapacityRule | ResistanceRule) -> None:
-        self.rule = rule
-        self.metric = rule.metric
-        self.gated = rule.ignition_on_only
-        self.stream = _Stream()
-        self.days: deque[_Day] = deque()
-        self.today: DayAccumulator | None = None
-        self.bad_since: float | None = None
-        self.baseline: float | None = (
-            None
-            if isinstance(rule, CapacityRule) or rule.baseline == "first"
-            else float(rule.baseline)
-        )
-
-    def _value(self, raw: float) -> float:
-        rule = self.rule
-        if isinstance(rule, CapacityRule) and rule.rated_capacity:
-            return 100.0 * raw / rule.rated_capacity
-        return raw
-
-    def observe(self, r: Reading, code: str | None) -> dict[str, Any] | None:
-        if not self.stream.fresh(r.time):
-            return None
-        day = day_of(r.time)
-        if self.today is not None and self.today.day != day:
-            acc = self.today
-            assert acc.first is not None and acc.last is not None
-            self.days.append(_Day(acc.day, acc.median(), acc.n, acc.first, acc.last))
-            self.today = None
-        if self.today is None:
-            self.today = DayAccumulator(day)
-        self.today.add(self._value(r.value), r.time)
-        while self.days and self.days[0].day <= day - self.rule.window_days:
-            self.days.popleft()
-        return self._judge(r.time)
-
-    def window(self) -> list[_Day]:
-        days = list(self.days)
-        acc = self.today
-        if acc is not None and acc.first is not None and acc.last is not None:
-            days.append(_Day(acc.day, acc.median(), acc.n, acc.first, acc.last))
-        return days
-
-    def _judge(self, t: float) -> dict[str, Any] | None:
-        rule = self.rule
-        days = self.window()
-        n = sum(d.n for d in days)
-        span = days[-1].day - days[0].day + 1 if days else 0
-        if n < rule.min_readings or span < rule.min_span_days:
-            self.bad_since = None  # not enough evidence either way: start again
-            return None
-        meds = sorted(d.median for d in days)
-        below = rule.comparison == "below"
-        stat = meds[len(meds) // 2] if below else meds[(len(meds) - 1) // 2]
-        if isinstance(rule, ResistanceRule) and self.baseline is None:
-            # resistance against the pack's first judged window
-            self.baseline = stat
-            return None
-        judged = stat if isinstance(rule, CapacityRule) else 100.0 * (stat / self.baseline - 1)
-        if not compare(judged, rule.comparison, rule.threshold):
-            self.bad_since = None
-            return None
-        if self.bad_since is None:
-            self.bad_since = t
-        if t - self.bad_since < rule.persistence_days * DAY:
-            return None
-        ev: dict[str, Any] = {
-            "metric": rule.metric,
-            "comparison": rule.comparison,
-            "threshold": rule.threshold,
-            "statistic": {
-                "median": round(stat, 4),
-                "min": round(meds[0], 4),
-                "max": round(meds[-1], 4),
-                "of": "daily medians",
-            },
-            "sample_count": n,
-            "day_count": len(days),
-            "first_reading_time": iso_time(days[0].first),
-            "last_reading_time": iso_time(days[-1].last),
-            "window_days": rule.window_days,
-            "persistence_days": rule.persistence_days,
-            "condition_since": iso_time(self.bad_since),
-            "samples": [
-                {"time": iso_time(d.last), "value": round(d.median, 4), "n": d.n} for d in days
-            ],
-        }
-        if isinstance(rule, ResistanceRule):
-            ev["baseline"] = self.baseline
-            ev["baseline_source"] = "first" if rule.baseline == "first" else "configured"
-            ev["growth_percent"] = round(judged, 3)
-        elif rule.rated_capacity:
-            ev["rated_capacity"] = rule.rated_capacity
-        return ev
-
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "last": self.stream.last,
-            "days": [[d.day, d.median, d.n, d.first, d.last] for d in self.days],
-            "today": self.today.to_state() if self.today else None,
-            "bad_since": self.bad_since,
-            "baseline": self.baseline,
-        }
-
-    def load_state(self, s: dict[str, Any]) -> None:
-        self.stream.last = s.get("last")
-        self.days = deque(_Day(int(d), m, int(n), f, la) for d, m, n, f, la in s.get("days", []))
-        self.today = DayAccumulator.from_state(s["today"]) if s.get("today") else None
-        self.bad_since = s.get("bad_since")
-        if s.get("baseline") is not None:
-            self.baseline = float(s["baseline"])
-
-
-class _ConfirmEngine(_Engine):
-    """Safety and usage: ``confirm_readings`` in a row on the bad side, spanning at least
-    ``confirm_s``. One good reading starts again: a glitch is never a decision."""
-
-    def __init__(self, rule: SafetyRule | UsageRule) -> None:
-        self.rule = rule
-        self.metric = rule.metric
-        self.stream = _Stream()
-        self.run: list[tuple[float, float]] = []
-
-    def observe(self, r: Reading, code: str | None) -> dict[str, Any] | None:
-        rule = self.rule
-        if not self.stream.fresh(r.time):
-            return None
-        if not compare(r.value, rule.comparison, rule.threshold):
-            self.run.clear()
-            return None
-        self.run.append((r.time, r.value))
-        if len(self.run) > rule.confirm_readings:
-            self.run = [self.run[0], *self.run[-(rule.confirm_readings - 1) :]]
-        count = len(self.run)
-        if count < rule.confirm_readings or self.run[-1][0] - self.run[0][0] < rule.confirm_s:
-            return None
-        values = [v for _, v in self.run]
-        return {
-            "metric": rule.metric,
-            "comparison": rule.comparison,
-            "threshold": rule.threshold,
-            "statistic": {"median": median(values), "min": min(values), "max": max(values)},
-            "sample_count": count,
-            "confirm_s": rule.confirm_s,
-            "first_reading_time": iso_time(self.run[0][0]),
-            "last_reading_time": iso_time(self.run[-1][0]),
-            "samples": [{"time": iso_time(t), "value": v} for t, v in self.run],
-        }
-
-    def to_state(self) -> dict[str, Any]:
-        return {"last": self.stream.last, "run": self.run}
-
-    def load_state(self, s: dict[str, Any]) -> None:
-        self.stream.last = s.get("last")
-        self.run = [(float(t), float(v)) for t, v in s.get("run", [])]
-
-
-class _AgeEngine(_Engine):
-    """Pack age from the code's production date, held for ``confirm_days`` of readings
-    (a clock that jumps forward once is not an old pack)."""
-
-    def __init__(self, rule: AgeRule) -> None:
-        self.rule = rule
-        self.stream = _Stream()
-        self.bad_since: float | None = None
-        self.seen = 0
-        self._code: str | None = None
-        self._made: float | None = None
-
-    def _production(self, code: str) -> float | None:
-        if code != self._code:
-            self._code, self._made = code, None
-            report = check_code(code)
-            if report.fields is not None:
-                d = report.fields.production_date
-                self._made = dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc).timestamp()
-        return self._made
-
-    def observe(self, r: Reading, code: str | None) -> dict[str, Any] | None:
-        if code is None or not self.stream.fresh(r.time):
-            return None
-        made = self._production(code)
-        if made is None:
-            return None
-        age = (r.time - made) / DAY / YEAR_DAYS
-        if age < self.rule.threshold:
-            self.bad_since, self.seen = None, 0
-            return None
-        if self.bad_since is None:
-            self.bad_since = r.time
-        self.seen += 1
-        if self.seen < 2 or r.time - self.bad_since < self.rule.confirm_days * DAY:
-            return None
-        return {
-            "metric": "pack_age_years",
-            "comparison": "at_least",
-            "threshold": self.rule.threshold,
-            "statistic": {"age_years": round(age, 3)},
-            "production_date": utc_from_timestamp(made).date().isoformat(),
-            "sample_count": self.seen,
-            "first_reading_time": iso_time(self.bad_since),
-            "last_reading_time": iso_time(r.time),
-        }
-
-    def to_state(self) -> dict[str, Any]:
-        return {"last": self.stream.last, "bad_since": self.bad_since, "seen": self.seen}
-
-    def load_state(self, s: dict[str, Any]) -> None:
-        self.stream.last = s.get("last")
-        self.bad_since = s.get("bad_since")
-        self.seen = int(s.get("seen", 0))
 
 
 class _IgnitionGate:
@@ -466,6 +142,9 @@ class ScrapPolicy:
         self._build()
         self._latched: dict[str, dict[str, Any]] = {rid: {} for rid in latched}
         self.pack_code = pack_code
+        self._save_asked: str | None = None  # why the state should be saved now
+        self._off_asked_at: float | None = None  # the last save asked at ignition Off
+        self._day: int | None = None  # the newest day that went into a daily aggregate
         if state and state.get("version") == STATE_VERSION and state.get("pack_code") == pack_code:
             self._load(state)
 
@@ -492,16 +171,11 @@ class ScrapPolicy:
         )
 
     def _build(self) -> None:
-        self._engines: dict[str, _Engine] = {}
+        self._engines: dict[str, RuleEngine] = {}
         for rule in self._rules.values():
-            if isinstance(rule, ConsecutiveRule):
-                self._engines[rule.id] = _ConsecutiveEngine(rule)
-            elif isinstance(rule, CapacityRule | ResistanceRule):
-                self._engines[rule.id] = _WindowEngine(rule)
-            elif isinstance(rule, SafetyRule | UsageRule):
-                self._engines[rule.id] = _ConfirmEngine(rule)
-            elif isinstance(rule, AgeRule):
-                self._engines[rule.id] = _AgeEngine(rule)
+            engine = engine_for(rule)
+            if engine is not None:
+                self._engines[rule.id] = engine
         self._by_metric: dict[str, list[str]] = {}
         self._every: list[str] = []  # rules that see every reading (age)
         for rid, eng in self._engines.items():
@@ -511,7 +185,7 @@ class ScrapPolicy:
                 self._by_metric.setdefault(eng.metric, []).append(rid)
         self._gate = _IgnitionGate(*self._gate_args) if self._ignition_metric else None
         self.history = SohHistory()
-        self._trend_stream = _Stream()
+        self._trend_stream = Stream()
         self._forecast_since: dict[str, float | None] = {r.id: None for r in self._forecasts}
         self._forecast_week: int | None = None
 
@@ -541,7 +215,11 @@ class ScrapPolicy:
         self.pack_code = pack_code
         if self._gate is not None and reading.metric == self._ignition_metric:
             out: list[ScrapDecision] = []
-            for held in self._gate.on_ignition(reading):
+            was_on = self._gate.on
+            released = self._gate.on_ignition(reading)
+            if was_on and not self._gate.on:
+                self._ignition_off(reading.time)
+            for held in released:
                 out += self._judge(held, gated=True)
             out += self._judge(reading, gated=False)
             return out
@@ -555,10 +233,12 @@ class ScrapPolicy:
         """Gated rules (and the SOH history) see a reading in the ``gated=True`` pass,
         the others in the ``gated=False`` pass; each reading passes each way once."""
         met: list[tuple[str, dict[str, Any], float]] = []
+        daily = False  # the reading goes into a daily aggregate
         for rid in self._by_metric.get(r.metric, ()):
             eng = self._engines[rid]
             if eng.gated != gated or rid in self._latched:
                 continue
+            daily = daily or eng.daily
             ev = eng.observe(r, self.pack_code)
             if ev is not None:
                 met.append((rid, ev, r.time))
@@ -570,16 +250,15 @@ class ScrapPolicy:
                         met.append((rid, ev, r.time))
             if r.metric == "odometer":
                 self.history.add_odometer(r.time, r.value)
-        if (
-            gated
-            and r.metric == self._trend_metric
-            and self._trend_stream.fresh(r.time)
-            and self.history.add(r.time, r.value)
-        ):
-            week = day_of(r.time) // FORECAST_EVERY_DAYS
-            if week != self._forecast_week:  # a forecast moves slowly: once a week
-                self._forecast_week = week
-                met += self._check_forecasts(r.time)
+        if gated and r.metric == self._trend_metric and self._trend_stream.fresh(r.time):
+            daily = True
+            if self.history.add(r.time, r.value):
+                week = day_of(r.time) // FORECAST_EVERY_DAYS
+                if week != self._forecast_week:  # a forecast moves slowly: once a week
+                    self._forecast_week = week
+                    met += self._check_forecasts(r.time)
+        if daily:
+            self._day_seen(r.time)
         decisions = [self._latch(rid, ev, t) for rid, ev, t in met]
         if decisions:
             decisions += self._check_combinations(r.time)
@@ -667,6 +346,32 @@ class ScrapPolicy:
             )
         return out
 
+    # -- when the state is worth saving at once ----------------------------------------
+
+    def take_save_request(self) -> str | None:
+        """Why the caller should save ``to_state()`` now, once: ``"ignition_off"`` (the
+        gated rules take nothing more until the next trip) or ``"new_day"`` (a reading of
+        a day the state does not have yet; the last day's aggregates are final); None when
+        nothing asked since the last call."""
+        asked, self._save_asked = self._save_asked, None
+        return asked
+
+    def _ignition_off(self, t: float) -> None:
+        """A gateway often loses power soon after the ignition goes Off (an ECU writes its
+        non-volatile data then, too). A flapping ignition asks once per gap."""
+        if self._off_asked_at is None or t - self._off_asked_at >= IGNITION_OFF_SAVE_GAP_S:
+            self._off_asked_at = t
+            self._save_asked = "ignition_off"
+
+    def _day_seen(self, t: float) -> None:
+        """The first reading of a day the state does not have yet (which closes the last
+        day's aggregates) asks once a day. Across restarts too, and on a fresh state: a
+        life that sees one burst of readings a day saves it."""
+        day = day_of(t)
+        if self._day is None or day > self._day:
+            self._day = day
+            self._save_asked = self._save_asked or "new_day"
+
     # -- the trend for pack.health ----------------------------------------------------
 
     def trend(self, now: float) -> dict[str, Any]:
@@ -695,6 +400,7 @@ class ScrapPolicy:
             "forecast_since": self._forecast_since,
             "forecast_week": self._forecast_week,
             "gate": self._gate.to_state() if self._gate is not None else None,
+            "save_asked": {"ignition_off_at": self._off_asked_at, "day": self._day},
         }
 
     def _load(self, s: dict[str, Any]) -> None:
@@ -707,6 +413,9 @@ class ScrapPolicy:
         self.history.load_state(s.get("history", {}))
         self._trend_stream.last = s.get("trend_last")
         self._forecast_week = s.get("forecast_week")
+        asked = s.get("save_asked") or {}  # absent in a state from an earlier version
+        self._off_asked_at = asked.get("ignition_off_at")
+        self._day = asked.get("day")
         if self._gate is not None and s.get("gate"):
             self._gate.load_state(s["gate"])
         for rid, since in s.get("forecast_since", {}).items():
