@@ -248,3 +248,17 @@ def test_as_data_round_trips_and_keeps_no_location_keys():
     assert "base_dir" not in data and "source" not in data
     assert data["rules"][0]["kind"] == cfg.rules[0].kind
     assert parse_config(data, cfg.base_dir, cfg.source) == cfg
+
+
+def test_invalid_raw_takes_one_integer_or_a_list_of_them(tmp_path):
+    def metric(value: str) -> Path:
+        old = 'soc = { message = "BMS_Status", signal = "BMS_SOC" }'
+        new = f'soc = {{ message = "BMS_Status", signal = "BMS_SOC", invalid_raw = {value} }}'
+        assert old in REFERENCE
+        return write(tmp_path, REFERENCE.replace(old, new))
+
+    assert load_config(metric("255")).metrics["soc"].invalid_raw == [255]
+    assert load_config(metric("[0, 255]")).metrics["soc"].invalid_raw == [0, 255]
+    for wrong in ('"255"', "255.5"):
+        found = problems(metric(wrong))
+        assert found and all(p.startswith("metrics.soc.invalid_raw") for p in found), found

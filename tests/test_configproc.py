@@ -1,5 +1,8 @@
 """The configuration check in a child process gives what an in-process check gives."""
 
+import os
+import pickle
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -63,11 +66,29 @@ def test_isolated_check_that_fails_is_a_clear_error(monkeypatch, capfd):
     with pytest.raises(ConfigError) as info:
         load_config_isolated(reference_config_path(), fork=True)
     assert info.value.problems == [
-        "the configuration check failed (exit status 1): RuntimeError: the checker broke"
+        "the configuration check failed (exit status 1: RuntimeError: the checker broke)"
     ]
     assert capfd.readouterr().err == ""  # nothing stray from the child in the journal
     # with another thread running (SIGHUP in the daemon) it must not fork: a new
     # interpreter runs the check, and this one fails
     monkeypatch.setattr(sys, "executable", "/bin/false")
-    with another_thread(), pytest.raises(ConfigError, match=r"check failed \(exit status 1\)"):
+    with another_thread(), pytest.raises(ConfigError, match=r"check failed \(exit status 1"):
         load_config_isolated(reference_config_path())
+
+
+def test_a_child_killed_while_writing_or_never_started_is_a_config_error(monkeypatch):
+    """A reload must keep the running configuration whatever happens to the check: so
+    every failure is a ConfigError, which the daemon handles, never another exception."""
+
+    def killed_mid_write(path: Path, read_end: int, write_end: int) -> int:
+        body = pickle.dumps(load_config(path))
+        os.write(write_end, body[: len(body) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+        return 0
+
+    monkeypatch.setattr("pack_agent.configproc._checked_in_fork", killed_mid_write)
+    with pytest.raises(ConfigError, match=r"check failed \(exit status -9: no result\)"):
+        load_config_isolated(reference_config_path(), fork=True)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/venv/bin/python")
+    with pytest.raises(ConfigError, match=r"check failed \(could not start: .*No such file"):
+        load_config_isolated(reference_config_path(), fork=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "config" / "examples").
 
 def test_tricky_values_round_trip() -> None:
     data = {
-        "text": 'quote " backslash \\ newline \n tab \t 中文 \x01',
+        "text": 'quote " backslash \\ newline \n tab \t 中文 \x01 del \x7f',
+        "del\x7fkey": 1,
+        "when": {"day": date(2026, 4, 1), "at": datetime(2026, 4, 1, 8, 0, tzinfo=timezone.utc)},
         "numbers": [1, -2, 0.1, 1e-9, 1.5e300],
         "flags": [True, False],
         "odd key.with dots": {"a b": 1},
@@ -57,3 +60,13 @@ def test_check_config_effective_prints_the_full_configuration(tmp_path, capsys) 
     effective = tmp_path / "effective.toml"
     effective.write_text(text, encoding="utf-8")
     assert load_config(effective) == load_config(src)
+
+
+def test_effective_configuration_never_shows_the_password(tmp_path, capsys) -> None:
+    src = tmp_path / "pw.toml"
+    text = reference_config_path().read_text(encoding="utf-8")
+    src.write_text(text.replace("[mqtt]\n", '[mqtt]\npassword = "hunter2-s3cret"\n'), "utf-8")
+    assert load_config(src).mqtt.password is not None
+    assert main(["check-config", str(src), "--effective"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and 'password = "**********"' in out

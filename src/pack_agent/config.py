@@ -31,6 +31,7 @@ BUILTIN_PREFIX = "builtin:"
 DATA_DIR = Path(__file__).parent / "data"
 VIN_RE = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")
 CAN_ID_MAX = 0x1FFFFFFF
+MASKED = "**********"
 
 Positive = Annotated[float, Gt(0)]
 CanId = Annotated[int, Ge(0), Le(CAN_ID_MAX)]
@@ -297,17 +298,20 @@ class AgentConfig:
         return [b.name for b in self.buses]
 
 
-def as_data(cfg: Any) -> Any:
+def as_data(cfg: Any, reveal_secrets: bool = False) -> Any:
     """A configuration (or one section) as the plain data a file would give: dicts,
-    lists, strings and numbers, ready to change and validate again (tests, the demo)."""
+    lists, strings and numbers, ready to change and validate again (tests, the demo).
+    Passwords read ``**********`` unless ``reveal_secrets`` (output gets shared)."""
     if isinstance(cfg, Secret):
-        return cfg.get_secret_value()
+        return cfg.get_secret_value() if reveal_secrets else MASKED
     if is_dataclass(cfg):
-        return {f.name: as_data(getattr(cfg, f.name)) for f in fields(cfg) if f.init}
+        return {
+            f.name: as_data(getattr(cfg, f.name), reveal_secrets) for f in fields(cfg) if f.init
+        }
     if isinstance(cfg, dict):
-        return {k: as_data(v) for k, v in cfg.items()}
+        return {k: as_data(v, reveal_secrets) for k, v in cfg.items()}
     if isinstance(cfg, (list, tuple)):
-        return [as_data(v) for v in cfg]
+        return [as_data(v, reveal_secrets) for v in cfg]
     return cfg
 
 

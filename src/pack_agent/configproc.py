@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from pack_agent.config import AgentConfig
 from pack_agent.errors import ConfigError
@@ -35,32 +36,50 @@ class IsolatedCheck:
         self.path = Path(path)
         self._stderr = b""
         self._started = time.monotonic()
+        self._error: str | None = None  # the child could not be started
+        self._pid, self._proc = 0, None
         self.seconds: float | None = None  # start to result
-        self.peak_rss_kib: int | None = None  # the child's, when known (fork)
+        # the forked child's peak resident memory, pages shared with this process included
+        self.peak_rss_kib: int | None = None
         if fork is None:
             fork = hasattr(os, "fork") and threading.active_count() == 1
-        if fork:
-            self._pid, self._proc = self._fork(), None
-        else:
-            self._pid, self._proc = 0, self._spawn()
+        try:
+            if fork:
+                self._pid = self._fork()
+            else:
+                self._proc = self._spawn()
+        except OSError as exc:  # no memory, no file descriptors, the interpreter gone
+            self._error = str(exc)
 
     def _fork(self) -> int:
+        import signal
+
         read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: check, write, and leave without running the parent's code
-            status = 1
-            try:
-                status = _checked_in_fork(self.path, read_end, write_end)
-            finally:
-                os._exit(status)
+        stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        # blocked across the fork: a Ctrl-C must never carry the child into our code
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child: check, write, and leave without running our code
+                status = 1
+                try:
+                    for signum in stops:
+                        signal.signal(signum, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                    status = _checked_in_fork(self.path, read_end, write_end)
+                finally:
+                    os._exit(status)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
         os.close(write_end)
         self._pipe = os.fdopen(read_end, "rb")
         return pid
 
     def _spawn(self) -> subprocess.Popen[bytes]:
+        # the package stays importable in the child, after (never ahead of) the usual path
         package_root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), package_root]))
         return subprocess.Popen(
             [sys.executable, "-m", "pack_agent.configcheck", "--pickle", str(self.path)],
             stdout=subprocess.PIPE,
@@ -79,22 +98,32 @@ class IsolatedCheck:
         return out, os.waitstatus_to_exitcode(status)
 
     def result(self) -> AgentConfig:
+        """The checked configuration; every failure, the child's included, is a
+        ``ConfigError`` (a reload that fails keeps the running configuration)."""
         import pickle
 
-        out, status = self._wait()
+        if self._error is not None:
+            self._fail(f"could not start: {self._error}")
+        try:
+            out, status = self._wait()
+        except OSError as exc:
+            self._fail(f"could not read the result: {exc}")
         self.seconds = time.monotonic() - self._started
-        lines = self._stderr.decode("utf-8", "replace").strip().splitlines()
-        result = pickle.loads(out) if out else None  # our own child's output
-        if status != 0 or result is None or isinstance(result, str):
-            why = result if isinstance(result, str) else lines[-1] if lines else ""
-            raise ConfigError(
-                [f"the configuration check failed (exit status {status}): {why}".rstrip(": ")],
-                str(self.path),
-            )
-        if isinstance(result, AgentConfig):
+        try:
+            result = pickle.loads(out) if out else None  # our own child's output
+        except Exception as exc:  # a child killed while writing: a truncated pickle
+            result = None if status != 0 else self._fail(f"unreadable result: {exc!r}")
+        if status == 0 and isinstance(result, AgentConfig):
             return result
-        problems, source = result
-        raise ConfigError(problems, source)
+        if status == 0 and isinstance(result, tuple):
+            problems, source = result
+            raise ConfigError(problems, source)
+        lines = self._stderr.decode("utf-8", "replace").strip().splitlines()
+        why = result if isinstance(result, str) else lines[-1] if lines else "no result"
+        self._fail(f"exit status {status}: {why}")
+
+    def _fail(self, why: str) -> NoReturn:
+        raise ConfigError([f"the configuration check failed ({why})"], str(self.path))
 
 
 def _checked_in_fork(path: Path, read_end: int, write_end: int) -> int:

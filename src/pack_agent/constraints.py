@@ -43,7 +43,7 @@ def matches(pattern: str, message: str) -> Check:
 
 
 class OneOrMany:
-    """A list key that also takes a single value (``invalid_raw = 255``)."""
+    """A list of integers that also takes a single one (``invalid_raw = 255``)."""
 
     __slots__ = ()
 
@@ -51,7 +51,7 @@ class OneOrMany:
         from pydantic_core import core_schema
 
         return core_schema.no_info_before_validator_function(
-            lambda v: v if isinstance(v, list) else [v], handler(source)
+            lambda v: [v] if isinstance(v, int) else v, handler(source)
         )
 
 

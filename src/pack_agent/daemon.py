@@ -325,8 +325,8 @@ class Daemon:
 
 def _changed_keys(old: AgentConfig, new: AgentConfig) -> list[str]:
     """Dotted keys (to the section level) whose change needs a restart."""
-    a = as_data(old)
-    b = as_data(new)
+    a = as_data(old, reveal_secrets=True)  # a new password needs a restart too
+    b = as_data(new, reveal_secrets=True)
     del a["daemon"], b["daemon"]
     changed = []
     for key in sorted(set(a) | set(b)):

@@ -158,7 +158,7 @@ def write_chart(path: Path, scenario: Any, cfg: AgentConfig, r: DemoResult) -> P
 
 def demo_config(base: AgentConfig, channel: str, broker_port: int, state_dir: Path) -> AgentConfig:
     """The reference configuration on a virtual bus, a private broker and a temporary store."""
-    data = as_data(base)
+    data = as_data(base, reveal_secrets=True)
     data["buses"] = [{"name": "powertrain", "interface": "virtual", "channel": channel}]
     data["mqtt"]["port"] = broker_port
     data["mqtt"]["host"] = "127.0.0.1"

@@ -11,7 +11,9 @@ import json
 import math
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from datetime import time as dt_time
+from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal
 
 from annotated_types import Ge
@@ -65,7 +67,9 @@ def new_event_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class EventDraft:
-    """An event before the store has numbered it."""
+    """An event before the store has numbered it. ``data`` holds JSON values (str,
+    int, float, bool, None, lists, dicts with str keys) and datetimes; a wrong type or
+    time is a programming error, so it fails here and not in the store or uplink."""
 
     type: EventType
     vin: str
@@ -73,6 +77,14 @@ class EventDraft:
     data: dict[str, Any] = field(default_factory=dict)
     event_id: str = field(default_factory=new_event_id)
     time_unsure: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {self.type!r}")
+        if not isinstance(self.time, datetime) or self.time.tzinfo is None:
+            raise ValueError(f"event time must be an aware datetime, not {self.time!r}")
+        if not all(isinstance(k, str) for k in self.data):
+            raise ValueError(f"event data keys must be text: {list(self.data)!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +111,8 @@ class Event:
 
     @classmethod
     def from_draft(cls, draft: EventDraft, seq: int) -> Event:
+        if seq < 1:
+            raise ValueError(f"seq starts at 1, not {seq}")
         return cls(
             event_id=draft.event_id,
             seq=seq,
@@ -154,8 +168,12 @@ def parse_time(text: str) -> datetime:
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return format_time(value)
+    if isinstance(value, (date, dt_time)):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
     if isinstance(value, (set, frozenset)):
-        return sorted(value)
+        return list(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
@@ -165,7 +183,7 @@ def _finite(value: Any) -> Any:
         return None
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set, frozenset)):
         return [_finite(v) for v in value]
     return value
 

@@ -38,7 +38,11 @@ def run(args: argparse.Namespace) -> int:
     config = check.result()
     secrets = [config.mqtt.password.get_secret_value()] if config.mqtt.password else []
     setup_logging(args.log_level or config.daemon.log_level or "info", args.log_format, secrets)
-    peak = f", child peak {check.peak_rss_kib / 1024:.1f} MiB" if check.peak_rss_kib else ""
+    peak = (
+        f", child peak {check.peak_rss_kib / 1024:.1f} MiB (pages shared with the daemon included)"
+        if check.peak_rss_kib
+        else ""
+    )
     logging.getLogger("pack_agent").info(
         "configuration checked in a child process in %.2f s%s", check.seconds, peak
     )
