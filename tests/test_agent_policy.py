@@ -350,7 +350,11 @@ def test_a_flapping_ignition_cannot_wear_the_flash(tmp_path):
         ignition = 2 if (s // 10) % 2 == 0 else 0
         frames.append(encode(run.db, "VCU_Vehicle", {"VCU_Ignition": ignition}, t + 0.2))
     run.feed(frames)
+    commits = run.store.commits
     run.close(flush=False)
     gaps = 3600 / IGNITION_OFF_SAVE_GAP_S
     # every gap's first Off; the pack identified, the first reading's day, the hourly save
     assert gaps <= writes.count("policy.state") <= gaps + 3
+    # and nothing else writes per change: 360 ignition changes, not 360 commits
+    print(f"flapping ignition, one hour: {commits} commits")
+    assert commits <= gaps + 6

@@ -75,6 +75,7 @@ class Agent:
         )
         self._rule_notice = {r.id: r.notice_id for r in config.rules}
         self._ignition_on: bool | None = store.get_state("ignition.on")
+        self._ignition_saved = self._ignition_on
         self._head_unit_heard_at: float | None = store.get_state("notices.head_unit_heard_at")
         self._head_unit_saved = self._head_unit_heard_at
         self._on_event = on_event
@@ -169,14 +170,17 @@ class Agent:
     # -- the owner ------------------------------------------------------------
 
     def _on_ignition(self, on: bool, now: float) -> None:
-        """Persisted on change only, so a restart with the ignition on is not an Off->On."""
+        """Saved so that a restart with the ignition on is not an Off->On: at once when
+        it changes the notices, else with the next state save (``flush``: hourly, and at
+        ignition Off), so a flapping signal cannot wear the flash."""
         if on == self._ignition_on:
             return
         was, self._ignition_on = self._ignition_on, on
-        with self.store.transaction():
-            self.store.put_state("ignition.on", on)
-            if on and not was and self.notices.on_ignition_on():
+        if on and not was and self.notices.on_ignition_on():
+            with self.store.transaction():
+                self.store.put_state("ignition.on", on)
                 self.store.put_state("notices", self.notices.to_state())
+            self._ignition_saved = on
         if on:
             self._send_due_notices(now)
 
@@ -390,6 +394,9 @@ class Agent:
             if self._head_unit_heard_at != self._head_unit_saved:
                 self.store.put_state("notices.head_unit_heard_at", self._head_unit_heard_at)
                 self._head_unit_saved = self._head_unit_heard_at
+            if self._ignition_on != self._ignition_saved:
+                self.store.put_state("ignition.on", self._ignition_on)
+                self._ignition_saved = self._ignition_on
         if now is not None:
             self._policy_saved_at = now
 
