@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 from pack_agent.notices import default_notice_id
@@ -85,7 +86,8 @@ def _safety_problems(
         return [f"{len(decisions)} scrap.condition_met for rule {rule.id}, expected 1"]
     d = decisions[0]["data"]
     first, last = (
-        datetime.fromisoformat(d[k]).timestamp() for k in ("first_reading_time", "last_reading_time")
+        datetime.fromisoformat(d[k]).timestamp()
+        for k in ("first_reading_time", "last_reading_time")
     )
     if d.get("severity") != rule.severity:
         out.append(f"decision severity {d.get('severity')!r}, rule says {rule.severity!r}")
@@ -127,7 +129,7 @@ def _cadence_problems(severity: str, notice: Any, attempts: list[float]) -> list
     interval = notice.critical_repeat_interval_s if critical else notice.repeat_interval_s
     if len(attempts) < 2:
         return [f"the {severity} notice was never repeated (1 attempt)"]
-    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    gaps = [b - a for a, b in pairwise(attempts)]
     # an answer moves the next repeat to an interval after the answer: the script's
     # delay and the simulator's one-minute steps are the slack
     late = interval + 15 * 60

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pack_agent.database import encode_message
@@ -116,6 +116,7 @@ def day_bursts(db: cantools.database.Database, s: DayState) -> list[Burst]:
         off = float("inf") if end is None else end
         odo_on = s.odometer_km + 48.3 * k / len(trips)
         odo_off = s.odometer_km + 48.3 * (k + 1) / len(trips)
+        ignition_on = {"VCU_Odometer": odo_on, "VCU_Ignition": IGNITION_ON}
         # the first 2.3 s after the wake-up; the VCU's ignition On arrives last (the agent
         # holds the readings that came before it for ``policy.ignition_window_s``)
         wake = [
@@ -123,7 +124,7 @@ def day_bursts(db: cantools.database.Database, s: DayState) -> list[Burst]:
             *code_pages(db, s.code, on + 1.0),
             encode(db, "BMS_Health", _health(s), on + 2.0),
             encode(db, "BMS_Status", _status(s), on + 2.1),
-            encode(db, "VCU_Vehicle", {"VCU_Odometer": odo_on, "VCU_Ignition": IGNITION_ON}, on + 2.2),
+            encode(db, "VCU_Vehicle", ignition_on, on + 2.2),
             encode(db, "BMS_Alarms", alarm_values(s, on + 2.3), on + 2.3),
         ]
         bursts.append(Burst(wake))
