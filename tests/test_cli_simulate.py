@@ -84,10 +84,20 @@ def test_healthy_alarms_are_all_zero(db):
     rc, frames = capture(["--scenario", "healthy", "--days", "20", "--speed", "2000"])
     assert rc == 0
     alarms = decoded(db, frames, "BMS_Alarms")
-    assert len(alarms) == 20
+    assert len(alarms) == 20 * 2 * 2  # two trips a day: at ignition On and at Off
     flags = [k for k in alarms[0] if k.startswith("BMS_Alarm")] + ["BMS_MaxAlarmLevel"]
     assert all(a[k] == 0 for a in alarms for k in flags)
     assert set(codes(db, frames)) == {SCENARIOS["healthy"].code}
+
+
+def test_every_day_has_two_trips_ignition_on_then_off(db):
+    """VCU_Ignition as the reference DBC defines it (0 Off, 2 On): two Off->On->Off cycles a
+    day, so the agent sees real ignition-ons (notice repeats, the capacity rules' gate)."""
+    _, frames = capture(["--scenario", "healthy", "--days", "3", "--speed", "2000"])
+    ignition = [int(v["VCU_Ignition"]) for v in decoded(db, frames, "VCU_Vehicle")]
+    assert ignition == [2, 0, 2, 0] * 3
+    odometer = [v["VCU_Odometer"] for v in decoded(db, frames, "VCU_Vehicle")]
+    assert odometer == sorted(odometer) and odometer[-1] > odometer[0]
 
 
 @pytest.mark.parametrize(
@@ -100,10 +110,18 @@ def test_healthy_alarms_are_all_zero(db):
 def test_sudden_safety_fault(db, scenario, flag, level):
     rc, frames = capture(["--scenario", scenario, "--speed", "5000"])
     assert rc == 0
-    alarms = decoded(db, frames, "BMS_Alarms")
-    day = SCENARIOS[scenario].fault_day
-    assert [a[flag] for a in alarms] == [0] * day + [1] * (len(alarms) - day)
-    assert alarms[-1]["BMS_MaxAlarmLevel"] == level
+    flags = [a[flag] for a in decoded(db, frames, "BMS_Alarms")]
+    # one stray frame (a single reading) among clean ones, days before the fault
+    stray = flags.index(1)
+    assert flags[stray + 1] == 0
+    # the fault: from its first frame to the end, at 500 ms for 40 s, then once a minute
+    fault = flags.index(1, stray + 1)
+    assert set(flags[:stray]) == {0} and set(flags[stray + 1 : fault]) == {0}
+    assert set(flags[fault:]) == {1} and len(flags) - fault > 81
+    assert decoded(db, frames, "BMS_Alarms")[-1]["BMS_MaxAlarmLevel"] == level
+    # the driver stops (Acc) and the car stands with the alarm on, then ignition Off
+    ignition = [int(v["VCU_Ignition"]) for v in decoded(db, frames, "VCU_Vehicle")]
+    assert ignition[-3:] == [1, 1, 0]
 
 
 def test_pack_swap_and_forged_code(db):

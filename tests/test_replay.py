@@ -13,7 +13,7 @@ from pack_agent.config import load_config, parse_config, reference_config_path, 
 from pack_agent.database import load_and_check
 from pack_agent.replay import LogError, detect_format, read_log, replay
 from pack_agent.sim.scenario import Scenario
-from pack_agent.sim.vehicle import day_frames
+from pack_agent.sim.vehicle import day_bursts, day_frames
 
 # crosses the 80 % line within days, so the 14-day rule decides about day 20
 FAST = Scenario(
@@ -206,7 +206,8 @@ def test_silence_is_seen_while_other_traffic_goes_on_filtered_or_not(ref, tmp_pa
     """BMS frames stop, other frames go on: the log's clock still advances through the
     filter (time markers), so bms.silent comes about bms_timeout_s after the last one."""
     cfg, db = ref
-    day = frames_of(db, FAST)[:22]  # two days of BMS frames
+    wake, _, wake_again, _ = (b.frames for b in day_bursts(db, FAST.states()[0]))
+    day = wake + wake_again  # two ignition-ons' BMS frames (no ignition Off between)
     last_bms = day[10].timestamp
     noise = [
         can.Message(arbitration_id=0x123, data=b"\0" * 8, timestamp=last_bms + 0.1 * i)

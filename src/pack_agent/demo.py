@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from pack_agent.config import AgentConfig, as_data, load_config, parse_config, reference_config_path
 from pack_agent.events import utc_from_timestamp
+from pack_agent.sim.story import Showing, delivery_problems, story_problems
 
 EXPECTED = (
     "pack.identified",
@@ -40,19 +41,31 @@ class DemoResult:
     history: list[tuple[float, float]] = field(default_factory=list)  # (time, SOH) broadcast
     packs: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # per pack code
     chart: Path | None = None
+    scenario: Any = None  # the Scenario played, whose story is checked
+    config: AgentConfig | None = None
+    shown: list[Showing] = field(default_factory=list)  # what the head unit showed
+    ignition_ons: list[float] = field(default_factory=list)  # the VCU's Off->On times
 
     def types(self) -> set[str]:
         return {e["type"] for e in self.received}
 
+    def problems(self) -> list[str]:
+        """What the story lacks: undelivered events, a missing event type, and what the
+        scenario's story needs besides (``sim.story``)."""
+        out = delivery_problems(self.received, self.emitted)
+        if self.scenario is None or self.config is None:
+            return out + [f"no {t} event" for t in self.expected if t not in self.types()]
+        return out + story_problems(
+            self.scenario, self.config, self.received, self.shown, self.ignition_ons
+        )
+
     @property
     def ok(self) -> bool:
-        ids = [e["event_id"] for e in self.received]
-        seqs = sorted(e["seq"] for e in {e["event_id"]: e for e in self.received}.values())
-        return (
-            set(self.expected) <= self.types()
-            and len(set(ids)) == self.emitted
-            and seqs == list(range(1, self.emitted + 1))
-        )
+        return not self.problems()
+
+
+WHEN = "%Y-%m-%d %H:%M"  # the timeline's dates: simulated time, UTC
+WHEN_BLANK = "2026-04-01 08:00"
 
 
 class Timeline:
@@ -65,7 +78,7 @@ class Timeline:
         self._tty = out.isatty()
 
     def line(self, t: float | None, who: str, text: str) -> None:
-        day = utc_from_timestamp(t).strftime("%Y-%m-%d") if t else " " * 10
+        day = utc_from_timestamp(t).strftime(WHEN) if t else " " * len(WHEN_BLANK)
         with self._lock:
             if self._progress:
                 self._out.write("\r\033[K" if self._tty else "")
@@ -73,14 +86,14 @@ class Timeline:
             first, *more = text.split("\n")
             self._out.write(f"{day}  {who:<7} {first}\n")
             for extra in more:
-                self._out.write(f"{'':<20}{extra}\n")
+                self._out.write(f"{'':<{len(WHEN_BLANK) + 10}}{extra}\n")
             self._out.flush()
 
     def progress(self, t: float, text: str) -> None:
         if not self._tty:
             return
         with self._lock:
-            day = utc_from_timestamp(t).strftime("%Y-%m-%d")
+            day = utc_from_timestamp(t).strftime(WHEN)
             self._out.write(f"\r\033[K{day}  {'sim':<7} {text}")
             self._out.flush()
             self._progress = True
@@ -189,13 +202,14 @@ def run_demo(
     started = time.monotonic()
     scenario = SCENARIOS[scenario_name]
     tl = Timeline(out)
-    result = DemoResult(expected=scenario.expect)
+    result = DemoResult(expected=scenario.expect, scenario=scenario)
     lock = threading.Lock()
     base = load_config(config_path or reference_config_path())
 
     with tempfile.TemporaryDirectory(prefix="pack-agent-demo-") as tmp, LocalBroker() as broker:
         channel = f"pack-agent-demo-{uuid.uuid4().hex[:8]}"
         cfg = demo_config(base, channel, broker.port, Path(tmp))
+        result.config = cfg
         db = load_and_check(cfg)
         prefix = cfg.mqtt.topic_prefix
         rules = {r.id: r for r in cfg.rules}
@@ -248,6 +262,7 @@ def run_demo(
         def on_show(shown: Any) -> None:
             result.notices_shown += 1
             text = shown.text
+            result.shown.append(Showing(shown.time, shown.notice_id, text is not None))
             tl.line(shown.time, "head-u", f"notice #{shown.attempt} (id 0x{shown.notice_id:04X}):")
             if text is not None:
                 tl.line(None, "", f"  {text.title_zh}")
@@ -261,14 +276,15 @@ def run_demo(
 
         head_unit = VirtualHeadUnit(
             db,
-            response=["seen", "service_booked"],  # informed; booked at the weekly reminder
-            delay_s=0.5 * 86400,
+            response=list(scenario.answers),  # e.g. not now; seen; booked at the reminder
+            delay_s=scenario.answer_delay_s,
             on_show=on_show,
         )
         last_code: list[str] = []
         last_fault: list[str | None] = [None]
 
         def on_day(state: Any) -> None:
+            result.ignition_ons.extend(on for on, _ in state.trips)
             result.history.append((state.time, state.soh))
             result.packs.setdefault(state.code, []).append((state.time, state.soh))
             if not last_code or last_code[-1] != state.code:
@@ -281,11 +297,29 @@ def run_demo(
                 )
                 tl.line(state.time, "bms", f"broadcasts pack code {state.code} ({what})")
                 last_code.append(state.code)
+            if state.glitch is not None:
+                at, kind = state.glitch
+                tl.line(
+                    at,
+                    "bms",
+                    f"one stray BMS_Alarms frame: {FAULTS.get(kind, kind)}; clean 0.5 s later "
+                    "(a single reading: no decision)",
+                )
             if state.fault != last_fault[0]:
                 last_fault[0] = state.fault
                 if state.fault:
                     tl.line(
-                        state.time, "bms", f"BMS_Alarms: {FAULTS.get(state.fault, state.fault)}"
+                        state.fault_from or state.time,
+                        "bms",
+                        f"BMS_Alarms: {FAULTS.get(state.fault, state.fault)}, every 500 ms",
+                    )
+                if state.fault_from is not None and state.trips:
+                    off = utc_from_timestamp(state.trips[-1][1]).strftime("%H:%M")
+                    tl.line(
+                        None,
+                        "vcu",
+                        f"the driver stops {state.stop_after_fault_s:.0f} s later (ignition "
+                        f"Acc); the alarm stays on; ignition Off at {off}: the car is towed",
                     )
             trend = soh_trend(result.packs[state.code])
             trend_text = f"  trend {trend:+5.1f} %/yr" if trend is not None else ""
@@ -302,9 +336,18 @@ def run_demo(
                 f"SOH {state.soh:5.1f} %{trend_text}  {state.odometer_km:9,.0f} km",
             )
 
+        def agent_read(t: float) -> None:
+            """Waits (briefly) until the agent has read the frames up to ``t``, so the head
+            unit shows each notice at the simulated time it was sent."""
+            give_up = time.monotonic() + 2.0
+            while holder[0].agent._latest_time < t and time.monotonic() < give_up:
+                time.sleep(0.0002)
+
         bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
         try:
-            vehicle = VirtualVehicle(bus, db, scenario, head_unit, pace_s=pace_s, on_day=on_day)
+            vehicle = VirtualVehicle(
+                bus, db, scenario, head_unit, pace_s=pace_s, on_day=on_day, sync=agent_read
+            )
             vehicle.run()
             # let the agent and the uplink finish: every stored event reaches the backend
             deadline = time.monotonic() + 20
@@ -312,6 +355,8 @@ def run_demo(
                 vehicle.serve_head_unit(scenario.start + scenario.days * 86400.0)
                 # the agent has read the last simulated day, and the backend has every event
                 last_day = vehicle.day.time if vehicle.day is not None else 0.0
+                if vehicle.day is not None and vehicle.day.trips:
+                    last_day = vehicle.day.trips[-1][1]  # the last ignition Off
                 caught_up = bool(holder) and holder[0].agent._latest_time >= last_day
                 with lock:
                     done = (
@@ -345,6 +390,10 @@ def _parse_time(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
+def _clock(t: float) -> str:
+    return utc_from_timestamp(t).strftime("%H:%M:%S.%f")[:10]
+
+
 def _describe(event: dict[str, Any], rules: dict[str, Any] | None = None) -> str:
     d = event.get("data", {})
     kind = event["type"]
@@ -364,6 +413,21 @@ def _describe(event: dict[str, Any], rules: dict[str, Any] | None = None) -> str
         slope = t.get("slope_per_year", t.get("soh_per_year"))
         slope_text = f", trend {slope:+.1f} %/yr" if isinstance(slope, (int, float)) else ""
         return f"{head} SOH {m.get('soh', float('nan')):.1f} %{slope_text}"
+    if kind == "scrap.condition_met" and "confirm_s" in d:  # a confirmed run of readings
+        first, last = (
+            _parse_time(str(d.get(k, ""))) for k in ("first_reading_time", "last_reading_time")
+        )
+        span = last - first
+        lines = [
+            f"{head} DECISION rule {d.get('rule_id')} ({d.get('severity', '')}): "
+            f"{d.get('metric')} {d.get('comparison', '').replace('_', ' ')} "
+            f"{d.get('threshold')} in {d.get('sample_count')} readings in a row over "
+            f"{span:.1f} s ({_clock(first)} .. {_clock(last)}; rule: {d.get('confirm_s')} s)",
+        ]
+        rule = (rules or {}).get(d.get("rule_id"))
+        if rule is not None:
+            lines.append(f"   rule:     {rule.description_en} / {rule.description_zh}")
+        return "\n".join(lines)
     if kind == "scrap.condition_met":
         st = d.get("statistic", {})
         median = st.get("median")
@@ -388,7 +452,10 @@ def _describe(event: dict[str, Any], rules: dict[str, Any] | None = None) -> str
         return f"{head} pack {d.get('pack_code')}"
     if kind == "owner.notified":
         nid = d.get("notice_id", 0)
-        return f"{head} attempt {d.get('attempt')} on {d.get('channel')}, notice 0x{nid:04X}"
+        return (
+            f"{head} attempt {d.get('attempt')} on {d.get('channel')}, notice 0x{nid:04X} "
+            f"({d.get('severity')})"
+        )
     if kind == "owner.acknowledged":
         return (
             f"{head} owner answered '{d.get('response')}' after {d.get('attempt')} attempt(s), "
@@ -422,6 +489,18 @@ def _summary(tl: Timeline, r: DemoResult) -> None:
             "pack.code_invalid",
         ):
             tl.line(_parse_time(e["time"]), "", f"{e['type']} (seq {e['seq']})")
+    attempts: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for e in sorted(unique.values(), key=lambda e: e["seq"]):
+        if e["type"] == "owner.notified" and e["data"].get("channel") == "can":
+            attempts.setdefault((e["data"]["seq"], e["data"]["notice_id"]), []).append(e)
+    for (_, nid), shown in attempts.items():
+        times = ", ".join(e["time"][5:16].replace("T", " ") for e in shown)
+        tl.line(
+            _parse_time(shown[0]["time"]),
+            "",
+            f"notice 0x{nid:04X} ({shown[0]['data']['severity']}, rule "
+            f"{shown[0]['data']['rule_id']}) on the head unit at {times}",
+        )
     for code, hist in r.packs.items():
         trend = soh_trend(hist)
         trend_text = f", last year's trend {trend:+.1f} %/yr" if trend is not None else ""
@@ -434,10 +513,10 @@ def _summary(tl: Timeline, r: DemoResult) -> None:
         )
     if r.chart is not None:
         tl.line(None, "", f"chart: {r.chart}")
-    missing = sorted(set(r.expected) - r.types())
+    problems = r.problems()
     tl.line(
         None,
         "",
         f"notices shown on the head unit: {r.notices_shown}; took {r.seconds:.1f} s; "
-        + ("OK" if r.ok else f"INCOMPLETE (missing: {', '.join(missing) or 'deliveries'})"),
+        + ("OK" if not problems else f"INCOMPLETE: {'; '.join(problems)}"),
     )

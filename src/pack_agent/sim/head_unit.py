@@ -115,6 +115,10 @@ class VirtualHeadUnit:
         text = b"".join(pages[i] for i in range(need))[:length].decode("utf-8", "replace")
         return text if "\n" in text else None
 
+    def next_answer_at(self) -> float | None:
+        """When the next scripted answer is due (simulated time), None if none is pending."""
+        return min((at for at, _ in self._pending.values()), default=None)
+
     def answers_due(self, now: float) -> list[can.Message]:
         out = []
         for key, (at, answer) in list(self._pending.items()):

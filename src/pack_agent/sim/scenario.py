@@ -10,6 +10,13 @@ from datetime import date, datetime, timezone
 from pack_agent.codes import make_code
 
 DAY = 86400.0
+HOUR = 3600.0
+# Two trips a day (seconds after midnight, UTC): ignition On, then Off, as VCU_Ignition
+# shows it. The agent sees an Off->On at each trip's start.
+COMMUTE: tuple[tuple[float, float], ...] = (
+    (8 * HOUR, 8 * HOUR + 40 * 60),
+    (17.5 * HOUR, 18 * HOUR + 10 * 60),
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,14 @@ class DayState:
     odometer_km: float
     soc: float
     fault: str | None = None  # None, "thermal" or "insulation": what BMS_Alarms reports
+    trips: tuple[tuple[float, float], ...] = ()  # (ignition On, ignition Off), absolute times
+    fault_from: float | None = None  # ``fault`` is reported from this time on (None: all day)
+    glitch: tuple[float, str] | None = None  # (time, fault): one stray alarm frame, then clean
+    stop_after_fault_s: float = 60.0  # the driver stops (ignition Acc) this long after the alarm
+
+    def faulty(self, t: float) -> bool:
+        """True when BMS_Alarms reports ``fault`` at time ``t``."""
+        return self.fault is not None and (self.fault_from is None or t >= self.fault_from)
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,15 @@ class Scenario:
     fault_day: int | None = None  # from this day on the BMS reports ``fault``
     fault: str | None = None  # "thermal" (thermal event) or "insulation" (insulation failure)
     expect: tuple[str, ...] = ("pack.identified",)  # events a correct agent publishes
+    trips: tuple[tuple[float, float], ...] = COMMUTE  # every day's trips (time of day)
+    fault_at_s: float = 8 * HOUR + 20 * 60  # the alarm starts 20 minutes into the fault day
+    fault_watch_s: float = 3.5 * HOUR  # then the car stands (Acc) this long, then Off, towed
+    glitch_day: int | None = None  # one stray alarm frame (a single reading) on this day
+    # the head unit's answers to each notice's showings (None: not answered), and how long
+    # after a showing the owner taps the answer
+    answers: tuple[str | None, ...] = (None, "seen", "service_booked")
+    answer_delay_s: float = 180.0
+    expect_ignition_repeat: bool = False  # the story shows a repeat at an ignition Off->On
 
     def states(self) -> list[DayState]:
         """Every day of the scenario, deterministic for a given seed."""
@@ -63,10 +87,20 @@ class Scenario:
             years = age_days / 365.0
             fade = self.soh_per_year * (years + 0.6 * (1 - math.exp(-years * 3)))
             soh = max(0.0, min(100.0, start - fade + rng.gauss(0, self.soh_noise)))
+            midnight = self.start + day * DAY
+            trips = tuple((midnight + on, midnight + off) for on, off in self.trips)
+            fault_from = None
+            if self.fault is not None and day == self.fault_day:
+                fault_from = midnight + self.fault_at_s
+                # the driver stops; the car stands with the alarm on, then is towed
+                trips = ((trips[0][0], fault_from + self.fault_watch_s),)
+            glitch = None
+            if self.fault is not None and day == self.glitch_day:
+                glitch = (midnight + self.fault_at_s, self.fault)
             out.append(
                 DayState(
                     day=day,
-                    time=self.start + day * DAY + 8 * 3600,  # the car starts at 08:00
+                    time=trips[0][0] if trips else midnight + 8 * HOUR,  # the first trip
                     code=code,
                     soh=round(soh, 1),
                     capacity_ah=round(self.rated_capacity_ah * soh / 100, 1),
@@ -77,6 +111,9 @@ class Scenario:
                     fault=self.fault
                     if self.fault_day is not None and day >= self.fault_day
                     else None,
+                    trips=trips,
+                    fault_from=fault_from,
+                    glitch=glitch,
                 )
             )
         return out
@@ -85,6 +122,14 @@ class Scenario:
 # An invalid GB/T 34014 code, as a counterfeit or re-labelled pack might report it:
 # production month "D" does not exist (1-9, A-C) and position 4 is not P/M/C.
 FORGED_CODE = "0RJXEA00HAU0AAFD31001955"
+
+# A safety fault: the decision, the critical notice on the head unit and the owner's answer.
+SAFETY_STORY = (
+    "pack.identified",
+    "scrap.condition_met",
+    "owner.notified",
+    "owner.acknowledged",
+)
 
 SCENARIOS: dict[str, Scenario] = {
     "ageing": Scenario(
@@ -100,6 +145,7 @@ SCENARIOS: dict[str, Scenario] = {
             "owner.acknowledged",
             "pack.replaced",
         ),
+        expect_ignition_repeat=True,
     ),
     "healthy": Scenario(
         name="healthy",
@@ -109,19 +155,25 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "safety-fault": Scenario(
         name="safety-fault",
-        description="a healthy pack that reports a thermal event (BMS_Alarms) on day 90",
-        days=150,
+        description="a healthy pack: one stray alarm frame on day 60 (no decision), then a "
+        "thermal event (BMS_Alarms) on day 90 at 08:20; the driver stops, the car is towed",
+        days=91,
         soh_per_year=2.5,
+        glitch_day=60,
         fault_day=90,
         fault="thermal",
+        expect=SAFETY_STORY,
     ),
     "insulation-fault": Scenario(
         name="insulation-fault",
-        description="a healthy pack whose insulation resistance fails on day 90 (BMS_Alarms)",
-        days=150,
+        description="a healthy pack: one stray alarm frame on day 60 (no decision), then its "
+        "insulation resistance fails on day 90 at 08:20 (BMS_Alarms); the car is towed",
+        days=91,
         soh_per_year=2.5,
+        glitch_day=60,
         fault_day=90,
         fault="insulation",
+        expect=SAFETY_STORY,
     ),
     "pack-swap": Scenario(
         name="pack-swap",
