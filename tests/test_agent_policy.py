@@ -355,6 +355,7 @@ def test_a_flapping_ignition_cannot_wear_the_flash(tmp_path):
     gaps = 3600 / IGNITION_OFF_SAVE_GAP_S
     # every gap's first Off; the pack identified, the first reading's day, the hourly save
     assert gaps <= writes.count("policy.state") <= gaps + 3
-    # and nothing else writes per change: 360 ignition changes, not 360 commits
+    # 360 ignition changes are not 360 commits: the agent's own ignition save (for the
+    # notices' Off->On across a reboot) is bounded by the same gap
     print(f"flapping ignition, one hour: {commits} commits")
-    assert commits <= gaps + 6
+    assert commits <= 2 * gaps + 6

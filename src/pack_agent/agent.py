@@ -9,6 +9,7 @@ takes it again.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -20,7 +21,7 @@ from pack_agent.decoder import CodeAssembler, CodePage, Decoder, Reading
 from pack_agent.errors import BusError
 from pack_agent.events import PLAUSIBLE_SINCE, EventDraft, utc_from_timestamp
 from pack_agent.notices import Cadence, Notice, NoticeAck, NoticeBook
-from pack_agent.policy import ScrapDecision, ScrapPolicy
+from pack_agent.policy import IGNITION_OFF_SAVE_GAP_S, ScrapDecision, ScrapPolicy
 from pack_agent.tracker import Happening, PackTracker
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class Agent:
         self._rule_notice = {r.id: r.notice_id for r in config.rules}
         self._ignition_on: bool | None = store.get_state("ignition.on")
         self._ignition_saved = self._ignition_on
+        self._ignition_saved_at = -math.inf
         self._head_unit_heard_at: float | None = store.get_state("notices.head_unit_heard_at")
         self._head_unit_saved = self._head_unit_heard_at
         self._on_event = on_event
@@ -170,17 +172,19 @@ class Agent:
     # -- the owner ------------------------------------------------------------
 
     def _on_ignition(self, on: bool, now: float) -> None:
-        """Saved so that a restart with the ignition on is not an Off->On: at once when
-        it changes the notices, else with the next state save (``flush``: hourly, and at
-        ignition Off), so a flapping signal cannot wear the flash."""
+        """Saved so that a reboot mid-trip is not an Off->On: at once when it changes the
+        notices or the last such save is ``IGNITION_OFF_SAVE_GAP_S`` old, else with the
+        next state save (``flush``), so a flapping signal cannot wear the flash."""
         if on == self._ignition_on:
             return
         was, self._ignition_on = self._ignition_on, on
-        if on and not was and self.notices.on_ignition_on():
+        reopened = on and not was and self.notices.on_ignition_on()
+        if reopened or now - self._ignition_saved_at >= IGNITION_OFF_SAVE_GAP_S:
             with self.store.transaction():
                 self.store.put_state("ignition.on", on)
-                self.store.put_state("notices", self.notices.to_state())
-            self._ignition_saved = on
+                if reopened:
+                    self.store.put_state("notices", self.notices.to_state())
+            self._ignition_saved, self._ignition_saved_at = on, now
         if on:
             self._send_due_notices(now)
 
