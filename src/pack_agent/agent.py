@@ -356,7 +356,8 @@ class Agent:
             snapshot = None  # nothing heard since the last sample: nothing to publish
         if snapshot is not None or save_due:
             # one commit for the hourly sample and the hourly save (same default interval):
-            # in steady state this is the agent's only write, besides the broker's PUBACK
+            # in steady state this is the agent's only write (the store adds the deferred
+            # delete of the last delivered sample to it)
             with self.store.transaction():
                 if snapshot is not None:
                     snapshot["trend"] = self.policy.trend(now)
