@@ -189,7 +189,7 @@ def test_a_transaction_that_fails_while_full_is_not_held(tmp_path):
 
 
 def test_what_is_held_in_memory_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr("pack_agent.store.MAX_HELD", 5)
+    monkeypatch.setattr("pack_agent.diskfull.MAX_HELD", 5)
     with Store(tmp_path / "pack-agent.db") as store:
         limit_pages(store)
 

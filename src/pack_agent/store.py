@@ -37,6 +37,7 @@ from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pack_agent.diskfull import HeldWrites, NotWritten, Write, is_disk_full
 from pack_agent.errors import StoreError
 from pack_agent.events import Event, EventDraft, utc_from_timestamp
 
@@ -50,10 +51,7 @@ SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 _DROPPABLE = "pack.health"  # the only type the size bound may drop; see ESSENTIAL_TYPES
 _K_DELIVERED, _K_DROPPED = "store.delivered_total", "store.dropped_total"
 _K_LAST = "store.last_delivered_at"
-SQLITE_FULL = 13
 DELETE_BATCH = 256  # delivered events noted in memory before their delete gets its own commit
-MAX_HELD = 10_000  # transactions held in memory while the disk is full (then StoreError)
-HELD_RETRY_S = 1.0
 _SCHEMA = """
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- append order, never reused
@@ -94,17 +92,14 @@ class Store:
         self._unwritten: list[int] = []  # of those, the rows in no transaction yet
         self._unwritten_since: float | None = None  # monotonic time of the oldest
         self._held_acked: set[int] = set()  # rows whose delete is held (disk full)
-        self._last_delivered_at: str | None = None  # not yet written
+        self._last_delivered_at: float | None = None  # not yet written
         self._dropped_upto = 0  # rows up to this one may have been dropped by the size bound
         self._warned_full = False  # one warning per episode of a full outbox
         self.commits = 0  # write transactions committed by this handle (flash wear: bench, tests)
         self._seq: dict[str, int] = {}  # vin -> last seq, also while writes are held
-        self._ops: list[tuple[str, tuple[Any, ...]]] = []  # the open transaction's writes
+        self._ops: list[Write] = []  # the open transaction's writes
         self._holding = False  # the open transaction is kept in memory (disk full)
-        self._held: list[list[tuple[str, tuple[Any, ...]]]] = []  # transactions not yet written
-        self._held_events = 0
-        self._held_since: float | None = None
-        self._held_retry_at = 0.0
+        self._held = HeldWrites(self.path)  # transactions not yet written (disk full)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.path.exists():  # the file holds the VIN and pack codes: owner only
@@ -213,7 +208,7 @@ class Store:
                         self._conn.execute("COMMIT")
                     self.commits += 1
                 except StoreError as exc:
-                    if not _is_full(exc):
+                    if not is_disk_full(exc):
                         raise
                     self._start_holding(exc)
                     self._hold()
@@ -239,60 +234,24 @@ class Store:
 
     def _start_holding(self, exc: BaseException) -> None:
         """The disk (or ``max_page_count``) is full: undo the open transaction in SQLite
-        and keep it, and every following one, in memory, in order."""
+        and keep it, and every following one, in memory, in order (``diskfull``)."""
         if self._conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
         self._holding = True
-        if self._held_since is None:
-            self._held_since = time.time()
-            log.error(
-                "%s: disk full (%s): holding events in memory (up to %d transactions) "
-                "until they can be written, in order",
-                self.path,
-                exc,
-                MAX_HELD,
-            )
+        self._held.full(exc)
 
     def _hold(self) -> None:
-        if len(self._held) >= MAX_HELD:
-            raise StoreError(
-                f"{self.path}: disk full and {MAX_HELD} transactions already held in memory: "
-                "this one is lost"
-            )
-        self._held.append(self._ops)
-        self._held_events += sum(1 for sql, _ in self._ops if sql.startswith("INSERT INTO outbox"))
+        self._held.hold(self._ops)
 
     def write_held(self, force: bool = False) -> bool:
         """Write what is held in memory, oldest first, in one transaction; at most once a
         second unless ``force``. True when nothing is held any more."""
         if not self._held:
             return True
-        now = time.monotonic()
-        if not force and now < self._held_retry_at:
+        if not self._held.write(self._conn, force):
             return False
-        self._held_retry_at = now + HELD_RETRY_S
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            for ops in self._held:
-                for sql, params in ops:
-                    self._conn.execute(sql, params)
-            self._conn.execute("COMMIT")
-            self.commits += 1
-        except sqlite3.Error as exc:
-            if self._conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-            if getattr(exc, "sqlite_errorcode", None) != SQLITE_FULL:
-                raise StoreError(f"{self.path}: held events not written: {exc}") from None
-            return False
-        log.warning(
-            "%s: disk writable again: %d held events written (held for %.0f s)",
-            self.path,
-            self._held_events,
-            time.time() - (self._held_since or time.time()),
-        )
-        self._held, self._held_events, self._held_since = [], 0, None
+        self.commits += 1
         self._held_acked.clear()
         self._count = None  # the held deletes ran too: count again
         return True
@@ -300,22 +259,22 @@ class Store:
     @property
     def held_events(self) -> int:
         """Events numbered and kept in memory because the disk is full."""
-        return self._held_events
+        return self._held.events
 
-    def _exec(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor | _Held:
+    def _exec(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor | NotWritten:
         """A write, inside a transaction: recorded, so that it can be held in memory."""
         args = tuple(params)
         self._ops.append((sql, args))
         if self._holding:
-            return _Held()
+            return NotWritten()
         try:
             with self._guard("write failed"):
                 return self._conn.execute(sql, args)
         except StoreError as exc:
-            if not (_is_full(exc) and self._depth):
+            if not (is_disk_full(exc) and self._depth):
                 raise
             self._start_holding(exc)
-            return _Held()
+            return NotWritten()
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._guard("read failed"):  # rows are read lazily: fetch inside the guard
@@ -457,8 +416,7 @@ class Store:
         if self._count is not None:
             self._count -= len(new)
         self._delivered = self.delivered_total + len(new)
-        when = utc_from_timestamp(time.time() if now is None else now)
-        self._last_delivered_at = when.isoformat()
+        self._last_delivered_at = time.time() if now is None else now
         if len(self._unwritten) >= DELETE_BATCH:
             self.flush_delivered()
         if self._warned_full and self.pending_count() < self.max_events:
@@ -494,7 +452,7 @@ class Store:
             self._exec(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
         self._put(_K_DELIVERED, self.delivered_total)
         if self._last_delivered_at is not None:
-            self._put(_K_LAST, self._last_delivered_at)
+            self._put(_K_LAST, utc_from_timestamp(self._last_delivered_at).isoformat())
 
     @property
     def delivered_total(self) -> int:
@@ -544,12 +502,14 @@ class Store:
             "pending": self.pending_count(),
             "delivered_total": self.delivered_total,
             "dropped_total": self.dropped_total,
-            "last_delivered_at": self._last_delivered_at or self._get(_K_LAST),
+            "last_delivered_at": utc_from_timestamp(self._last_delivered_at).isoformat()
+            if self._last_delivered_at is not None
+            else self._get(_K_LAST),
             "delivered_not_deleted": self.delivered_waiting,
             "file_bytes": size,
-            "held_in_memory": self._held_events,
-            "disk_full_since": utc_from_timestamp(self._held_since).isoformat()
-            if self._held_since is not None
+            "held_in_memory": self._held.events,
+            "disk_full_since": utc_from_timestamp(self._held.since).isoformat()
+            if self._held.since is not None
             else None,
         }
 
@@ -572,7 +532,7 @@ class Store:
                 log.error(
                     "%s: disk still full at close: %d held events lost",
                     self.path,
-                    self._held_events,
+                    self._held.events,
                 )
         self._conn.close()
 
@@ -581,18 +541,6 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _Held:
-    """What a write returns while it is held in memory: it changed no row yet."""
-
-    rowcount = 0
-
-
-def _is_full(exc: StoreError) -> bool:
-    return isinstance(exc.__context__, sqlite3.Error) and (
-        getattr(exc.__context__, "sqlite_errorcode", None) == SQLITE_FULL
-    )
 
 
 class StoreDamaged(StoreError):
