@@ -1,6 +1,7 @@
 """The agent's disk: the event outbox and its own small state, in one SQLite file.
 
-Nothing else in pack-agent touches SQLite. An event is numbered (per-vehicle
+Nothing else in pack-agent touches SQLite (``diskfull`` replays this store's
+transactions on its connection, after a full disk). An event is numbered (per-vehicle
 ``seq``) and written here before anyone tries to send it, and leaves only when
 the broker has acknowledged it, so crashes, power cuts and weeks offline lose
 nothing.
