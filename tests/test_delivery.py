@@ -32,7 +32,7 @@ from pack_agent import uplink
 from pack_agent.config import reference_config_path
 from pack_agent.devbroker import LocalBroker
 from pack_agent.events import EVENT_TYPES, EventDraft, utc_from_timestamp
-from pack_agent.store import Store
+from pack_agent.store import DELETE_BATCH, Store
 
 if TYPE_CHECKING:
     from conftest import Subscriber
@@ -161,8 +161,8 @@ def test_agent_sigkilled_mid_stream_and_restarted(
         check_exactly(sub, expected)
         assert last.terminate() == 0, last.tail()
     check_outbox(tmp_path, n)
-    # a kill re-sends at most what was handed to paho and the PUBACKs not yet written
-    per_kill = 20 + uplink.QUEUED_IN_PAHO + uplink.FLUSH_BATCH
+    # a kill re-sends at most what was handed to paho and the delivered events not yet deleted
+    per_kill = 20 + uplink.QUEUED_IN_PAHO + DELETE_BATCH
     assert 0 <= len(sub.events) - n <= 3 * per_kill
 
 

@@ -189,7 +189,7 @@ def test_a_transaction_that_fails_while_full_is_not_held(tmp_path):
 
 
 def test_what_is_held_in_memory_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr("pack_agent.store.MAX_HELD", 5)
+    monkeypatch.setattr("pack_agent.diskfull.MAX_HELD", 5)
     with Store(tmp_path / "pack-agent.db") as store:
         limit_pages(store)
 
@@ -243,3 +243,35 @@ def json_seq(body: str) -> int:
     import json
 
     return json.loads(body)["seq"]
+
+
+def test_deletes_of_delivered_events_are_held_with_the_rest(tmp_path):
+    """Delivered events whose delete is held in memory (disk full) stay out of what is
+    pending, and leave the file with the held transactions, in order."""
+    path = tmp_path / "pack-agent.db"
+    with Store(path) as store:
+        for i in range(3):
+            store.append(EventDraft(type="bms.silent", vin=VIN, time=utc_from_timestamp(i)))
+        limit_pages(store)
+        i = 0
+        while store.held_events == 0:  # fill the disk: appends are held from here on
+            i += 1
+            store.append(
+                EventDraft(
+                    type="pack.health", vin=VIN, time=utc_from_timestamp(i), data={"p": "x" * 3000}
+                )
+            )
+        on_disk = [r[0] for r in store.pending_rows(0, 10_000)]
+        assert store.mark_delivered(rows=on_disk[:2]) == 2
+        store.append(EventDraft(type="bms.recovered", vin=VIN, time=utc_from_timestamp(0)))
+        assert store.held_events == 2 and store.delivered_waiting == 2  # the deletes are held
+        expected = len(on_disk) - 2 + 2
+        assert store.pending_count() == expected
+        assert [r[0] for r in store.pending_rows(0, 10_000)] == on_disk[2:]
+        unlimit_pages(store)
+        assert store.write_held(force=True)
+        assert store.delivered_waiting == 0 and store.pending_count() == expected
+        seqs = [json_seq(body) for *_, body in store.pending_rows(0, 10_000)]
+        assert seqs == list(range(3, 3 + expected))
+    with Store(path) as store:
+        assert store.pending_count() == expected and store.stats()["delivered_total"] == 2

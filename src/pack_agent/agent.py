@@ -367,8 +367,9 @@ class Agent:
             snapshot = None  # nothing heard since the last sample: nothing to publish
         if snapshot is not None or save_due:
             # one commit for the hourly sample and the hourly save (same default interval):
-            # in steady state this is the agent's only write, besides the broker's PUBACK.
-            # A save the policy asks for is the same commit; it keeps the hourly schedule.
+            # in steady state this is the agent's only write (the store adds the deferred
+            # delete of the last delivered sample to it). A save the policy asks for is
+            # the same commit; it keeps the hourly schedule.
             with self.store.transaction():
                 if snapshot is not None:
                     snapshot["trend"] = self.policy.trend(now)

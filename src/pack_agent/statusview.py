@@ -80,7 +80,20 @@ def gather(config: AgentConfig, now: float | None = None) -> dict[str, Any]:
     path = status_path(config.daemon.status_file)
     live = read_status(path)
     report["live"] = _live(live, path, now)
+    _queue_from_live(report["queue"], live if report["live"]["daemon"] == "running" else None)
     return report
+
+
+def _queue_from_live(queue: dict[str, Any], live: dict[str, Any] | None) -> None:
+    """The running daemon's own counts win over the file's: the file still holds the
+    events delivered since the agent's last write (their delete is deferred to it)."""
+    counts = (live or {}).get("queue")
+    if not isinstance(counts, dict) or not isinstance(counts.get("pending"), int):
+        return
+    queue["pending"] = counts["pending"]
+    queue["delivered_total"] = counts.get("delivered_total", queue["delivered_total"])
+    queue["last_delivered_at"] = counts.get("last_delivered_at") or queue["last_delivered_at"]
+    queue["awaiting_delete"] = counts.get("delivered_not_deleted", 0)
 
 
 def _live(live: dict[str, Any] | None, path: Any, now: float) -> dict[str, Any]:
@@ -175,6 +188,9 @@ def render(r: dict[str, Any]) -> str:
         )
     q = r["queue"]
     by_type = ", ".join(f"{k} {v}" for k, v in sorted(q["pending_by_type"].items()))
+    waiting = q.get("awaiting_delete") or 0
+    if waiting:  # the file's figures by type include the delivered ones
+        by_type = f"in the file, with {waiting} delivered awaiting their delete: {by_type}"
     row("queue", f"{q['pending']} event(s) to deliver" + (f" ({by_type})" if by_type else ""))
     row(
         "delivered",

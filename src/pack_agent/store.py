@@ -1,6 +1,7 @@
 """The agent's disk: the event outbox and its own small state, in one SQLite file.
 
-Nothing else in pack-agent touches SQLite. An event is numbered (per-vehicle
+Nothing else in pack-agent touches SQLite (``diskfull`` replays this store's
+transactions on its connection, after a full disk). An event is numbered (per-vehicle
 ``seq``) and written here before anyone tries to send it, and leaves only when
 the broker has acknowledged it, so crashes, power cuts and weeks offline lose
 nothing.
@@ -12,6 +13,15 @@ survives power loss too, at about a fifth of the write rate and more flash
 wear. Delivered events are deleted, not flagged: the file stays as small as the
 backlog (SQLite reuses the freed pages) and nobody needs delivered events here.
 
+Deferred deletes: ``mark_delivered`` (the broker's PUBACK) only notes the rows in
+memory; they are no longer pending (``pending``, ``pending_rows`` and
+``pending_count`` leave them out) and are deleted in the next write transaction
+the store makes anyway (the next event, the hourly state save), or in one of
+their own once ``DELETE_BATCH`` have gathered, when the uplink asks while a
+backlog drains (``flush_delivered``), and at ``close``. So a steady agent writes
+once per event, not twice. A crash in between only sends those events again
+after the restart (same ``event_id`` and ``seq``: at least once).
+
 Ownership: one thread (the main loop) owns a ``Store``; sqlite3 enforces it.
 """
 
@@ -22,11 +32,13 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pack_agent.diskfull import HeldWrites, NotWritten, Write, is_disk_full
 from pack_agent.errors import StoreError
 from pack_agent.events import Event, EventDraft, utc_from_timestamp
 
@@ -40,9 +52,7 @@ SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 _DROPPABLE = "pack.health"  # the only type the size bound may drop; see ESSENTIAL_TYPES
 _K_DELIVERED, _K_DROPPED = "store.delivered_total", "store.dropped_total"
 _K_LAST = "store.last_delivered_at"
-SQLITE_FULL = 13
-MAX_HELD = 10_000  # transactions held in memory while the disk is full (then StoreError)
-HELD_RETRY_S = 1.0
+DELETE_BATCH = 256  # delivered events noted in memory before their delete gets its own commit
 _SCHEMA = """
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- append order, never reused
@@ -77,16 +87,20 @@ class Store:
         self.max_events = max_events
         self._depth = 0  # transaction nesting
         self._count: int | None = None  # cached pending_count, None = unknown
-        self._delivered: int | None = None  # cached delivered_total
+        self._delivered: int | None = None  # delivered_total, with the deferred deletes
+        # delivered (PUBACK) but still in the file: no longer pending, deleted later
+        self._acked: set[int] = set()  # outbox rows whose delete is not committed
+        self._unwritten: list[int] = []  # of those, the rows in no transaction yet
+        self._unwritten_since: float | None = None  # monotonic time of the oldest
+        self._held_acked: set[int] = set()  # rows whose delete is held (disk full)
+        self._last_delivered_at: float | None = None  # not yet written
+        self._dropped_upto = 0  # rows up to this one may have been dropped by the size bound
         self._warned_full = False  # one warning per episode of a full outbox
         self.commits = 0  # write transactions committed by this handle (flash wear: bench, tests)
         self._seq: dict[str, int] = {}  # vin -> last seq, also while writes are held
-        self._ops: list[tuple[str, tuple[Any, ...]]] = []  # the open transaction's writes
+        self._ops: list[Write] = []  # the open transaction's writes
         self._holding = False  # the open transaction is kept in memory (disk full)
-        self._held: list[list[tuple[str, tuple[Any, ...]]]] = []  # transactions not yet written
-        self._held_events = 0
-        self._held_since: float | None = None
-        self._held_retry_at = 0.0
+        self._held = HeldWrites(self.path)  # transactions not yet written (disk full)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.path.exists():  # the file holds the VIN and pack codes: owner only
@@ -181,7 +195,11 @@ class Store:
             with self._guard("cannot begin a transaction"):
                 self._conn.execute("BEGIN IMMEDIATE")
         self._depth = 1
+        # the deferred deletes ride on this transaction (rows noted inside it wait)
+        deleting, since = self._unwritten, self._unwritten_since
+        self._unwritten, self._unwritten_since = [], None
         try:
+            self._delete_delivered(deleting)
             yield
             if self._holding:
                 self._hold()
@@ -191,13 +209,19 @@ class Store:
                         self._conn.execute("COMMIT")
                     self.commits += 1
                 except StoreError as exc:
-                    if not _is_full(exc):
+                    if not is_disk_full(exc):
                         raise
                     self._start_holding(exc)
                     self._hold()
+            if self._holding:  # the deletes are held with the rest: still in the file
+                self._held_acked.update(deleting)
+            self._acked.difference_update(deleting)
         except BaseException:
-            self._count = self._delivered = None
+            self._count = None
             self._seq = seq_before
+            self._unwritten = deleting + self._unwritten
+            if deleting:
+                self._unwritten_since = since
             if self._conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute("ROLLBACK")
@@ -211,82 +235,47 @@ class Store:
 
     def _start_holding(self, exc: BaseException) -> None:
         """The disk (or ``max_page_count``) is full: undo the open transaction in SQLite
-        and keep it, and every following one, in memory, in order."""
+        and keep it, and every following one, in memory, in order (``diskfull``)."""
         if self._conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
         self._holding = True
-        if self._held_since is None:
-            self._held_since = time.time()
-            log.error(
-                "%s: disk full (%s): holding events in memory (up to %d transactions) "
-                "until they can be written, in order",
-                self.path,
-                exc,
-                MAX_HELD,
-            )
+        self._held.full(exc)
 
     def _hold(self) -> None:
-        if len(self._held) >= MAX_HELD:
-            raise StoreError(
-                f"{self.path}: disk full and {MAX_HELD} transactions already held in memory: "
-                "this one is lost"
-            )
-        self._held.append(self._ops)
-        self._held_events += sum(1 for sql, _ in self._ops if sql.startswith("INSERT INTO outbox"))
+        self._held.hold(self._ops)
 
     def write_held(self, force: bool = False) -> bool:
         """Write what is held in memory, oldest first, in one transaction; at most once a
         second unless ``force``. True when nothing is held any more."""
         if not self._held:
             return True
-        now = time.monotonic()
-        if not force and now < self._held_retry_at:
+        if not self._held.write(self._conn, force):
             return False
-        self._held_retry_at = now + HELD_RETRY_S
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            for ops in self._held:
-                for sql, params in ops:
-                    self._conn.execute(sql, params)
-            self._conn.execute("COMMIT")
-            self.commits += 1
-        except sqlite3.Error as exc:
-            if self._conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-            if getattr(exc, "sqlite_errorcode", None) != SQLITE_FULL:
-                raise StoreError(f"{self.path}: held events not written: {exc}") from None
-            return False
-        log.warning(
-            "%s: disk writable again: %d held events written (held for %.0f s)",
-            self.path,
-            self._held_events,
-            time.time() - (self._held_since or time.time()),
-        )
-        self._held, self._held_events, self._held_since = [], 0, None
+        self.commits += 1
+        self._held_acked.clear()
         self._count = None  # the held deletes ran too: count again
         return True
 
     @property
     def held_events(self) -> int:
         """Events numbered and kept in memory because the disk is full."""
-        return self._held_events
+        return self._held.events
 
-    def _exec(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor | _Held:
+    def _exec(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor | NotWritten:
         """A write, inside a transaction: recorded, so that it can be held in memory."""
         args = tuple(params)
         self._ops.append((sql, args))
         if self._holding:
-            return _Held()
+            return NotWritten()
         try:
             with self._guard("write failed"):
                 return self._conn.execute(sql, args)
         except StoreError as exc:
-            if not (_is_full(exc) and self._depth):
+            if not (is_disk_full(exc) and self._depth):
                 raise
             self._start_holding(exc)
-            return _Held()
+            return NotWritten()
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._guard("read failed"):  # rows are read lazily: fetch inside the guard
@@ -323,6 +312,14 @@ class Store:
         return event
 
     def _drop_health(self, n: int) -> None:
+        # an event in flight may be dropped before its PUBACK comes: mark_delivered checks
+        # the rows up to here (held, the drop runs later on rows unknown now: check all)
+        reach = self._query(
+            "SELECT max(id) FROM (SELECT id FROM outbox WHERE type = ? ORDER BY id LIMIT ?)",
+            (_DROPPABLE, n),
+        )[0][0]
+        reach = sys.maxsize if self._holding else reach or 0
+        self._dropped_upto = max(self._dropped_upto, reach)
         cur = self._exec(
             "DELETE FROM outbox WHERE id IN "
             "(SELECT id FROM outbox WHERE type = ? ORDER BY id LIMIT ?)",
@@ -362,20 +359,26 @@ class Store:
         """Up to ``limit`` undelivered events, oldest first, skipping ``exclude``
         (the ids in flight)."""
         skip = set(exclude)
+        gone = self._acked | self._held_acked  # delivered, not yet deleted
         rows = self._query(
-            "SELECT event_id, body FROM outbox ORDER BY id LIMIT ?", (limit + len(skip),)
+            "SELECT id, event_id, body FROM outbox ORDER BY id LIMIT ?",
+            (limit + len(skip) + len(gone),),
         )
-        bodies = [body for event_id, body in rows if event_id not in skip][:limit]
-        return [Event.from_json(body) for body in bodies]
+        bodies = [b for row, event_id, b in rows if event_id not in skip and row not in gone]
+        return [Event.from_json(body) for body in bodies[:limit]]
 
     def pending_rows(self, after: int, limit: int) -> list[tuple[int, str, str, str, str]]:
         """Up to ``limit`` undelivered events after outbox row ``after``, oldest first,
         as ``(row, event_id, vin, type, body)``: the uplink publishes ``body`` as it
         is, without parsing it again."""
-        return self._query(
+        # delivered rows not yet deleted are left out; while a backlog drains they all lie
+        # behind ``after`` (the uplink's cursor), so this costs nothing then
+        gone = {r for r in self._acked if r > after} | {r for r in self._held_acked if r > after}
+        rows = self._query(
             "SELECT id, event_id, vin, type, body FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-            (after, limit),
+            (after, limit + len(gone)),
         )
+        return [r for r in rows if r[0] not in gone][:limit] if gone else rows
 
     def mark_delivered(
         self,
@@ -384,31 +387,72 @@ class Store:
         rows: Iterable[int] = (),
         now: float | None = None,
     ) -> int:
-        """Delete acknowledged events, named by outbox row (the uplink's way: rows are
+        """Note acknowledged events, named by outbox row (the uplink's way: rows are
         never reused) or by event id (a table scan per 500 ids: for tools and tests);
-        returns how many were still here (one that was dropped or already delivered
-        is ignored)."""
-        by_column = (("event_id", list(dict.fromkeys(event_ids))), ("id", sorted(set(rows))))
-        if not any(values for _, values in by_column):
+        returns how many were still pending (one that was dropped or already delivered
+        is ignored).
+
+        They stop being pending at once; the rows are deleted later (see the module's
+        docstring): in the next write transaction, or in one of their own when
+        ``DELETE_BATCH`` have gathered."""
+        found = set(rows)
+        names = list(dict.fromkeys(event_ids))
+        for i in range(0, len(names), 500):  # stay under SQLite's variable limit
+            chunk = names[i : i + 500]
+            sql = f"SELECT id FROM outbox WHERE event_id IN ({','.join('?' * len(chunk))})"
+            found.update(r for (r,) in self._query(sql, chunk))
+        new = found - self._acked - self._held_acked
+        suspect = sorted(r for r in new if r <= self._dropped_upto)
+        for i in range(0, len(suspect), 500):  # dropped by the size bound while in flight?
+            chunk = suspect[i : i + 500]
+            sql = f"SELECT id FROM outbox WHERE id IN ({','.join('?' * len(chunk))})"
+            new -= set(chunk) - {r for (r,) in self._query(sql, chunk)}
+        if not new:
             return 0
-        done = 0
-        with self.transaction():
-            for column, values in by_column:
-                for i in range(0, len(values), 500):  # stay under SQLite's variable limit
-                    chunk = values[i : i + 500]
-                    marks = ",".join("?" * len(chunk))
-                    sql = f"DELETE FROM outbox WHERE {column} IN ({marks})"
-                    done += self._exec(sql, chunk).rowcount
-            if done:
-                self._count = None if self._count is None else self._count - done
-                when = utc_from_timestamp(time.time() if now is None else now)
-                self._delivered = self.delivered_total + done
-                self._put(_K_DELIVERED, self._delivered)
-                self._put(_K_LAST, when.isoformat())
+        self._acked.update(new)
+        self._unwritten.extend(sorted(new))
+        if self._unwritten_since is None:
+            self._unwritten_since = time.monotonic()
+        if self._count is not None:
+            self._count -= len(new)
+        self._delivered = self.delivered_total + len(new)
+        self._last_delivered_at = time.time() if now is None else now
+        if len(self._unwritten) >= DELETE_BATCH:
+            self.flush_delivered()
         if self._warned_full and self.pending_count() < self.max_events:
             self._warned_full = False
             log.info("%s: outbox under store.max_events again", self.path)
-        return done
+        return len(new)
+
+    def flush_delivered(self, older_than: float = 0.0) -> bool:
+        """Delete the delivered events noted so far, in one commit of their own; with
+        ``older_than`` only if the oldest was noted at least that many seconds ago (the
+        uplink's pace while a backlog drains). True when a commit was made."""
+        if not self._unwritten or self._depth:
+            return False
+        since = self._unwritten_since
+        if older_than > 0 and since is not None and time.monotonic() - since < older_than:
+            return False
+        with self.transaction():
+            pass  # the transaction writes them (_delete_delivered)
+        return True
+
+    @property
+    def delivered_waiting(self) -> int:
+        """Events delivered but still in the file (their delete is deferred or held)."""
+        return len(self._acked) + len(self._held_acked)
+
+    def _delete_delivered(self, rows: list[int]) -> None:
+        """Inside a transaction: delete ``rows`` (delivered) and write the counters."""
+        if not rows:
+            return
+        self.pending_count()  # a count made later must not subtract these rows twice
+        for i in range(0, len(rows), 500):  # stay under SQLite's variable limit
+            chunk = rows[i : i + 500]
+            self._exec(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        self._put(_K_DELIVERED, self.delivered_total)
+        if self._last_delivered_at is not None:
+            self._put(_K_LAST, utc_from_timestamp(self._last_delivered_at).isoformat())
 
     @property
     def delivered_total(self) -> int:
@@ -418,8 +462,10 @@ class Store:
         return self._delivered
 
     def pending_count(self) -> int:
+        """Events not yet delivered (delivered ones awaiting their delete do not count)."""
         if self._count is None:
-            self._count = int(self._query("SELECT count(*) FROM outbox")[0][0])
+            rows = int(self._query("SELECT count(*) FROM outbox")[0][0])
+            self._count = rows - len(self._acked) - len(self._held_acked)
         return self._count
 
     @property
@@ -456,23 +502,37 @@ class Store:
             "pending": self.pending_count(),
             "delivered_total": self.delivered_total,
             "dropped_total": self.dropped_total,
-            "last_delivered_at": self._get(_K_LAST),
+            "last_delivered_at": utc_from_timestamp(self._last_delivered_at).isoformat()
+            if self._last_delivered_at is not None
+            else self._get(_K_LAST),
+            "delivered_not_deleted": self.delivered_waiting,
             "file_bytes": size,
-            "held_in_memory": self._held_events,
-            "disk_full_since": utc_from_timestamp(self._held_since).isoformat()
-            if self._held_since is not None
+            "held_in_memory": self._held.events,
+            "disk_full_since": utc_from_timestamp(self._held.since).isoformat()
+            if self._held.since is not None
             else None,
         }
 
     def close(self) -> None:
         """Close the file (idempotent). WAL contents are folded into the main file.
-        Events still held in memory (disk full) are tried once more, then lost: logged."""
+        Delivered events are deleted first (one commit, if any are waiting). Events
+        still held in memory (disk full) are tried once more, then lost: logged."""
         with contextlib.suppress(sqlite3.ProgrammingError):  # already closed
+            if self._unwritten:
+                try:
+                    self.flush_delivered()
+                except StoreError as exc:
+                    log.warning(
+                        "%s: %d delivered events not deleted (%s): sent again after a restart",
+                        self.path,
+                        len(self._unwritten),
+                        exc,
+                    )
             if self._held and not self.write_held(force=True):
                 log.error(
                     "%s: disk still full at close: %d held events lost",
                     self.path,
-                    self._held_events,
+                    self._held.events,
                 )
         self._conn.close()
 
@@ -481,18 +541,6 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _Held:
-    """What a write returns while it is held in memory: it changed no row yet."""
-
-    rowcount = 0
-
-
-def _is_full(exc: StoreError) -> bool:
-    return isinstance(exc.__context__, sqlite3.Error) and (
-        getattr(exc.__context__, "sqlite_errorcode", None) == SQLITE_FULL
-    )
 
 
 class StoreDamaged(StoreError):

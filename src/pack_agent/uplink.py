@@ -14,12 +14,14 @@ calls ``poll(wait=...)`` instead of sleeping on the CAN bus. ``poll`` reads the
 outbox ahead (``READ_AHEAD`` rows per query, bodies published as stored), hands
 paho up to ``max_inflight + QUEUED_IN_PAHO`` events (paho keeps ``max_inflight``
 on the wire and sends the next one from its own thread on each PUBACK), and
-waits for PUBACKs, gathering them while paho has a queue. Acknowledged rows are
-deleted in one commit per batch (at most every ``FLUSH_EVERY_S`` while a backlog
-drains; at once otherwise). So the drain rate is set by the broker and paho, not
-by the main loop's 50 ms tick, and the main loop still reads CAN frames between
-two short waits. Every event handed to paho is still in the outbox: a crash
-means re-sending it, never losing it.
+waits for PUBACKs, gathering them while paho has a queue. Acknowledged events
+are handed to ``store.mark_delivered``, which notes them in memory and deletes
+them with the store's next write (the next event or state save), every
+``store.DELETE_BATCH`` events, and, while a backlog drains, at least every
+``DELETE_EVERY_S``. So the drain rate is set by the broker and paho, not by the
+main loop's 50 ms tick, and the main loop still reads CAN frames between two
+short waits. Every event handed to paho, and every acknowledged event not yet
+deleted, is still in the outbox: a crash means re-sending it, never losing it.
 
 Reconnects: paho keeps its unacknowledged messages in memory and sends them
 again after a reconnect; the uplink remembers them (``mid -> (event_id, row)``) and
@@ -127,8 +129,9 @@ class EventProperties:
         )  # fmt: skip
 
 
-FLUSH_EVERY_S = 0.05  # while pumping a backlog: delete acknowledged events this often ...
-FLUSH_BATCH = 500  # ... or when this many are waiting
+# while a backlog drains, acknowledged events are deleted at least this often (and every
+# store.DELETE_BATCH events, which comes first on any link faster than ~50 events/s)
+DELETE_EVERY_S = 5.0
 READ_AHEAD = 200  # outbox rows read at once
 GATHER_S = 0.005  # pumping with paho's queue full: look at the PUBACKs this often
 QUEUED_IN_PAHO = 200  # events handed to paho beyond the in-flight window (see _handoff)
@@ -235,8 +238,6 @@ class MqttUplink(Uplink):
         self._handoff = settings.max_inflight + QUEUED_IN_PAHO
         self._rescan = False  # a refused event lies behind the cursor: look from the start
         self._progress_at = 0.0  # monotonic time of the last publish or PUBACK
-        self._acked: list[int] = []  # outbox rows acknowledged, not yet deleted
-        self._flushed_at = 0.0  # monotonic time of the last mark_delivered
         self._client = self._make_client(client_factory or mqtt.Client)
 
     def _make_client(self, factory: ClientFactory) -> mqtt.Client:
@@ -358,7 +359,7 @@ class MqttUplink(Uplink):
         return bool(self._inflight) and time.monotonic() - self._progress_at < 1.0
 
     def _has_new(self) -> bool:
-        return self.store.pending_count() > len(self._inflight) + len(self._acked)
+        return self.store.pending_count() > len(self._inflight)
 
     def _fill(self) -> None:
         """Publish pending events until the in-flight window is full.
@@ -369,8 +370,7 @@ class MqttUplink(Uplink):
         free = self._handoff - len(self._inflight)
         if free <= 0 or time.monotonic() < self._hold_until or not self._has_new():
             return
-        if self._rescan:
-            self._flush_acked()  # acknowledged rows must be gone before looking from the start
+        if self._rescan:  # from the start (acknowledged rows are no longer pending)
             self._rescan, self._cursor = False, 0
             self._ahead.clear()
         prefix = self.settings.topic_prefix
@@ -403,15 +403,15 @@ class MqttUplink(Uplink):
 
     def _drain(self, block: float = 0.0) -> None:
         """Apply what paho's thread reported (waiting up to ``block`` seconds for the
-        first report), then delete the acknowledged events from the outbox.
+        first report), then hand the acknowledged events to the store.
 
-        One commit per batch, not per event (flash wears out). While a backlog is
-        being pumped, batches are gathered for up to ``FLUSH_EVERY_S`` or
-        ``FLUSH_BATCH`` events: an acknowledged event that a crash leaves in the
-        outbox is only sent again (at least once), and the cursor keeps it from
-        being published twice meanwhile. Without a backlog, each batch is written
-        at once."""
-        acked = self._acked
+        The store deletes them with its next write, not in a commit of their own
+        (flash wears out): in steady state that is the next hourly sample. While a
+        backlog drains, nothing else writes, so they are deleted every
+        ``DELETE_EVERY_S`` at least (and every ``store.DELETE_BATCH`` events). An
+        acknowledged event that a crash leaves in the outbox is only sent again (at
+        least once); meanwhile it is no longer pending, so it is not published twice."""
+        acked: list[int] = []
         while True:
             try:
                 if block > 0:
@@ -438,16 +438,10 @@ class MqttUplink(Uplink):
                 self._connected = False
         if not acked:
             return
-        self._progress_at = now = time.monotonic()
-        backlog = self._has_new() and self._connected
-        if not backlog or len(acked) >= FLUSH_BATCH or now - self._flushed_at >= FLUSH_EVERY_S:
-            self._flush_acked()
-
-    def _flush_acked(self) -> None:
-        if self._acked:
-            self.store.mark_delivered(rows=self._acked)
-            self._acked = []
-            self._flushed_at = time.monotonic()
+        self._progress_at = time.monotonic()
+        self.store.mark_delivered(rows=acked)
+        if self._connected and self._has_new():  # a backlog drains: free the disk as it goes
+            self.store.flush_delivered(older_than=DELETE_EVERY_S)
 
     def _why_lost(self, text: str) -> str:
         s = self.settings
@@ -526,7 +520,7 @@ class MqttUplink(Uplink):
         self._last_error, self._error_kind = message, kind
 
     def _publish_status(self, state: str, **extra: Any) -> int:
-        self._flush_acked()  # queue_depth counts what is really left
+        # queue_depth: pending_count() leaves out acknowledged events awaiting their delete
         payload = {
             "state": state,
             "agent_version": self.agent_version,
@@ -559,8 +553,7 @@ class MqttUplink(Uplink):
         self._stopped = True
         self._client.disconnect()  # a clean DISCONNECT: the broker discards the will
         self._client.loop_stop()
-        self._drain()  # acknowledgements that arrived at the last moment
-        self._flush_acked()
+        self._drain()  # acknowledgements that arrived at the last moment (deleted at close)
         self._connected = False
         log.info(
             "uplink stopped: %d events in the outbox, %d unacknowledged",
