@@ -51,6 +51,8 @@ from pack_agent.config import load_config, reference_config_path
 from pack_agent.database import load_and_check
 from pack_agent.devbroker import LocalBroker
 from pack_agent.sim import SCENARIOS
+from pack_agent.sim.rig import rig_config
+from pack_agent.sim.rig import write_config as rig_write
 from pack_agent.sim.vehicle import code_pages, cyclic_values, encode
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -69,22 +71,18 @@ UNMAPPED_IDS = range(0x100, 0x180)  # 128 ids the reference mapping does not use
 
 def write_config(path: Path, bus_dir: Path, port: int, tmp: Path) -> None:
     """The reference configuration, on localbus, a private broker and a temporary store."""
-    text = reference_config_path().read_text(encoding="utf-8")
-    text = re.sub(
-        r'interface = "socketcan".*\nchannel = "can0"\nbitrate = 500000',
-        f'interface = "localbus"\nchannel = "{bus_dir}"',
-        text,
+    cfg = rig_config(
+        load_config(reference_config_path()),
+        {"interface": "localbus", "channel": str(bus_dir)},
+        port,
+        tmp,
+        daemon={
+            "clock": "frames",
+            "status_interval_s": 0.1,
+            "status_file": str(tmp / "run" / "status.json"),
+        },
     )
-    text = text.replace("port = 1883", f"port = {port}")
-    text = text.replace('"/var/lib/pack-agent/pack-agent.db"', f'"{tmp / "pack-agent.db"}"')
-    assert "localbus" in str(text) and str(port) in text, "reference.toml changed shape"
-    text += f"""
-[daemon]
-clock = "frames"
-status_interval_s = 0.1
-status_file = "{tmp / "run" / "status.json"}"
-"""
-    path.write_text(text, encoding="utf-8")
+    rig_write(cfg, path)
 
 
 def proc_status(pid: int) -> dict[str, int]:

@@ -6,7 +6,6 @@ module list comes from ``python -X importtime`` of the real process."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -15,8 +14,10 @@ import uuid
 from pathlib import Path
 
 from pack_agent.cli.replay import FORMATS as CLI_FORMATS
-from pack_agent.config import reference_config_path
+from pack_agent.config import load_config, reference_config_path
+from pack_agent.devbroker import free_port
 from pack_agent.replay import FORMATS
+from pack_agent.sim.rig import rig_config, write_config
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -44,16 +45,14 @@ NOT_AT_START = (
 
 
 def daemon_imports(tmp_path: Path) -> set[str]:
-    text = reference_config_path().read_text(encoding="utf-8")
-    text = re.sub(
-        r'interface = "socketcan".*\nchannel = "can0"\nbitrate = 500000',
-        f'interface = "virtual"\nchannel = "imports-{uuid.uuid4().hex[:8]}"',
-        text,
+    cfg = rig_config(
+        load_config(reference_config_path()),
+        {"interface": "virtual", "channel": f"imports-{uuid.uuid4().hex[:8]}"},
+        free_port(),  # nobody listens: the daemon starts all the same
+        tmp_path,
+        daemon={"status_file": str(tmp_path / "status.json"), "shutdown_timeout_s": 1},
     )
-    text = text.replace('"/var/lib/pack-agent/pack-agent.db"', f'"{tmp_path / "agent.db"}"')
-    text += f'\n[daemon]\nstatus_file = "{tmp_path / "status.json"}"\nshutdown_timeout_s = 1\n'
-    config = tmp_path / "agent.toml"
-    config.write_text(text, encoding="utf-8")
+    config = write_config(cfg, tmp_path / "agent.toml")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(30)

@@ -23,7 +23,6 @@ import json
 import os
 import queue
 import random
-import re
 import signal
 import sqlite3
 import subprocess
@@ -39,10 +38,11 @@ import can
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pack_agent.config import reference_config_path
+from pack_agent.config import AgentConfig, load_config, reference_config_path
 from pack_agent.database import load_and_check
 from pack_agent.devbroker import LocalBroker
 from pack_agent.sim import VirtualHeadUnit
+from pack_agent.sim.rig import rig_config, write_config
 from pack_agent.sim.scenario import DAY, Scenario
 from pack_agent.sim.vehicle import day_frames
 
@@ -66,50 +66,23 @@ SCENARIO = Scenario(
 )
 
 
-def config_text(channel: Path, port: int, tmp: Path) -> str:
+def agent_config(channel: Path, port: int, tmp: Path) -> AgentConfig:
     """The reference configuration on localbus, a private broker, a temporary store,
     and the frames as the clock."""
-    text = reference_config_path().read_text()
-    text = re.sub(r'(?m)^interface = "socketcan".*$', 'interface = "localbus"', text)
-    text = re.sub(r'(?m)^channel = "can0".*$', f'channel = "{channel}"', text)
-    text = re.sub(r"(?m)^bitrate = 500000.*$", "", text)
-    overrides = {
-        "mqtt": {"port": port, "keepalive_s": 5},
-        "store": {"path": str(tmp / "pack-agent.db")},
-        "health": {"publish_interval_s": 6 * 3600.0, "bms_timeout_s": 3 * DAY},
-        "daemon": {
+    return rig_config(
+        load_config(reference_config_path()),
+        {"interface": "localbus", "channel": str(channel)},
+        port,
+        tmp,
+        mqtt={"keepalive_s": 5},
+        health={"publish_interval_s": 6 * 3600.0, "bms_timeout_s": 3 * DAY},
+        daemon={
             "clock": "frames",
             "shutdown_timeout_s": 2,
             "status_interval_s": 0.5,
             "status_file": str(tmp / "status.json"),
         },
-    }
-    return _override(text, overrides)
-
-
-def _override(text: str, sections: dict[str, dict[str, Any]]) -> str:
-    """Set keys in TOML tables (a table not in the text is appended)."""
-    lines = text.splitlines()
-    out: list[str] = []
-    current = None
-    for line in lines:
-        header = re.match(r"^\[([a-z_]+)\]\s*$", line)
-        if line.startswith("["):
-            current = header.group(1) if header else None
-            out.append(line)
-            if current in sections:
-                out += [f"{k} = {json.dumps(v)}" for k, v in sections[current].items()]
-            continue
-        key = re.match(r"^([a-z_]+)\s*=", line)
-        if current in sections and key and key.group(1) in sections[current]:
-            continue
-        out.append(line)
-    present = set(re.findall(r"(?m)^\[([a-z_]+)\]\s*$", text))
-    for name, values in sections.items():
-        if name not in present:
-            out.append(f"[{name}]")
-            out += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    return "\n".join(out) + "\n"
+    )
 
 
 class Backend:
@@ -223,7 +196,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_repeats_nothing(tmp_path, m
         extra_conf=f"persistence true\npersistence_location {tmp_path}/\nautosave_interval 1",
     ).start()
     config = tmp_path / "agent.toml"
-    config.write_text(config_text(channel, broker.port, tmp_path / "state"))
+    write_config(agent_config(channel, broker.port, tmp_path / "state"), config)
     db = load_and_check_from(config)
     backend = Backend(broker)
     vehicle_bus = can.Bus(interface="localbus", channel=str(channel), preserve_timestamps=True)

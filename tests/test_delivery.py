@@ -29,9 +29,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pack_agent import uplink
-from pack_agent.config import reference_config_path
+from pack_agent.config import load_config, reference_config_path
 from pack_agent.devbroker import LocalBroker
 from pack_agent.events import EVENT_TYPES, EventDraft, utc_from_timestamp
+from pack_agent.sim.rig import rig_config
+from pack_agent.sim.rig import write_config as rig_write
 from pack_agent.store import DELETE_BATCH, Store
 
 if TYPE_CHECKING:
@@ -42,22 +44,20 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def write_config(tmp_path: Path, port: int, **mqtt: Any) -> Path:
-    text = reference_config_path().read_text(encoding="utf-8")
-    text = text.replace('interface = "socketcan"', 'interface = "virtual"')
-    text = text.replace('channel = "can0"', f'channel = "delivery-{uuid.uuid4().hex[:10]}"')
-    text = text.replace("port = 1883", f"port = {port}")
-    extra = "".join(f"{k} = {v}\n" for k, v in {"reconnect_min_s": 0.1, **mqtt}.items())
-    text = text.replace("max_inflight = 20\n", f"max_inflight = 20\n{extra}")
-    text = text.replace('"/var/lib/pack-agent/pack-agent.db"', f'"{tmp_path / "agent.db"}"')
-    path = tmp_path / "agent.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    cfg = rig_config(
+        load_config(reference_config_path()),
+        {"interface": "virtual", "channel": f"delivery-{uuid.uuid4().hex[:10]}"},
+        port,
+        tmp_path,
+        mqtt={"reconnect_min_s": 0.1, **mqtt},
+    )
+    return rig_write(cfg, tmp_path / "agent.toml")
 
 
 def prefill(tmp_path: Path, n: int) -> list[str]:
     """N events of every type in the agent's store, as the agent would have appended them."""
     types = list(EVENT_TYPES)
-    with Store(tmp_path / "agent.db") as store, store.transaction():
+    with Store(tmp_path / "pack-agent.db") as store, store.transaction():
         return [
             store.append(
                 EventDraft(
@@ -134,7 +134,7 @@ def check_exactly(sub: Subscriber, expected: list[str]) -> None:
 
 def check_outbox(tmp_path: Path, n: int) -> None:
     """After the agent stopped: its outbox is empty, and it appended nothing of its own."""
-    with Store(tmp_path / "agent.db") as store:
+    with Store(tmp_path / "pack-agent.db") as store:
         assert store.pending_count() == 0
         event = store.append(EventDraft(type="bms.silent", vin=VIN, time=utc_from_timestamp(0)))
         assert event.seq == n + 1

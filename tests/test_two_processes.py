@@ -11,26 +11,25 @@ from datetime import datetime
 from pathlib import Path
 
 from conftest import Subscriber
-from pack_agent.config import reference_config_path
+from pack_agent.config import load_config, reference_config_path
 from pack_agent.sim import SCENARIOS
+from pack_agent.sim.rig import rig_config, write_config
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def agent_config(tmp_path: Path, port: int) -> Path:
-    text = reference_config_path().read_text(encoding="utf-8")
-    text = text.replace('interface = "socketcan"', 'interface = "localbus"', 1)
-    text = text.replace('channel = "can0"', f'channel = "{tmp_path / "bus"}"', 1)
-    text = text.replace("port = 1883", f"port = {port}", 1)
-    text = text.replace("/var/lib/pack-agent/pack-agent.db", str(tmp_path / "agent.db"))
-    # the fast simulator sends one burst per ignition On and Off, not the 100 ms traffic of
-    # a trip: a 10 s BMS timeout would report silence twice a trip; one sample a day
-    text = text.replace("bms_timeout_s = 10 ", "bms_timeout_s = 86400 ", 1)
-    text = text.replace("publish_interval_s = 3600 ", "publish_interval_s = 86400 ", 1)
-    text += f'\n[daemon]\nclock = "frames"\nstatus_file = "{tmp_path / "status.json"}"\n'
-    path = tmp_path / "agent.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    cfg = rig_config(
+        load_config(reference_config_path()),
+        {"interface": "localbus", "channel": str(tmp_path / "bus")},
+        port,
+        tmp_path,
+        # the fast simulator sends one burst per ignition On and Off, not the 100 ms
+        # traffic of a trip: a 10 s BMS timeout would report silence twice a trip
+        health={"bms_timeout_s": 86400.0, "publish_interval_s": 86400.0},
+        daemon={"clock": "frames", "status_file": str(tmp_path / "status.json")},
+    )
+    return write_config(cfg, tmp_path / "agent.toml")
 
 
 def pack_agent(*args: str, **kw: object) -> subprocess.Popen[str]:

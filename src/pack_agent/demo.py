@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from pack_agent.config import AgentConfig, as_data, load_config, parse_config, reference_config_path
+from pack_agent.config import AgentConfig, load_config, reference_config_path
 from pack_agent.events import utc_from_timestamp
 from pack_agent.sim.story import Showing, delivery_problems, story_problems
 
@@ -170,16 +170,17 @@ def write_chart(path: Path, scenario: Any, cfg: AgentConfig, r: DemoResult) -> P
 
 
 def demo_config(base: AgentConfig, channel: str, broker_port: int, state_dir: Path) -> AgentConfig:
-    """The reference configuration on a virtual bus, a private broker and a temporary store."""
-    data = as_data(base, reveal_secrets=True)
-    data["buses"] = [{"name": "powertrain", "interface": "virtual", "channel": channel}]
-    data["mqtt"]["port"] = broker_port
-    data["mqtt"]["host"] = "127.0.0.1"
-    data["mqtt"]["password"] = None
-    data["store"]["path"] = str(state_dir / "pack-agent.db")
-    data["health"]["publish_interval_s"] = 60 * 86400.0  # a health sample every 60 simulated days
-    data["health"]["bms_timeout_s"] = 3 * 86400.0
-    return parse_config(data, base.base_dir, base.source)
+    """The reference configuration on a virtual bus, a private broker and a temporary store;
+    a health sample every 60 simulated days, and the BMS silent only after 3 days."""
+    from pack_agent.sim.rig import rig_config
+
+    return rig_config(
+        base,
+        {"interface": "virtual", "channel": channel},
+        broker_port,
+        state_dir,
+        health={"publish_interval_s": 60 * 86400.0, "bms_timeout_s": 3 * 86400.0},
+    )
 
 
 def run_demo(
