@@ -32,6 +32,19 @@ def config(tmp_path: Path, name: str) -> AgentConfig:
     return cfg
 
 
+def state_writes(store: Store) -> list[str]:
+    """The keys ``store.put_state`` writes from now on, in order (flash wear)."""
+    writes: list[str] = []
+    put = store.put_state
+
+    def counting_put(key: str, value: Any) -> None:
+        writes.append(key)
+        put(key, value)
+
+    store.put_state = counting_put  # type: ignore[method-assign]
+    return writes
+
+
 class Run:
     """An agent on a store; frames in, events out."""
 
@@ -173,14 +186,7 @@ def test_policy_state_is_written_about_once_an_hour(tmp_path):
     cfg.health.bms_timeout_s = 10.0
     cfg.health.publish_interval_s = 3600.0
     run = Run(cfg)
-    writes: list[str] = []
-    put = run.store.put_state
-
-    def counting_put(key: str, value: Any) -> None:
-        writes.append(key)
-        put(key, value)
-
-    run.store.put_state = counting_put  # type: ignore[method-assign]
+    writes = state_writes(run.store)
     t0 = AGEING.start
     frames = []
     for s in range(3 * 3600):
@@ -313,14 +319,7 @@ def test_short_trips_that_end_in_a_power_cut_decide_on_the_same_day(tmp_path):
     saves = []
     for day in range(TRIP_DAYS):
         life = Run(cfg)
-        writes: list[str] = []
-        put = life.store.put_state
-
-        def counting_put(key: str, value: Any, put: Any = put, writes: Any = writes) -> None:
-            writes.append(key)
-            put(key, value)
-
-        life.store.put_state = counting_put  # type: ignore[method-assign]
+        writes = state_writes(life.store)
         life.feed(trip_frames(life.db, day))
         life.close(flush=False)  # the power goes: no shutdown path
         seen += life.decisions()
@@ -334,14 +333,7 @@ def test_a_flapping_ignition_cannot_wear_the_flash(tmp_path):
     the policy state is saved at most once per IGNITION_OFF_SAVE_GAP_S, plus hourly."""
     cfg = trip_config(tmp_path, "flapping")
     run = Run(cfg)
-    writes: list[str] = []
-    put = run.store.put_state
-
-    def counting_put(key: str, value: Any) -> None:
-        writes.append(key)
-        put(key, value)
-
-    run.store.put_state = counting_put  # type: ignore[method-assign]
+    writes = state_writes(run.store)
     t0 = AGEING.start + 8 * 3600
     frames = _code(run.db, t0) + _code(run.db, t0 + 1)
     for s in range(3600):

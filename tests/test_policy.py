@@ -202,16 +202,14 @@ def test_a_reading_on_the_good_side_of_the_window_restarts_persistence():
 # -- resistance growth ---------------------------------------------------------------
 
 
+def resistance_50(**kw: Any) -> Any:
+    """Growth over 50 % against a baseline, judged on 14-day windows of 7+ readings."""
+    args = {"window_days": 14, "min_readings": 7, "min_span_days": 7, **kw}
+    return make(id="resistance-50", kind="resistance", threshold=50.0, **args)
+
+
 def test_resistance_growth_against_the_first_window():
-    r = make(
-        id="resistance-50",
-        kind="resistance",
-        threshold=50.0,
-        window_days=14,
-        min_readings=7,
-        min_span_days=7,
-        persistence_days=7,
-    )
+    r = resistance_50(persistence_days=7)
     p = ScrapPolicy([r])
     assert daily(p, [60.0] * 30, metric="internal_resistance") == []
     assert daily(p, [85.0] * 30, metric="internal_resistance", t0=T0 + 30 * DAY) == []  # +42 %
@@ -225,14 +223,7 @@ def test_resistance_growth_against_the_first_window():
 def test_a_bms_that_reports_zero_resistance_at_first_gives_no_baseline():
     """Until the BMS has an estimate it may send 0: no baseline of 0 (a division by zero
     that failed every later frame), and a state that saved one learns it again."""
-    r = make(
-        id="resistance-50",
-        kind="resistance",
-        threshold=50.0,
-        window_days=14,
-        min_readings=7,
-        min_span_days=7,
-    )
+    r = resistance_50()
     p = ScrapPolicy([r])
     assert daily(p, [0.0] * 20 + [60.0] * 20, metric="internal_resistance") == []
     decisions = daily(p, [95.0] * 30, metric="internal_resistance", t0=T0 + 40 * DAY)
@@ -245,15 +236,7 @@ def test_a_bms_that_reports_zero_resistance_at_first_gives_no_baseline():
 
 
 def test_resistance_against_a_configured_beginning_of_life_value():
-    r = make(
-        id="resistance-50",
-        kind="resistance",
-        threshold=50.0,
-        baseline=40.0,
-        window_days=14,
-        min_readings=7,
-        min_span_days=7,
-    )
+    r = resistance_50(baseline=40.0)
     decisions = daily(ScrapPolicy([r]), [61.0] * 8, metric="internal_resistance")
     assert len(decisions) == 1 and decisions[0].data["baseline"] == 40.0
 
@@ -518,14 +501,7 @@ def test_a_clock_that_jumps_back_never_decides(jump, days):
 def reference_rules() -> list[Any]:
     return [
         capacity(),
-        make(
-            id="resistance-50",
-            kind="resistance",
-            threshold=50.0,
-            min_readings=7,
-            min_span_days=7,
-            window_days=14,
-        ),
+        resistance_50(),
         make(id="age-12", kind="age", threshold=12.0),
         thermal(),
         make(id="worn", kind="any", rules=["capacity-80", "resistance-50"]),

@@ -385,6 +385,14 @@ def run_demo(
     return result
 
 
+def _rule_lines(rules: dict[str, Any] | None, rule_id: Any) -> list[str]:
+    """The rule's own words under a decision, in both languages."""
+    rule = (rules or {}).get(rule_id)
+    if rule is None:
+        return []
+    return [f"   rule:     {rule.description_en} / {rule.description_zh}"]
+
+
 def _parse_time(text: str) -> float:
     from datetime import datetime
 
@@ -425,9 +433,7 @@ def _describe(event: dict[str, Any], rules: dict[str, Any] | None = None) -> str
             f"{d.get('threshold')} in {d.get('sample_count')} readings in a row over "
             f"{span:.1f} s ({_clock(first)} .. {_clock(last)}; rule: {d.get('confirm_s')} s)",
         ]
-        rule = (rules or {}).get(d.get("rule_id"))
-        if rule is not None:
-            lines.append(f"   rule:     {rule.description_en} / {rule.description_zh}")
+        lines += _rule_lines(rules, d.get("rule_id"))
         return "\n".join(lines)
     if kind == "scrap.condition_met":
         st = d.get("statistic", {})
@@ -440,9 +446,7 @@ def _describe(event: dict[str, Any], rules: dict[str, Any] | None = None) -> str
             f"({str(d.get('first_reading_time', ''))[:10]} .. "
             f"{str(d.get('last_reading_time', ''))[:10]})",
         ]
-        rule = (rules or {}).get(d.get("rule_id"))
-        if rule is not None:
-            lines.append(f"   rule:     {rule.description_en} / {rule.description_zh}")
+        lines += _rule_lines(rules, d.get("rule_id"))
         values = [s.get("value") for s in d.get("samples", []) if isinstance(s, dict)]
         if values:
             lines.append(f"   samples:  {', '.join(f'{v:.1f}' for v in values)}")
