@@ -15,6 +15,7 @@ killed. With no frames the agent appends nothing itself (no BMS seen, so no
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -50,6 +51,7 @@ def write_config(tmp_path: Path, port: int, **mqtt: Any) -> Path:
         port,
         tmp_path,
         mqtt={"reconnect_min_s": 0.1, **mqtt},
+        daemon={"status_file": str(tmp_path / "status.json"), "status_interval_s": 0.1},
     )
     return rig_write(cfg, tmp_path / "agent.toml")
 
@@ -132,6 +134,24 @@ def check_exactly(sub: Subscriber, expected: list[str]) -> None:
     assert sorted(e["seq"] for e in got.values()) == list(range(1, len(expected) + 1))
 
 
+def wait_drained(tmp_path: Path, timeout: float = 30.0) -> None:
+    """Until the running agent's status says nothing is pending. The backend can hold
+    every event before that: a killed agent's delivered-but-not-deleted events are sent
+    again by the next one (at least once), after the backend already has them."""
+    status = tmp_path / "status.json"
+    since = time.time()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            live = json.loads(status.read_text())
+            if status.stat().st_mtime > since and live["queue"]["pending"] == 0:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"the agent's outbox did not drain in {timeout} s")
+
+
 def check_outbox(tmp_path: Path, n: int) -> None:
     """After the agent stopped: its outbox is empty, and it appended nothing of its own."""
     with Store(tmp_path / "pack-agent.db") as store:
@@ -159,6 +179,7 @@ def test_agent_sigkilled_mid_stream_and_restarted(
             assert len(unique(sub)) < n, "drained before the kill: make n larger"
         last = agents(config)
         check_exactly(sub, expected)
+        wait_drained(tmp_path)
         assert last.terminate() == 0, last.tail()
     check_outbox(tmp_path, n)
     # a kill re-sends at most what was handed to paho and the delivered events not yet deleted
@@ -183,6 +204,7 @@ def test_broker_killed_and_restarted_under_the_running_agent(
         broker.start()
         sub.wait_subscribed()
         check_exactly(sub, expected)
+    wait_drained(tmp_path)
     assert agent.terminate() == 0, agent.tail()
     check_outbox(tmp_path, n)
     assert "connected to" in agent.tail() and "disconnected from" in agent.tail()
@@ -203,5 +225,6 @@ def test_broker_hung_then_resumed(
         assert len(unique(sub)) == stalled < n
         broker.resume()
         check_exactly(sub, expected)
+    wait_drained(tmp_path)
     assert agent.terminate() == 0, agent.tail()
     check_outbox(tmp_path, n)
