@@ -94,6 +94,7 @@ class Agent:
         # persists is adopted (pack_agent.timeline), a lone wild stamp never is
         self.clock = TimeLine(trusted_from=PLAUSIBLE_SINCE)
         self.clock_rebased: dict[str, Any] | None = None  # the last adopted step back
+        self._rebase_unreported = False  # goes into the next pack.health
 
     # -- frames ---------------------------------------------------------------
 
@@ -381,6 +382,9 @@ class Agent:
             with self.store.transaction():
                 if snapshot is not None:
                     snapshot["trend"] = self.policy.trend(now)
+                    if self._rebase_unreported and self.clock_rebased is not None:
+                        snapshot["clock_rebased"] = self.clock_rebased
+                        self._rebase_unreported = False
                     self._emit("pack.health", snapshot, now)
                 if save_due:
                     self.flush(now if hourly else None)
@@ -463,6 +467,7 @@ class Agent:
         time): logged, and reported in the status file and the next ``pack.health``.
         The health and save schedules start again on the new time."""
         self._next_health = self._policy_saved_at = None
+        self._rebase_unreported = True
         self.clock_rebased = {
             "by": by,
             "abandoned": utc_from_timestamp(abandoned).isoformat(),
