@@ -126,30 +126,41 @@ def test_single_wild_stamps_never_decide_or_rebase(healthy, wild):
     assert out == [] and p.take_rebase() is None
 
 
-def test_a_day_in_2035_then_back_keeps_the_window_and_its_persistence():
-    """Pure: the rules' checkpoint from before the leap comes back; the day stamped in
-    2035 is dropped, the latches stay."""
+@pytest.mark.parametrize(
+    ("offset", "days"),
+    [(8 * YEAR, 1), (3 * DAY, 2), (40 * DAY, 3), (2 * 3600.0, 1)],
+    ids=["2035-for-a-day", "3-days-ahead-for-2", "40-days-ahead-for-3", "2-hours-ahead"],
+)
+def test_a_clock_ahead_then_back_keeps_the_window_and_its_persistence(offset, days):
+    """Pure: the rules' checkpoint from before the leap comes back; the days stamped by
+    the wrong clock are dropped, the latches stay. The SOH is below the line from day 30:
+    the clock is ahead from day 50, during the persistence."""
     rules = [capacity(), thermal()]
     straight, jumped = ScrapPolicy(rules), ScrapPolicy(rules)
     out_straight: list[Any] = []
     out_jumped: list[Any] = []
     for day in range(80):
         soh = 82.0 if day < 30 else 79.0
-        offset = 8 * YEAR if day == 50 else 0.0
+        ahead = offset if 50 <= day < 50 + days else 0.0
         for k in range(6):  # a trip: six readings over 50 minutes
             t = T0 + day * DAY + k * 600.0
             out_straight += straight.observe(Reading("soh", soh, t), CODE)
             if day == 40 and k == 0:
-                out_jumped += jumped.observe(Reading("thermal_event", 1.0, t + offset), CODE)
-                out_jumped += jumped.observe(Reading("thermal_event", 1.0, t + 1 + offset), CODE)
-            out_jumped += jumped.observe(Reading("soh", soh, t + offset), CODE)
+                out_jumped += jumped.observe(Reading("thermal_event", 1.0, t), CODE)
+                out_jumped += jumped.observe(Reading("thermal_event", 1.0, t + 1), CODE)
+            out_jumped += jumped.observe(Reading("soh", soh, t + ahead), CODE)
     assert [d.rule_id for d in out_straight] == ["capacity-80"]
     assert [d.rule_id for d in out_jumped] == ["thermal-event", "capacity-80"]
-    assert jumped.take_rebase() == (T0 + 50 * DAY + 5 * 600.0 + 8 * YEAR, T0 + 51 * DAY)
+    abandoned = T0 + (50 + days - 1) * DAY + 5 * 600.0 + offset
+    if offset > 2 * 3600.0:
+        assert jumped.take_rebase() == (abandoned, T0 + (50 + days) * DAY)
+    else:  # two hours ahead: the next trip is later still, nothing to undo
+        assert jumped.take_rebase() is None
     assert "thermal-event" in jumped.latched_rules
     decided = out_jumped[1]
-    # one day (day 50) is missing from the window; the decision comes the same day
-    assert abs(decided.time - out_straight[0].time) <= DAY
+    # the days on the wrong clock are missing from the window; the decision comes as
+    # in the straight run, on the real time line
+    assert abs(decided.time - out_straight[0].time) <= days * DAY
     assert all(_t(s["time"]) < T0 + 81 * DAY for s in decided.data["samples"])
 
 

@@ -44,10 +44,12 @@ FORECAST_EVERY_DAYS = 7
 IGNITION_OFF_SAVE_GAP_S = 300.0
 # The rules' state is remembered (in memory and in the saved state) before every gap of
 # more than 10 minutes between readings: a clock that jumped ahead and came back is
-# undone from the newest such checkpoint before the new line begins. One is kept per age
-# (an hour, a day, a week, 30 days, a year, older), so a jump of any size finds one.
+# undone from the newest such checkpoint before the new line begins. At most eight are
+# kept, thinned so that their spacing grows with their age (an hour apart lately, months
+# apart years back): a jump of any size finds one close before it. The checkpoint at a
+# leap ahead is the one with the widest gap after it, so it is the last to go.
 CHECKPOINT_GAP_S = 600.0
-CHECKPOINT_AGES = (3600.0, DAY, 7 * DAY, 30 * DAY, 365 * DAY)
+MAX_CHECKPOINTS = 8
 MAX_HELD = 512  # readings held while a step is confirmed (a few minutes of frames)
 
 
@@ -388,7 +390,7 @@ class ScrapPolicy:
 
     def _checkpoint(self, t: float) -> None:
         """What the rules know at ``t``, the newest reading before a gap (a stop, or a
-        clock that jumps ahead). Thinned to one per age."""
+        clock that jumps ahead). Thinned by relative spacing, newest and oldest kept."""
         self._checkpoints.append(
             copy.deepcopy(
                 {
@@ -401,11 +403,14 @@ class ScrapPolicy:
                 }
             )
         )
-        kept: dict[int, dict[str, Any]] = {}
-        for cp in self._checkpoints:  # oldest first: the newest of each age wins
-            age = t - cp["t"]
-            kept[sum(age >= a for a in CHECKPOINT_AGES)] = cp
-        self._checkpoints = sorted(kept.values(), key=lambda cp: cp["t"])
+        cps = self._checkpoints
+        while len(cps) > MAX_CHECKPOINTS:  # drop the one whose neighbours are closest,
+            del cps[  # relative to its age
+                min(
+                    range(1, len(cps) - 1),
+                    key=lambda i: (cps[i + 1]["t"] - cps[i - 1]["t"]) / max(t - cps[i]["t"], 1.0),
+                )
+            ]
 
     def _rebase(self) -> None:
         """A step back is confirmed: the rules go back to the newest checkpoint at or
