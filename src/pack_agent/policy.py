@@ -5,8 +5,9 @@ A decision never rests on one reading. Each rule kind (see docs/policy.md and
 a robust statistic over a window of daily aggregates held for days (capacity,
 resistance), a short run of confirming readings (safety, usage), or a condition
 that holds over days (age, forecast). Readings dated at or before the newest one
-a rule has seen are not evidence, so repeats, out-of-order frames and a clock
-that jumps back decide nothing.
+a rule has seen are not evidence, so repeats and out-of-order frames decide nothing;
+a clock that steps back and stays is adopted after a confirmation, from a checkpoint
+(``pack_agent.timeline``, docs/policy.md "A clock that steps").
 
 This module wires the engines to the readings, gates them by the ignition,
 latches what they find (until the pack is replaced), judges combinations and
@@ -452,8 +453,9 @@ class ScrapPolicy:
 
     def take_save_request(self) -> str | None:
         """Why the caller should save ``to_state()`` now, once: ``"ignition_off"`` (the
-        gated rules take nothing more until the next trip) or ``"new_day"`` (a reading of
-        a day the state does not have yet; the last day's aggregates are final); None when
+        gated rules take nothing more until the next trip), ``"new_day"`` (a reading of
+        a day the state does not have yet; the last day's aggregates are final) or
+        ``"rebased"`` (a clock step back was adopted); None when
         nothing asked since the last call."""
         asked, self._save_asked = self._save_asked, None
         return asked
