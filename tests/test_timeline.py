@@ -16,11 +16,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pack_agent.decoder import Reading
+from pack_agent.agent import Agent, run_loop
+from pack_agent.database import load_and_check
+from pack_agent.decoder import Decoder, Reading
 from pack_agent.policy import ScrapPolicy
+from pack_agent.replay import LogSource
+from pack_agent.sim.vehicle import code_pages, encode
+from pack_agent.store import Store
 from pack_agent.timeline import CONFIRM_S, CONFIRM_TIMES, LEAP_S, TOLERANCE_S, TimeLine, Verdict
 from test_agent_notices import Rig
-from test_agent_policy import AGEING, Run, _t, ageing_frames, config, uninterrupted
+from test_agent_policy import AGEING, Run, _health, _t, ageing_frames, config, uninterrupted
 from test_policy import CODE, T0, capacity, make, thermal
 
 __all__ = ["ageing_frames", "uninterrupted"]  # the fixtures, shared with test_agent_policy
@@ -247,5 +252,38 @@ def test_events_during_the_confirmation_are_unsure_then_not(tmp_path):
             "abandoned": "2028-01-01T08:00:02+00:00",
             "start": "2027-01-01T08:00:00+00:00",
         }
+        # the BMS silence watch runs on the new time (before, it waited for 2028)
+        rig.agent.tick(back + 720.0 + rig.cfg.health.bms_timeout_s)
+        silent = [e for e in rig.events if e.type == "bms.silent"]
+        assert len(silent) == 1  # (1000 days later here: the rig's timeout)
     finally:
         rig.close()
+
+
+def test_a_stray_frame_in_2035_does_not_stop_the_frame_clock(tmp_path):
+    """``clock = "frames"`` (the daemon's loop with ``clock=None``, as in replay): one BMS
+    frame stamped 2035 among a day of frames. Before, the loop's clock stayed in 2035:
+    one health sample stamped 2035, then none. Now the samples go on, hourly, on time."""
+    cfg = config(tmp_path, "frames")
+    cfg.health.publish_interval_s = 3600.0
+    db = load_and_check(cfg)
+    start = T0 + 0.5
+    frames = code_pages(db, AGEING.code, start)
+    for i in range(24 * 6):  # BMS_Health every 10 minutes for a day
+        t = start + 10 + i * 600.0
+        frames.append(encode(db, "BMS_Health", _health(90.0, 1), t))
+        if i == 36:  # one stray frame, 7 years ahead
+            frames.append(encode(db, "BMS_Health", _health(20.0, 1), t + 7 * YEAR))
+    store = Store(cfg.store_path())
+    events: list[Any] = []
+    try:
+        agent = Agent(cfg, Decoder(cfg, db), store, on_event=events.append)
+        source = LogSource(iter(frames), cfg)
+        run_loop(agent, source, None, source.stop, clock=None)
+    finally:
+        store.close()
+    health = [e for e in events if e.type == "pack.health"]
+    assert 22 <= len(health) <= 25
+    assert all(start <= e.time.timestamp() <= start + DAY for e in health)
+    assert not any(e.time_unsure for e in events)
+    assert not any(e.type.startswith("scrap.") for e in events)

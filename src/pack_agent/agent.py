@@ -154,7 +154,7 @@ class Agent:
             self._decide(decision, now)
         rebased = self.policy.take_rebase()
         if rebased is not None:
-            self._rebased("rules", *rebased)
+            self._rebased("rules", *rebased, now)
 
     def _decide(self, decision: ScrapDecision, now: float) -> None:
         with self.store.transaction():
@@ -454,7 +454,7 @@ class Agent:
         verdict = self.clock.judge(now)
         if verdict is Verdict.REBASED:
             assert self.clock.abandoned is not None and self.clock.adopted_from is not None
-            self._rebased("events", self.clock.abandoned, self.clock.adopted_from)
+            self._rebased("events", self.clock.abandoned, self.clock.adopted_from, now)
         return verdict in (Verdict.ON_LINE, Verdict.AHEAD, Verdict.REBASED)
 
     @property
@@ -462,11 +462,13 @@ class Agent:
         """The newest time on the agent's line (-inf before the first)."""
         return float("-inf") if self.clock.newest is None else self.clock.newest
 
-    def _rebased(self, by: str, abandoned: float, start: float) -> None:
+    def _rebased(self, by: str, abandoned: float, start: float, now: float) -> None:
         """A clock step back was confirmed (by the rules' readings or the agent's own
         time): logged, and reported in the status file and the next ``pack.health``.
-        The health and save schedules start again on the new time."""
+        The health and save schedules and the BMS silence watch start again on the new
+        time."""
         self._next_health = self._policy_saved_at = None
+        self.tracker.rebase(now)
         self._rebase_unreported = True
         self.clock_rebased = {
             "by": by,
