@@ -20,7 +20,6 @@ no I/O here: replaying the same readings gives the same decisions.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -51,6 +50,9 @@ IGNITION_OFF_SAVE_GAP_S = 300.0
 # leap ahead is the one with the widest gap after it, so it is the last to go.
 CHECKPOINT_GAP_S = 600.0
 MAX_CHECKPOINTS = 8
+# Two of them are saved with the state (it is written hourly, and at 100x speed in the
+# simulator on every trip): the newest, and the one before the widest gap (a leap ahead).
+SAVED_CHECKPOINTS = 2
 MAX_HELD = 512  # readings held while a step is confirmed (a few minutes of frames)
 
 
@@ -392,17 +394,21 @@ class ScrapPolicy:
     def _checkpoint(self, t: float) -> None:
         """What the rules know at ``t``, the newest reading before a gap (a stop, or a
         clock that jumps ahead). Thinned by relative spacing, newest and oldest kept."""
+        # engines' to_state() gives fresh lists (of immutable items), and their load_state()
+        # builds its own: a checkpoint shares nothing with the live engines, no deep copy
         self._checkpoints.append(
-            copy.deepcopy(
-                {
-                    "t": t,
-                    "engines": {rid: e.to_state() for rid, e in self._engines.items()},
-                    "gate": self._gate.to_state() if self._gate is not None else None,
-                    "trend_last": self._trend_stream.last,
-                    "forecast_since": self._forecast_since,
-                    "forecast_week": self._forecast_week,
-                }
-            )
+            {
+                "t": t,
+                "engines": {  # a latched rule's engine is not asked again
+                    rid: e.to_state()
+                    for rid, e in self._engines.items()
+                    if rid not in self._latched
+                },
+                "gate": self._gate.to_state() if self._gate is not None else None,
+                "trend_last": self._trend_stream.last,
+                "forecast_since": dict(self._forecast_since),
+                "forecast_week": self._forecast_week,
+            }
         )
         cps = self._checkpoints
         while len(cps) > MAX_CHECKPOINTS:  # drop the one whose neighbours are closest,
@@ -426,11 +432,11 @@ class ScrapPolicy:
             engine = engine_for(self._rules[rid])
             assert engine is not None
             if cp is not None and rid in cp["engines"]:
-                engine.load_state(copy.deepcopy(cp["engines"][rid]))
+                engine.load_state(cp["engines"][rid])
             self._engines[rid] = engine
         self._gate = _IgnitionGate(*self._gate_args) if self._ignition_metric else None
         if self._gate is not None and cp is not None and cp.get("gate"):
-            self._gate.load_state(copy.deepcopy(cp["gate"]))
+            self._gate.load_state(cp["gate"])
         self._trend_stream = Stream()
         self._trend_stream.last = cp["trend_last"] if cp is not None else None
         self._forecast_since = {r.id: None for r in self._forecasts}
@@ -442,6 +448,13 @@ class ScrapPolicy:
         self._day, self._off_asked_at = None, None  # both may lie in the abandoned future
         self._save_asked = "rebased"
         self._rebased = (line.abandoned, start)
+
+    def _saved_checkpoints(self) -> list[dict[str, Any]]:
+        cps = self._checkpoints
+        if len(cps) <= SAVED_CHECKPOINTS:
+            return list(cps)
+        widest = max(range(len(cps) - 1), key=lambda i: cps[i + 1]["t"] - cps[i]["t"])
+        return [cps[widest], cps[-1]]
 
     def take_rebase(self) -> tuple[float, float] | None:
         """``(abandoned, start)`` once after a step back was adopted: the newest time of
@@ -506,7 +519,7 @@ class ScrapPolicy:
             "gate": self._gate.to_state() if self._gate is not None else None,
             "save_asked": {"ignition_off_at": self._off_asked_at, "day": self._day},
             "line": self._line.to_state(),
-            "checkpoints": self._checkpoints,
+            "checkpoints": self._saved_checkpoints(),
         }
 
     def _load(self, s: dict[str, Any]) -> None:
