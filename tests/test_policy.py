@@ -483,16 +483,35 @@ def test_repeated_and_out_of_order_stamps_never_decide(healthy, replays):
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.floats(1 * DAY, 800 * DAY), st.integers(10, 80))
-def test_a_clock_that_jumps_back_never_decides(jump, days):
+@given(st.floats(2 * DAY, 800 * DAY), st.integers(10, 80))
+def test_a_clock_that_jumps_back_decides_only_on_its_new_line(jump, days):
+    """A step back that stays is adopted after five readings; what the rules knew from
+    after the new line's start (stamped by the abandoned clock) is not evidence."""
     p = ScrapPolicy([capacity(persistence_days=0), thermal()])
-    assert daily(p, [82.0] * 60) == []
-    assert daily(p, [0.0] * 60, metric="thermal_event") == []
+    for i in range(60):
+        assert p.observe(Reading("soh", 82.0, T0 + i * DAY), CODE) == []
+        assert p.observe(Reading("thermal_event", 0.0, T0 + i * DAY + 1), CODE) == []
     back = T0 + 60 * DAY - jump
     out = daily(p, [50.0] * days, t0=back)
-    out += alarms(p, [1] * 10, t0=back)
-    newest = T0 + 59 * DAY
-    assert all(d.time > newest for d in out)  # only readings after the newest can count
+    out += alarms(p, [1] * 10, t0=back + 1)
+    newest = T0 + 59 * DAY + 1
+    if back + 4 * DAY >= newest - 60:  # the new line caught up with the old one first
+        assert p.take_rebase() is None
+        assert all(d.time > newest for d in out)  # only readings after the newest count
+        return
+    assert p.take_rebase() == (newest, back)  # still behind at the fifth reading: adopted
+    for d in out:
+        assert d.time >= back + 4 * DAY  # not before the step was confirmed
+        for sample in d.data["samples"]:
+            if _t(sample["time"]) >= (back // DAY + 1) * DAY:  # days after the step: new only
+                assert sample["value"] in (50.0, 1.0)
+    # the rules went back to a checkpoint at most a few days before the step (checkpoints
+    # are thinned): 15 days of 50 % are a majority of any 28-day window after it
+    assert [d.rule_id for d in out].count("capacity-80") == 1 or days < 15
+
+
+def _t(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
 
 
 # -- latch and state across restarts ---------------------------------------------------

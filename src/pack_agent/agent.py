@@ -22,6 +22,7 @@ from pack_agent.errors import BusError
 from pack_agent.events import PLAUSIBLE_SINCE, EventDraft, utc_from_timestamp
 from pack_agent.notices import Cadence, Notice, NoticeAck, NoticeBook
 from pack_agent.policy import IGNITION_OFF_SAVE_GAP_S, ScrapDecision, ScrapPolicy
+from pack_agent.timeline import TimeLine, Verdict
 from pack_agent.tracker import Happening, PackTracker
 
 if TYPE_CHECKING:
@@ -89,13 +90,18 @@ class Agent:
         self._counts: dict[str, int] = {}
         self._last_notice_error: str | None = None
         self._warned: dict[str, float] = {}
-        self._latest_time = float("-inf")  # the newest time seen (ticks, events)
+        # the agent's time line (frames, ticks, events; this life only): a step back that
+        # persists is adopted (pack_agent.timeline), a lone wild stamp never is
+        self.clock = TimeLine(trusted_from=PLAUSIBLE_SINCE)
+        self.clock_rebased: dict[str, Any] | None = None  # the last adopted step back
+        self._rebase_unreported = False  # goes into the next pack.health
 
     # -- frames ---------------------------------------------------------------
 
     def handle_frame(self, bus: str, frame: can.Message, now: float) -> None:
         """One frame in; never raises for a bad frame (it is counted and logged, rate-limited)."""
         try:
+            self._judge_time(now)
             for notifier in self.notifiers:
                 if notifier.is_ack_frame(bus, frame):
                     self._heard_head_unit(now)
@@ -146,6 +152,9 @@ class Agent:
             self._on_ignition(reading.value >= self.config.notice.ignition_on_min, now)
         for decision in self.policy.observe(reading, self.tracker.code):
             self._decide(decision, now)
+        rebased = self.policy.take_rebase()
+        if rebased is not None:
+            self._rebased("rules", *rebased, now)
 
     def _decide(self, decision: ScrapDecision, now: float) -> None:
         with self.store.transaction():
@@ -349,7 +358,7 @@ class Agent:
 
     def tick(self, now: float) -> None:
         """Timers: BMS silence, health samples, notices due again."""
-        self._latest_time = max(self._latest_time, now)  # a clock that goes back is seen
+        self._judge_time(now)  # a clock that goes back is seen
         if self.uds is not None:
             for result in self.uds.drain():
                 self.handle_uds(result, now)
@@ -373,6 +382,9 @@ class Agent:
             with self.store.transaction():
                 if snapshot is not None:
                     snapshot["trend"] = self.policy.trend(now)
+                    if self._rebase_unreported and self.clock_rebased is not None:
+                        snapshot["clock_rebased"] = self.clock_rebased
+                        self._rebase_unreported = False
                     self._emit("pack.health", snapshot, now)
                 if save_due:
                     self.flush(now if hourly else None)
@@ -417,8 +429,7 @@ class Agent:
 
     def _emit(self, event_type: str, data: dict[str, Any], now: float) -> None:
         # seq is the order of truth; the time is flagged when the clock is unset or went back
-        unsure = now < PLAUSIBLE_SINCE or now < self._latest_time
-        self._latest_time = max(self._latest_time, now)
+        unsure = now < PLAUSIBLE_SINCE or not self._judge_time(now)
         if unsure:
             self._warn(
                 "time",
@@ -437,6 +448,39 @@ class Agent:
         log.info("event %s seq=%d %s", event.type, event.seq, event.event_id)
         if self._on_event is not None:
             self._on_event(event)
+
+    def _judge_time(self, now: float) -> bool:
+        """True when ``now`` is on the agent's time line (events are not ``time_unsure``)."""
+        verdict = self.clock.judge(now)
+        if verdict is Verdict.REBASED:
+            assert self.clock.abandoned is not None and self.clock.adopted_from is not None
+            self._rebased("events", self.clock.abandoned, self.clock.adopted_from, now)
+        return verdict in (Verdict.ON_LINE, Verdict.AHEAD, Verdict.REBASED)
+
+    @property
+    def _latest_time(self) -> float:
+        """The newest time on the agent's line (-inf before the first)."""
+        return float("-inf") if self.clock.newest is None else self.clock.newest
+
+    def _rebased(self, by: str, abandoned: float, start: float, now: float) -> None:
+        """A clock step back was confirmed (by the rules' readings or the agent's own
+        time): logged, and reported in the status file and the next ``pack.health``.
+        The health and save schedules and the BMS silence watch start again on the new
+        time."""
+        self._next_health = self._policy_saved_at = None
+        self.tracker.rebase(now)
+        self._rebase_unreported = True
+        self.clock_rebased = {
+            "by": by,
+            "abandoned": utc_from_timestamp(abandoned).isoformat(),
+            "start": utc_from_timestamp(start).isoformat(),
+        }
+        log.warning(
+            "clock stepped back from %s to %s and stayed: the %s continue on the new time",
+            self.clock_rebased["abandoned"],
+            self.clock_rebased["start"],
+            "rules" if by == "rules" else "event times",
+        )
 
     def _warn(self, key: str, message: str, exc: bool = False, every_s: float = 60.0) -> None:
         """At most one warning per ``key`` a minute: a broken frame at 100 Hz must not fill
@@ -481,6 +525,10 @@ def run_loop(
             bus, frame = item
             frame_time = max(frame_time, frame.timestamp)
             agent.handle_frame(bus, frame, frame.timestamp if clock is None else clock())
+            newest = agent.clock.newest
+            if clock is None and newest is not None and newest < frame_time:
+                # a stray stamp ahead (not taken) or a step back the agent adopted
+                frame_time = last_frame_tick = newest
             if clock is None and frame_time - last_frame_tick >= TICK_S:
                 last_frame_tick = frame_time
                 agent.tick(frame_time)

@@ -276,6 +276,7 @@ class Daemon:
                 "frames_decoded": self.agent.decoder.stats.frames,
                 "frames_dropped": dict(self.agent.decoder.stats.dropped.most_common(20)),
                 "stale_readings": self.agent.stale_readings,
+                "clock_rebased": self.agent.clock_rebased,
                 "notice_failures": self.agent.notice_failures,
                 "latest": {
                     k: {"value": r.value, "time": r.time} for k, r in sorted(tracker.latest.items())

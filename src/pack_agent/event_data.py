@@ -121,6 +121,16 @@ class Trend(_Data):
     forecasts: list[Forecast] | None = None
 
 
+class ClockRebased(_Data):
+    """A clock step back that persisted and was adopted (docs/policy.md, "Time")."""
+
+    by: Literal["rules", "events"] = Field(
+        description="Who confirmed it: the rules' readings, or the agent's own time."
+    )
+    abandoned: str = Field(description="ISO 8601: the newest time of the line left behind.")
+    start: str = Field(description="ISO 8601: the first time stamp of the adopted line.")
+
+
 @data_model("pack.health")
 class PackHealth(_Data):
     """A periodic sample of the pack's fresh metrics (health.publish_interval_s)."""
@@ -130,6 +140,9 @@ class PackHealth(_Data):
         description="Metric name (soh, soc, capacity...) -> its value; only fresh readings."
     )
     trend: Trend | None = None
+    clock_rebased: ClockRebased | None = Field(
+        default=None, description="Only in the first sample after a clock step was adopted."
+    )
 
 
 class Description(_Data):

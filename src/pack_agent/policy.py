@@ -5,8 +5,9 @@ A decision never rests on one reading. Each rule kind (see docs/policy.md and
 a robust statistic over a window of daily aggregates held for days (capacity,
 resistance), a short run of confirming readings (safety, usage), or a condition
 that holds over days (age, forecast). Readings dated at or before the newest one
-a rule has seen are not evidence, so repeats, out-of-order frames and a clock
-that jumps back decide nothing.
+a rule has seen are not evidence, so repeats and out-of-order frames decide nothing;
+a clock that steps back and stays is adopted after a confirmation, from a checkpoint
+(``pack_agent.timeline``, docs/policy.md "A clock that steps").
 
 This module wires the engines to the readings, gates them by the ignition,
 latches what they find (until the pack is replaced), judges combinations and
@@ -24,9 +25,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pack_agent.decoder import Reading
-from pack_agent.events import iso_date, iso_time
+from pack_agent.events import PLAUSIBLE_SINCE, iso_date, iso_time
 from pack_agent.ruleconfig import CapacityRule, ForecastRule, combination_order
 from pack_agent.rules import RuleEngine, Stream, compare, engine_for
+from pack_agent.timeline import TimeLine, Verdict
 from pack_agent.trend import DAY, YEAR_DAYS, SohHistory, day_of, soh_trend, trend_report
 from pack_agent.trend import forecast as trend_forecast
 
@@ -40,6 +42,18 @@ FORECAST_EVERY_DAYS = 7
 # At most one save asked for at ignition Off per 5 minutes (of reading time): a flapping
 # ignition signal costs at most 12 extra saves an hour; a stop of a few minutes is saved.
 IGNITION_OFF_SAVE_GAP_S = 300.0
+# The rules' state is remembered (in memory and in the saved state) before every gap of
+# more than 10 minutes between readings: a clock that jumped ahead and came back is
+# undone from the newest such checkpoint before the new line begins. At most eight are
+# kept, thinned so that their spacing grows with their age (an hour apart lately, months
+# apart years back): a jump of any size finds one close before it. The checkpoint at a
+# leap ahead is the one with the widest gap after it, so it is the last to go.
+CHECKPOINT_GAP_S = 600.0
+MAX_CHECKPOINTS = 8
+# Two of them are saved with the state (it is written hourly, and at 100x speed in the
+# simulator on every trip): the newest, and the one before the widest gap (a leap ahead).
+SAVED_CHECKPOINTS = 2
+MAX_HELD = 512  # readings held while a step is confirmed (a few minutes of frames)
 
 
 @dataclass(frozen=True)
@@ -145,6 +159,9 @@ class ScrapPolicy:
         self._save_asked: str | None = None  # why the state should be saved now
         self._off_asked_at: float | None = None  # the last save asked at ignition Off
         self._day: int | None = None  # the newest day that went into a daily aggregate
+        self._line = TimeLine(trusted_from=PLAUSIBLE_SINCE)
+        self._held: list[Reading] = []  # readings of a candidate time line
+        self._rebased: tuple[float, float] | None = None  # (abandoned newest, new line start)
         if state and state.get("version") == STATE_VERSION and state.get("pack_code") == pack_code:
             self._load(state)
 
@@ -188,6 +205,7 @@ class ScrapPolicy:
         self._trend_stream = Stream()
         self._forecast_since: dict[str, float | None] = {r.id: None for r in self._forecasts}
         self._forecast_week: int | None = None
+        self._checkpoints: list[dict[str, Any]] = []
 
     # -- what is known -------------------------------------------------------------
 
@@ -211,8 +229,33 @@ class ScrapPolicy:
     # -- readings --------------------------------------------------------------------
 
     def observe(self, reading: Reading, pack_code: str | None) -> list[ScrapDecision]:
-        """One reading in; the decisions it completes out (latched, never repeated)."""
+        """One reading in; the decisions it completes out (latched, never repeated).
+
+        Its time is judged first (``pack_agent.timeline``): a stamp of a candidate time
+        line is held until the line is confirmed, then judged; a confirmed step back
+        restores the rules to the newest checkpoint before the new line (docs/policy.md,
+        "Time")."""
         self.pack_code = pack_code
+        before = self._line.newest
+        verdict = self._line.judge(reading.time)
+        if verdict is Verdict.HELD:
+            if self._line.started:
+                self._held.clear()  # the last candidate was not continued: noise
+            if len(self._held) < MAX_HELD:
+                self._held.append(reading)
+            return []
+        held, self._held = self._held, []
+        if verdict is Verdict.REBASED:
+            self._rebase()
+        elif before is not None and reading.time - before > CHECKPOINT_GAP_S:
+            self._checkpoint(before)
+        out: list[ScrapDecision] = []
+        if verdict in (Verdict.AHEAD, Verdict.REBASED):
+            for r in sorted(held, key=lambda r: r.time):
+                out += self._observe(r)
+        return out + self._observe(reading)
+
+    def _observe(self, reading: Reading) -> list[ScrapDecision]:
         if self._gate is not None and reading.metric == self._ignition_metric:
             out: list[ScrapDecision] = []
             was_on = self._gate.on
@@ -346,12 +389,86 @@ class ScrapPolicy:
             )
         return out
 
+    # -- a clock step ---------------------------------------------------------------
+
+    def _checkpoint(self, t: float) -> None:
+        """What the rules know at ``t``, the newest reading before a gap (a stop, or a
+        clock that jumps ahead). Thinned by relative spacing, newest and oldest kept."""
+        # engines' to_state() gives fresh lists (of immutable items), and their load_state()
+        # builds its own: a checkpoint shares nothing with the live engines, no deep copy
+        self._checkpoints.append(
+            {
+                "t": t,
+                "engines": {  # a latched rule's engine is not asked again
+                    rid: e.to_state()
+                    for rid, e in self._engines.items()
+                    if rid not in self._latched
+                },
+                "gate": self._gate.to_state() if self._gate is not None else None,
+                "trend_last": self._trend_stream.last,
+                "forecast_since": dict(self._forecast_since),
+                "forecast_week": self._forecast_week,
+            }
+        )
+        cps = self._checkpoints
+        while len(cps) > MAX_CHECKPOINTS:  # drop the one whose neighbours are closest,
+            del cps[  # relative to its age
+                min(
+                    range(1, len(cps) - 1),
+                    key=lambda i: (cps[i + 1]["t"] - cps[i - 1]["t"]) / max(t - cps[i]["t"], 1.0),
+                )
+            ]
+
+    def _rebase(self) -> None:
+        """A step back is confirmed: the rules go back to the newest checkpoint at or
+        before the new line's first stamp; what they learnt after it was stamped by a
+        wrong clock. Latches stay (a decision is never taken back)."""
+        line = self._line
+        start = line.adopted_from
+        assert start is not None and line.abandoned is not None
+        self._checkpoints = [cp for cp in self._checkpoints if cp["t"] <= start]
+        cp = self._checkpoints[-1] if self._checkpoints else None
+        for rid in list(self._engines):
+            engine = engine_for(self._rules[rid])
+            assert engine is not None
+            if cp is not None and rid in cp["engines"]:
+                engine.load_state(cp["engines"][rid])
+            self._engines[rid] = engine
+        self._gate = _IgnitionGate(*self._gate_args) if self._ignition_metric else None
+        if self._gate is not None and cp is not None and cp.get("gate"):
+            self._gate.load_state(cp["gate"])
+        self._trend_stream = Stream()
+        self._trend_stream.last = cp["trend_last"] if cp is not None else None
+        self._forecast_since = {r.id: None for r in self._forecasts}
+        self._forecast_week = cp["forecast_week"] if cp is not None else None
+        for rid, since in (cp["forecast_since"] if cp is not None else {}).items():
+            if rid in self._forecast_since:
+                self._forecast_since[rid] = since
+        self.history.drop_after(cp["t"] if cp is not None else start)
+        self._day, self._off_asked_at = None, None  # both may lie in the abandoned future
+        self._save_asked = "rebased"
+        self._rebased = (line.abandoned, start)
+
+    def _saved_checkpoints(self) -> list[dict[str, Any]]:
+        cps = self._checkpoints
+        if len(cps) <= SAVED_CHECKPOINTS:
+            return list(cps)
+        widest = max(range(len(cps) - 1), key=lambda i: cps[i + 1]["t"] - cps[i]["t"])
+        return [cps[widest], cps[-1]]
+
+    def take_rebase(self) -> tuple[float, float] | None:
+        """``(abandoned, start)`` once after a step back was adopted: the newest time of
+        the line left behind and the first stamp of the new one."""
+        rebased, self._rebased = self._rebased, None
+        return rebased
+
     # -- when the state is worth saving at once ----------------------------------------
 
     def take_save_request(self) -> str | None:
         """Why the caller should save ``to_state()`` now, once: ``"ignition_off"`` (the
-        gated rules take nothing more until the next trip) or ``"new_day"`` (a reading of
-        a day the state does not have yet; the last day's aggregates are final); None when
+        gated rules take nothing more until the next trip), ``"new_day"`` (a reading of
+        a day the state does not have yet; the last day's aggregates are final) or
+        ``"rebased"`` (a clock step back was adopted); None when
         nothing asked since the last call."""
         asked, self._save_asked = self._save_asked, None
         return asked
@@ -401,6 +518,8 @@ class ScrapPolicy:
             "forecast_week": self._forecast_week,
             "gate": self._gate.to_state() if self._gate is not None else None,
             "save_asked": {"ignition_off_at": self._off_asked_at, "day": self._day},
+            "line": self._line.to_state(),
+            "checkpoints": self._saved_checkpoints(),
         }
 
     def _load(self, s: dict[str, Any]) -> None:
@@ -421,3 +540,6 @@ class ScrapPolicy:
         for rid, since in s.get("forecast_since", {}).items():
             if rid in self._forecast_since:
                 self._forecast_since[rid] = since
+        # absent in a state from an earlier version: the line starts at the next reading
+        self._line.load_state(s.get("line") or {})
+        self._checkpoints = list(s.get("checkpoints") or [])

@@ -60,6 +60,13 @@ class PackTracker:
             return [("bms.recovered", {"pack_code": self.code})]
         return []
 
+    def rebase(self, now: float) -> None:
+        """A clock step back was adopted: what was stamped after ``now`` came from the
+        abandoned time line (it would look fresh for years, and the BMS never silent)."""
+        if self._last_frame is not None and self._last_frame > now:
+            self._last_frame = now
+        self.latest = {m: r for m, r in self.latest.items() if r.time <= now}
+
     def check_silence(self, now: float) -> list[Happening]:
         if self._silent or self._last_frame is None:
             return []

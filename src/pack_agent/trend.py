@@ -188,6 +188,17 @@ class SohHistory:
         today = self._today_point()
         return [*self.points, today] if today is not None else list(self.points)
 
+    def drop_after(self, t: float) -> None:
+        """A clock step back was adopted: points stamped after ``t`` came from a clock
+        that was wrong and are dropped (a day that straddles ``t`` goes with them)."""
+        self.points = [p for p in self.points if p.t <= t]
+        if self.today is not None and (self.today.last is None or self.today.last > t):
+            self.today, self.today_odometer = None, None
+        if self.last_time is not None and self.last_time > t:
+            self.last_time = t
+        if self._odo is not None and self._odo[0] > day_of(t):
+            self._odo = None
+
     def to_state(self) -> dict[str, Any]:
         return {
             "points": [[p.level, p.key, p.t, p.value, p.n, p.odometer] for p in self.points],

@@ -48,7 +48,7 @@ class ConfirmEngine(RuleEngine):
         }
 
     def to_state(self) -> dict[str, Any]:
-        return {"last": self.stream.last, "run": self.run}
+        return {"last": self.stream.last, "run": list(self.run)}
 
     def load_state(self, s: dict[str, Any]) -> None:
         self.stream.last = s.get("last")

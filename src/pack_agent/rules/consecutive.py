@@ -49,7 +49,7 @@ class ConsecutiveEngine(RuleEngine):
         }
 
     def to_state(self) -> dict[str, Any]:
-        return {"run": self.run, "last_sample": self.last_sample}
+        return {"run": list(self.run), "last_sample": self.last_sample}
 
     def load_state(self, s: dict[str, Any]) -> None:
         self.run = [(float(t), float(v)) for t, v in s.get("run", [])]
