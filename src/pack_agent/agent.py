@@ -468,6 +468,7 @@ class Agent:
         The health and save schedules and the BMS silence watch start again on the new
         time."""
         self._next_health = self._policy_saved_at = None
+        self._ignition_saved_at = -math.inf  # its save schedule too
         self.tracker.rebase(now)
         self._rebase_unreported = True
         self.clock_rebased = {
