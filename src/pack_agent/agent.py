@@ -526,13 +526,14 @@ def run_loop(
             bus, frame = item
             frame_time = max(frame_time, frame.timestamp)
             agent.handle_frame(bus, frame, frame.timestamp if clock is None else clock())
-            newest = agent.clock.newest
-            if clock is None and newest is not None and newest < frame_time:
-                # a stray stamp ahead (not taken) or a step back the agent adopted
-                frame_time = last_frame_tick = newest
-            if clock is None and frame_time - last_frame_tick >= TICK_S:
-                last_frame_tick = frame_time
-                agent.tick(frame_time)
+            if clock is None:
+                newest = agent.clock.newest
+                if newest is not None and newest < frame_time:
+                    # a stray stamp ahead (not taken) or a step back the agent adopted
+                    frame_time = last_frame_tick = newest
+                if frame_time - last_frame_tick >= TICK_S:
+                    last_frame_tick = frame_time
+                    agent.tick(frame_time)
         if uplink is not None and (pumping or item is not None):
             # an event a frame caused goes out now, not at the next tick
             uplink.poll(PUMP_WAIT_S if pumping and item is None else 0.0)

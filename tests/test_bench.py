@@ -1,0 +1,41 @@
+"""The benchmarks still run: each one, small, as `scripts/bench` runs it (a change to the
+agent's interfaces once broke bench/uplink.py without any test noticing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KONA = ROOT.parent / "shared" / "real-world" / "kona-ev"
+
+
+def run_bench(*args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_uplink_bench_runs() -> None:
+    figures = run_bench("bench/uplink.py", "--events", "2000", "--rounds", "1", "--seconds", "1")
+    assert figures["events"] == 2000 and figures["drain_per_s"] > 0
+    assert figures["latency_events"] > 0
+
+
+def test_policy_bench_runs() -> None:
+    figures = run_bench("bench/bench_policy.py")
+    assert figures["reading_us_reference_rules"] > 0 and figures["history_points_after_15_years"]
+
+
+@pytest.mark.skipif(not KONA.exists(), reason="real-world data not beside the project")
+def test_ingest_bench_runs() -> None:
+    figures = run_bench("bench/ingest.py", "--frames", "50000", "--rounds", "1")
+    assert figures["pack_agent_fps"] > 0 and figures["frames"] >= 50000
