@@ -9,6 +9,7 @@ the corrected clock are not ``time_unsure``, and the same through a restart.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import can
@@ -55,7 +56,7 @@ def test_a_late_frame_is_late_and_the_old_line_alive_drops_the_candidate():
         assert line.judge(T0 - DAY + i * 100.0) is Verdict.HELD
     assert line.judge(T0 + 1) is Verdict.ON_LINE  # the old line is alive
     assert line.judge(T0 - DAY + 900.0) is Verdict.HELD  # starts again
-    assert line.candidate == [T0 - DAY + 900.0]
+    assert (line.candidate_first, line.candidate_count) == (T0 - DAY + 900.0, 1)
 
 
 def test_a_leap_ahead_waits_for_a_second_stamp_unless_the_clock_was_unset():
@@ -95,7 +96,8 @@ def test_single_wild_stamps_never_move_the_line(steps):
     for wild, off in steps:
         assert line.judge(t) is Verdict.ON_LINE
         if wild:
-            assert line.judge(t - off) is Verdict.HELD
+            # held, or never evidence at all (before the epoch, past 2200)
+            assert line.judge(t - off) in (Verdict.HELD, Verdict.LATE)
         t += 10.0
     assert line.newest == t - 10.0 and line.abandoned is None
 
@@ -287,3 +289,39 @@ def test_a_stray_frame_in_2035_does_not_stop_the_frame_clock(tmp_path):
     assert all(start <= e.time.timestamp() <= start + DAY for e in health)
     assert not any(e.time_unsure for e in events)
     assert not any(e.type.startswith("scrap.") for e in events)
+
+
+def test_a_stray_frame_ahead_does_not_keep_a_silent_bms_alive(tmp_path):
+    """One frame stamped 7 years ahead, then the BMS goes quiet: ``bms.silent`` still
+    comes after ``bms_timeout_s`` (the stray stamp proved nothing: the line held it)."""
+    cfg = config(tmp_path, "silence")
+    cfg.health.bms_timeout_s = 600.0
+    db = load_and_check(cfg)
+    frames = code_pages(db, AGEING.code, T0)
+    frames += [encode(db, "BMS_Health", _health(90.0, 1), T0 + 10 + i * 60.0) for i in range(10)]
+    frames.append(encode(db, "BMS_Health", _health(20.0, 1), T0 + 700 + 7 * YEAR))
+    store = Store(cfg.store_path())
+    events: list[Any] = []
+    try:
+        agent = Agent(cfg, Decoder(cfg, db), store, on_event=events.append)
+        for f in frames:
+            agent.handle_frame("powertrain", f, f.timestamp)
+        for minute in range(12, 60):  # the BMS says nothing more
+            agent.tick(T0 + minute * 60.0)
+    finally:
+        store.close()
+    assert [e.type for e in events].count("bms.silent") == 1
+    assert not any(e.type.startswith("scrap.") for e in events)
+
+
+def test_stamps_that_are_no_time_at_all_change_nothing():
+    line = TimeLine(trusted_from=T0 - YEAR)
+    for t in (math.nan, math.inf, -math.inf, 1e18):
+        assert line.judge(t) is Verdict.LATE and line.newest is None  # not even a first
+    line.judge(T0)
+    for t in (math.nan, 1e18, 30.0, -5.0):  # garbage, and an unset clock after a set one
+        assert line.judge(t) is Verdict.LATE
+    assert (line.newest, line.candidate_count) == (T0, 0)
+    for i in range(100_000):  # a candidate behind keeps three numbers, not every stamp
+        line.judge(T0 - DAY + i * 0.001)
+    assert line.candidate_count == 100_000 and line.newest == T0

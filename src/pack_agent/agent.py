@@ -94,6 +94,7 @@ class Agent:
         # persists is adopted (pack_agent.timeline), a lone wild stamp never is
         self.clock = TimeLine(trusted_from=PLAUSIBLE_SINCE)
         self.clock_rebased: dict[str, Any] | None = None  # the last adopted step back
+        self._frame_held = False  # the frame at hand is stamped ahead of the time line
         self._rebase_unreported = False  # goes into the next pack.health
 
     # -- frames ---------------------------------------------------------------
@@ -102,6 +103,9 @@ class Agent:
         """One frame in; never raises for a bad frame (it is counted and logged, rate-limited)."""
         try:
             self._judge_time(now)
+            # a stamp the line holds ahead (a stray 2035 frame) must not prove the BMS
+            # alive, or make its readings look fresh, until the line takes it
+            self._frame_held = self.clock.newest is not None and now > self.clock.newest
             for notifier in self.notifiers:
                 if notifier.is_ack_frame(bus, frame):
                     self._heard_head_unit(now)
@@ -112,7 +116,8 @@ class Agent:
             for item in self.decoder.decode(bus, frame, now):
                 if isinstance(item, CodePage):
                     code = self.assembler.feed(item)
-                    self._apply(self.tracker.on_frame(now), now)
+                    if not self._frame_held:
+                        self._apply(self.tracker.on_frame(now), now)
                     if code is not None:
                         self._on_code(code, now)
                 else:
@@ -120,6 +125,8 @@ class Agent:
         except Exception:
             self.frame_errors += 1
             self._warn("frame", f"frame 0x{frame.arbitration_id:X} on {bus} not handled", exc=True)
+        finally:
+            self._frame_held = False
 
     def _on_code(self, code: str, now: float) -> None:
         before = self.tracker.code
@@ -147,7 +154,8 @@ class Agent:
         if self.tracker.is_stale(reading, now):
             self.stale_readings += 1  # judged by its own time: never feeds a rule
             return
-        self._apply(self.tracker.on_reading(reading), now)
+        if not self._frame_held:
+            self._apply(self.tracker.on_reading(reading), now)
         if reading.metric == "ignition":
             self._on_ignition(reading.value >= self.config.notice.ignition_on_min, now)
         for decision in self.policy.observe(reading, self.tracker.code):

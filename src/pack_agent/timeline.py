@@ -17,11 +17,16 @@ that was never real. Pure: the times come in as arguments, nothing is read or wr
 - A stamp more than ``leap_s`` ahead is held until a later stamp continues it (a lone
   stamp in 2035 is never taken); a line that starts before ``trusted_from`` (a gateway
   at 1970) takes a leap at once: that is the clock being set.
+- Never evidence (``LATE``, nothing changes): a stamp that is not a finite number or is
+  past ``MAX_TIME``, and, once the line is at or after ``trusted_from``, a stamp before
+  it (a gateway that booted at 1970 and runs for minutes before NTP must not make the
+  rules go back to 1970 and forget what they knew).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -34,6 +39,8 @@ CONFIRM_TIMES = 5
 CONFIRM_S = 300.0
 # A stamp more than 30 days ahead waits for a second one that continues it.
 LEAP_S = 30 * DAY
+# No vehicle clock means a time past 2200-01-01: such a stamp is garbage, never a line.
+MAX_TIME = 7_258_118_400.0
 
 
 class Verdict(Enum):
@@ -54,7 +61,11 @@ class TimeLine:
     leap_s: float = LEAP_S
     trusted_from: float = 0.0  # a line before this time takes a leap at once
     newest: float | None = None
-    candidate: list[float] = field(default_factory=list)  # distinct stamps, increasing
+    # the candidate line: its first and last stamps and how many distinct ones (bounded
+    # memory, whatever the stream)
+    candidate_first: float | None = None
+    candidate_last: float | None = None
+    candidate_count: int = 0
     candidate_ahead: bool = False
     abandoned: float | None = None  # the newest time of the last line left behind
     adopted_from: float | None = None  # the first stamp of the last line adopted
@@ -63,38 +74,52 @@ class TimeLine:
     def judge(self, t: float) -> Verdict:
         self.started = False
         newest = self.newest
+        if not (math.isfinite(t) and t <= MAX_TIME):
+            return Verdict.LATE
+        if newest is not None and t < self.trusted_from <= newest:
+            return Verdict.LATE  # an unset clock after a set one: not a time line
         if newest is None:
             self.newest = t
             return Verdict.ON_LINE
         if t > newest + self.leap_s and newest >= self.trusted_from:
             return self._candidate(t, ahead=True)
         if t >= newest:
-            self.candidate.clear()
+            self._drop_candidate()
             self.newest = t
             return Verdict.ON_LINE
         if t >= newest - self.tolerance_s:
-            self.candidate.clear()
+            self._drop_candidate()
             return Verdict.LATE
         return self._candidate(t, ahead=False)
 
+    def _drop_candidate(self) -> None:
+        self.candidate_first = self.candidate_last = None
+        self.candidate_count = 0
+
     def _candidate(self, t: float, ahead: bool) -> Verdict:
-        c = self.candidate
-        if c and (self.candidate_ahead != ahead or t < c[-1]):
-            c.clear()  # not a continuation: a new candidate
+        last = self.candidate_last
+        if last is not None and (self.candidate_ahead != ahead or t < last):
+            self._drop_candidate()  # not a continuation: a new candidate
         self.candidate_ahead = ahead
-        self.started = not c
-        if not c or t > c[-1]:
-            c.append(t)
+        self.started = self.candidate_count == 0
+        if self.candidate_first is None:
+            self.candidate_first = self.candidate_last = t
+            self.candidate_count = 1
+        elif t > self.candidate_last:  # type: ignore[operator]
+            self.candidate_last = t
+            self.candidate_count += 1
+        first, last = self.candidate_first, self.candidate_last
+        assert first is not None and last is not None
         if ahead:
-            if len(c) < 2:
+            if self.candidate_count < 2:
                 return Verdict.HELD
-            self.adopted_from, self.newest = c[0], c[-1]
-            c.clear()
+            self.adopted_from, self.newest = first, last
+            self._drop_candidate()
             return Verdict.AHEAD
-        if len(c) < self.confirm_times or c[-1] - c[0] < self.confirm_s:
+        if self.candidate_count < self.confirm_times or last - first < self.confirm_s:
             return Verdict.HELD
-        self.abandoned, self.adopted_from, self.newest = self.newest, c[0], c[-1]
-        c.clear()
+        self.abandoned, self.adopted_from, self.newest = self.newest, first, last
+        self._drop_candidate()
         return Verdict.REBASED
 
     def to_state(self) -> dict[str, Any]:
@@ -105,4 +130,4 @@ class TimeLine:
         self.newest = s.get("newest")
         self.abandoned = s.get("abandoned")
         self.adopted_from = s.get("from")
-        self.candidate.clear()
+        self._drop_candidate()
