@@ -94,7 +94,6 @@ class Agent:
         # persists is adopted (pack_agent.timeline), a lone wild stamp never is
         self.clock = TimeLine(trusted_from=PLAUSIBLE_SINCE)
         self.clock_rebased: dict[str, Any] | None = None  # the last adopted step back
-        self._frame_held = False  # the frame at hand is stamped ahead of the time line
         self._rebase_unreported = False  # goes into the next pack.health
 
     # -- frames ---------------------------------------------------------------
@@ -105,7 +104,7 @@ class Agent:
             self._judge_time(now)
             # a stamp the line holds ahead (a stray 2035 frame) must not prove the BMS
             # alive, or make its readings look fresh, until the line takes it
-            self._frame_held = self.clock.newest is not None and now > self.clock.newest
+            held = self.clock.newest is not None and now > self.clock.newest
             for notifier in self.notifiers:
                 if notifier.is_ack_frame(bus, frame):
                     self._heard_head_unit(now)
@@ -116,17 +115,15 @@ class Agent:
             for item in self.decoder.decode(bus, frame, now):
                 if isinstance(item, CodePage):
                     code = self.assembler.feed(item)
-                    if not self._frame_held:
+                    if not held:
                         self._apply(self.tracker.on_frame(now), now)
                     if code is not None:
                         self._on_code(code, now)
                 else:
-                    self._on_reading(item, now)
+                    self._on_reading(item, now, held)
         except Exception:
             self.frame_errors += 1
             self._warn("frame", f"frame 0x{frame.arbitration_id:X} on {bus} not handled", exc=True)
-        finally:
-            self._frame_held = False
 
     def _on_code(self, code: str, now: float) -> None:
         before = self.tracker.code
@@ -150,11 +147,12 @@ class Agent:
                 except BusError as exc:
                     self._warn("withdraw", f"notice withdraw not sent: {exc}")
 
-    def _on_reading(self, reading: Reading, now: float) -> None:
+    def _on_reading(self, reading: Reading, now: float, held: bool = False) -> None:
+        """``held``: stamped ahead of the time line (the tracker does not take it)."""
         if self.tracker.is_stale(reading, now):
             self.stale_readings += 1  # judged by its own time: never feeds a rule
             return
-        if not self._frame_held:
+        if not held:
             self._apply(self.tracker.on_reading(reading), now)
         if reading.metric == "ignition":
             self._on_ignition(reading.value >= self.config.notice.ignition_on_min, now)

@@ -287,12 +287,12 @@ class AgentConfig:
         tls = self.mqtt.tls
         if tls is None:
             return self.mqtt
-        files = {
-            f.name: None if v is None else str(resolve_path(v, self.base_dir))
-            for f in fields(tls)
-            for v in [getattr(tls, f.name)]
-        }
-        return replace(self.mqtt, tls=TlsSettings(**files))
+
+        def resolved(value: str | None) -> str | None:
+            return None if value is None else str(resolve_path(value, self.base_dir))
+
+        files = TlsSettings(resolved(tls.ca_file), resolved(tls.cert_file), resolved(tls.key_file))
+        return replace(self.mqtt, tls=files)
 
     def bus_names(self) -> list[str]:
         return [b.name for b in self.buses]
