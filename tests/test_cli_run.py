@@ -49,6 +49,16 @@ status_file = "{tmp / "run" / "status.json"}"
 """)
 
 
+def start_agent(cfg: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """``pack-agent run`` with this tree's code, its log on a pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pack_agent", "run", "--config", str(cfg), *args],
+        env={**env, "PYTHONPATH": str(SRC)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 class Systemd:
     """systemd's end of the notify socket."""
 
@@ -95,21 +105,11 @@ def test_ready_watchdog_reload_and_clean_stop(broker, tmp_path):
     cfg = tmp_path / "agent.toml"
     write_config(cfg, broker.port, tmp_path)
     systemd = Systemd(tmp_path / "notify")
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(SRC),
-        "NOTIFY_SOCKET": str(systemd.path),
-        "WATCHDOG_USEC": "400000",
-    }
+    env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "400000"}
     env.pop("WATCHDOG_PID", None)
     with Subscriber(broker) as backend:
         started = time.monotonic()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pack_agent", "run", "--config", str(cfg)],
-            env=env,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_agent(cfg, env)
         try:
             ready = systemd.wait("READY=1", 20) - started
             print(f"exec to READY=1: {ready:.3f} s")
@@ -163,13 +163,7 @@ def test_a_broken_configuration_on_sighup_keeps_the_running_one(broker, tmp_path
     cfg = tmp_path / "agent.toml"
     write_config(cfg, broker.port, tmp_path)
     systemd = Systemd(tmp_path / "notify")
-    env = {**os.environ, "PYTHONPATH": str(SRC), "NOTIFY_SOCKET": str(systemd.path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pack_agent", "run", "-c", str(cfg)],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_agent(cfg, {**os.environ, "NOTIFY_SOCKET": str(systemd.path)})
     try:
         systemd.wait("READY=1", 20)
         cfg.write_text(cfg.read_text().replace("[health]", "[health]\nno_such_key = 1"))
@@ -191,12 +185,7 @@ def test_a_broken_configuration_on_sighup_keeps_the_running_one(broker, tmp_path
 def test_json_log_lines(broker, tmp_path, fmt):
     cfg = tmp_path / "agent.toml"
     write_config(cfg, broker.port, tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pack_agent", "run", "-c", str(cfg), "--log-format", fmt],
-        env={**os.environ, "PYTHONPATH": str(SRC)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_agent(cfg, dict(os.environ), "--log-format", fmt)
     try:
         deadline = time.monotonic() + 20
         while not (tmp_path / "run" / "status.json").exists():

@@ -59,6 +59,15 @@ class AgentThread:
         assert not self._thread.is_alive()
 
 
+def notified_on(events: list[dict[str, Any]], channel: str) -> list[dict[str, Any]]:
+    """The data of the owner.notified events (as the backend got them) on one channel."""
+    return [
+        e["data"]
+        for e in events
+        if e["type"] == "owner.notified" and e["data"]["channel"] == channel
+    ]
+
+
 def make_config(tmp_path: Path, port: int) -> tuple[AgentConfig, str]:
     channel = f"test-{uuid.uuid4().hex[:10]}"
     return demo_config(load_config(reference_config_path()), channel, port, tmp_path), channel
@@ -128,14 +137,8 @@ def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
     order = [e["type"] for e in events if e["type"] != "pack.health"]
     assert order[:3] == ["pack.identified", "scrap.condition_met", "owner.notified"]
     assert order[-1] == "owner.acknowledged"
-    can_notified = [
-        e["data"] for e in events if e["type"] == "owner.notified" and e["data"]["channel"] == "can"
-    ]
-    mqtt_notified = [
-        e["data"]
-        for e in events
-        if e["type"] == "owner.notified" and e["data"]["channel"] == "mqtt"
-    ]
+    can_notified = notified_on(events, "can")
+    mqtt_notified = notified_on(events, "mqtt")
     # the second channel: one owner.notice per attempt, on its own topic
     assert [n["attempt"] for n in mqtt_notified] == [n["attempt"] for n in can_notified]
     copies = [e["data"] for e in events if e["type"] == "owner.notice"]
@@ -309,14 +312,8 @@ def test_a_failing_bus_is_reported_retried_and_the_notice_delivered(broker, tmp_
     assert failures[0]["reason"] == "bus_error" and "bus-off" in failures[0]["error"]
     # a week with nothing from the head unit is reported too, once
     assert [f["reason"] for f in failures] == ["bus_error", "head_unit_silent"]
-    on_can = [
-        e["data"] for e in events if e["type"] == "owner.notified" and e["data"]["channel"] == "can"
-    ]
-    on_mqtt = [
-        e["data"]
-        for e in events
-        if e["type"] == "owner.notified" and e["data"]["channel"] == "mqtt"
-    ]
+    on_can = notified_on(events, "can")
+    on_mqtt = notified_on(events, "mqtt")
     # retried daily meanwhile; the app copy kept the daily cadence, the head unit got the latest
     assert on_can[0]["retries"] >= 5 and on_can[0]["attempt"] >= 5
     assert [n["attempt"] for n in on_mqtt[: on_can[0]["attempt"]]] == list(

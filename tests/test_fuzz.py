@@ -163,13 +163,17 @@ def test_fuzzed_frames_never_raise_decide_or_notify(rig: Rig) -> None:
         assert e.data["errors"] == check_code(e.data["raw"]).errors
 
 
-@settings(
+# the code-page and configuration-file fuzzers: fixed examples (CI reruns see the same)
+FILES_AND_CODES = settings(
     max_examples=300,
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
+
+
+@FILES_AND_CODES
 @given(text=st.text(alphabet=CODE_CHARS, min_size=0, max_size=24))
 def test_every_assembled_code_is_judged_and_every_invalid_one_reported(
     code_rig: Rig, text: str
@@ -223,13 +227,7 @@ def cfg_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("configs")
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+@FILES_AND_CODES
 @given(
     text=st.one_of(
         st.text(max_size=400),
