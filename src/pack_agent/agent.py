@@ -464,8 +464,9 @@ class Agent:
         return verdict in (Verdict.ON_LINE, Verdict.AHEAD, Verdict.REBASED)
 
     @property
-    def _latest_time(self) -> float:
-        """The newest time on the agent's line (-inf before the first)."""
+    def latest_time(self) -> float:
+        """The newest time on the agent's line (-inf before the first): how far a
+        simulated run has been read (the demo waits on it)."""
         return float("-inf") if self.clock.newest is None else self.clock.newest
 
     def _rebased(self, by: str, abandoned: float, start: float, now: float) -> None:

@@ -341,7 +341,7 @@ def run_demo(
             """Waits (briefly) until the agent has read the frames up to ``t``, so the head
             unit shows each notice at the simulated time it was sent."""
             give_up = time.monotonic() + 2.0
-            while holder[0].agent._latest_time < t and time.monotonic() < give_up:
+            while holder[0].agent.latest_time < t and time.monotonic() < give_up:
                 time.sleep(0.0002)
 
         bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
@@ -358,7 +358,7 @@ def run_demo(
                 last_day = vehicle.day.time if vehicle.day is not None else 0.0
                 if vehicle.day is not None and vehicle.day.trips:
                     last_day = vehicle.day.trips[-1][1]  # the last ignition Off
-                caught_up = bool(holder) and holder[0].agent._latest_time >= last_day
+                caught_up = bool(holder) and holder[0].agent.latest_time >= last_day
                 with lock:
                     done = (
                         caught_up
