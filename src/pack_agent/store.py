@@ -52,6 +52,7 @@ SYNCHRONOUS_MODES = ("NORMAL", "FULL")
 _DROPPABLE = "pack.health"  # the only type the size bound may drop; see ESSENTIAL_TYPES
 _K_DELIVERED, _K_DROPPED = "store.delivered_total", "store.dropped_total"
 _K_LAST = "store.last_delivered_at"
+_IN_CHUNK = 500  # values per IN (...): under SQLite's variable limit
 DELETE_BATCH = 256  # delivered events noted in memory before their delete gets its own commit
 _SCHEMA = """
 CREATE TABLE outbox (
@@ -397,15 +398,13 @@ class Store:
         ``DELETE_BATCH`` have gathered."""
         found = set(rows)
         names = list(dict.fromkeys(event_ids))
-        for i in range(0, len(names), 500):  # stay under SQLite's variable limit
-            chunk = names[i : i + 500]
-            sql = f"SELECT id FROM outbox WHERE event_id IN ({','.join('?' * len(chunk))})"
+        for chunk, marks in _in_chunks(names):
+            sql = f"SELECT id FROM outbox WHERE event_id IN ({marks})"
             found.update(r for (r,) in self._query(sql, chunk))
         new = found - self._acked - self._held_acked
         suspect = sorted(r for r in new if r <= self._dropped_upto)
-        for i in range(0, len(suspect), 500):  # dropped by the size bound while in flight?
-            chunk = suspect[i : i + 500]
-            sql = f"SELECT id FROM outbox WHERE id IN ({','.join('?' * len(chunk))})"
+        for chunk, marks in _in_chunks(suspect):  # dropped by the size bound while in flight?
+            sql = f"SELECT id FROM outbox WHERE id IN ({marks})"
             new -= set(chunk) - {r for (r,) in self._query(sql, chunk)}
         if not new:
             return 0
@@ -447,9 +446,8 @@ class Store:
         if not rows:
             return
         self.pending_count()  # a count made later must not subtract these rows twice
-        for i in range(0, len(rows), 500):  # stay under SQLite's variable limit
-            chunk = rows[i : i + 500]
-            self._exec(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        for chunk, marks in _in_chunks(rows):
+            self._exec(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
         self._put(_K_DELIVERED, self.delivered_total)
         if self._last_delivered_at is not None:
             self._put(_K_LAST, utc_from_timestamp(self._last_delivered_at).isoformat())
@@ -541,6 +539,14 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _in_chunks(values: list[Any]) -> Iterator[tuple[list[Any], str]]:
+    """``values`` in slices for ``IN (?, ...)``, each with its placeholders: SQLite
+    limits the variables in one statement."""
+    for i in range(0, len(values), _IN_CHUNK):
+        chunk = values[i : i + _IN_CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
 
 
 class StoreDamaged(StoreError):
