@@ -396,20 +396,8 @@ class ScrapPolicy:
         clock that jumps ahead). Thinned by relative spacing, newest and oldest kept."""
         # engines' to_state() gives fresh lists (of immutable items), and their load_state()
         # builds its own: a checkpoint shares nothing with the live engines, no deep copy
-        self._checkpoints.append(
-            {
-                "t": t,
-                "engines": {  # a latched rule's engine is not asked again
-                    rid: e.to_state()
-                    for rid, e in self._engines.items()
-                    if rid not in self._latched
-                },
-                "gate": self._gate.to_state() if self._gate is not None else None,
-                "trend_last": self._trend_stream.last,
-                "forecast_since": dict(self._forecast_since),
-                "forecast_week": self._forecast_week,
-            }
-        )
+        # a latched rule's engine is not asked again: not kept
+        self._checkpoints.append({"t": t, **self._rules_state(skip_latched=True)})
         cps = self._checkpoints
         while len(cps) > MAX_CHECKPOINTS:  # drop the one whose neighbours are closest,
             del cps[  # relative to its age
@@ -428,22 +416,16 @@ class ScrapPolicy:
         assert start is not None and line.abandoned is not None
         self._checkpoints = [cp for cp in self._checkpoints if cp["t"] <= start]
         cp = self._checkpoints[-1] if self._checkpoints else None
-        for rid in list(self._engines):
+        for rid in list(self._engines):  # fresh, then what the checkpoint knew
             engine = engine_for(self._rules[rid])
             assert engine is not None
-            if cp is not None and rid in cp["engines"]:
-                engine.load_state(cp["engines"][rid])
             self._engines[rid] = engine
         self._gate = _IgnitionGate(*self._gate_args) if self._ignition_metric else None
-        if self._gate is not None and cp is not None and cp.get("gate"):
-            self._gate.load_state(cp["gate"])
         self._trend_stream = Stream()
-        self._trend_stream.last = cp["trend_last"] if cp is not None else None
         self._forecast_since = {r.id: None for r in self._forecasts}
-        self._forecast_week = cp["forecast_week"] if cp is not None else None
-        for rid, since in (cp["forecast_since"] if cp is not None else {}).items():
-            if rid in self._forecast_since:
-                self._forecast_since[rid] = since
+        self._forecast_week = None
+        if cp is not None:
+            self._load_rules_state(cp)
         self.history.drop_after(cp["t"] if cp is not None else start)
         self._day, self._off_asked_at = None, None  # both may lie in the abandoned future
         self._save_asked = "rebased"
@@ -511,35 +493,48 @@ class ScrapPolicy:
             "version": STATE_VERSION,
             "pack_code": self.pack_code,
             "latched": self._latched,
-            "engines": {rid: e.to_state() for rid, e in self._engines.items()},
+            **self._rules_state(),
             "history": self.history.to_state(),
-            "trend_last": self._trend_stream.last,
-            "forecast_since": self._forecast_since,
-            "forecast_week": self._forecast_week,
-            "gate": self._gate.to_state() if self._gate is not None else None,
             "save_asked": {"ignition_off_at": self._off_asked_at, "day": self._day},
             "line": self._line.to_state(),
             "checkpoints": self._saved_checkpoints(),
         }
 
+    def _rules_state(self, skip_latched: bool = False) -> dict[str, Any]:
+        """What the rules know: the saved state's part that a checkpoint keeps too."""
+        return {
+            "engines": {
+                rid: e.to_state()
+                for rid, e in self._engines.items()
+                if not (skip_latched and rid in self._latched)
+            },
+            "gate": self._gate.to_state() if self._gate is not None else None,
+            "trend_last": self._trend_stream.last,
+            "forecast_since": dict(self._forecast_since),
+            "forecast_week": self._forecast_week,
+        }
+
+    def _load_rules_state(self, s: dict[str, Any]) -> None:
+        for rid, es in s.get("engines", {}).items():
+            if rid in self._engines:
+                self._engines[rid].load_state(es)
+        if self._gate is not None and s.get("gate"):
+            self._gate.load_state(s["gate"])
+        self._trend_stream.last = s.get("trend_last")
+        for rid, since in s.get("forecast_since", {}).items():
+            if rid in self._forecast_since:
+                self._forecast_since[rid] = since
+        self._forecast_week = s.get("forecast_week")
+
     def _load(self, s: dict[str, Any]) -> None:
         for rid, ev in s.get("latched", {}).items():
             if rid in self._rules:
                 self._latched[rid] = ev
-        for rid, es in s.get("engines", {}).items():
-            if rid in self._engines:
-                self._engines[rid].load_state(es)
+        self._load_rules_state(s)
         self.history.load_state(s.get("history", {}))
-        self._trend_stream.last = s.get("trend_last")
-        self._forecast_week = s.get("forecast_week")
         asked = s.get("save_asked") or {}  # absent in a state from an earlier version
         self._off_asked_at = asked.get("ignition_off_at")
         self._day = asked.get("day")
-        if self._gate is not None and s.get("gate"):
-            self._gate.load_state(s["gate"])
-        for rid, since in s.get("forecast_since", {}).items():
-            if rid in self._forecast_since:
-                self._forecast_since[rid] = since
         # absent in a state from an earlier version: the line starts at the next reading
         self._line.load_state(s.get("line") or {})
         self._checkpoints = list(s.get("checkpoints") or [])
