@@ -83,7 +83,9 @@ def test_garbage_and_a_silent_bms_are_reported_and_survived(broker, tmp_path):
             assert live["state"] == "running" and live["agent"]["frame_errors"] == 0
             dropped = live["agent"]["frames_dropped"]
             assert any("BMS_Health: 3 bytes, expected 8" in k for k in dropped), dropped
-            run_vehicle(cfg, channel, FAST, response="seen")  # the BMS is back, and ages
+            run_vehicle(
+                cfg, channel, FAST, response="seen", agent=agent
+            )  # the BMS is back, and ages
             backend.wait_for(lambda s: "owner.acknowledged" in {e["type"] for e in s.events}, 15)
             live = wait_status(
                 agent.daemon.status_file, lambda s: s["agent"]["bms_silent"] is False

@@ -52,6 +52,15 @@ class AgentThread:
             self._ready.set()
         self.daemon.run()
 
+    def read_until(self, t: float, timeout: float = 2.0) -> None:
+        """Until the agent has read the frames up to ``t`` (its time line reached it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            daemon = self.daemon
+            if daemon is not None and daemon.agent.latest_time >= t:
+                return
+            time.sleep(0.002)
+
     def stop(self) -> None:
         assert self.daemon is not None
         self.daemon.stop_event.set()
@@ -73,13 +82,24 @@ def make_config(tmp_path: Path, port: int) -> tuple[AgentConfig, str]:
     return demo_config(load_config(reference_config_path()), channel, port, tmp_path), channel
 
 
-def run_vehicle(cfg: AgentConfig, channel: str, scenario: Scenario, response: Any):
+def run_vehicle(
+    cfg: AgentConfig,
+    channel: str,
+    scenario: Scenario,
+    response: Any,
+    agent: AgentThread | None = None,
+):
+    """The simulated vehicle at a day every 4 ms; with ``agent``, each trip waits (up to
+    2 s) until the agent has read it, so a loaded machine slows the test down instead of
+    leaving the agent's notices to a head unit that has stopped listening."""
     db = load_and_check(cfg)
     watcher = can.Bus(interface="virtual", channel=channel)  # what a CAN logger would see
     bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
     hu = VirtualHeadUnit(db, response=response, delay_s=1.5 * DAY)
     try:
-        vehicle = VirtualVehicle(bus, db, scenario, hu, pace_s=0.004)
+        vehicle = VirtualVehicle(
+            bus, db, scenario, hu, pace_s=0.004, sync=None if agent is None else agent.read_until
+        )
         vehicle.run()
         end = scenario.start + scenario.days * DAY
         for _ in range(40):  # let late notices reach the head unit and its answer go back
@@ -105,7 +125,9 @@ def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
     with Subscriber(broker) as backend:
         agent = AgentThread(cfg)
         try:
-            hu, notices = run_vehicle(cfg, channel, FAST, response=["seen", "service_booked"])
+            hu, notices = run_vehicle(
+                cfg, channel, FAST, response=["seen", "service_booked"], agent=agent
+            )
             backend.wait_for(
                 lambda s: (
                     len({e["event_id"] for e in s.events}) >= len(agent.emitted)
@@ -190,7 +212,7 @@ def test_no_answer_means_notices_repeat_daily_and_are_kept(broker, tmp_path):
     with Subscriber(broker) as backend:
         agent = AgentThread(cfg)
         try:
-            _, notices = run_vehicle(cfg, channel, FAST, response=None)
+            _, notices = run_vehicle(cfg, channel, FAST, response=None, agent=agent)
             backend.wait_for(
                 lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted), 15
             )
@@ -200,7 +222,7 @@ def test_no_answer_means_notices_repeat_daily_and_are_kept(broker, tmp_path):
     kinds = Counter(e["type"] for e in events)
     assert kinds["owner.acknowledged"] == 0
     # decided about day 35 of 60, one notice a simulated day until the end
-    on_can = [e for e in events if e["type"] == "owner.notified" and e["data"]["channel"] == "can"]
+    on_can = notified_on(events, "can")
     assert 15 <= len(on_can) == len(notices)
     # a week without a single answer frame: the failure is an event, once
     (failed,) = [e["data"] for e in events if e["type"] == "owner.notice_failed"]
@@ -211,12 +233,12 @@ def test_restart_neither_forgets_nor_repeats_the_decision(broker, tmp_path):
     cfg, channel = make_config(tmp_path, broker.port)
     with Subscriber(broker) as backend:
         first = AgentThread(cfg)
-        run_vehicle(cfg, channel, FAST, response="service_booked")
+        run_vehicle(cfg, channel, FAST, response="service_booked", agent=first)
         backend.wait_for(lambda s: "owner.acknowledged" in {e["type"] for e in s.events}, 15)
         first.stop()
         second = AgentThread(cfg)  # same store
         try:
-            run_vehicle(cfg, channel, FAST, response="service_booked")
+            run_vehicle(cfg, channel, FAST, response="service_booked", agent=second)
             time.sleep(0.5)
         finally:
             second.stop()
@@ -239,7 +261,7 @@ def test_broker_absent_at_start_keeps_events_until_it_comes(tmp_path):
     cfg, channel = make_config(tmp_path, port)
     agent = AgentThread(cfg)
     try:
-        run_vehicle(cfg, channel, FAST, response="seen")
+        run_vehicle(cfg, channel, FAST, response="seen", agent=agent)
         assert len(agent.emitted) >= 5
         with LocalBroker(port=port) as broker, Subscriber(broker) as backend:
             backend.wait_for(

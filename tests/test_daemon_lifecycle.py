@@ -32,7 +32,7 @@ def test_bus_goes_away_and_comes_back(broker, tmp_path):
             while guard.reopens < 1:  # frames sent while it is down are lost, as on a real bus
                 assert time.monotonic() < deadline, guard.status()
                 time.sleep(0.02)
-            run_vehicle(cfg, channel, FAST, response="seen")
+            run_vehicle(cfg, channel, FAST, response="seen", agent=agent)
             backend.wait_for(lambda s: "owner.acknowledged" in {e["type"] for e in s.events}, 15)
             assert guard.failures == 1 and guard.reopens == 1 and guard.state == "up"
             live = read_status(agent.daemon.status_file)
@@ -51,7 +51,9 @@ def test_broker_goes_away_mid_run_and_nothing_is_lost(broker, tmp_path):
         with Subscriber(broker) as backend:
             backend.wait_for(lambda s: any(x.get("state") == "online" for x in s.statuses), 10)
         broker.stop()
-        run_vehicle(cfg, channel, FAST, response="seen")  # events pile up in the outbox
+        run_vehicle(
+            cfg, channel, FAST, response="seen", agent=agent
+        )  # events pile up in the outbox
         assert len(agent.emitted) >= 5
         view = read_only_view(cfg.store_path())  # read-only, while the daemon writes
         assert view["pending"] == len(agent.emitted)
@@ -73,7 +75,7 @@ def test_status_shows_what_happened(broker, tmp_path):
     with Subscriber(broker) as backend:
         agent = AgentThread(cfg)
         try:
-            run_vehicle(cfg, channel, FAST, response="service_booked")
+            run_vehicle(cfg, channel, FAST, response="service_booked", agent=agent)
             backend.wait_for(
                 lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted), 15
             )
