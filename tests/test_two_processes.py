@@ -16,6 +16,7 @@ from pack_agent.sim import SCENARIOS
 from pack_agent.sim.rig import rig_config, write_config
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+SPEED = 40  # simulated days per second
 
 
 def agent_config(tmp_path: Path, port: int) -> Path:
@@ -46,10 +47,14 @@ def test_simulator_and_agent_as_separate_processes(broker, tmp_path):
         agent = pack_agent("run", "--config", str(config), stderr=log)
         try:
             backend.wait_for(lambda s: any(x.get("state") == "online" for x in s.statuses), 15)
+            # 40 simulated days a second, well within what the agent reads (about 145 a
+            # second on the 2-core machine beside the simulator): the decision's notice must
+            # reach the head unit, and its answer the agent, in the 26 simulated days before
+            # the swap; at 100 a loaded CI machine fell that far behind (answer lost)
             sim = pack_agent(
                 "simulate", "--bus-interface", "localbus", "--channel", str(tmp_path / "bus"),
-                "--scenario", "ageing", "--speed", "100", "--head-unit", "service_booked", "-q",
-                stdout=subprocess.PIPE,
+                "--scenario", "ageing", "--speed", str(SPEED), "--head-unit", "service_booked",
+                "-q", stdout=subprocess.PIPE,
             )  # fmt: skip
             assert sim.wait(120) == 0
             backend.wait_for(lambda s: "pack.replaced" in {e["type"] for e in s.events}, 20)
