@@ -132,14 +132,41 @@ REAL_DBS = [
 ]
 
 
-def _databases():
+def _reference_db():
     from pack_agent.config import DATA_DIR
     from pack_agent.database import _load_file
 
-    yield "reference", _load_file(DATA_DIR / "pack_agent_reference.dbc", True)
+    return _load_file(DATA_DIR / "pack_agent_reference.dbc", True)
+
+
+def _databases():
+    from pack_agent.database import _load_file
+
+    yield "reference", _reference_db()
     for rel in REAL_DBS:
         if (REAL / rel).is_file():
             yield rel, _load_file(REAL / rel, False)
+
+
+def _frames(msg, rng):
+    """Eight random frames, then, for a multiplexed message, two frames per multiplexer
+    value encoded with random raw values (most random frames carry an undefined one)."""
+    for _ in range(8):
+        yield bytes(rng.getrandbits(8) for _ in range(msg.length))
+    muxes = {i for s in msg.signals for i in (s.multiplexer_ids or ())}
+    mux = next((s for s in msg.signals if s.is_multiplexer), None)
+    for value in sorted(muxes) if mux is not None else ():
+        for _ in range(2):
+            raw = {mux.name: value}
+            for s in msg.signals:
+                if s is mux or (s.multiplexer_ids and value not in s.multiplexer_ids):
+                    continue
+                v = rng.getrandbits(s.length)
+                raw[s.name] = v - (1 << s.length) if s.is_signed and v >> (s.length - 1) else v
+            try:
+                yield msg.encode(raw, scaling=False, strict=False)
+            except Exception:
+                continue  # nested multiplexers in a community file: random frames cover them
 
 
 def test_field_readers_agree_with_cantools_on_every_signal():
@@ -148,8 +175,9 @@ def test_field_readers_agree_with_cantools_on_every_signal():
     from pack_agent.decoder import FieldReader
 
     rng = random.Random(3)
-    checked = 0
-    for _name, db in _databases():
+    checked: dict[str, set[tuple[str, str]]] = {}
+    for name, db in _databases():
+        seen = checked.setdefault(name, set())
         for msg in db.messages:
             readers = []
             for s in msg.signals:
@@ -157,8 +185,7 @@ def test_field_readers_agree_with_cantools_on_every_signal():
                     readers.append((s, FieldReader.compile(msg, s)))
                 except ValueError:
                     continue  # a broken multiplexer reference in a community file
-            for _ in range(8):
-                data = bytes(rng.getrandbits(8) for _ in range(msg.length))
+            for data in _frames(msg, rng):
                 try:
                     expected = msg.decode(data, decode_choices=False)
                 except Exception:
@@ -174,8 +201,14 @@ def test_field_readers_agree_with_cantools_on_every_signal():
                         msg.name,
                         sig.name,
                     )
-                    checked += 1
-    assert checked > 1000
+                    seen.add((msg.name, sig.name))
+    # every signal of the reference database, and most of each real one (a community file
+    # has messages whose every random frame cantools refuses), compared at least once
+    reference = {(m.name, s.name) for m in _reference_db().messages for s in m.signals}
+    assert checked["reference"] == reference
+    for name, seen in checked.items():
+        if name != "reference":
+            assert len(seen) > 100, name
 
 
 def _cfg_with(ref_cfg, **metrics):

@@ -80,7 +80,7 @@ def test_every_event_of_a_whole_vehicle_story_matches_its_model(broker, tmp_path
     cfg, channel = make_config(tmp_path, broker.port)
     agent = AgentThread(cfg)
     try:
-        run_vehicle(cfg, channel, FAST, response="service_booked")
+        run_vehicle(cfg, channel, FAST, response="service_booked", agent=agent)
     finally:
         agent.stop()
     seen = {e.type for e in agent.emitted}
