@@ -3,6 +3,7 @@ directly (no bus, no broker): decisions are deterministic, latched, persisted an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -351,3 +352,135 @@ def test_a_flapping_ignition_cannot_wear_the_flash(tmp_path):
     # notices' Off->On across a reboot) is bounded by the same gap
     print(f"flapping ignition, one hour: {commits} commits")
     assert commits <= 2 * gaps + 6
+
+
+def _hourly_config(tmp_path: Path, name: str) -> AgentConfig:
+    cfg = config(tmp_path, name)
+    cfg.health.bms_timeout_s = 10.0
+    cfg.health.publish_interval_s = 3600.0
+    return cfg
+
+
+def _samples(run: Run) -> list[Any]:
+    return [e for e in run.events if e.type == "pack.health"]
+
+
+def test_a_car_on_short_trips_reports_its_health_on_every_trip(tmp_path):
+    """Two 40-minute trips a day, the BMS heard only then: the hourly sample waits for the
+    trip instead of falling, by chance, between two trips (it did: none for days)."""
+    run = Run(_hourly_config(tmp_path, "trips"))
+    ten_days = dataclasses.replace(AGEING, days=10)
+    run.feed(list(scenario_frames(ten_days, run.db)))
+    run.close()
+    trips = [trip for state in ten_days.states() for trip in state.trips]
+    assert len(trips) == 20
+    health = _samples(run)
+    assert len(health) == len(trips)  # one a trip: the trips are more than an hour apart
+    for sample, (on, off) in zip(health, trips, strict=True):
+        assert on <= sample.time.timestamp() < off
+        assert sample.data["pack_code"] == AGEING.code
+        assert "soh" in sample.data["metrics"], sample.data
+
+
+def _wake(db: Any, t: float, code: str, soh: float) -> list[can.Message]:
+    """12 s after a wake-up, at the reference DBC's cycle times: one code page a second
+    (the code is confirmed by its second full set, 7 s in), the status every 100 ms, and
+    the SOH (``BMS_Health``) every second from 1.5 s."""
+    status = {"BMS_SOC": 60.0, "BMS_PackVoltage": 355.0, "BMS_PackCurrent": 1.0}
+    health = {"BMS_SOH": soh, "BMS_Capacity": 120.0, "BMS_InternalResistance": 80.0}
+    health |= {"BMS_FullCycles": 300, "BMS_EndOfLife": 0}
+    pages = code_pages(db, code, 0.0)
+    frames = [
+        can.Message(
+            arbitration_id=pages[k % 4].arbitration_id,
+            data=pages[k % 4].data,
+            is_extended_id=False,
+            timestamp=t + k,
+        )
+        for k in range(12)
+    ]
+    frames += [encode(db, "BMS_Status", status, t + 0.05 + k / 10) for k in range(120)]
+    frames += [encode(db, "BMS_Health", health, t + 1.5 + k) for k in range(11)]
+    return sorted(frames, key=lambda f: f.timestamp)
+
+
+def test_a_sample_after_a_wake_up_waits_for_the_soh_and_the_code(tmp_path):
+    """The status (100 ms) comes before the SOH; the code takes 7 s to confirm. After a
+    pack swap, the new pack's readings never go out under the old pack's code."""
+    run = Run(_hourly_config(tmp_path, "wake"))
+    t0 = AGEING.start
+    new_code = SCENARIOS["pack-swap"].new_code or ""
+    assert new_code and new_code != AGEING.code
+    run.feed(_wake(run.db, t0, AGEING.code, 90.0))
+    run.feed(_wake(run.db, t0 + 5 * 3600, new_code, 99.5))  # swapped while parked
+    run.close()
+    first, second = _samples(run)
+    identified = next(e for e in run.events if e.type == "pack.identified")
+    replaced = next(e for e in run.events if e.type == "pack.replaced")
+    assert identified.time.timestamp() == pytest.approx(t0 + 7)
+    assert first.time.timestamp() == pytest.approx(t0 + 7.5)  # the first SOH after that
+    assert first.data["pack_code"] == AGEING.code and first.data["metrics"]["soh"] == 90.0
+    assert replaced.time.timestamp() == pytest.approx(t0 + 5 * 3600 + 7)
+    assert second.time.timestamp() == pytest.approx(t0 + 5 * 3600 + 7.5)
+    assert second.data["pack_code"] == new_code and second.data["metrics"]["soh"] == 99.5
+
+
+def test_a_bms_that_never_sends_the_soh_reports_its_other_metrics_hourly(tmp_path):
+    """After a wake-up the sample waits ``bms_timeout_s`` for the SOH, then goes without
+    it; later samples keep the hourly schedule (no wait while the BMS keeps talking)."""
+    run = Run(_hourly_config(tmp_path, "no-soh"))
+    t0 = AGEING.start
+    status = {"BMS_SOC": 60.0, "BMS_PackVoltage": 355.0, "BMS_PackCurrent": 1.0}
+    frames = code_pages(run.db, AGEING.code, t0) + code_pages(run.db, AGEING.code, t0 + 1)
+    frames += [encode(run.db, "BMS_Status", status, t0 + 2 + s) for s in range(0, 7300, 2)]
+    run.feed(frames)
+    run.close()
+    first, second, third = (e.time.timestamp() - t0 for e in _samples(run))
+    assert 10 <= first < 13  # awake at t0, then bms_timeout_s (10 s) for the SOH
+    assert 3600 <= second - first < 3602 and 3600 <= third - second < 3602
+    assert all("soc" in e.data["metrics"] and "soh" not in e.data["metrics"] for e in _samples(run))
+
+
+def test_a_restart_does_not_add_a_sample_within_the_interval(tmp_path):
+    """The last sample's time is saved with it: a gateway restarting every few minutes
+    (a crash loop, a power-cycled unit) still samples once an hour."""
+    cfg = _hourly_config(tmp_path, "restarts")
+    t0 = AGEING.start
+    samples = []
+    for life in range(8):  # a restart every 20 minutes
+        run = Run(cfg)
+        start = t0 + life * 1200
+        run.feed(_wake(run.db, start, AGEING.code, 90.0))
+        run.close(flush=life % 2 == 0)  # half of them killed
+        samples += [e.time.timestamp() - t0 for e in _samples(run)]
+    # the first life samples at the first SOH after the code is identified (7.5 s), each
+    # later one once an interval has passed since: the lives at 3600 s and 7200 s (at
+    # their first SOH 7.5 s in), the five in between not at all
+    assert samples == [7.5, 3607.5, 7207.5]
+
+
+def test_a_sample_time_stored_by_a_clock_that_was_ahead_does_not_block_samples(tmp_path):
+    cfg = _hourly_config(tmp_path, "ahead")
+    t0 = AGEING.start
+    run = Run(cfg)
+    run.store.put_state("health.sampled_at", t0 + 7 * 365 * DAY)  # a life in 2035
+    run.feed(_wake(run.db, t0, AGEING.code, 90.0))
+    run.close()
+    assert [e.time.timestamp() - t0 for e in _samples(run)] == [7.5]
+
+
+def test_a_parked_car_writes_nothing(tmp_path):
+    """A trip, then a day parked with the agent ticking: no reading, so no save (the rules'
+    state has not changed) and no sample (nothing fresh)."""
+    run = Run(_hourly_config(tmp_path, "parked"))
+    t0 = AGEING.start
+    run.feed(_wake(run.db, t0, AGEING.code, 90.0))
+    for k in range(1, 2 * 60):  # bms.silent, and the hourly save of the trip's last frames
+        run.agent.tick(t0 + 12 + 60 * k)
+    assert [e.type for e in run.events][-1] == "bms.silent"
+    commits = run.store.commits
+    for k in range(2 * 60, 24 * 60):
+        run.agent.tick(t0 + 12 + 60 * k)
+    assert run.store.commits == commits  # 22 hours parked: not one commit (it was 22)
+    assert len(_samples(run)) == 1
+    run.close()

@@ -7,28 +7,28 @@ B = "0RJPEA00HAU0AAJ5K0004242"
 
 def test_identified_then_same_then_replaced():
     t = PackTracker(None, 10)
-    [(kind, data)] = t.on_code(A)
+    [(kind, data)] = t.on_code(A, 0.0)
     assert kind == "pack.identified" and data["pack_code"] == A
     assert data["fields"]["product_type"] in ("pack", "P")
-    assert t.on_code(A) == []
-    [(kind, data)] = t.on_code(B)
+    assert t.on_code(A, 0.0) == []
+    [(kind, data)] = t.on_code(B, 0.0)
     assert kind == "pack.replaced"
     assert data["previous_code"] == A and data["pack_code"] == B
 
 
 def test_replacement_is_seen_across_a_restart():
     t = PackTracker(A, 10)  # the code the store remembered
-    assert t.on_code(A) == []
-    assert t.on_code(B)[0][0] == "pack.replaced"
+    assert t.on_code(A, 0.0) == []
+    assert t.on_code(B, 0.0)[0][0] == "pack.replaced"
 
 
 def test_invalid_code_reported_once_with_every_reason():
     t = PackTracker(A, 10)
     bad = "0RJXEA00HAU0AAZ131001955"
-    [(kind, data)] = t.on_code(bad)
+    [(kind, data)] = t.on_code(bad, 0.0)
     assert kind == "pack.code_invalid" and data["raw"] == bad
     assert len(data["errors"]) >= 2
-    assert t.on_code(bad) == []
+    assert t.on_code(bad, 0.0) == []
     assert t.code == A  # a forged or garbled code never replaces the known pack
 
 
@@ -73,3 +73,30 @@ def test_polled_source_silence_is_per_source_and_reported_once():
     [(kind, data)] = t.on_source_answer("uds:soh", 170)
     assert kind == "bms.recovered" and data["source"] == "uds:soh"
     assert t.on_source_answer("uds:soh", 180) == []
+
+
+def test_a_wake_up_is_the_first_frame_after_a_silence():
+    t = PackTracker(A, 10)
+    assert t.awake_since is None and not t.heard_lately(0.0)
+    t.on_frame(100.0)
+    t.on_frame(105.0)  # within the timeout: the same wake-up
+    assert t.awake_since == 100.0 and t.heard_lately(115.0) and not t.heard_lately(115.1)
+    t.on_frame(200.0)  # 95 s of silence
+    assert t.awake_since == 200.0
+
+
+def test_heard_lately_covers_the_longest_freshness_of_a_polled_metric():
+    t = PackTracker(A, 10, max_age={"soh": 700})
+    t.on_reading(Reading("soh", 90.0, 100.0))
+    assert t.heard_lately(799.0) and not t.heard_lately(801.0)
+
+
+def test_the_code_heard_time_and_a_rebase():
+    t = PackTracker(A, 10)
+    assert t.on_code(A, 50.0) == [] and t.code_heard_at == 50.0  # the same pack, heard again
+    t.on_frame(5000.0)  # a stamp from a clock that was ahead
+    t.rebase(60.0)
+    assert t.awake_since == 60.0 and t.code_heard_at == 50.0
+    t.on_code(A, 4000.0)
+    t.rebase(70.0)
+    assert t.code_heard_at is None  # heard on the abandoned line: not since the wake-up

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.05
 PUMP_WAIT_S = 0.005  # longest wait for a PUBACK before the bus is looked at again
+HEALTH_SAMPLED_KEY = "health.sampled_at"  # the last pack.health's time, with the sample
+SAMPLE_WAIT_S = 60.0  # after a wake-up, the longest a sample waits for the SOH or the code
 
 
 class Agent:
@@ -82,7 +84,11 @@ class Agent:
         self._head_unit_heard_at: float | None = store.get_state("notices.head_unit_heard_at")
         self._head_unit_saved = self._head_unit_heard_at
         self._on_event = on_event
-        self._next_health: float | None = None
+        # the last pack.health sample (stored with it when the clock was plausible): the
+        # next one is an interval later, across restarts and reloads of the interval
+        self._sampled_at: float | None = store.get_state(HEALTH_SAMPLED_KEY)
+        self._sampled_at_checked = False  # against this life's first plausible time
+        self._saved_frame_at: float | None = None  # the newest frame at the last save
         self._retry_at: dict[tuple[int, str], float] = {}
         self._failing: dict[tuple[int, str], int] = {}  # failed sends of the current attempt
         self.frame_errors = 0
@@ -127,7 +133,7 @@ class Agent:
 
     def _on_code(self, code: str, now: float) -> None:
         before = self.tracker.code
-        happenings = self.tracker.on_code(code)
+        happenings = self.tracker.on_code(code, now)
         if not happenings:
             return
         with self.store.transaction():
@@ -369,22 +375,24 @@ class Agent:
             for result in self.uds.drain():
                 self.handle_uds(result, now)
         self._apply(self.tracker.check_silence(now), now)
-        health_due = self._next_health is not None and now >= self._next_health
-        if self._next_health is None or health_due:
-            self._next_health = now + self.config.health.publish_interval_s
+        snapshot, waiting = self._health_sample(now)
         if self._policy_saved_at is None:
             self._policy_saved_at = now
-        hourly = now - self._policy_saved_at >= self.config.policy.persist_interval_s
+        # the hourly save: skipped while nothing changed (a parked car writes nothing), and
+        # held while a sample waits after a wake-up (bounded), so that the two share one
+        # commit on a trip's first tick too
+        hourly = (
+            now - self._policy_saved_at >= self.config.policy.persist_interval_s
+            and not waiting
+            and self._unsaved_changes()
+        )
         asked = self._save_asked(now)  # taken every tick: an hourly save answers it too
-        save_due = hourly or asked
-        snapshot = self.tracker.health_snapshot(now) if health_due else None
-        if snapshot is not None and not snapshot["metrics"]:
-            snapshot = None  # nothing heard since the last sample: nothing to publish
-        if snapshot is not None or save_due:
-            # one commit for the hourly sample and the hourly save (same default interval):
-            # in steady state this is the agent's only write (the store adds the deferred
-            # delete of the last delivered sample to it). A save the policy asks for is
-            # the same commit; it keeps the hourly schedule.
+        if snapshot is not None or hourly or asked:
+            # one commit for the sample and the save: a sample always takes the save with
+            # it and restarts the save schedule, so with the default intervals (both an
+            # hour) the two stay in step, and in steady state this is the agent's only
+            # write (the store adds the deferred delete of the last delivered sample to
+            # it). A save the policy asks for is the same commit; it keeps the schedule.
             with self.store.transaction():
                 if snapshot is not None:
                     snapshot["trend"] = self.policy.trend(now)
@@ -392,11 +400,55 @@ class Agent:
                         snapshot["clock_rebased"] = self.clock_rebased
                         self._rebase_unreported = False
                     self._emit("pack.health", snapshot, now)
-                if save_due:
-                    self.flush(now if hourly else None)
-                    self._saved_at = now
+                    self._sampled_at = now
+                    if now >= PLAUSIBLE_SINCE:  # a 1970 boot's time is never the schedule
+                        self.store.put_state(HEALTH_SAMPLED_KEY, now)
+                self.flush(now if hourly or snapshot is not None else None)
+                self._saved_at = now
         self._send_due_notices(now)
         self._check_notice_failures(now)
+
+    def _health_sample(self, now: float) -> tuple[dict[str, Any] | None, bool]:
+        """The due ``pack.health`` sample, and whether one is due but waits after a wake-up.
+
+        At most one per ``publish_interval_s`` after the last (also across restarts).
+        While the car is parked (nothing fresh) a due sample waits for the next trip, so
+        a car on short trips reports on each trip, not only when the schedule falls inside
+        one. After a wake-up it waits for the pack's SOH (the trend metric, which may come
+        on a slower cycle than the first frames) and for the pack code to be confirmed
+        again (after a swap the new pack's readings must not go out under the old code),
+        each up to ``SAMPLE_WAIT_S`` (the SOH: at most its own freshness limit)."""
+        interval = self.config.health.publish_interval_s
+        if not self._sampled_at_checked and now >= PLAUSIBLE_SINCE:
+            self._sampled_at_checked = True
+            if self._sampled_at is not None and self._sampled_at - now > interval:
+                self._sampled_at = None  # stored by a clock that was ahead: due at once
+        if self._sampled_at is not None and now - self._sampled_at < interval:
+            return None, False  # not due; also while the clock is behind the last sample
+        tracker = self.tracker
+        if not tracker.heard_lately(now):
+            return None, False  # parked: checked in O(1), every tick
+        awake = tracker.awake_since if tracker.awake_since is not None else now
+        key = self.config.policy.trend_metric
+        if key in self.config.metrics and tracker.fresh(key, now) is None:
+            limit = min(tracker.max_age(key), max(self.config.health.bms_timeout_s, SAMPLE_WAIT_S))
+            if now - awake < limit:
+                return None, True
+        heard = tracker.code_heard_at
+        code_awaited = self.config.pack_code.source != "none" and (heard is None or heard < awake)
+        if code_awaited and now - awake < SAMPLE_WAIT_S:
+            return None, True
+        snapshot = tracker.health_snapshot(now)
+        return (snapshot if snapshot["metrics"] else None), False
+
+    def _unsaved_changes(self) -> bool:
+        """Whether a save would write anything new: the rules' state changes only with
+        readings (every reading passes the tracker), the rest with its own values."""
+        return (
+            self.tracker.last_frame != self._saved_frame_at
+            or self._head_unit_heard_at != self._head_unit_saved
+            or self._ignition_on != self._ignition_saved
+        )
 
     def _save_asked(self, now: float) -> bool:
         """The policy asks for a save at ignition Off and on a new day (docs/policy.md, "The
@@ -414,6 +466,7 @@ class Agent:
         (not on every reading: flash wears). ``now`` restarts the hourly schedule."""
         with self.store.transaction():
             self.store.put_state("policy.state", self.policy.to_state())
+            self._saved_frame_at = self.tracker.last_frame
             if self._head_unit_heard_at != self._head_unit_saved:
                 self.store.put_state("notices.head_unit_heard_at", self._head_unit_heard_at)
                 self._head_unit_saved = self._head_unit_heard_at
@@ -474,7 +527,9 @@ class Agent:
         time): logged, and reported in the status file and the next ``pack.health``.
         The health and save schedules and the BMS silence watch start again on the new
         time."""
-        self._next_health = self._policy_saved_at = None
+        if self._sampled_at is not None and self._sampled_at > now:
+            self._sampled_at = None  # a sample on the abandoned line: due at once
+        self._policy_saved_at = None
         self._ignition_saved_at = -math.inf  # its save schedule too
         self.tracker.rebase(now)
         self._rebase_unreported = True

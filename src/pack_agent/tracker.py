@@ -27,11 +27,17 @@ class PackTracker:
         self._max_age = max_age or {}  # per metric, for polled (UDS) metrics
         self._silent_sources: set[str] = set()
         self._last_frame: float | None = None
+        self._longest_age = max([bms_timeout_s, *self._max_age.values()])
         self._silent = False
         self._last_invalid: str | None = None
+        # the first mapped frame after a silence of more than the timeout (a wake-up), and
+        # the last time a code was confirmed (the same, a new or an invalid one)
+        self.awake_since: float | None = None
+        self.code_heard_at: float | None = None
 
-    def on_code(self, text: str) -> list[Happening]:
+    def on_code(self, text: str, now: float) -> list[Happening]:
         """A confirmed code from the BMS: new, the same, a different pack, or not a valid code."""
+        self.code_heard_at = now
         report = check_code(text)
         if not report.valid:
             if text == self._last_invalid:
@@ -54,6 +60,8 @@ class PackTracker:
 
     def on_frame(self, now: float) -> list[Happening]:
         """Any mapped BMS frame proves the BMS is alive."""
+        if self._last_frame is None or now - self._last_frame > self._timeout:
+            self.awake_since = now
         self._last_frame = now if self._last_frame is None else max(self._last_frame, now)
         if self._silent:
             self._silent = False
@@ -65,6 +73,10 @@ class PackTracker:
         abandoned time line (it would look fresh for years, and the BMS never silent)."""
         if self._last_frame is not None and self._last_frame > now:
             self._last_frame = now
+        if self.awake_since is not None and self.awake_since > now:
+            self.awake_since = now
+        if self.code_heard_at is not None and self.code_heard_at > now:
+            self.code_heard_at = None
         self.latest = {m: r for m, r in self.latest.items() if r.time <= now}
 
     def check_silence(self, now: float) -> list[Happening]:
@@ -112,6 +124,16 @@ class PackTracker:
         if r is None or now - r.time > self.max_age(metric):
             return None
         return r
+
+    @property
+    def last_frame(self) -> float | None:
+        """The newest mapped frame's time (readings and code pages)."""
+        return self._last_frame
+
+    def heard_lately(self, now: float) -> bool:
+        """Whether any reading can still be fresh: O(1), for a tick while the car is parked
+        (no reading turns fresh again without a new one)."""
+        return self._last_frame is not None and now - self._last_frame <= self._longest_age
 
     def health_snapshot(self, now: float) -> dict[str, Any]:
         values = {
