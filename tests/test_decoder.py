@@ -202,13 +202,13 @@ def test_field_readers_agree_with_cantools_on_every_signal():
                         sig.name,
                     )
                     seen.add((msg.name, sig.name))
-    # every signal of the reference database, and most of each real one (a community file
-    # has messages whose every random frame cantools refuses), compared at least once
+    # every signal of the reference database, and nine in ten of each real one (a community
+    # file has signals whose readers do not compile, or frames cantools refuses), compared
     reference = {(m.name, s.name) for m in _reference_db().messages for s in m.signals}
     assert checked["reference"] == reference
-    for name, seen in checked.items():
-        if name != "reference":
-            assert len(seen) > 100, name
+    for name, db in _databases():
+        signals = {(m.name, s.name) for m in db.messages for s in m.signals}
+        assert len(checked[name]) >= 0.9 * len(signals), (name, len(checked[name]), len(signals))
 
 
 def _cfg_with(ref_cfg, **metrics):
