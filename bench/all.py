@@ -44,6 +44,13 @@ SUMMARY: list[tuple[str, str, str, str]] = [
     ("footprint", "rss_peak_mib", "peak RSS (VmHWM), MiB", "<= 40"),
     ("footprint", "rss_peak_ratio", "peak RSS / bare imports' RSS", ""),
     ("footprint", "rss_growth_mib", "RSS growth, 1/3 to end of busy run, MiB", "~0"),
+    ("footprint", "life.rss_end_mib", "RSS after a 1000-day life (decision, swap), MiB", "<= 40"),
+    (
+        "footprint",
+        "life.rss_growth_settled_mib",
+        "RSS growth, day 100 to day 1000 of that life, MiB",
+        "~0",
+    ),
     ("footprint", "phases.realtime_mapped.cpu_per_bus_s", "CPU s per bus s, mapped only", ""),
     ("footprint", "phases.realtime_busy.cpu_per_bus_s", "CPU s per bus s, busy bus", ""),
     ("footprint", "phases.sim_busy.cpu_per_bus_s", "same, simulated time (10 min)", ""),

@@ -15,7 +15,12 @@ use. Measured from /proc/PID of the agent:
 - CPU (``utime + stime``) per second of bus time, real-time phases and simulated ones;
 - writes over a simulated steady day (healthy pack, broker connected): ``/proc/PID/io``
   (``syscw``, ``wchar``, ``write_bytes``) and, when strace is installed, the write and
-  sync system calls on the SQLite files.
+  sync system calls on the SQLite files;
+- a long life (``--life-days``): a second, fresh agent process lives the ``ageing``
+  scenario (about three years: the SOH trend and forecast, the decision, the owner's
+  notices and answers, the pack swap) with the simulator's head unit answering;
+  ``VmRSS`` every 100 simulated days, so growth with the rules' windows, the SOH
+  history and the notices' state shows.
 
 The agent and the baseline run as installed: with pack-agent's bytecode compiled first
 (``compileall``, as pip does), whatever ``PYTHONDONTWRITEBYTECODE`` says here.
@@ -31,6 +36,8 @@ vehicle the busy-bus figures are an upper bound. The last line is one JSON objec
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -41,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,9 +58,10 @@ import can
 from pack_agent.config import load_config, reference_config_path
 from pack_agent.database import load_and_check
 from pack_agent.devbroker import LocalBroker
-from pack_agent.sim import SCENARIOS
+from pack_agent.sim import SCENARIOS, VirtualHeadUnit, VirtualVehicle
 from pack_agent.sim.rig import rig_config
 from pack_agent.sim.rig import write_config as rig_write
+from pack_agent.sim.scenario import DayState
 from pack_agent.sim.vehicle import code_pages, cyclic_values, encode
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -64,6 +73,8 @@ CHECK_LINE = re.compile(
     r"(?:, child peak (?P<mib>[0-9.]+) MiB)?"
 )
 UNMAPPED_IDS = range(0x100, 0x180)  # 128 ids the reference mapping does not use
+EVENT_LINE = re.compile(r"event (\S+) seq=\d+")  # the agent's log line for each event
+LIFE_LEAD_DAYS = 15  # how far the simulator may run ahead of the agent in the long life
 
 
 # -- the agent process ---------------------------------------------------------
@@ -121,8 +132,16 @@ class Agent:
             stderr=subprocess.STDOUT,
         )
         self.pid = self.proc.pid
-        self.ready_s = self._wait_ready(started)
         self.status_file = tmp / "run" / "status.json"
+        try:
+            self.ready_s = self._wait_ready(started)
+        except BaseException:
+            self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+            self.log.close()
+            self.notify.close()
+            raise
 
     def _wait_ready(self, started: float) -> float:
         self.notify.settimeout(20)
@@ -139,6 +158,20 @@ class Agent:
             return 0.0
         times = [r["time"] for r in status["agent"]["latest"].values()]
         return max(times, default=0.0)
+
+    def wait_drained(self, timeout: float) -> dict[str, Any]:
+        """The status file once the outbox is empty (or as it is after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                status = json.loads(self.status_file.read_text())
+            except (OSError, ValueError):
+                status = {}
+            if status.get("queue", {}).get("pending") == 0:
+                break
+            time.sleep(0.05)
+        return status
 
     def broker_connected(self) -> bool:
         try:
@@ -247,6 +280,98 @@ def feed_realtime(bus: can.BusABC, traffic: Traffic, seconds: float, busy: bool)
     return n + len(batch)
 
 
+class SentBus:
+    """The simulator's bus, remembering the newest time stamp it sent."""
+
+    def __init__(self, bus: can.BusABC) -> None:
+        self.bus = bus
+        self.last = 0.0
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        self.last = max(self.last, msg.timestamp)
+        self.bus.send(msg, timeout)
+
+    def recv(self, timeout: float | None = None) -> can.Message | None:
+        return self.bus.recv(timeout)
+
+
+def life(broker: LocalBroker, days: int) -> dict[str, Any]:
+    """A fresh agent process through ``days`` of the ``ageing`` scenario (its story, with
+    the head unit answering as in the demo), at the pace the agent reads: the simulator
+    stays at most ``LIFE_LEAD_DAYS`` ahead of the agent's status file. RSS at ten marks,
+    each taken once the agent has read every frame sent before it."""
+    scenario = dataclasses.replace(SCENARIOS["ageing"], days=days)
+    every = max(1, days // 10)
+    with tempfile.TemporaryDirectory(prefix="pack-agent-life-") as d:
+        tmp = Path(d)
+        config = tmp / "agent.toml"
+        write_config(config, tmp / "bus", broker.port, tmp)
+        db = load_and_check(load_config(config))
+        bus = SentBus(
+            can.Bus(interface="localbus", channel=str(tmp / "bus"), preserve_timestamps=True)
+        )
+        try:
+            agent = Agent(config, tmp)  # kills its process if it never gets ready
+        except BaseException:
+            bus.bus.shutdown()
+            raise
+        try:
+            rss: list[tuple[int, float]] = [(0, proc_status(agent.pid)["VmRSS"] / MIB)]
+            waits = {"lagged": 0}
+
+            def sync(t: float, lead_s: float = LIFE_LEAD_DAYS * 86400) -> None:
+                give_up = time.monotonic() + 10.0
+                while agent.frame_time() < t - lead_s:
+                    if agent.proc.poll() is not None:
+                        raise RuntimeError(f"the agent exited ({agent.proc.returncode})")
+                    if time.monotonic() > give_up:
+                        waits["lagged"] += 1  # reported: the figures are then suspect
+                        return
+                    time.sleep(0.01)
+
+            def on_day(state: DayState) -> None:
+                if state.day and state.day % every == 0:
+                    sync(bus.last, 0.0)  # every frame of the days before read
+                    rss.append((state.day, proc_status(agent.pid)["VmRSS"] / MIB))
+
+            head_unit = VirtualHeadUnit(
+                db, response=list(scenario.answers), delay_s=scenario.answer_delay_s
+            )
+            vehicle = VirtualVehicle(bus, db, scenario, head_unit, on_day=on_day, sync=sync)
+            cpu0, t0 = cpu_s(agent.pid), time.monotonic()
+            vehicle.run()
+            sync(bus.last, 0.0)
+            end = scenario.start + scenario.days * 86400.0
+            for _ in range(20):  # its last notices reach the head unit, the answers go back
+                vehicle.serve_head_unit(end)
+                time.sleep(0.05)
+            cpu1, t1 = cpu_s(agent.pid), time.monotonic()
+            rss.append((scenario.days, proc_status(agent.pid)["VmRSS"] / MIB))
+            hwm = proc_status(agent.pid)["VmHWM"]
+            status = agent.wait_drained(10.0)
+        finally:
+            agent.stop()
+            bus.bus.shutdown()
+        log = (tmp / "agent.log").read_text(errors="replace")
+    settled = [r for day, r in rss if day >= every]  # the windows and caches have filled
+    return {
+        "days": scenario.days,
+        "wall_s": round(t1 - t0, 2),
+        "cpu_s": round(cpu1 - cpu0, 2),
+        "rss_by_day_mib": {day: round(r, 2) for day, r in rss},
+        "rss_peak_mib": round(hwm / MIB, 2),
+        "rss_end_mib": round(rss[-1][1], 2),
+        "settled_from_day": every,
+        "rss_growth_settled_mib": round(settled[-1] - settled[0], 2),
+        "events": dict(sorted(Counter(EVENT_LINE.findall(log)).items())),
+        "notices_shown": len(head_unit.shown),
+        "outbox_pending": status.get("queue", {}).get("pending"),
+        "delivered_total": status.get("queue", {}).get("delivered_total"),
+        "sync_gave_up": waits["lagged"],
+        "frames_dropped_by_localbus": getattr(bus.bus, "dropped", 0),
+    }
+
+
 # -- phases ------------------------------------------------------------------------
 
 
@@ -353,6 +478,12 @@ def main() -> int:
     ap.add_argument(
         "--day-step-s", type=float, default=5.0, help="the quiet day: each message every N s"
     )
+    ap.add_argument(
+        "--life-days",
+        type=int,
+        default=SCENARIOS["ageing"].days,
+        help="the long life: days of the ageing scenario (0: none)",
+    )
     args = ap.parse_args()
 
     compile_bytecode()
@@ -422,6 +553,7 @@ def main() -> int:
         if tracer is not None:
             writes.update(strace_counts(trace_path))
         log_lines = (tmp / "agent.log").read_text(errors="replace").splitlines()
+        long_life = life(broker, args.life_days) if args.life_days > 0 else None
 
     growth = (third_rss[-1] - third_rss[0]) / MIB
     check = next(
@@ -443,13 +575,16 @@ def main() -> int:
         "busy_fps": args.busy_fps,
         "phases": phases,
         "day_writes": writes,
+        "life": long_life,
         "stop_s": round(stop_s, 3),
         "frames_dropped_by_localbus": dropped,
         "agent_log_lines": len(log_lines),
         "targets_met": {
-            "rss_le_40_mib": hwm <= 40 * MIB,
+            "rss_le_40_mib": hwm <= 40 * MIB
+            and (long_life is None or long_life["rss_peak_mib"] <= 40),
             "ready_le_0_6_s": agent.ready_s <= 0.6,
-            "no_growth": growth < 1.0,
+            "no_growth": growth < 1.0
+            and (long_life is None or long_life["rss_growth_settled_mib"] < 1.0),
         },
     }
     print(f"baseline ({BASELINE}):")
@@ -468,6 +603,14 @@ def main() -> int:
             f"CPU {p['cpu_per_bus_s'] * 1000:8.2f} ms per bus-s  RSS {p['rss_mib']} MiB"
         )
     print(f"  steady day writes: {writes}")
+    if long_life is not None:
+        by_day = ", ".join(f"{d}: {r}" for d, r in long_life["rss_by_day_mib"].items())
+        print(
+            f"  long life ({long_life['days']} simulated days, {long_life['wall_s']} wall-s, "
+            f"{long_life['notices_shown']} notices shown, {long_life['delivered_total']} "
+            f"events delivered): peak RSS {long_life['rss_peak_mib']} MiB; RSS by day "
+            f"{{{by_day}}} MiB\n    events {long_life['events']}"
+        )
     print(json.dumps(result))
     return 0
 

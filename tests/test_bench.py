@@ -39,3 +39,19 @@ def test_policy_bench_runs() -> None:
 def test_ingest_bench_runs() -> None:
     figures = run_bench("bench/ingest.py", "--frames", "50000", "--rounds", "1")
     assert figures["pack_agent_fps"] > 0 and figures["frames"] >= 50000
+
+
+def test_footprint_bench_runs() -> None:
+    figures = run_bench(
+        "bench/footprint.py",
+        *("--sim-minutes", "0.2", "--realtime-s", "0.5", "--day-step-s", "120"),
+        *("--life-days", "120"),
+    )
+    assert figures["ready_s"] > 0 and figures["rss_peak_mib"] > 0
+    assert figures["phases"]["sim_day"]["frames"] > 0
+    life = figures["life"]
+    assert life["days"] == 120 and len(life["rss_by_day_mib"]) == 11  # day 0, then every 12
+    assert life["sync_gave_up"] == 0 and life["outbox_pending"] == 0, life
+    # two trips a day, a health sample each, all delivered through the real broker
+    assert life["events"]["pack.health"] == 240, life["events"]
+    assert life["delivered_total"] == sum(life["events"].values()), life
