@@ -19,8 +19,8 @@ use. Measured from /proc/PID of the agent:
 - a long life (``--life-days``): a second, fresh agent process lives the ``ageing``
   scenario (about three years: the SOH trend and forecast, the decision, the owner's
   notices and answers, the pack swap) with the simulator's head unit answering;
-  ``VmRSS`` every 100 simulated days, so growth with the rules' windows, the SOH
-  history and the notices' state shows.
+  ``VmRSS`` at ten marks (each once the agent has read every frame sent before it), so
+  growth with the rules' windows, the SOH history and the notices' state shows.
 
 The agent and the baseline run as installed: with pack-agent's bytecode compiled first
 (``compileall``, as pip does), whatever ``PYTHONDONTWRITEBYTECODE`` says here.
@@ -150,34 +150,29 @@ class Agent:
             if "READY=1" in data.split("\n"):
                 return time.monotonic() - started
 
+    def status(self) -> dict[str, Any]:
+        """The agent's live status file, or {} while it is missing or half written."""
+        try:
+            return json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
     def frame_time(self) -> float:
         """The newest reading time the agent reports (its clock, in frames mode)."""
-        try:
-            status = json.loads(self.status_file.read_text())
-        except (OSError, ValueError):
-            return 0.0
-        times = [r["time"] for r in status["agent"]["latest"].values()]
-        return max(times, default=0.0)
+        latest = self.status().get("agent", {}).get("latest", {})
+        return max((r["time"] for r in latest.values()), default=0.0)
 
     def wait_drained(self, timeout: float) -> dict[str, Any]:
         """The status file once the outbox is empty (or as it is after ``timeout``)."""
         deadline = time.monotonic() + timeout
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            try:
-                status = json.loads(self.status_file.read_text())
-            except (OSError, ValueError):
-                status = {}
-            if status.get("queue", {}).get("pending") == 0:
-                break
+        status = self.status()
+        while status.get("queue", {}).get("pending") != 0 and time.monotonic() < deadline:
             time.sleep(0.05)
+            status = self.status()
         return status
 
     def broker_connected(self) -> bool:
-        try:
-            return bool(json.loads(self.status_file.read_text())["broker"]["connected"])
-        except (OSError, ValueError, KeyError):
-            return False
+        return bool(self.status().get("broker", {}).get("connected"))
 
     def stop(self) -> float:
         started = time.monotonic()

@@ -11,7 +11,7 @@ from typing import Any
 import can
 import pytest
 
-from pack_agent.agent import Agent
+from pack_agent.agent import HEALTH_SAMPLED_KEY, Agent
 from pack_agent.config import AgentConfig, load_config, reference_config_path
 from pack_agent.database import load_and_check
 from pack_agent.decoder import Decoder
@@ -463,7 +463,7 @@ def test_a_sample_time_stored_by_a_clock_that_was_ahead_does_not_block_samples(t
     cfg = _hourly_config(tmp_path, "ahead")
     t0 = AGEING.start
     run = Run(cfg)
-    run.store.put_state("health.sampled_at", t0 + 7 * 365 * DAY)  # a life in 2035
+    run.store.put_state(HEALTH_SAMPLED_KEY, t0 + 7 * 365 * DAY)  # a life in 2035
     run.feed(_wake(run.db, t0, AGEING.code, 90.0))
     run.close()
     assert [e.time.timestamp() - t0 for e in _samples(run)] == [7.5]
