@@ -18,10 +18,11 @@ import random
 import time
 from datetime import datetime, timezone
 
-from pack_agent.config import ScrapRule, load_config, reference_config_path
-from pack_agent.decoder import Reading
-from pack_agent.policy import ScrapPolicy
-from pack_agent.trend import MAX_FIT_POINTS, theil_sen
+from pack_agent.config import load_config, reference_config_path
+from pack_agent.config.rules import ConsecutiveRule
+from pack_agent.core.policy import ScrapPolicy
+from pack_agent.core.readings import Reading
+from pack_agent.core.trend import MAX_FIT_POINTS, theil_sen
 
 DAY = 86400.0
 T0 = datetime(2027, 1, 1, tzinfo=timezone.utc).timestamp()
@@ -54,7 +55,8 @@ def per_reading(policy: ScrapPolicy, rs: list[Reading]) -> float:
 def main() -> None:
     cfg = load_config(reference_config_path())
     rs = readings(20_000)
-    baseline = ScrapPolicy([ScrapRule(id="c", below=80, description_en="e", description_zh="z")])
+    one = ConsecutiveRule(id="c", below=80, description_en="e", description_zh="z")
+    baseline = ScrapPolicy([one])
     reference = ScrapPolicy.from_config(cfg, None, (), CODE)
     base_s = per_reading(baseline, rs)
     ref_s = per_reading(reference, rs)

@@ -55,14 +55,14 @@ from typing import Any
 
 import can
 
+from pack_agent.canbus.dbc import load_and_check
 from pack_agent.config import load_config, reference_config_path
-from pack_agent.database import load_and_check
-from pack_agent.devbroker import LocalBroker
-from pack_agent.sim import SCENARIOS, VirtualHeadUnit, VirtualVehicle
-from pack_agent.sim.rig import rig_config
-from pack_agent.sim.rig import write_config as rig_write
-from pack_agent.sim.scenario import DayState
-from pack_agent.sim.vehicle import code_pages, cyclic_values, encode
+from pack_agent.dev.broker import LocalBroker
+from pack_agent.dev.sim import SCENARIOS, VirtualHeadUnit, VirtualVehicle
+from pack_agent.dev.sim.rig import rig_config
+from pack_agent.dev.sim.rig import write_config as rig_write
+from pack_agent.dev.sim.scenario import DayState
+from pack_agent.dev.sim.vehicle import code_pages, cyclic_values, encode
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 CLK = os.sysconf("SC_CLK_TCK")

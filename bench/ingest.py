@@ -53,7 +53,7 @@ def repeated_capture(target_frames: int, out: Path) -> int:
 
 
 def read_only(log: Path) -> int:
-    from pack_agent.replay import read_gvret
+    from pack_agent.canbus.logs import read_gvret
 
     n = 0
     for _msg in read_gvret(log):
@@ -63,9 +63,9 @@ def read_only(log: Path) -> int:
 
 def read_filtered(log: Path, tmp: Path) -> int:
     """(a) with the same id filter as (c): reading only what the mapping wants."""
-    from pack_agent.database import load_and_check
-    from pack_agent.decoder import Decoder
-    from pack_agent.replay import ReadStats, log_filter, read_gvret
+    from pack_agent.canbus.dbc import load_and_check
+    from pack_agent.canbus.decoder import Decoder
+    from pack_agent.canbus.logs import ReadStats, log_filter, read_gvret
 
     cfg = kona_config(tmp)
     db = load_and_check(cfg)
@@ -80,7 +80,8 @@ def read_filtered(log: Path, tmp: Path) -> int:
 
 
 def kona_config(tmp: Path):
-    from pack_agent.config import parse_config, tomllib
+    from pack_agent.config import parse_config
+    from pack_agent.config.load import tomllib
 
     data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     data["databases"] = [str(DBC), "builtin:pack_agent_reference.dbc"]
@@ -91,8 +92,8 @@ def kona_config(tmp: Path):
 def naive_cantools(log: Path) -> int:
     import cantools
 
-    from pack_agent.database import _load_file
-    from pack_agent.replay import read_gvret
+    from pack_agent.canbus.dbc import _load_file
+    from pack_agent.canbus.logs import read_gvret
 
     db = _load_file(DBC, strict=False)
     assert isinstance(db, cantools.database.can.Database)
@@ -105,7 +106,7 @@ def naive_cantools(log: Path) -> int:
 
 
 def pack_agent_pipeline(log: Path, tmp: Path, filter_ids: bool = True) -> int:
-    from pack_agent.replay import replay
+    from pack_agent.runtime.replay import replay
 
     cfg = kona_config(tmp)
     result = replay(cfg, log, filter_ids=filter_ids)
@@ -116,9 +117,9 @@ def pack_agent_pipeline(log: Path, tmp: Path, filter_ids: bool = True) -> int:
 def mapped_frame_decode(tmp: Path, repeat: int = 200) -> tuple[float, float]:
     """Microseconds per mapped frame of the capture: pack-agent's decoder (compiled
     readers, only the mapped signals) and cantools decoding the same message."""
-    from pack_agent.database import load_and_check
-    from pack_agent.decoder import Decoder
-    from pack_agent.replay import ReadStats, channel_map, read_gvret
+    from pack_agent.canbus.dbc import load_and_check
+    from pack_agent.canbus.decoder import Decoder
+    from pack_agent.canbus.logs import ReadStats, channel_map, read_gvret
 
     cfg = kona_config(tmp)
     db = load_and_check(cfg)

@@ -34,13 +34,13 @@ import can
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pack_agent.agent import run_loop
+from pack_agent.canbus.source import Frame, Source
 from pack_agent.config import MqttSettings
-from pack_agent.devbroker import LocalBroker
-from pack_agent.events import EventDraft, topic_for, utc_from_timestamp
-from pack_agent.source import Frame, Source
-from pack_agent.store import Store
-from pack_agent.uplink import MqttUplink
+from pack_agent.core.events import EventDraft, topic_for, utc_from_timestamp
+from pack_agent.delivery.mqtt import MqttUplink
+from pack_agent.dev.broker import LocalBroker
+from pack_agent.runtime.agent import run_loop
+from pack_agent.store.database import Store
 
 VIN = "LPACK2026AGENT001"
 PREFIX = "pack-agent/v1"

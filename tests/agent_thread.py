@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pack_agent.config import AgentConfig
-from pack_agent.daemon import Daemon
+from pack_agent.runtime.daemon import Daemon
 
 
 class RunningDaemon:

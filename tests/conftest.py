@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pack_agent.devbroker import LocalBroker, find_mosquitto
+from pack_agent.dev.broker import LocalBroker, find_mosquitto
 
 
 @pytest.fixture(scope="session")

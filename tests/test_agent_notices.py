@@ -12,14 +12,14 @@ import can
 import pytest
 from can.interfaces.virtual import VirtualBus
 
-from pack_agent.agent import Agent
+from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.decoder import Decoder
 from pack_agent.config import AgentConfig, as_data, load_config, parse_config, reference_config_path
-from pack_agent.database import load_and_check
-from pack_agent.decoder import Decoder
-from pack_agent.hmi import owner_notifiers
-from pack_agent.sim.head_unit import VirtualHeadUnit
-from pack_agent.sim.vehicle import code_pages, encode
-from pack_agent.store import Store
+from pack_agent.delivery.owner_channel import owner_notifiers
+from pack_agent.dev.sim.head_unit import VirtualHeadUnit
+from pack_agent.dev.sim.vehicle import code_pages, encode
+from pack_agent.runtime.agent import Agent
+from pack_agent.store.database import Store
 
 DAY = 86400.0
 HOUR = 3600.0

@@ -11,15 +11,15 @@ from typing import Any
 import can
 import pytest
 
-from pack_agent.agent import HEALTH_SAMPLED_KEY, Agent
+from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.decoder import Decoder
 from pack_agent.config import AgentConfig, load_config, reference_config_path
-from pack_agent.database import load_and_check
-from pack_agent.decoder import Decoder
-from pack_agent.policy import IGNITION_OFF_SAVE_GAP_S
-from pack_agent.sim import SCENARIOS, Scenario
-from pack_agent.sim.logfile import scenario_frames, write_log
-from pack_agent.sim.vehicle import code_pages, encode
-from pack_agent.store import Store
+from pack_agent.core.policy import IGNITION_OFF_SAVE_GAP_S
+from pack_agent.dev.sim import SCENARIOS, Scenario
+from pack_agent.dev.sim.logfile import scenario_frames, write_log
+from pack_agent.dev.sim.vehicle import code_pages, encode
+from pack_agent.runtime.agent import HEALTH_SAMPLED_KEY, Agent
+from pack_agent.store.database import Store
 
 DAY = 86400.0
 AGEING = SCENARIOS["ageing"]  # 1000 days: the 80 % line about day 935, a new pack on day 960

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pack_agent.events import EVENT_TYPES
-from pack_agent.schema import StatusPayload
+from pack_agent.api.schema import StatusPayload
+from pack_agent.core.events import EVENT_TYPES
 
 yaml = pytest.importorskip("yaml")
 

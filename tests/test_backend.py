@@ -1,4 +1,4 @@
-"""pack_agent.backend and `pack-agent listen`: de-duplication, seq gaps per vehicle,
+"""pack_agent.api.subscriber and `pack-agent listen`: de-duplication, seq gaps per vehicle,
 sinks, and the command against a real mosquitto."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pack_agent.backend import Deduplicator, Gap, JsonlSink, SeqTracker
-from pack_agent.devbroker import LocalBroker
+from pack_agent.api.subscriber import Deduplicator, Gap, JsonlSink, SeqTracker
+from pack_agent.core.events import Event, EventDraft, utc_from_timestamp
+from pack_agent.dev.broker import LocalBroker
 from pack_agent.errors import PackAgentError
-from pack_agent.events import Event, EventDraft, utc_from_timestamp
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 VIN_A, VIN_B = "LPACK2026AGENT001", "LPACK2026AGENT002"

@@ -7,7 +7,7 @@ import uuid
 import can
 import pytest
 
-from pack_agent.busguard import GuardedBus
+from pack_agent.canbus.guard import GuardedBus
 
 
 def channel() -> str:

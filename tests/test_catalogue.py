@@ -8,8 +8,8 @@ from pathlib import Path
 import cantools
 import pytest
 
-from pack_agent.catalogue import DEFAULT_CATALOGUE, CatalogueError, load_catalogue
 from pack_agent.config import DATA_DIR
+from pack_agent.core.catalogue import DEFAULT_CATALOGUE, CatalogueError, load_catalogue
 
 GOOD = """format = 1
 [notices."0x0101"]

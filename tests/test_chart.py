@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pack_agent.chart import Marker, SohChart
+from pack_agent.dev.chart import Marker, SohChart
 
 SVG = "{http://www.w3.org/2000/svg}"
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -47,10 +47,10 @@ def test_an_empty_history_is_an_error():
 
 def test_the_daemon_never_imports_plotting_or_the_demo():
     code = (
-        "import sys, pack_agent.daemon, pack_agent.cli.run, pack_agent.cli.status;"
-        "import pack_agent.statusview;"
-        "bad = [m for m in sys.modules if m in ('pack_agent.chart', 'pack_agent.demo',"
-        " 'matplotlib', 'pack_agent.devbroker')];"
+        "import sys, pack_agent.runtime.daemon, pack_agent.cli.run, pack_agent.cli.status;"
+        "import pack_agent.runtime.statusview;"
+        "bad = [m for m in sys.modules if m in ('pack_agent.dev.chart', 'pack_agent.dev.demo',"
+        " 'matplotlib', 'pack_agent.dev.broker')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     out = subprocess.run(

@@ -13,24 +13,24 @@ import sys
 import uuid
 from pathlib import Path
 
+from pack_agent.canbus.logs import FORMATS
 from pack_agent.cli.replay import FORMATS as CLI_FORMATS
 from pack_agent.config import load_config, reference_config_path
-from pack_agent.devbroker import free_port
-from pack_agent.replay import FORMATS
-from pack_agent.sim.rig import rig_config, write_config
+from pack_agent.dev.broker import free_port
+from pack_agent.dev.sim.rig import rig_config, write_config
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # used by other subcommands, tests or tools, never by the daemon
 NOT_AT_START = (
-    "pack_agent.demo",
-    "pack_agent.replay",
-    "pack_agent.schema",
-    "pack_agent.backend",
-    "pack_agent.sim",
-    "pack_agent.devbroker",
-    "pack_agent.statusview",
-    "pack_agent.event_data",
+    "pack_agent.dev.demo",
+    "pack_agent.runtime.replay",
+    "pack_agent.api.schema",
+    "pack_agent.api.subscriber",
+    "pack_agent.dev.sim",
+    "pack_agent.dev.broker",
+    "pack_agent.runtime.statusview",
+    "pack_agent.api.models",
     "hypothesis",
     "pytest",
     "matplotlib",
@@ -40,7 +40,7 @@ NOT_AT_START = (
     # pydantic's ~8 MiB never stay in the daemon
     "pydantic",
     "pydantic_core",
-    "pack_agent.configcheck",
+    "pack_agent.config.check",
 )
 
 
@@ -82,7 +82,12 @@ def daemon_imports(tmp_path: Path) -> set[str]:
 
 def test_the_daemon_imports_nothing_it_does_not_use(tmp_path):
     modules = daemon_imports(tmp_path)
-    assert {"pack_agent.daemon", "pack_agent.store", "pack_agent.uplink", "cantools"} <= modules
+    assert {
+        "pack_agent.runtime.daemon",
+        "pack_agent.store.database",
+        "pack_agent.delivery.mqtt",
+        "cantools",
+    } <= modules
     loaded = sorted(
         m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_AT_START)
     )

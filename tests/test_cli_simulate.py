@@ -9,12 +9,12 @@ from collections import Counter
 import can
 import pytest
 
+from pack_agent.canbus.dbc import load_and_check
 from pack_agent.cli import main
-from pack_agent.codes import check_code
 from pack_agent.config import load_config, reference_config_path
-from pack_agent.database import load_and_check
-from pack_agent.sim import SCENARIOS
-from pack_agent.sim.scenario import FORGED_CODE
+from pack_agent.core.codes import check_code
+from pack_agent.dev.sim import SCENARIOS
+from pack_agent.dev.sim.scenario import FORGED_CODE
 
 
 @pytest.fixture(scope="module")

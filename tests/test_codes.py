@@ -1,4 +1,4 @@
-"""Tests for pack_agent.codes: fields, every problem kind, date coding, cascade form."""
+"""Tests for pack_agent.core.codes: fields, every problem kind, date coding, cascade form."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pack_agent.codes import (
+from pack_agent.core.codes import (
     BATTERY_TYPES,
     CASCADE_LENGTH,
     CODE_LENGTH,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pack_agent.config import load_config, reference_config_path
-from pack_agent.configproc import load_config_isolated
+from pack_agent.config.isolated import load_config_isolated
 from pack_agent.errors import ConfigError
 
 REFERENCE = reference_config_path().read_text(encoding="utf-8")
@@ -62,7 +62,7 @@ def test_isolated_check_that_fails_is_a_clear_error(monkeypatch, capfd):
     def crash(path: object) -> bytes:
         raise RuntimeError("the checker broke")
 
-    monkeypatch.setattr("pack_agent.configcheck.checked_pickle", crash)  # the forked child's
+    monkeypatch.setattr("pack_agent.config.isolated.checked_pickle", crash)  # the forked child's
     with pytest.raises(ConfigError) as info:
         load_config_isolated(reference_config_path(), fork=True)
     assert info.value.problems == [
@@ -86,7 +86,7 @@ def test_a_child_killed_while_writing_or_never_started_is_a_config_error(monkeyp
         os.kill(os.getpid(), signal.SIGKILL)
         return 0
 
-    monkeypatch.setattr("pack_agent.configproc._checked_in_fork", killed_mid_write)
+    monkeypatch.setattr("pack_agent.config.isolated._checked_in_fork", killed_mid_write)
     with pytest.raises(ConfigError, match=r"check failed \(exit status -9: no result\)"):
         load_config_isolated(reference_config_path(), fork=True)
     monkeypatch.setattr(sys, "executable", "/nonexistent/venv/bin/python")

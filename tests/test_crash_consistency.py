@@ -38,13 +38,13 @@ import can
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from pack_agent.canbus.dbc import load_and_check
 from pack_agent.config import AgentConfig, load_config, reference_config_path
-from pack_agent.database import load_and_check
-from pack_agent.devbroker import LocalBroker
-from pack_agent.sim import VirtualHeadUnit
-from pack_agent.sim.rig import rig_config, write_config
-from pack_agent.sim.scenario import DAY, Scenario
-from pack_agent.sim.vehicle import day_frames
+from pack_agent.dev.broker import LocalBroker
+from pack_agent.dev.sim import VirtualHeadUnit
+from pack_agent.dev.sim.rig import rig_config, write_config
+from pack_agent.dev.sim.scenario import DAY, Scenario
+from pack_agent.dev.sim.vehicle import day_frames
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 SEED = 8

@@ -14,12 +14,12 @@ import pytest
 from can.interfaces.virtual import VirtualBus
 
 from conftest import Subscriber
+from pack_agent.canbus.dbc import load_and_check
 from pack_agent.config import AgentConfig, load_config, reference_config_path
-from pack_agent.daemon import Daemon
-from pack_agent.database import load_and_check
-from pack_agent.demo import demo_config
-from pack_agent.sim import Scenario, VirtualHeadUnit, VirtualVehicle
-from pack_agent.store import Store
+from pack_agent.dev.demo import demo_config
+from pack_agent.dev.sim import Scenario, VirtualHeadUnit, VirtualVehicle
+from pack_agent.runtime.daemon import Daemon
+from pack_agent.store.database import Store
 
 DAY = 86400.0
 # crosses the 80 % line about day 10; the 28-day median is below it about day 21 and
@@ -255,7 +255,7 @@ def test_restart_neither_forgets_nor_repeats_the_decision(broker, tmp_path):
 
 
 def test_broker_absent_at_start_keeps_events_until_it_comes(tmp_path):
-    from pack_agent.devbroker import LocalBroker, free_port
+    from pack_agent.dev.broker import LocalBroker, free_port
 
     port = free_port()
     cfg, channel = make_config(tmp_path, port)

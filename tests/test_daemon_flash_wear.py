@@ -12,12 +12,12 @@ import can
 
 from agent_thread import RunningDaemon
 from conftest import Subscriber
+from pack_agent.canbus.dbc import load_and_check
 from pack_agent.config import load_config, reference_config_path
-from pack_agent.database import load_and_check
-from pack_agent.demo import demo_config
-from pack_agent.sim import SCENARIOS
-from pack_agent.sim.vehicle import code_pages, cyclic_values, encode
-from pack_agent.store import read_only_view
+from pack_agent.dev.demo import demo_config
+from pack_agent.dev.sim import SCENARIOS
+from pack_agent.dev.sim.vehicle import code_pages, cyclic_values, encode
+from pack_agent.store.database import read_only_view
 
 HOUR = 3600.0
 DAY = 24 * HOUR

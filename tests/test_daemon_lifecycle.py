@@ -7,9 +7,9 @@ import time
 
 from conftest import Subscriber
 from pack_agent.config import AgentConfig
-from pack_agent.runstatus import LAST_EVENT_KEY, read_status
-from pack_agent.statusview import gather, render
-from pack_agent.store import read_only_view
+from pack_agent.runtime.status import LAST_EVENT_KEY, read_status
+from pack_agent.runtime.statusview import gather, render
+from pack_agent.store.database import read_only_view
 from test_daemon import FAST, AgentThread, make_config, run_vehicle
 
 

@@ -5,10 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.decoder import CodeAssembler, Decoder
 from pack_agent.config import as_data, load_config, parse_config, reference_config_path
-from pack_agent.database import load_and_check
-from pack_agent.decoder import CodeAssembler, CodePage, Decoder, Reading
-from pack_agent.sim.vehicle import code_pages, encode
+from pack_agent.core.readings import CodePage, Reading
+from pack_agent.dev.sim.vehicle import code_pages, encode
 
 CODE = "0RJPEA00HAU0AAF131001955"
 
@@ -133,14 +134,14 @@ REAL_DBS = [
 
 
 def _reference_db():
+    from pack_agent.canbus.dbc import _load_file
     from pack_agent.config import DATA_DIR
-    from pack_agent.database import _load_file
 
     return _load_file(DATA_DIR / "pack_agent_reference.dbc", True)
 
 
 def _databases():
-    from pack_agent.database import _load_file
+    from pack_agent.canbus.dbc import _load_file
 
     yield "reference", _reference_db()
     for rel in REAL_DBS:
@@ -172,7 +173,7 @@ def _frames(msg, rng):
 def test_field_readers_agree_with_cantools_on_every_signal():
     import random
 
-    from pack_agent.decoder import FieldReader
+    from pack_agent.canbus.decoder import FieldReader
 
     rng = random.Random(3)
     checked: dict[str, set[tuple[str, str]]] = {}

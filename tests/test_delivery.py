@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pack_agent import uplink
 from pack_agent.config import load_config, reference_config_path
-from pack_agent.devbroker import LocalBroker
-from pack_agent.events import EVENT_TYPES, EventDraft, utc_from_timestamp
-from pack_agent.sim.rig import rig_config
-from pack_agent.sim.rig import write_config as rig_write
-from pack_agent.store import DELETE_BATCH, Store
+from pack_agent.core.events import EVENT_TYPES, EventDraft, utc_from_timestamp
+from pack_agent.delivery import mqtt as uplink
+from pack_agent.dev.broker import LocalBroker
+from pack_agent.dev.sim.rig import rig_config
+from pack_agent.dev.sim.rig import write_config as rig_write
+from pack_agent.store.database import DELETE_BATCH, Store
 
 if TYPE_CHECKING:
     from conftest import Subscriber

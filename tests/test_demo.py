@@ -9,9 +9,9 @@ from itertools import pairwise
 
 import pytest
 
-from pack_agent.demo import run_demo, soh_trend
-from pack_agent.sim import SCENARIOS
-from pack_agent.sim.scenario import DAY, FORGED_CODE
+from pack_agent.dev.demo import run_demo, soh_rate_per_year
+from pack_agent.dev.sim import SCENARIOS
+from pack_agent.dev.sim.scenario import DAY, FORGED_CODE
 
 
 def test_ageing_story_end_to_end(mosquitto_binary, tmp_path):
@@ -107,5 +107,5 @@ def test_forged_code_story(mosquitto_binary):
 def test_trend_is_per_year():
     day = 86400.0
     hist = [(i * day, 95 - 5 * i / 365.25) for i in range(400)]
-    assert abs(soh_trend(hist) + 5.0) < 1e-6
-    assert soh_trend(hist[:10]) is None
+    assert abs(soh_rate_per_year(hist) + 5.0) < 1e-6
+    assert soh_rate_per_year(hist[:10]) is None

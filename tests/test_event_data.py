@@ -1,4 +1,4 @@
-"""pack_agent.event_data: the typed data of every event type matches what the
+"""pack_agent.api.models: the typed data of every event type matches what the
 agent's stages really produce, and the models stay open to new fields."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pack_agent.config import ScrapRule
-from pack_agent.decoder import Reading
-from pack_agent.event_data import PackHealth, data_model, data_models, parse_data
-from pack_agent.events import EVENT_TYPES
-from pack_agent.policy import ScrapPolicy
-from pack_agent.tracker import PackTracker
+from pack_agent.api.models import PackHealth, data_model, data_models, parse_data
+from pack_agent.config.rules import ConsecutiveRule
+from pack_agent.core.events import EVENT_TYPES
+from pack_agent.core.policy import ScrapPolicy
+from pack_agent.core.readings import Reading
+from pack_agent.core.tracker import PackTracker
 
 CODE = "0RJPEA00HAU0AAF131001955"
 OTHER = "X12PCPM27KLPCLX2M2382320"
@@ -21,7 +21,7 @@ def test_every_event_type_has_a_data_model() -> None:
     missing = sorted(set(EVENT_TYPES) - set(data_models()))
     assert missing == [], (
         f"event types without a data model: {missing}: add a class decorated with "
-        "@data_model(type) in pack_agent/event_data.py, then run `pack-agent schema`"
+        "@data_model(type) in pack_agent/api/models.py, then run `pack-agent schema`"
     )
 
 
@@ -50,7 +50,7 @@ def test_tracker_happenings_match_their_models() -> None:
 
 
 def test_decision_evidence_matches_its_model() -> None:
-    rule = ScrapRule(
+    rule = ConsecutiveRule(
         id="capacity-80", below=80, consecutive=3, description_en="e", description_zh="z"
     )
     policy = ScrapPolicy([rule])

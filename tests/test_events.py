@@ -9,7 +9,7 @@ from enum import Enum
 
 import pytest
 
-from pack_agent.events import Event, EventDraft
+from pack_agent.core.events import Event, EventDraft
 
 T = datetime(2026, 11, 22, 6, 30, 0, 123456, tzinfo=timezone.utc)
 VIN = "LPACK2026AGENT001"

@@ -15,9 +15,10 @@ import can
 import pytest
 
 from agent_thread import RunningDaemon
-from pack_agent.config import AgentConfig, parse_config, tomllib
-from pack_agent.database import complete_values, load_and_check
-from pack_agent.replay import replay
+from pack_agent.canbus.dbc import complete_values, load_and_check
+from pack_agent.config import AgentConfig, parse_config
+from pack_agent.config.load import tomllib
+from pack_agent.runtime.replay import replay
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real-world"
 EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "examples"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pack_agent.expression import ExpressionError, parse_expression
+from pack_agent.canbus.expression import ExpressionError, parse_expression
 
 
 def test_tesla_soh_expression_evaluates_over_named_operands():

@@ -31,15 +31,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pack_agent.agent import Agent
-from pack_agent.codes import check_code
+from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.decoder import Decoder
 from pack_agent.config import as_data, load_config, parse_config, reference_config_path
-from pack_agent.database import load_and_check
-from pack_agent.decoder import Decoder
+from pack_agent.core.codes import check_code
+from pack_agent.delivery.owner_channel import owner_notifiers
+from pack_agent.dev.sim.vehicle import encode
 from pack_agent.errors import ConfigError
-from pack_agent.hmi import owner_notifiers
-from pack_agent.sim.vehicle import encode
-from pack_agent.store import Store
+from pack_agent.runtime.agent import Agent
+from pack_agent.store.database import Store
 
 T0 = 1_800_000_000.0
 FRAMES = int(os.environ.get("FUZZ_FRAMES", "100000"))

@@ -11,12 +11,12 @@ from can.interfaces.virtual import VirtualBus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pack_agent.catalogue import load_catalogue
 from pack_agent.config import DATA_DIR
+from pack_agent.core.catalogue import load_catalogue
+from pack_agent.core.notices import MAX_TEXT_BYTES, Notice, NoticeAck
+from pack_agent.delivery.owner_channel import CanOwnerChannel, OutboxOwnerChannel, text_pages
+from pack_agent.dev.sim.head_unit import VirtualHeadUnit
 from pack_agent.errors import BusError
-from pack_agent.hmi import CanOwnerNotifier, OutboxOwnerNotifier, text_pages
-from pack_agent.notices import MAX_TEXT_BYTES, Notice, NoticeAck
-from pack_agent.sim.head_unit import VirtualHeadUnit
 
 DB = cantools.database.load_file(str(DATA_DIR / "pack_agent_reference.dbc"), strict=True)
 
@@ -39,7 +39,7 @@ def channel() -> str:
 def test_notice_frame_matches_the_documented_example(channel):
     bus = can.Bus(interface="virtual", channel=channel)
     try:
-        n = CanOwnerNotifier("p", bus, DB, "PA_OwnerNotice", "HU_NoticeAck", text="")
+        n = CanOwnerChannel("p", bus, DB, "PA_OwnerNotice", "HU_NoticeAck", text="")
         assert n.encode(notice()).hex(" ") == "07 01 01 11 01 00 00 00"
         assert n.encode(notice(), action=0).hex(" ") == "07 01 01 01 01 00 00 00"
     finally:
@@ -67,7 +67,7 @@ def test_text_pages_then_notice_reach_the_head_unit(channel):
     rx = can.Bus(interface="virtual", channel=channel)
     text = "回收服务网点，示例路88号\n+86 400 000 0000"
     try:
-        n = CanOwnerNotifier("p", tx, DB, "PA_OwnerNotice", "HU_NoticeAck", "PA_NoticeText", text)
+        n = CanOwnerChannel("p", tx, DB, "PA_OwnerNotice", "HU_NoticeAck", "PA_NoticeText", text)
         assert n.send(notice(seq=9, attempts=3), 0.0) == []
         frames = []
         while (f := rx.recv(0.5)) is not None:
@@ -111,7 +111,7 @@ def test_head_unit_without_the_text_uses_its_own_outlet():
 def test_a_failing_bus_raises_bus_error_naming_the_frame(channel):
     bus = BusOff(channel=channel)
     try:
-        n = CanOwnerNotifier("powertrain", bus, DB, "PA_OwnerNotice", "HU_NoticeAck", text="")
+        n = CanOwnerChannel("powertrain", bus, DB, "PA_OwnerNotice", "HU_NoticeAck", text="")
         with pytest.raises(BusError, match="0x3C0 not sent on bus 'powertrain': bus-off"):
             n.send(notice(), 0.0)
         with pytest.raises(BusError):
@@ -127,7 +127,7 @@ def test_a_failing_bus_raises_bus_error_naming_the_frame(channel):
 def test_bad_answers_are_not_answers(channel, data):
     bus = can.Bus(interface="virtual", channel=channel)
     try:
-        n = CanOwnerNotifier("p", bus, DB, "PA_OwnerNotice", "HU_NoticeAck", text="")
+        n = CanOwnerChannel("p", bus, DB, "PA_OwnerNotice", "HU_NoticeAck", text="")
         frame = can.Message(arbitration_id=0x3C1, data=data)
         assert n.is_ack_frame("p", frame)
         assert n.parse_ack("p", frame) is None
@@ -137,7 +137,7 @@ def test_bad_answers_are_not_answers(channel, data):
 
 def test_outbox_copy_carries_the_catalogue_texts_and_outlet():
     catalogue = load_catalogue(outlet="Outlet A", phone="123")
-    n = OutboxOwnerNotifier(catalogue, "Outlet A", "123")
+    n = OutboxOwnerChannel(catalogue, "Outlet A", "123")
     ((kind, data),) = n.send(notice(seq=3, attempts=2, severity="critical"), 0.0)
     assert kind == "owner.notice"
     assert data["notice_id"] == 0x0201 and data["name"] == "SafetyCritical"

@@ -12,7 +12,7 @@ import time
 import can
 import pytest
 
-from pack_agent.localbus import decode_frame, encode_frame
+from pack_agent.dev.localbus import decode_frame, encode_frame
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from pack_agent import logsetup
-from pack_agent.logsetup import RateLimitFilter, RedactFilter, setup_logging
+from pack_agent.runtime import logsetup
+from pack_agent.runtime.logsetup import RateLimitFilter, RedactFilter, setup_logging
 
 
 class Captured:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from pack_agent.event_data import parse_data
-from pack_agent.events import EVENT_TYPES, Event
+from pack_agent.api.models import parse_data
+from pack_agent.core.events import EVENT_TYPES, Event
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "mqtt-api.md"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pack_agent.config import NoticeSettings
-from pack_agent.notices import (
+from pack_agent.core.notices import (
     ATTEMPTS_EXHAUSTED,
     HEAD_UNIT_SILENT,
     Cadence,

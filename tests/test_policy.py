@@ -13,11 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from pack_agent.codes import make_code
-from pack_agent.config import ScrapRule
-from pack_agent.decoder import Reading
-from pack_agent.policy import IGNITION_OFF_SAVE_GAP_S, ScrapDecision, ScrapPolicy
-from pack_agent.ruleconfig import RuleConfig
+from pack_agent.config.rules import ConsecutiveRule, RuleConfig
+from pack_agent.core.codes import make_code
+from pack_agent.core.policy import IGNITION_OFF_SAVE_GAP_S, ScrapDecision, ScrapPolicy
+from pack_agent.core.readings import Reading
 
 DAY = 86400.0
 T0 = datetime(2027, 1, 1, 8, tzinfo=timezone.utc).timestamp()
@@ -25,7 +24,7 @@ CODE = make_code("0RJ", "P", "E", "A0", "0HAU0AA", date(2026, 3, 2), 1955)
 RULE = TypeAdapter(RuleConfig)
 
 
-def rule(**kw: Any) -> ScrapRule:
+def rule(**kw: Any) -> ConsecutiveRule:
     base: dict[str, Any] = dict(
         id="capacity-80",
         metric="soh",
@@ -36,7 +35,7 @@ def rule(**kw: Any) -> ScrapRule:
         description_zh="z",
     )
     base.update(kw)
-    return ScrapRule(**base)
+    return ConsecutiveRule(**base)
 
 
 def make(**kw: Any) -> Any:
@@ -701,7 +700,7 @@ STATE_V1_CUT = 70 * 11  # day 70 begins: a parked reading is held by the ignitio
 
 
 def test_a_state_saved_by_an_earlier_version_is_read_and_continued():
-    """A store written before the rules moved to ``pack_agent.rules`` (this file was
+    """A store written before the rules moved to ``pack_agent.core.rules`` (this file was
     written by that code) is restored and continues to the same decisions."""
     readings = every_kind_readings()
     whole = decide(every_kind_policy(), readings)

@@ -8,12 +8,14 @@ from pathlib import Path
 import can
 import pytest
 
+from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.logs import LogError, detect_format, read_log
 from pack_agent.cli import main
-from pack_agent.config import load_config, parse_config, reference_config_path, tomllib
-from pack_agent.database import load_and_check
-from pack_agent.replay import LogError, detect_format, read_log, replay
-from pack_agent.sim.scenario import Scenario
-from pack_agent.sim.vehicle import day_bursts, day_frames
+from pack_agent.config import load_config, parse_config, reference_config_path
+from pack_agent.config.load import tomllib
+from pack_agent.dev.sim.scenario import Scenario
+from pack_agent.dev.sim.vehicle import day_bursts, day_frames
+from pack_agent.runtime.replay import replay
 
 # crosses the 80 % line within days, so the 14-day rule decides about day 20
 FAST = Scenario(

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pack_agent.config import as_data, load_config, parse_config, reference_config_path
+from pack_agent.config.rules import CapacityRule, ConsecutiveRule, ForecastRule, SafetyRule
 from pack_agent.errors import ConfigError
-from pack_agent.ruleconfig import CapacityRule, ConsecutiveRule, ForecastRule, SafetyRule
 
 REFERENCE = reference_config_path().read_text(encoding="utf-8")
 HEAD = REFERENCE[: REFERENCE.index("[[rules]]")]

@@ -1,4 +1,4 @@
-"""The rule engines' common ground (``pack_agent.rules``): the abstract base, the engine
+"""The rule engines' common ground (``pack_agent.core.rules``): the abstract base, the engine
 for each rule kind, the comparison. The engines' behaviour is tested through the policy
 (tests/test_policy.py), which is how the agent uses them."""
 
@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from pack_agent.decoder import Reading
-from pack_agent.policy import compare as policy_compare
-from pack_agent.ruleconfig import RuleConfig
-from pack_agent.rules import (
+from pack_agent.config.rules import RuleConfig
+from pack_agent.core.readings import Reading
+from pack_agent.core.rules import (
     AgeEngine,
     ConfirmEngine,
     ConsecutiveEngine,
@@ -87,4 +86,3 @@ def test_an_engine_must_say_how_it_persists():
 )
 def test_compare_is_strict_or_not_as_named(comparison, bad, good):
     assert compare(bad, comparison, 80.0) and not compare(good, comparison, 80.0)
-    assert policy_compare is compare  # its old import path still works

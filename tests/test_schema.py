@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pack_agent.api.schema import schemas
 from pack_agent.cli import main
-from pack_agent.schema import schemas
 
 DOCS_SCHEMA = Path(__file__).resolve().parents[1] / "docs" / "schema"
 

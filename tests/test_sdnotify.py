@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from pack_agent.sdnotify import Notifier
+from pack_agent.runtime.sdnotify import SystemdNotifier
 
 
 def recv_all(sock: socket.socket) -> list[str]:
@@ -32,7 +32,7 @@ def systemd_socket(tmp_path):
 
 def test_ready_status_stopping_reach_the_socket(systemd_socket):
     path, sock = systemd_socket
-    n = Notifier(address=path, watchdog_usec="")
+    n = SystemdNotifier(address=path, watchdog_usec="")
     assert n.enabled
     assert n.ready("running: bus up")
     assert n.status("3 queued")
@@ -50,7 +50,7 @@ def test_abstract_namespace_socket():
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind("\0" + name)
     try:
-        n = Notifier(address="@" + name, watchdog_usec="")
+        n = SystemdNotifier(address="@" + name, watchdog_usec="")
         assert n.ready()
         assert recv_all(sock) == ["READY=1"]
     finally:
@@ -59,7 +59,7 @@ def test_abstract_namespace_socket():
 
 def test_watchdog_at_half_the_interval(systemd_socket):
     path, sock = systemd_socket
-    n = Notifier(address=path, watchdog_usec="2000000")  # WatchdogSec=2
+    n = SystemdNotifier(address=path, watchdog_usec="2000000")  # WatchdogSec=2
     assert n.watchdog_interval_s == 1.0
     assert n.watchdog(now=100.0)
     assert not n.watchdog(now=100.5)  # too early
@@ -70,17 +70,17 @@ def test_watchdog_at_half_the_interval(systemd_socket):
 def test_watchdog_for_another_pid_is_ignored(systemd_socket, monkeypatch):
     path, _ = systemd_socket
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
-    assert Notifier(address=path, watchdog_usec="2000000").watchdog_interval_s is None
+    assert SystemdNotifier(address=path, watchdog_usec="2000000").watchdog_interval_s is None
 
 
 def test_without_systemd_nothing_happens(monkeypatch):
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
-    n = Notifier()
+    n = SystemdNotifier()
     assert not n.enabled
     assert not n.ready() and not n.watchdog()
 
 
 def test_a_vanished_socket_is_not_fatal(tmp_path):
-    n = Notifier(address=str(tmp_path / "gone"), watchdog_usec="")
+    n = SystemdNotifier(address=str(tmp_path / "gone"), watchdog_usec="")
     assert n.ready() is False

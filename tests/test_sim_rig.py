@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pack_agent.config import load_config, reference_config_path
-from pack_agent.sim.rig import rig_config, write_config
+from pack_agent.dev.sim.rig import rig_config, write_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "examples" / "foxbms-2.toml"
 

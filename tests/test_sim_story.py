@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from pack_agent.demo import DemoResult, run_demo
-from pack_agent.sim import SCENARIOS
-from pack_agent.sim.story import Showing, story_problems
+from pack_agent.dev.demo import DemoResult, run_demo
+from pack_agent.dev.sim import SCENARIOS
+from pack_agent.dev.sim.story import Showing, story_problems
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ import can
 import pytest
 
 from agent_thread import RunningDaemon
-from pack_agent.config import AgentConfig, parse_config, reference_config_path, tomllib
-from pack_agent.daemon import Daemon
-from pack_agent.database import load_and_check
-from pack_agent.sim.vehicle import code_pages, encode
-from pack_agent.source import can_filters
+from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.source import can_filters
+from pack_agent.config import AgentConfig, parse_config, reference_config_path
+from pack_agent.config.load import tomllib
+from pack_agent.dev.sim.vehicle import code_pages, encode
+from pack_agent.runtime.daemon import Daemon
 
 CODE = "0RJPEA00HAU0AAF131001955"
 

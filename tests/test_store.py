@@ -1,4 +1,4 @@
-"""Tests for pack_agent.store: numbering, atomicity, the outbox, the size bound,
+"""Tests for pack_agent.store.database: numbering, atomicity, the outbox, the size bound,
 bad files, state, and a process killed in the middle of appending."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pack_agent.core.events import ESSENTIAL_TYPES, EventDraft, utc_from_timestamp
 from pack_agent.errors import StoreError
-from pack_agent.events import ESSENTIAL_TYPES, EventDraft, utc_from_timestamp
-from pack_agent.store import DELETE_BATCH, Store
+from pack_agent.store.database import DELETE_BATCH, Store
 
 VIN_A = "LSVAX4AB1PN000001"
 VIN_B = "LSVAX4AB1PN000002"
@@ -203,8 +203,8 @@ def test_state_survives_reopen(db: Path) -> None:
 CRASH_SCRIPT = textwrap.dedent(
     """
     import sys
-    from pack_agent.events import EventDraft, utc_from_timestamp
-    from pack_agent.store import Store
+    from pack_agent.core.events import EventDraft, utc_from_timestamp
+    from pack_agent.store.database import Store
     store = Store(sys.argv[1])
     for i in range(100_000):
         with store.transaction():  # what the agent does: event and state together
@@ -279,7 +279,7 @@ def test_outbox_model(ops: list[tuple[str, object]]) -> None:
 
 
 def test_full_outbox_is_logged_once_per_episode(db: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="pack_agent.store")
+    caplog.set_level("INFO", logger="pack_agent.store.database")
     with Store(db, max_events=3) as s:
         for i in range(6):
             s.append(draft(t=i))

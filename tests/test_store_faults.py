@@ -17,10 +17,10 @@ import pytest
 
 from conftest import Subscriber
 from pack_agent.config import load_config, reference_config_path
-from pack_agent.demo import demo_config
+from pack_agent.core.events import EventDraft, utc_from_timestamp
+from pack_agent.dev.demo import demo_config
 from pack_agent.errors import StoreError
-from pack_agent.events import EventDraft, utc_from_timestamp
-from pack_agent.store import Store, open_store
+from pack_agent.store.database import Store, open_store
 from test_daemon import AgentThread
 
 VIN = "LPACK2026AGENT001"
@@ -189,7 +189,7 @@ def test_a_transaction_that_fails_while_full_is_not_held(tmp_path):
 
 
 def test_what_is_held_in_memory_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr("pack_agent.diskfull.MAX_HELD", 5)
+    monkeypatch.setattr("pack_agent.store.diskfull.MAX_HELD", 5)
     with Store(tmp_path / "pack-agent.db") as store:
         limit_pages(store)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from pack_agent.events import PLAUSIBLE_SINCE
+from pack_agent.core.events import PLAUSIBLE_SINCE
 from test_agent_notices import CODE, DAY, NEW_CODE, Rig
 
 YEAR = 365 * DAY

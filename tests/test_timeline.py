@@ -17,14 +17,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pack_agent.agent import Agent, run_loop
-from pack_agent.database import load_and_check
-from pack_agent.decoder import Decoder, Reading
-from pack_agent.policy import ScrapPolicy
-from pack_agent.replay import LogSource
-from pack_agent.sim.vehicle import code_pages, encode
-from pack_agent.store import Store
-from pack_agent.timeline import CONFIRM_S, CONFIRM_TIMES, LEAP_S, TOLERANCE_S, TimeLine, Verdict
+from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.decoder import Decoder
+from pack_agent.canbus.logs import LogSource
+from pack_agent.core.policy import ScrapPolicy
+from pack_agent.core.readings import Reading
+from pack_agent.core.timeline import (
+    CONFIRM_S,
+    CONFIRM_TIMES,
+    LEAP_S,
+    TOLERANCE_S,
+    TimeLine,
+    Verdict,
+)
+from pack_agent.dev.sim.vehicle import code_pages, encode
+from pack_agent.runtime.agent import Agent, run_loop
+from pack_agent.store.database import Store
 from test_agent_notices import Rig
 from test_agent_policy import AGEING, Run, _health, _t, ageing_frames, config, uninterrupted
 from test_policy import CODE, T0, capacity, make, thermal

@@ -1,5 +1,5 @@
-from pack_agent.decoder import Reading
-from pack_agent.tracker import PackTracker
+from pack_agent.core.readings import Reading
+from pack_agent.core.tracker import PackTracker
 
 A = "0RJPEA00HAU0AAF131001955"
 B = "0RJPEA00HAU0AAJ5K0004242"

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pack_agent.events import iso_date
-from pack_agent.trend import (
+from pack_agent.core.events import iso_date
+from pack_agent.core.trend import (
     DAY,
     MAX_FIT_POINTS,
     SohHistory,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from conftest import Subscriber
 from pack_agent.config import load_config, reference_config_path
-from pack_agent.sim import SCENARIOS
-from pack_agent.sim.rig import rig_config, write_config
+from pack_agent.dev.sim import SCENARIOS
+from pack_agent.dev.sim.rig import rig_config, write_config
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 SPEED = 40  # simulated days per second

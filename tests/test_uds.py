@@ -11,9 +11,7 @@ import can
 import pytest
 
 from agent_thread import RunningDaemon
-from pack_agent.config import AgentConfig, UdsValue, parse_config, reference_config_path, tomllib
-from pack_agent.sim.uds_server import VirtualUdsBms, hyundai_0105_record, pack_code_record
-from pack_agent.uds import (
+from pack_agent.canbus.uds import (
     UdsNegativeResponse,
     UdsProtocolError,
     UdsWrongDid,
@@ -21,6 +19,9 @@ from pack_agent.uds import (
     parse_response,
     read_request,
 )
+from pack_agent.config import AgentConfig, UdsValue, parse_config, reference_config_path
+from pack_agent.config.load import tomllib
+from pack_agent.dev.sim.uds_server import VirtualUdsBms, hyundai_0105_record, pack_code_record
 
 CODE = "0RJPEA00HAU0AAF131001955"
 CODE_DID = 0xF1A0
@@ -156,11 +157,11 @@ def test_negative_response_is_counted_and_silence_is_per_source(tmp_path):
 
 
 def test_a_late_uds_answer_never_feeds_the_rules(tmp_path):
-    from pack_agent.agent import Agent
-    from pack_agent.database import load_and_check
-    from pack_agent.decoder import Decoder
-    from pack_agent.store import Store
-    from pack_agent.uds import UdsResult, jobs_from_config
+    from pack_agent.canbus.dbc import load_and_check
+    from pack_agent.canbus.decoder import Decoder
+    from pack_agent.canbus.uds import UdsResult, jobs_from_config
+    from pack_agent.runtime.agent import Agent
+    from pack_agent.store.database import Store
 
     cfg = uds_config(tmp_path, "unused")
     soh_job = next(j for j in jobs_from_config(cfg) if j.target == "soh")
@@ -180,10 +181,10 @@ def test_a_late_uds_answer_never_feeds_the_rules(tmp_path):
 
 
 def test_the_virtual_vehicle_bms_answers_its_scenario_over_uds():
+    from pack_agent.canbus.dbc import load_and_check
     from pack_agent.config import load_config
-    from pack_agent.database import load_and_check
-    from pack_agent.sim import SCENARIOS, VirtualVehicle
-    from pack_agent.sim.uds_server import vehicle_dids
+    from pack_agent.dev.sim import SCENARIOS, VirtualVehicle
+    from pack_agent.dev.sim.uds_server import vehicle_dids
 
     db = load_and_check(load_config(reference_config_path()))
     bus = can.Bus(interface="virtual", channel=f"uds-{uuid.uuid4().hex[:10]}")

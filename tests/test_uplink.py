@@ -1,4 +1,4 @@
-"""Tests for pack_agent.uplink against a real mosquitto (see conftest) and a real store.
+"""Tests for pack_agent.delivery.mqtt against a real mosquitto (see conftest) and a real store.
 
 The main loop is played by ``drive``: it calls ``poll()`` until a condition holds.
 Where a broker restart races two clients, the uplink's reconnect delay (1 s) is
@@ -28,12 +28,12 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from pack_agent.config import MqttSettings, TlsSettings, as_data
-from pack_agent.constraints import Secret
-from pack_agent.devbroker import LocalBroker, free_port
+from pack_agent.config.markers import Secret
+from pack_agent.core.events import EVENT_TYPES, Event, EventDraft, utc_from_timestamp
+from pack_agent.delivery.mqtt import QUEUED_IN_PAHO, MqttUplink, Uplink, check_transport_security
+from pack_agent.dev.broker import LocalBroker, free_port
 from pack_agent.errors import PackAgentError
-from pack_agent.events import EVENT_TYPES, Event, EventDraft, utc_from_timestamp
-from pack_agent.store import Store
-from pack_agent.uplink import QUEUED_IN_PAHO, MqttUplink, Uplink, check_transport_security
+from pack_agent.store.database import Store
 
 if TYPE_CHECKING:
     from conftest import Subscriber
@@ -228,8 +228,8 @@ CRASHING_AGENT = textwrap.dedent(
     import sys, time
     from pydantic import TypeAdapter
     from pack_agent.config import MqttSettings
-    from pack_agent.store import Store
-    from pack_agent.uplink import MqttUplink
+    from pack_agent.store.database import Store
+    from pack_agent.delivery.mqtt import MqttUplink
     settings = TypeAdapter(MqttSettings).validate_json(sys.argv[2])
     up = MqttUplink(settings, Store(sys.argv[1]), sys.argv[3], agent_version="crash")
     up.start()

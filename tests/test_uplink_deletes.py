@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pack_agent import uplink as uplink_module
-from pack_agent.devbroker import LocalBroker
-from pack_agent.events import EventDraft, utc_from_timestamp
-from pack_agent.store import DELETE_BATCH, Store
-from pack_agent.uplink import MqttUplink
+from pack_agent.core.events import EventDraft, utc_from_timestamp
+from pack_agent.delivery import mqtt as uplink_module
+from pack_agent.delivery.mqtt import MqttUplink
+from pack_agent.dev.broker import LocalBroker
+from pack_agent.store.database import DELETE_BATCH, Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,9 +58,9 @@ DELIVER_THEN_WAIT = textwrap.dedent(
     """
     import sys, time
     from pack_agent.config import MqttSettings
-    from pack_agent.events import EventDraft, utc_from_timestamp
-    from pack_agent.store import Store
-    from pack_agent.uplink import MqttUplink
+    from pack_agent.core.events import EventDraft, utc_from_timestamp
+    from pack_agent.store.database import Store
+    from pack_agent.delivery.mqtt import MqttUplink
 
     store = Store(sys.argv[1])
     up = MqttUplink(MqttSettings(host="127.0.0.1", port=int(sys.argv[2])), store,

@@ -17,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pack_agent import tomlwrite
+    from pack_agent.canbus.dbc import load_and_check
     from pack_agent.config import as_data, load_config
-    from pack_agent.database import load_and_check
+    from pack_agent.config.load import dump_toml
     from pack_agent.errors import ConfigError
 
     try:
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if args.effective:
         print(f"# {args.config}, as pack-agent reads it (defaults filled in)")
-        print(tomlwrite.dumps(as_data(config)), end="")
+        print(dump_toml(as_data(config)), end="")
         return 0
     print(
         f"{args.config}: ok — VIN {config.vin}, {len(db.messages)} messages in "

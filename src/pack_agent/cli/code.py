@@ -1,7 +1,7 @@
 """`pack-agent code CODE`: check a GB/T 34014 battery code and show its fields.
 
-Thin on purpose: every rule lives in :mod:`pack_agent.codes`; this module only
-formats a :class:`~pack_agent.codes.CodeReport`. Exit status 0 for a valid
+Thin on purpose: every rule lives in :mod:`pack_agent.core.codes`; this module only
+formats a :class:`~pack_agent.core.codes.CodeReport`. Exit status 0 for a valid
 code, 1 for an invalid one, so scripts can use it as a check.
 """
 
@@ -61,7 +61,7 @@ def render_text(data: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pack_agent.codes import check_code
+    from pack_agent.core.codes import check_code
 
     report = check_code(args.code)
     data = report.to_dict()

@@ -28,9 +28,9 @@ def run(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from pack_agent.demo import run_demo
+    from pack_agent.dev.demo import run_demo
+    from pack_agent.dev.sim import SCENARIOS
     from pack_agent.errors import PackAgentError
-    from pack_agent.sim import SCENARIOS
 
     if args.scenario not in SCENARIOS:
         raise PackAgentError(
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.ERROR)
     # paho logs a benign "Client is not connected" at ERROR when its thread races a
     # disconnect; the demo's screen is for the story
-    logging.getLogger("pack_agent.uplink.paho").setLevel(logging.CRITICAL)
+    logging.getLogger("pack_agent.delivery.mqtt.paho").setLevel(logging.CRITICAL)
     result = run_demo(
         args.scenario,
         pace_s=args.pace,

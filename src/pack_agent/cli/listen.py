@@ -1,6 +1,6 @@
 """`pack-agent listen --broker HOST:PORT`: the reference backend subscriber.
 
-Thin over :mod:`pack_agent.backend`: de-duplicates by ``event_id``, reports
+Thin over :mod:`pack_agent.api.subscriber`: de-duplicates by ``event_id``, reports
 ``seq`` gaps per vehicle (and when they close), and prints the events as JSON
 lines on stdout or keeps them in SQLite (``--store``) or a JSON-lines file
 (``--jsonl``). Reports go to stderr; the last stderr line is a JSON summary.
@@ -58,13 +58,19 @@ def run(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from pack_agent.backend import JsonlSink, Listener, ListenerSettings, PrintSink, SqliteSink
+    from pack_agent.api.subscriber import (
+        EventSubscriber,
+        JsonlSink,
+        PrintSink,
+        SqliteSink,
+        SubscriberSettings,
+    )
     from pack_agent.errors import PackAgentError
 
     host, port = _broker(args.broker)
     if args.session_expiry > 0 and not args.client_id:
         raise PackAgentError("--session-expiry needs --client-id (a session belongs to an id)")
-    settings = ListenerSettings(
+    settings = SubscriberSettings(
         host=host,
         port=port,
         prefix=args.prefix.rstrip("/"),
@@ -90,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"listen: {line}", file=sys.stderr, flush=True)
 
-    listener = Listener(settings, sink, report)
+    listener = EventSubscriber(settings, sink, report)
     listener.start()
     ok = False
     try:

@@ -8,12 +8,12 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pack_agent.events import Event
+    from pack_agent.core.events import Event
 
 HELP = "run the whole pipeline over a recorded CAN log and print the events"
 
 
-# pack_agent.replay's FORMATS, spelled out: building the parser (every subcommand, also
+# pack_agent.canbus.logs's FORMATS, spelled out: building the parser (every subcommand, also
 # for `run`) must not import the replay machinery (tests/test_cli_imports.py checks both)
 FORMATS = ("gvret", "asc", "blf", "candump", "trc", "csv", "mf4")
 
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pack_agent.config import load_config
-    from pack_agent.replay import replay
+    from pack_agent.runtime.replay import replay
 
     config = load_config(args.config)
 

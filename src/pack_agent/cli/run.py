@@ -27,12 +27,12 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from pack_agent.configproc import IsolatedCheck
+    from pack_agent.config.isolated import IsolatedCheck
 
     check = IsolatedCheck(args.config)  # validates in a child while we import the rest
-    from pack_agent.daemon import Daemon
-    from pack_agent.logsetup import setup_logging
-    from pack_agent.sdnotify import Notifier
+    from pack_agent.runtime.daemon import Daemon
+    from pack_agent.runtime.logsetup import setup_logging
+    from pack_agent.runtime.sdnotify import SystemdNotifier
 
     setup_logging(args.log_level or "info", args.log_format)
     config = check.result()
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("pack_agent").info(
         "configuration checked in a child process in %.2f s%s", check.seconds, peak
     )
-    systemd = Notifier()
+    systemd = SystemdNotifier()
     try:
         daemon = Daemon(config, config_path=args.config, systemd=systemd)
     except BaseException as exc:

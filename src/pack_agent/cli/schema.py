@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pack_agent.schema import schemas
+    from pack_agent.api.schema import schemas
 
     out = Path(args.out)
     wanted = schemas()

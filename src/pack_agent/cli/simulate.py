@@ -50,12 +50,12 @@ def run(args: argparse.Namespace) -> int:
 
     import can
 
+    from pack_agent.canbus.dbc import load_and_check
     from pack_agent.config import load_config, reference_config_path
-    from pack_agent.database import load_and_check
+    from pack_agent.core.events import utc_from_timestamp
+    from pack_agent.dev.sim import SCENARIOS, VirtualHeadUnit, VirtualVehicle
+    from pack_agent.dev.sim.scenario import DAY, DayState
     from pack_agent.errors import BusError, PackAgentError
-    from pack_agent.events import utc_from_timestamp
-    from pack_agent.sim import SCENARIOS, VirtualHeadUnit, VirtualVehicle
-    from pack_agent.sim.scenario import DAY, DayState
 
     if args.list_scenarios:
         for name, sc in SCENARIOS.items():

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pack_agent.config import load_config
     from pack_agent.errors import ConfigError
-    from pack_agent.statusview import gather, render
+    from pack_agent.runtime.statusview import gather, render
 
     try:
         config = load_config(args.config)

@@ -1,0 +1,151 @@
+"""Loading a configuration: TOML in, checked ``AgentConfig`` out, every problem at once.
+
+``load_config`` reports every problem at once, each with its dotted key, so an
+operator fixes a file in one pass. pydantic does the type checks (``check``)
+and is imported only by ``parse_config``; the daemon runs that in a child
+process (``isolated``) so pydantic never stays in its memory. The checks that
+span sections (bus names, rule metrics, notice texts) are here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from pack_agent.config.rules import rule_problems
+from pack_agent.config.settings import AgentConfig, resolve_path
+from pack_agent.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def parse_config(
+    data: dict[str, Any], base_dir: Path, source: str = "configuration"
+) -> AgentConfig:
+    """Validate plain data (a parsed TOML file); raises ``ConfigError`` listing every
+    problem. Imports pydantic (``check``); the daemon calls
+    ``isolated.load_config_isolated`` so pydantic never enters its memory."""
+    from pack_agent.config.check import validate
+
+    cfg = validate(data, source)
+    cfg.base_dir = base_dir
+    cfg.source = source
+    problems = _cross_checks(cfg)
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def _cross_checks(cfg: AgentConfig) -> list[str]:
+    problems: list[str] = []
+    names = cfg.bus_names()
+    if len(set(names)) != len(names):
+        problems.append("buses: bus names must be unique")
+    refs: list[tuple[str, str | None]] = [
+        (f"metrics.{k}.bus", v.bus) for k, v in cfg.metrics.items()
+    ]
+    refs += [("pack_code.bus", cfg.pack_code.bus), ("notice.bus", cfg.notice.bus)]
+    refs += [(f"metrics.{k}.uds.bus", v.uds.bus) for k, v in cfg.metrics.items() if v.uds]
+    if cfg.pack_code.uds is not None:
+        refs.append(("pack_code.uds.bus", cfg.pack_code.uds.bus))
+    for key, bus in refs:
+        if bus is not None and bus not in names:
+            problems.append(f"{key}: no bus named {bus!r} (buses: {', '.join(names)})")
+    for k, v in cfg.metrics.items():
+        given = [
+            n
+            for n, x in (("message", v.message), ("expression", v.expression), ("uds", v.uds))
+            if x is not None
+        ]
+        if len(given) != 1:
+            problems.append(
+                f"metrics.{k}: give exactly one of message+signal, expression or uds "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        elif v.message is not None and v.signal is None:
+            problems.append(f"metrics.{k}.signal: required with message")
+        if v.signal is not None and v.message is None:
+            problems.append(f"metrics.{k}.message: required with signal")
+        if v.invalid_raw and v.message is None:
+            problems.append(f"metrics.{k}.invalid_raw: only for a message signal")
+    if cfg.pack_code.source == "uds" and cfg.pack_code.uds is None:
+        problems.append("pack_code.uds: required when pack_code.source is 'uds'")
+    problems += rule_problems(cfg.rules, set(cfg.metrics), cfg.policy.trend_metric)
+    problems += _notice_checks(cfg)
+    if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:
+        problems.append("mqtt.reconnect_max_s: must be >= mqtt.reconnect_min_s")
+    return problems
+
+
+def _notice_checks(cfg: AgentConfig) -> list[str]:
+    """The catalogue loads, every rule's notice is in it with the rule's severity, and the
+    outlet text fits the CAN text pages."""
+    from pack_agent.core.catalogue import CatalogueError, load_catalogue
+    from pack_agent.core.notices import MAX_TEXT_BYTES, default_notice_id, outlet_text
+
+    n = cfg.notice
+    try:
+        catalogue = load_catalogue(resolve_path(n.catalogue, cfg.base_dir))
+    except CatalogueError as exc:
+        return [f"notice.catalogue: {exc}"]
+    problems = []
+    for i, rule in enumerate(cfg.rules):
+        nid = rule.notice_id or default_notice_id(rule.severity)
+        key = f"rules[{i}].notice_id" if rule.notice_id else f"rules[{i}].severity"
+        entry = catalogue.get(nid)
+        if entry is None:
+            problems.append(f"{key}: notice 0x{nid:04X} is not in the catalogue {n.catalogue}")
+        elif entry.severity != rule.severity:
+            problems.append(
+                f"{key}: notice 0x{nid:04X} is {entry.severity}, the rule is {rule.severity}"
+            )
+    size = len(outlet_text(n.service_outlet, n.service_phone).encode("utf-8"))
+    if size > MAX_TEXT_BYTES:
+        problems.append(
+            f"notice.service_outlet: outlet and phone are {size} bytes of UTF-8, "
+            f"at most {MAX_TEXT_BYTES} fit in the CAN text pages"
+        )
+    return problems
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and validate a TOML file; raises ``ConfigError`` listing every problem."""
+    p = Path(path)
+    return parse_config(read_toml(p), p.resolve().parent, str(p))
+
+
+def read_toml(p: Path) -> dict[str, Any]:
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"file not found: {p}"], str(p)) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read: {exc.strerror}"], str(p)) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not UTF-8 text (byte {exc.start})"], str(p)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], str(p)) from None
+    return data
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """Plain configuration data (``as_data``) as TOML that ``read_toml`` reads back.
+
+    ``None`` is left out: TOML has no null, and a missing key is its default."""
+    import tomli_w
+
+    return tomli_w.dumps(_without_none(data))
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_without_none(v) for v in value if v is not None]
+    return value

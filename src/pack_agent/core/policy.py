@@ -1,0 +1,540 @@
+"""Scrapping conditions: pure rules that take readings and time, and return decisions.
+
+A decision never rests on one reading. Each rule kind (see docs/policy.md and
+``ruleconfig``) has its own engine in ``pack_agent.core.rules`` and its own debounce:
+a robust statistic over a window of daily aggregates held for days (capacity,
+resistance), a short run of confirming readings (safety, usage), or a condition
+that holds over days (age, forecast). Readings dated at or before the newest one
+a rule has seen are not evidence, so repeats and out-of-order frames decide nothing;
+a clock that steps back and stays is adopted after a confirmation, from a checkpoint
+(``pack_agent.core.timeline``, docs/policy.md "A clock that steps").
+
+This module wires the engines to the readings, gates them by the ignition,
+latches what they find (until the pack is replaced), judges combinations and
+forecasts, and keeps the state. Everything a rule remembers (windows, baselines,
+latches and their evidence, the SOH history) is in ``to_state()``; the caller
+persists it on its own schedule and when the policy asks (``take_save_request``:
+the ignition went Off, a new day), and passes it back on start. No clock and
+no I/O here: replaying the same readings gives the same decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pack_agent.config.rules import CapacityRule, ForecastRule, combination_order
+from pack_agent.core.events import PLAUSIBLE_SINCE, iso_date, iso_time
+from pack_agent.core.readings import Reading
+from pack_agent.core.rules import RuleEngine, Stream, engine_for
+from pack_agent.core.timeline import TimeLine, Verdict
+from pack_agent.core.trend import DAY, YEAR_DAYS, SohHistory, day_of, soh_trend, trend_report
+from pack_agent.core.trend import forecast as trend_forecast
+
+if TYPE_CHECKING:
+    from pack_agent.config import AgentConfig
+
+__all__ = ["ScrapDecision", "ScrapPolicy"]
+
+STATE_VERSION = 1
+FORECAST_EVERY_DAYS = 7
+# At most one save asked for at ignition Off per 5 minutes (of reading time): a flapping
+# ignition signal costs at most 12 extra saves an hour; a stop of a few minutes is saved.
+IGNITION_OFF_SAVE_GAP_S = 300.0
+# The rules' state is remembered (in memory and in the saved state) before every gap of
+# more than 10 minutes between readings: a clock that jumped ahead and came back is
+# undone from the newest such checkpoint before the new line begins. At most eight are
+# kept, thinned so that their spacing grows with their age (an hour apart lately, months
+# apart years back): a jump of any size finds one close before it. The checkpoint at a
+# leap ahead is the one with the widest gap after it, so it is the last to go.
+CHECKPOINT_GAP_S = 600.0
+MAX_CHECKPOINTS = 8
+# Two of them are saved with the state (it is written hourly, and at 100x speed in the
+# simulator on every trip): the newest, and the one before the widest gap (a leap ahead).
+SAVED_CHECKPOINTS = 2
+MAX_HELD = 512  # readings held while a step is confirmed (a few minutes of frames)
+
+
+@dataclass(frozen=True)
+class ScrapDecision:
+    """A rule met, with the evidence a backend or an auditor needs to check it."""
+
+    rule_id: str
+    kind: str
+    severity: str
+    time: float  # the time of the last reading that made it
+    pack_code: str | None
+    description_en: str
+    description_zh: str
+    data: dict[str, Any]
+    notify: bool = True  # open an owner notice
+    publish: bool = True  # publish an event
+
+    @property
+    def event_type(self) -> str:
+        return "scrap.forecast" if self.kind == "forecast" else "scrap.condition_met"
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule_id,
+            "kind": self.kind,
+            "severity": self.severity,
+            "description": {"en": self.description_en, "zh": self.description_zh},
+            **self.data,
+            "pack_code": self.pack_code,
+        }
+
+
+class _IgnitionGate:
+    """Judges a reading only if the ignition was On within ``window_s`` of it. A reading
+    that arrives before the ignition state is known waits (one per metric) for the next
+    ignition reading."""
+
+    def __init__(self, on_values: Sequence[float], window_s: float) -> None:
+        self.on_values = {float(v) for v in on_values}
+        self.window_s = window_s
+        self.last_t: float | None = None
+        self.on = False
+        self.pending: dict[str, Reading] = {}
+
+    def on_ignition(self, r: Reading) -> list[Reading]:
+        if self.last_t is not None and r.time <= self.last_t:
+            return []
+        self.last_t, self.on = r.time, r.value in self.on_values
+        out = [
+            p for p in self.pending.values() if self.on and abs(r.time - p.time) <= self.window_s
+        ]
+        self.pending.clear()
+        return sorted(out, key=lambda p: p.time)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "last_t": self.last_t,
+            "on": self.on,
+            "pending": [[p.metric, p.value, p.time] for p in self.pending.values()],
+        }
+
+    def load_state(self, s: dict[str, Any]) -> None:
+        """A clean stop between a reading and the ignition frame that confirms it loses
+        nothing: the held readings are part of the saved state."""
+        self.last_t = s.get("last_t")
+        self.on = bool(s.get("on", False))
+        self.pending = {m: Reading(m, v, t) for m, v, t in s.get("pending", [])}
+
+    def admit(self, r: Reading) -> bool:
+        """True: judge now. False: ignition off, or held until the state is known."""
+        if self.last_t is not None and abs(r.time - self.last_t) <= self.window_s:
+            return self.on
+        self.pending[r.metric] = r
+        return False
+
+
+class ScrapPolicy:
+    """Evaluates every configured rule on each reading of its metric."""
+
+    def __init__(
+        self,
+        rules: Sequence[Any],
+        latched: Iterable[str] = (),
+        *,
+        state: dict[str, Any] | None = None,
+        pack_code: str | None = None,
+        ignition_metric: str | None = None,
+        ignition_on_values: Sequence[float] = (2.0,),
+        ignition_window_s: float = 5.0,
+        trend_metric: str = "soh",
+        trend_min_days: float = 60.0,
+    ) -> None:
+        self._rules = {r.id: r for r in rules}
+        self._ignition_metric = ignition_metric
+        self._gate_args = (ignition_on_values, ignition_window_s)
+        self._trend_metric = trend_metric
+        self._trend_min_days = trend_min_days
+        self._combos = combination_order(list(rules))
+        self._forecasts = [r for r in rules if isinstance(r, ForecastRule)]
+        self._build()
+        self._latched: dict[str, dict[str, Any]] = {rid: {} for rid in latched}
+        self.pack_code = pack_code
+        self._save_asked: str | None = None  # why the state should be saved now
+        self._off_asked_at: float | None = None  # the last save asked at ignition Off
+        self._day: int | None = None  # the newest day that went into a daily aggregate
+        self._line = TimeLine(trusted_from=PLAUSIBLE_SINCE)
+        self._held: list[Reading] = []  # readings of a candidate time line
+        self._rebased: tuple[float, float] | None = None  # (abandoned newest, new line start)
+        if state and state.get("version") == STATE_VERSION and state.get("pack_code") == pack_code:
+            self._load(state)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: AgentConfig,
+        state: dict[str, Any] | None,
+        latched: Iterable[str],
+        pack_code: str | None,
+    ) -> ScrapPolicy:
+        """The policy for a configuration, with the state the store kept (if any)."""
+        p = config.policy
+        return cls(
+            config.rules,
+            latched,
+            state=state,
+            pack_code=pack_code,
+            ignition_metric=p.ignition_metric if p.ignition_metric in config.metrics else None,
+            ignition_on_values=p.ignition_on_values,
+            ignition_window_s=p.ignition_window_s,
+            trend_metric=p.trend_metric,
+            trend_min_days=p.trend_min_days,
+        )
+
+    def _build(self) -> None:
+        self._engines: dict[str, RuleEngine] = {}
+        for rule in self._rules.values():
+            engine = engine_for(rule)
+            if engine is not None:
+                self._engines[rule.id] = engine
+        self._by_metric: dict[str, list[str]] = {}
+        self._every: list[str] = []  # rules that see every reading (age)
+        for rid, eng in self._engines.items():
+            if eng.metric is None:
+                self._every.append(rid)
+            else:
+                self._by_metric.setdefault(eng.metric, []).append(rid)
+        self._gate = _IgnitionGate(*self._gate_args) if self._ignition_metric else None
+        self.history = SohHistory()
+        self._trend_stream = Stream()
+        self._forecast_since: dict[str, float | None] = {r.id: None for r in self._forecasts}
+        self._forecast_week: int | None = None
+        self._checkpoints: list[dict[str, Any]] = []
+
+    # -- what is known -------------------------------------------------------------
+
+    @property
+    def metrics(self) -> frozenset[str]:
+        extra = {self._trend_metric, "odometer"}
+        if self._ignition_metric:
+            extra.add(self._ignition_metric)
+        return frozenset(self._by_metric) | extra
+
+    @property
+    def latched_rules(self) -> frozenset[str]:
+        return frozenset(self._latched)
+
+    def reset(self, pack_code: str | None = None) -> None:
+        """A new pack: every latch, window, baseline and the SOH history are forgotten."""
+        self._latched.clear()
+        self._build()
+        self.pack_code = pack_code
+
+    # -- readings --------------------------------------------------------------------
+
+    def observe(self, reading: Reading, pack_code: str | None) -> list[ScrapDecision]:
+        """One reading in; the decisions it completes out (latched, never repeated).
+
+        Its time is judged first (``pack_agent.core.timeline``): a stamp of a candidate time
+        line is held until the line is confirmed, then judged; a confirmed step back
+        restores the rules to the newest checkpoint before the new line (docs/policy.md,
+        "Time")."""
+        self.pack_code = pack_code
+        before = self._line.newest
+        verdict = self._line.judge(reading.time)
+        if verdict is Verdict.HELD:
+            if self._line.started:
+                self._held.clear()  # the last candidate was not continued: noise
+            if len(self._held) < MAX_HELD:
+                self._held.append(reading)
+            return []
+        held, self._held = self._held, []
+        if verdict is Verdict.REBASED:
+            self._rebase()
+        elif before is not None and reading.time - before > CHECKPOINT_GAP_S:
+            self._checkpoint(before)
+        out: list[ScrapDecision] = []
+        if verdict in (Verdict.AHEAD, Verdict.REBASED):
+            for r in sorted(held, key=lambda r: r.time):
+                out += self._observe(r)
+        return out + self._observe(reading)
+
+    def _observe(self, reading: Reading) -> list[ScrapDecision]:
+        if self._gate is not None and reading.metric == self._ignition_metric:
+            out: list[ScrapDecision] = []
+            was_on = self._gate.on
+            released = self._gate.on_ignition(reading)
+            if was_on and not self._gate.on:
+                self._ignition_off(reading.time)
+            for held in released:
+                out += self._judge(held, gated=True)
+            out += self._judge(reading, gated=False)
+            return out
+        admitted = self._gate is None or self._gate.admit(reading)
+        out = self._judge(reading, gated=False)
+        if admitted:
+            out += self._judge(reading, gated=True)
+        return out
+
+    def _judge(self, r: Reading, gated: bool) -> list[ScrapDecision]:
+        """Gated rules (and the SOH history) see a reading in the ``gated=True`` pass,
+        the others in the ``gated=False`` pass; each reading passes each way once."""
+        met: list[tuple[str, dict[str, Any], float]] = []
+        daily = False  # the reading goes into a daily aggregate
+        for rid in self._by_metric.get(r.metric, ()):
+            eng = self._engines[rid]
+            if eng.gated != gated or rid in self._latched:
+                continue
+            daily = daily or eng.daily
+            ev = eng.observe(r, self.pack_code)
+            if ev is not None:
+                met.append((rid, ev, r.time))
+        if not gated:
+            for rid in self._every:
+                if rid not in self._latched:
+                    ev = self._engines[rid].observe(r, self.pack_code)
+                    if ev is not None:
+                        met.append((rid, ev, r.time))
+            if r.metric == "odometer":
+                self.history.add_odometer(r.time, r.value)
+        if gated and r.metric == self._trend_metric and self._trend_stream.fresh(r.time):
+            daily = True
+            if self.history.add(r.time, r.value):
+                week = day_of(r.time) // FORECAST_EVERY_DAYS
+                if week != self._forecast_week:  # a forecast moves slowly: once a week
+                    self._forecast_week = week
+                    met += self._check_forecasts(r.time)
+        if daily:
+            self._day_seen(r.time)
+        decisions = [self._latch(rid, ev, t) for rid, ev, t in met]
+        if decisions:
+            decisions += self._check_combinations(r.time)
+        return decisions
+
+    def _latch(self, rid: str, ev: dict[str, Any], t: float) -> ScrapDecision:
+        rule = self._rules[rid]
+        self._latched[rid] = ev
+        return ScrapDecision(
+            rule_id=rid,
+            kind=rule.kind,
+            severity=rule.severity,
+            time=t,
+            pack_code=self.pack_code,
+            description_en=rule.description_en,
+            description_zh=rule.description_zh,
+            data=ev,
+            notify=rule.notify,
+            publish=rule.publish,
+        )
+
+    def _check_combinations(self, t: float) -> list[ScrapDecision]:
+        out = []
+        for combo in self._combos:
+            if combo.id in self._latched:
+                continue
+            met = [rid for rid in combo.rules if rid in self._latched]
+            if (combo.kind == "any" and met) or (
+                combo.kind == "all" and len(met) == len(combo.rules)
+            ):
+                ev = {
+                    "combination": combo.kind,
+                    "rules": [
+                        {"rule_id": rid, "kind": self._rules[rid].kind, **self._latched[rid]}
+                        for rid in met
+                    ],
+                }
+                out.append(self._latch(combo.id, ev, t))
+        return out
+
+    def _check_forecasts(self, t: float) -> list[tuple[str, dict[str, Any], float]]:
+        """Once a day (when the history closes a day): is a capacity line in sight?"""
+        out: list[tuple[str, dict[str, Any], float]] = []
+        pending = [r for r in self._forecasts if r.id not in self._latched]
+        if not pending:
+            return out
+        fit, _ = soh_trend(self.history, self._trend_min_days)
+        pts = self.history.series()
+        span = (pts[-1].t - pts[0].t) / DAY if pts else 0.0
+        for rule in pending:
+            target = self._rules[rule.rule]
+            if fit is None or span < rule.min_history_days or rule.rule in self._latched:
+                self._forecast_since[rule.id] = None
+                continue
+            f = trend_forecast(fit, target.threshold)
+            days = f.days_from(t)
+            if days is None or days > rule.within_days:
+                self._forecast_since[rule.id] = None
+                continue
+            since = self._forecast_since[rule.id]
+            if since is None:
+                since = self._forecast_since[rule.id] = t
+            if t - since < rule.persistence_days * DAY:
+                continue
+            out.append(
+                (
+                    rule.id,
+                    {
+                        "metric": self._trend_metric,
+                        "forecast_of": rule.rule,
+                        "threshold": target.threshold,
+                        "within_days": rule.within_days,
+                        "forecast_date": iso_date(f.time),
+                        "earliest": iso_date(f.earliest),
+                        "latest": iso_date(f.latest),
+                        "days_left": round(days, 1),
+                        "rate_per_year": round(fit.slope * YEAR_DAYS, 3),
+                        "sample_count": sum(p.n for p in pts),
+                        "first_reading_time": iso_time(pts[0].t),
+                        "last_reading_time": iso_time(t),
+                        "condition_since": iso_time(since),
+                    },
+                    t,
+                )
+            )
+        return out
+
+    # -- a clock step ---------------------------------------------------------------
+
+    def _checkpoint(self, t: float) -> None:
+        """What the rules know at ``t``, the newest reading before a gap (a stop, or a
+        clock that jumps ahead). Thinned by relative spacing, newest and oldest kept."""
+        # engines' to_state() gives fresh lists (of immutable items), and their load_state()
+        # builds its own: a checkpoint shares nothing with the live engines, no deep copy
+        # a latched rule's engine is not asked again: not kept
+        self._checkpoints.append({"t": t, **self._rules_state(skip_latched=True)})
+        cps = self._checkpoints
+        while len(cps) > MAX_CHECKPOINTS:  # drop the one whose neighbours are closest,
+            del cps[  # relative to its age
+                min(
+                    range(1, len(cps) - 1),
+                    key=lambda i: (cps[i + 1]["t"] - cps[i - 1]["t"]) / max(t - cps[i]["t"], 1.0),
+                )
+            ]
+
+    def _rebase(self) -> None:
+        """A step back is confirmed: the rules go back to the newest checkpoint at or
+        before the new line's first stamp; what they learnt after it was stamped by a
+        wrong clock. Latches stay (a decision is never taken back)."""
+        line = self._line
+        start = line.adopted_from
+        assert start is not None and line.abandoned is not None
+        self._checkpoints = [cp for cp in self._checkpoints if cp["t"] <= start]
+        cp = self._checkpoints[-1] if self._checkpoints else None
+        for rid in list(self._engines):  # fresh, then what the checkpoint knew
+            engine = engine_for(self._rules[rid])
+            assert engine is not None
+            self._engines[rid] = engine
+        self._gate = _IgnitionGate(*self._gate_args) if self._ignition_metric else None
+        self._trend_stream = Stream()
+        self._forecast_since = {r.id: None for r in self._forecasts}
+        self._forecast_week = None
+        if cp is not None:
+            self._load_rules_state(cp)
+        self.history.drop_after(cp["t"] if cp is not None else start)
+        self._day, self._off_asked_at = None, None  # both may lie in the abandoned future
+        self._save_asked = "rebased"
+        self._rebased = (line.abandoned, start)
+
+    def _saved_checkpoints(self) -> list[dict[str, Any]]:
+        cps = self._checkpoints
+        if len(cps) <= SAVED_CHECKPOINTS:
+            return list(cps)
+        widest = max(range(len(cps) - 1), key=lambda i: cps[i + 1]["t"] - cps[i]["t"])
+        return [cps[widest], cps[-1]]
+
+    def take_rebase(self) -> tuple[float, float] | None:
+        """``(abandoned, start)`` once after a step back was adopted: the newest time of
+        the line left behind and the first stamp of the new one."""
+        rebased, self._rebased = self._rebased, None
+        return rebased
+
+    # -- when the state is worth saving at once ----------------------------------------
+
+    def take_save_request(self) -> str | None:
+        """Why the caller should save ``to_state()`` now, once: ``"ignition_off"`` (the
+        gated rules take nothing more until the next trip), ``"new_day"`` (a reading of
+        a day the state does not have yet; the last day's aggregates are final) or
+        ``"rebased"`` (a clock step back was adopted); None when
+        nothing asked since the last call."""
+        asked, self._save_asked = self._save_asked, None
+        return asked
+
+    def _ignition_off(self, t: float) -> None:
+        """A gateway often loses power soon after the ignition goes Off (an ECU writes its
+        non-volatile data then, too). A flapping ignition asks once per gap."""
+        if self._off_asked_at is None or t - self._off_asked_at >= IGNITION_OFF_SAVE_GAP_S:
+            self._off_asked_at = t
+            self._save_asked = "ignition_off"
+
+    def _day_seen(self, t: float) -> None:
+        """The first reading of a day the state does not have yet (which closes the last
+        day's aggregates) asks once a day. Across restarts too, and on a fresh state: a
+        life that sees one burst of readings a day saves it."""
+        day = day_of(t)
+        if self._day is None or day > self._day:
+            self._day = day
+            self._save_asked = self._save_asked or "new_day"
+
+    # -- the trend for pack.health ----------------------------------------------------
+
+    def trend(self, now: float) -> dict[str, Any]:
+        """Degradation rate and a forecast for each capacity line on the trend metric."""
+        thresholds = {
+            r.id: r.threshold
+            for r in self._rules.values()
+            if isinstance(r, CapacityRule)
+            and r.metric == self._trend_metric
+            and r.rated_capacity is None
+        }
+        report = trend_report(self.history, thresholds, now, self._trend_min_days)
+        report["metric"] = self._trend_metric
+        return report
+
+    # -- persistence ------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "pack_code": self.pack_code,
+            "latched": self._latched,
+            **self._rules_state(),
+            "history": self.history.to_state(),
+            "save_asked": {"ignition_off_at": self._off_asked_at, "day": self._day},
+            "line": self._line.to_state(),
+            "checkpoints": self._saved_checkpoints(),
+        }
+
+    def _rules_state(self, skip_latched: bool = False) -> dict[str, Any]:
+        """What the rules know: the saved state's part that a checkpoint keeps too."""
+        return {
+            "engines": {
+                rid: e.to_state()
+                for rid, e in self._engines.items()
+                if not (skip_latched and rid in self._latched)
+            },
+            "gate": self._gate.to_state() if self._gate is not None else None,
+            "trend_last": self._trend_stream.last,
+            "forecast_since": dict(self._forecast_since),
+            "forecast_week": self._forecast_week,
+        }
+
+    def _load_rules_state(self, s: dict[str, Any]) -> None:
+        for rid, es in s.get("engines", {}).items():
+            if rid in self._engines:
+                self._engines[rid].load_state(es)
+        if self._gate is not None and s.get("gate"):
+            self._gate.load_state(s["gate"])
+        self._trend_stream.last = s.get("trend_last")
+        for rid, since in s.get("forecast_since", {}).items():
+            if rid in self._forecast_since:
+                self._forecast_since[rid] = since
+        self._forecast_week = s.get("forecast_week")
+
+    def _load(self, s: dict[str, Any]) -> None:
+        for rid, ev in s.get("latched", {}).items():
+            if rid in self._rules:
+                self._latched[rid] = ev
+        self._load_rules_state(s)
+        self.history.load_state(s.get("history", {}))
+        asked = s.get("save_asked") or {}  # absent in a state from an earlier version
+        self._off_asked_at = asked.get("ignition_off_at")
+        self._day = asked.get("day")
+        # absent in a state from an earlier version: the line starts at the next reading
+        self._line.load_state(s.get("line") or {})
+        self._checkpoints = list(s.get("checkpoints") or [])

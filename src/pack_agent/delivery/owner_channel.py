@@ -1,0 +1,229 @@
+"""The owner channels: notices to the head unit over CAN (and its answers), and a copy
+for the maker's app through the outbox.
+
+``OwnerChannel`` is the extension point. ``CanOwnerChannel`` speaks the
+reference database's ``PA_NoticeText`` / ``PA_OwnerNotice`` / ``HU_NoticeAck``
+handshake; ``OutboxOwnerChannel`` is the second channel: its "send" is an
+``owner.notice`` event that the agent appends to the outbox in the same
+transaction as the attempt, so the uplink publishes it like every event.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from pack_agent.canbus.dbc import complete_values
+from pack_agent.core.notices import (
+    ACK_RESPONSES,
+    MAX_TEXT_BYTES,
+    SEVERITY_CODE,
+    TEXT_BYTES_PER_PAGE,
+    Notice,
+    NoticeAck,
+)
+from pack_agent.errors import BusError
+
+if TYPE_CHECKING:
+    import can
+    import cantools.database
+
+    from pack_agent.config import AgentConfig
+    from pack_agent.core.catalogue import NoticeText
+
+Extra = tuple[str, dict[str, Any]]  # (event type, data) to append with the attempt
+
+
+class OwnerChannel(ABC):
+    """Shows a notice to the owner and recognises the owner's answer."""
+
+    channel: str
+
+    @abstractmethod
+    def send(self, notice: Notice, now: float) -> list[Extra]:
+        """Shows ``notice`` (its attempt number is ``notice.attempts``). Returns events to
+        record with the attempt. Raises ``BusError`` when the notice could not be sent."""
+
+    def withdraw(self, notice: Notice) -> None:  # noqa: B027 - optional
+        """Removes a notice that is showing (its pack was replaced); best effort."""
+
+    def parse_ack(self, bus: str, frame: can.Message) -> NoticeAck | None:
+        """The answer carried by ``frame``; None if it is not one."""
+        return None
+
+    def is_ack_frame(self, bus: str, frame: can.Message) -> bool:
+        """``frame`` is an answer frame of this channel, valid or not (the head unit is alive)."""
+        return False
+
+    def frame_ids(self, bus: str) -> list[tuple[int, bool]]:
+        """Frame ids this notifier must receive on ``bus`` (for the bus filters)."""
+        return []
+
+
+def text_pages(text: str) -> list[bytes]:
+    """``text`` as UTF-8 in pages of ``TEXT_BYTES_PER_PAGE`` bytes, the last NUL-padded."""
+    data = text.encode("utf-8")
+    if len(data) > MAX_TEXT_BYTES:
+        raise ValueError(f"notice text is {len(data)} bytes, at most {MAX_TEXT_BYTES} fit")
+    n = math.ceil(len(data) / TEXT_BYTES_PER_PAGE)
+    return [
+        data[i * TEXT_BYTES_PER_PAGE : (i + 1) * TEXT_BYTES_PER_PAGE].ljust(
+            TEXT_BYTES_PER_PAGE, b"\0"
+        )
+        for i in range(n)
+    ]
+
+
+class CanOwnerChannel(OwnerChannel):
+    """One attempt = the outlet text pages (``PA_NoticeText``), then ``PA_OwnerNotice``."""
+
+    channel = "can"
+
+    def __init__(
+        self,
+        bus_name: str,
+        bus: can.BusABC,
+        db: cantools.database.Database,
+        notice_message: str,
+        ack_message: str,
+        text_message: str | None = "PA_NoticeText",
+        text: str = "",
+    ) -> None:
+        self._bus_name = bus_name
+        self._bus = bus
+        self._notice = db.get_message_by_name(notice_message)
+        self._ack = db.get_message_by_name(ack_message)
+        self._text = db.get_message_by_name(text_message) if text_message and text else None
+        self._pages = text_pages(text) if self._text is not None else []
+        self._text_len = len(text.encode("utf-8")) if self._text is not None else 0
+
+    def frame_ids(self, bus: str) -> list[tuple[int, bool]]:
+        if bus != self._bus_name:
+            return []
+        return [(self._ack.frame_id, self._ack.is_extended_frame)]
+
+    def encode(self, notice: Notice, action: int = 1) -> bytes:
+        values: dict[str, Any] = {
+            "PA_NoticeSeq": notice.seq,
+            "PA_NoticeId": notice.notice_id,
+            "PA_NoticeSeverity": SEVERITY_CODE[notice.severity],
+            "PA_NoticeAction": action,
+            "PA_NoticeAttempt": min(max(notice.attempts, 1), 255),
+            "PA_NoticeTextLength": self._text_len if action == 1 else 0,
+        }
+        return bytes(self._notice.encode(complete_values(self._notice, values)))
+
+    def encode_text(self, notice: Notice) -> list[bytes]:
+        if self._text is None:
+            return []
+        out = []
+        for i, chunk in enumerate(self._pages):
+            values = {
+                "PA_TextSeq": notice.seq,
+                "PA_TextPage": i,
+                "PA_TextPageCount": len(self._pages),
+                "PA_TextData": int.from_bytes(chunk, "little"),
+            }
+            out.append(bytes(self._text.encode(complete_values(self._text, values))))
+        return out
+
+    def _frame(self, message: Any, data: bytes) -> can.Message:
+        import can
+
+        return can.Message(
+            arbitration_id=message.frame_id, is_extended_id=message.is_extended_frame, data=data
+        )
+
+    def send(self, notice: Notice, now: float) -> list[Extra]:
+        frames = [self._frame(self._text, d) for d in self.encode_text(notice)]
+        frames.append(self._frame(self._notice, self.encode(notice)))
+        self._send_all(frames)
+        return []
+
+    def withdraw(self, notice: Notice) -> None:
+        """``PA_NoticeAction`` = Withdraw: remove a notice that is showing (pack replaced)."""
+        self._send_all([self._frame(self._notice, self.encode(notice, action=0))])
+
+    def _send_all(self, frames: list[can.Message]) -> None:
+        import can
+
+        for frame in frames:
+            try:
+                self._bus.send(frame, timeout=0.5)
+            except (can.CanError, OSError) as exc:
+                raise BusError(
+                    f"owner notice frame 0x{frame.arbitration_id:X} not sent on bus "
+                    f"{self._bus_name!r}: {exc}"
+                ) from exc
+
+    def is_ack_frame(self, bus: str, frame: can.Message) -> bool:
+        return bus == self._bus_name and frame.arbitration_id == self._ack.frame_id
+
+    def parse_ack(self, bus: str, frame: can.Message) -> NoticeAck | None:
+        if not self.is_ack_frame(bus, frame) or len(frame.data) < self._ack.length:
+            return None
+        try:
+            v = self._ack.decode(bytes(frame.data), decode_choices=False)
+        except Exception:
+            return None
+        response = ACK_RESPONSES.get(int(v["HU_AckResponse"]))
+        if response is None:
+            return None
+        return NoticeAck(int(v["HU_AckSeq"]), int(v["HU_AckNoticeId"]), response)
+
+
+class OutboxOwnerChannel(OwnerChannel):
+    """The second channel (``[notice] mqtt_copy``): the notice with its catalogue texts and the
+    service outlet as an ``owner.notice`` event, published on
+    ``<prefix>/<vin>/events/owner.notice`` for the maker's app or after-sales system.
+    Durable like every event; it never fails once the attempt is stored."""
+
+    channel = "mqtt"
+
+    def __init__(self, catalogue: dict[int, NoticeText], outlet: str, phone: str) -> None:
+        self._catalogue = catalogue
+        self._outlet = outlet
+        self._phone = phone
+
+    def send(self, notice: Notice, now: float) -> list[Extra]:
+        entry = self._catalogue.get(notice.notice_id)
+        data: dict[str, Any] = {
+            "notice_id": notice.notice_id,
+            "name": entry.name if entry else None,
+            "seq": notice.seq,
+            "severity": notice.severity,
+            "rule_id": notice.rule_id,
+            "attempt": notice.attempts,
+            "service_outlet": {"name": self._outlet, "phone": self._phone},
+            "texts": entry.as_dict() if entry else {},
+        }
+        return [("owner.notice", data)]
+
+
+def owner_notifiers(
+    config: AgentConfig, bus_name: str, bus: can.BusABC, db: cantools.database.Database
+) -> tuple[CanOwnerChannel, list[OwnerChannel]]:
+    """The owner channels a configuration asks for: the head unit on ``bus``, and the
+    copy for the maker's app where ``[notice] mqtt_copy`` is on."""
+    from pack_agent.config import resolve_path
+    from pack_agent.core.catalogue import load_catalogue
+    from pack_agent.core.notices import outlet_text
+
+    n = config.notice
+    can_notifier = CanOwnerChannel(
+        bus_name,
+        bus,
+        db,
+        n.message,
+        n.ack_message,
+        n.text_message,
+        outlet_text(n.service_outlet, n.service_phone),
+    )
+    extra: list[OwnerChannel] = []
+    if n.mqtt_copy:
+        catalogue = load_catalogue(
+            resolve_path(n.catalogue, config.base_dir), n.service_outlet, n.service_phone
+        )
+        extra.append(OutboxOwnerChannel(catalogue, n.service_outlet, n.service_phone))
+    return can_notifier, extra

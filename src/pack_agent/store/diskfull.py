@@ -1,0 +1,112 @@
+"""Transactions kept in memory while the disk is full, for the store (``store.database``).
+
+A vehicle has nobody to free its flash, and an agent that stops deciding when the disk
+fills up is worse than one that keeps its decisions in memory for a while. So the store
+records every write of a transaction (SQL and parameters); when SQLite says the disk
+(or ``max_page_count``) is full, the store undoes the transaction in SQLite and hands
+its writes to ``HeldWrites``, and every later transaction goes behind it, in order.
+``write`` replays them all in one transaction once there is room (tried at most once a
+second). Nothing here knows what the writes mean, except which of them append an
+event (to count the events held).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from pack_agent.errors import StoreError
+
+log = logging.getLogger("pack_agent.store.database")  # the store's messages, as before
+
+SQLITE_FULL = 13
+MAX_HELD = 10_000  # transactions held in memory while the disk is full (then StoreError)
+HELD_RETRY_S = 1.0
+_APPEND = "INSERT INTO outbox"  # a write that numbers an event
+
+Write = tuple[str, tuple[Any, ...]]
+
+
+class NotWritten:
+    """What a write returns while it is held in memory: it changed no row yet."""
+
+    rowcount = 0
+
+
+def is_disk_full(exc: StoreError) -> bool:
+    """The store's error came from SQLite finding the disk (or its page limit) full."""
+    return isinstance(exc.__context__, sqlite3.Error) and (
+        getattr(exc.__context__, "sqlite_errorcode", None) == SQLITE_FULL
+    )
+
+
+class HeldWrites:
+    """The transactions not yet written, oldest first; empty (false) while the disk has
+    room."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._held: list[list[Write]] = []
+        self.events = 0  # events numbered and kept here
+        self.since: float | None = None  # wall time the disk was found full
+        self._retry_at = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
+
+    def full(self, exc: BaseException) -> None:
+        """The disk is full: say so once per episode."""
+        if self.since is None:
+            self.since = time.time()
+            log.error(
+                "%s: disk full (%s): holding events in memory (up to %d transactions) "
+                "until they can be written, in order",
+                self.path,
+                exc,
+                MAX_HELD,
+            )
+
+    def hold(self, writes: list[Write]) -> None:
+        """Keep one transaction's writes, behind the others; ``StoreError`` past the bound."""
+        if len(self._held) >= MAX_HELD:
+            raise StoreError(
+                f"{self.path}: disk full and {MAX_HELD} transactions already held in memory: "
+                "this one is lost"
+            )
+        self._held.append(writes)
+        self.events += sum(1 for sql, _ in writes if sql.startswith(_APPEND))
+
+    def write(self, conn: sqlite3.Connection, force: bool = False) -> bool:
+        """Write what is held, oldest first, in one transaction on ``conn``; at most once
+        a second unless ``force``. True when it was written now."""
+        if not self._held:
+            return False
+        now = time.monotonic()
+        if not force and now < self._retry_at:
+            return False
+        self._retry_at = now + HELD_RETRY_S
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for writes in self._held:
+                for sql, params in writes:
+                    conn.execute(sql, params)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if getattr(exc, "sqlite_errorcode", None) != SQLITE_FULL:
+                raise StoreError(f"{self.path}: held events not written: {exc}") from None
+            return False
+        log.warning(
+            "%s: disk writable again: %d held events written (held for %.0f s)",
+            self.path,
+            self.events,
+            time.time() - (self.since or time.time()),
+        )
+        self._held, self.events, self.since = [], 0, None
+        return True
