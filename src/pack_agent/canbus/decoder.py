@@ -27,7 +27,7 @@ class FieldReader:
     """One signal compiled to shifts and a mask: ``int.from_bytes`` once per frame, then
     a shift per signal, instead of cantools decoding every signal of the message.
 
-    ``tests/test_decoder.py`` checks it against cantools for every signal of every
+    ``tests/canbus/test_decoder.py`` checks it against cantools for every signal of every
     message of the reference and the real databases.
     """
 

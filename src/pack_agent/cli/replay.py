@@ -14,7 +14,7 @@ HELP = "run the whole pipeline over a recorded CAN log and print the events"
 
 
 # pack_agent.canbus.logs's FORMATS, spelled out: building the parser (every subcommand, also
-# for `run`) must not import the replay machinery (tests/test_cli_imports.py checks both)
+# for `run`) must not import the replay machinery (tests/cli/test_cli_imports.py checks both)
 FORMATS = ("gvret", "asc", "blf", "candump", "trc", "csv", "mf4")
 
 

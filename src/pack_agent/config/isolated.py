@@ -4,7 +4,7 @@ pydantic and the schemas it builds for the configuration take about 8 MiB that a
 daemon would hold for ever after using them once. So ``pack-agent run`` checks
 its file in a child: the child imports pydantic, checks, pickles the dataclasses
 (or the problems) back over a pipe, and exits, and the daemon never imports
-pydantic at all (``tests/test_cli_imports.py`` holds it to that).
+pydantic at all (``tests/cli/test_cli_imports.py`` holds it to that).
 """
 
 from __future__ import annotations

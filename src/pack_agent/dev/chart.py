@@ -1,7 +1,7 @@
 """An SOH history as a self-contained SVG: the line, the threshold, the decision, the swap.
 
 Written by hand (no plotting library): the demo uses it; the daemon never imports
-it (tests/test_chart.py checks), so a gateway carries no plotting code at all.
+it (tests/dev/test_chart.py checks), so a gateway carries no plotting code at all.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import Subscriber
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 PASSWORD = "not-for-the-journal-42"
 
 

@@ -12,7 +12,7 @@ import pytest
 from pack_agent.dev.chart import Marker, SohChart
 
 SVG = "{http://www.w3.org/2000/svg}"
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 DAY = 86400.0
 
 

@@ -31,10 +31,10 @@ if TYPE_CHECKING:
 
     Subscribe = Callable[..., Subscriber]
 
-from test_uplink import CountingClient, drained, drive, settings_for
+from test_mqtt import CountingClient, drained, drive, settings_for
 
 VIN = "LSVAX4AB1PN000001"
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def draft(i: int, type_: str = "pack.health") -> EventDraft:

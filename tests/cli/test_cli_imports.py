@@ -19,7 +19,7 @@ from pack_agent.config import load_config, reference_config_path
 from pack_agent.dev.broker import free_port
 from pack_agent.dev.sim.rig import rig_config, write_config
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 # used by other subcommands, tests or tools, never by the daemon
 NOT_AT_START = (

@@ -15,7 +15,7 @@ from pack_agent.config import load_config, reference_config_path
 from pack_agent.dev.sim import SCENARIOS
 from pack_agent.dev.sim.rig import rig_config, write_config
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 SPEED = 40  # simulated days per second
 
 

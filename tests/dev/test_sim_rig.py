@@ -7,7 +7,7 @@ from pathlib import Path
 from pack_agent.config import load_config, reference_config_path
 from pack_agent.dev.sim.rig import rig_config, write_config
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "examples" / "foxbms-2.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "foxbms-2.toml"
 
 
 def test_rig_points_the_reference_at_a_bus_broker_and_store(tmp_path) -> None:

@@ -31,7 +31,7 @@ def test_reference_config_is_valid_against_its_database():
 
 
 def test_repo_config_file_is_the_shipped_reference():
-    repo_copy = Path(__file__).parents[1] / "config" / "reference.toml"
+    repo_copy = Path(__file__).parents[2] / "config" / "reference.toml"
     assert repo_copy.read_text(encoding="utf-8") == REFERENCE
 
 

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from test_daemon import AgentThread
 
 from conftest import Subscriber
 from pack_agent.config import load_config, reference_config_path
@@ -21,7 +22,6 @@ from pack_agent.core.events import EventDraft, utc_from_timestamp
 from pack_agent.dev.demo import demo_config
 from pack_agent.errors import StoreError
 from pack_agent.store.database import Store, open_store
-from test_daemon import AgentThread
 
 VIN = "LPACK2026AGENT001"
 

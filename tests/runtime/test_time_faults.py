@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 
-from pack_agent.core.events import PLAUSIBLE_SINCE
 from test_agent_notices import CODE, DAY, NEW_CODE, Rig
+
+from pack_agent.core.events import PLAUSIBLE_SINCE
 
 YEAR = 365 * DAY
 T = 1_800_000_000.0  # 2027

@@ -142,7 +142,7 @@ def test_code_argument_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_real_subprocess_json() -> None:
-    src = str(Path(__file__).resolve().parents[1] / "src")
+    src = str(Path(__file__).resolve().parents[2] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     for code, expected_rc in ((VALID, 0), (INVALID, 1)):
         proc = subprocess.run(

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pack_agent.config import DATA_DIR
 
 DBC_PATH = DATA_DIR / "pack_agent_reference.dbc"
-DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "can-database.md"
+DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "can-database.md"
 
 CODE = "0RJPEA00HAU0AAF131001955"  # GB/T 34014 pack code seen in public test data
 

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 from pack_agent.api.models import parse_data
 from pack_agent.core.events import EVENT_TYPES, Event
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "mqtt-api.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "mqtt-api.md"
 
 
 def test_every_event_type_has_a_section_with_a_valid_example() -> None:

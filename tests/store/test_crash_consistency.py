@@ -46,7 +46,7 @@ from pack_agent.dev.sim.rig import rig_config, write_config
 from pack_agent.dev.sim.scenario import DAY, Scenario
 from pack_agent.dev.sim.vehicle import day_frames
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 SEED = 8
 KILLS = int(
     os.environ.get("PACK_AGENT_KILLS") or (500 if os.environ.get("PACK_AGENT_SOAK") else 50)

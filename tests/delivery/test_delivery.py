@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from conftest import Subscriber
 
 VIN = "LPACK2026AGENT001"
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def write_config(tmp_path: Path, port: int, **mqtt: Any) -> Path:

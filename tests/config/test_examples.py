@@ -20,8 +20,8 @@ from pack_agent.config import AgentConfig, parse_config
 from pack_agent.config.load import tomllib
 from pack_agent.runtime.replay import replay
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "real-world"
-EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "examples"
+REAL = Path(__file__).resolve().parents[3] / "shared" / "real-world"
+EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 KONA_LOG = REAL / "kona-ev" / "230112-7-2019-pcan-ccan-power-off-on-ready-off.csv"
 OWN_COPIES = {
     "foxbms.dbc": REAL / "foxbms-2" / "foxbms.dbc",

@@ -641,7 +641,7 @@ def test_readings_without_the_ignition_on_never_decide(steps):
 
 # -- the saved state format ------------------------------------------------------------
 
-STATE_V1 = Path(__file__).resolve().parent / "data" / "policy_state_v1.json"
+STATE_V1 = Path(__file__).resolve().parents[1] / "data" / "policy_state_v1.json"
 
 
 def every_kind() -> list[Any]:

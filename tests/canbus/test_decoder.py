@@ -124,7 +124,7 @@ _DECODER: dict = {}
 
 # -- precompiled signal readers, derived metrics, invalid raw values ---------------
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "real-world"
+REAL = Path(__file__).resolve().parents[3] / "shared" / "real-world"
 REAL_DBS = [
     "foxbms-2/foxbms.dbc",
     "nissan-leaf/EV-can_ZE1.dbc",

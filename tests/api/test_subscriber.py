@@ -20,7 +20,7 @@ from pack_agent.core.events import Event, EventDraft, utc_from_timestamp
 from pack_agent.dev.broker import LocalBroker
 from pack_agent.errors import PackAgentError
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 VIN_A, VIN_B = "LPACK2026AGENT001", "LPACK2026AGENT002"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from pack_agent.api.schema import schemas
 from pack_agent.cli import main
 
-DOCS_SCHEMA = Path(__file__).resolve().parents[1] / "docs" / "schema"
+DOCS_SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "schema"
 
 
 def test_committed_schemas_are_current() -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 
+from test_daemon import FAST, AgentThread, make_config, run_vehicle
+
 from conftest import Subscriber
 from pack_agent.config import AgentConfig
 from pack_agent.runtime.status import LAST_EVENT_KEY, read_status
 from pack_agent.runtime.statusview import gather, render
 from pack_agent.store.database import read_only_view
-from test_daemon import FAST, AgentThread, make_config, run_vehicle
 
 
 def quick_status(cfg: AgentConfig, tmp_path) -> None:

@@ -1,6 +1,6 @@
 """The rule engines' common ground (``pack_agent.core.rules``): the abstract base, the engine
 for each rule kind, the comparison. The engines' behaviour is tested through the policy
-(tests/test_policy.py), which is how the agent uses them."""
+(tests/core/test_policy.py), which is how the agent uses them."""
 
 from __future__ import annotations
 

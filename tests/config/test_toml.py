@@ -12,7 +12,7 @@ from pack_agent.cli import main
 from pack_agent.config import as_data, load_config, parse_config, reference_config_path
 from pack_agent.config.load import dump_toml, tomllib
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "config" / "examples").glob("*.toml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "config" / "examples").glob("*.toml"))
 
 
 def test_tricky_values_round_trip() -> None:

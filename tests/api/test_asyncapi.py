@@ -13,7 +13,7 @@ from pack_agent.core.events import EVENT_TYPES
 
 yaml = pytest.importorskip("yaml")
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def load() -> dict[str, Any]:

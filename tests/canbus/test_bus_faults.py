@@ -12,13 +12,13 @@ import random
 import time
 
 import can
+from test_daemon import DAY, FAST, AgentThread, make_config, run_vehicle
+from test_daemon_lifecycle import quick_status
 
 from conftest import Subscriber
 from pack_agent.canbus.dbc import load_and_check
 from pack_agent.dev.sim.vehicle import code_pages, encode
 from pack_agent.runtime.status import read_status
-from test_daemon import DAY, FAST, AgentThread, make_config, run_vehicle
-from test_daemon_lifecycle import quick_status
 
 
 def wait_status(path, predicate, timeout: float = 10.0) -> dict:

@@ -16,6 +16,9 @@ import can
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_agent_notices import Rig
+from test_agent_policy import AGEING, Run, _health, _t, ageing_frames, config, uninterrupted
+from test_policy import CODE, T0, capacity, make, thermal
 
 from pack_agent.canbus.dbc import load_and_check
 from pack_agent.canbus.decoder import Decoder
@@ -33,9 +36,6 @@ from pack_agent.core.timeline import (
 from pack_agent.dev.sim.vehicle import code_pages, encode
 from pack_agent.runtime.agent import Agent, run_loop
 from pack_agent.store.database import Store
-from test_agent_notices import Rig
-from test_agent_policy import AGEING, Run, _health, _t, ageing_frames, config, uninterrupted
-from test_policy import CODE, T0, capacity, make, thermal
 
 __all__ = ["ageing_frames", "uninterrupted"]  # the fixtures, shared with test_agent_policy
 
