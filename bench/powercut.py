@@ -364,12 +364,19 @@ def record_story(
             time.sleep(day_pause_s)
             node.serve(day.time + 4.0)
         played = time.time()
+        seen: list[tuple[float, int]] = []  # (when, frames decoded) from the live status
 
-        def drained() -> bool:
+        def caught_up() -> bool:
+            """Every frame read (the decoded count still for a second), the outbox empty."""
             live = live_status(status)
-            return live.get("time", "") > _iso(played) and live["queue"]["pending"] == 0
+            if live.get("time", "") <= _iso(played) or live["queue"]["pending"]:
+                return False
+            now, decoded = time.monotonic(), live["agent"]["frames_decoded"]
+            if not seen or seen[-1][1] != decoded:
+                seen.append((now, decoded))
+            return now - seen[-1][0] >= 1.0
 
-        wait_for(drained, 60, "the outbox to drain")
+        wait_for(caught_up, 120, "the agent to read every frame and drain its outbox")
         proc.send_signal(signal.SIGTERM)
         if proc.wait(30) != 0:
             raise RuntimeError(f"the agent exited with {proc.returncode}")
