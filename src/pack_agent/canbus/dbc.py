@@ -120,10 +120,20 @@ def check_against_database(config: AgentConfig, db: cantools.database.Database) 
         elif ref.expression is not None:
             problems += _expression_problems(f"metrics.{metric}.expression", ref.expression, db)
     pc = config.pack_code
-    if pc.source == "pages":
+    if pc.source == "pages" and pc.page_signals:
+        n = len(problems)
+        check("pack_code.message", pc.message, [pc.mux_signal, *pc.page_signals], "pack_code")
+        if len(problems) == n:
+            msg = db.get_message_by_name(pc.message)
+            for i, name in enumerate(pc.page_signals):
+                if msg.get_signal_by_name(name).length != 8:
+                    problems.append(
+                        f"pack_code.page_signals[{i}]: signal {name!r} is not one byte"
+                    )
+    elif pc.source == "pages":
         n = len(problems)
         check("pack_code.message", pc.message, [pc.mux_signal, *pc.pages], "pack_code")
-    if pc.source == "pages" and len(problems) == n:
+    if pc.source == "pages" and not pc.page_signals and len(problems) == n:
         msg = db.get_message_by_name(pc.message)
         for i, page in enumerate(pc.pages):
             sig = msg.get_signal_by_name(page)
