@@ -92,7 +92,11 @@ from pack_agent.dev.sim.rig import rig_config, write_config
 from pack_agent.dev.sim.scenario import DAY, Scenario
 from pack_agent.dev.sim.vehicle import day_frames
 from pack_agent.runtime.agent import Agent
-from pack_agent.store.database import open_store
+
+try:  # the store's package exports it once the store is split into modules
+    from pack_agent.store import open_store  # type: ignore[attr-defined]
+except ImportError:
+    from pack_agent.store.database import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIM_SOURCE = Path(__file__).resolve().with_name("powercut_shim.c")
@@ -181,7 +185,8 @@ class Story:
     """What the recorded process did: its calls, its events, what it acted on."""
 
     ops: list[Op]
-    events: dict[str, tuple[str, int, int]]  # event_id -> (type, seq, log index of its line)
+    # event_id -> (type, seq, log index of the agent's line about it, -1 if none)
+    events: dict[str, tuple[str, int, int]]
     published: dict[str, int]  # event_id -> log index of the send that carried it out
     notice_frames: list[int]  # log indices of notice frames sent on the bus
     backend: list[dict[str, Any]]  # what the backend received during the story
@@ -197,7 +202,7 @@ class Story:
         if sent:
             last_frame = self.notice_frames[sent - 1]
             for event_id, (kind, _seq, at) in self.events.items():
-                if kind in DECISIONS and at < last_frame and event_id not in out:
+                if kind in DECISIONS and 0 <= at < last_frame and event_id not in out:
                     out[event_id] = "notice sent"
         return out
 
@@ -418,8 +423,9 @@ def _delivered_all(backend: Backend, store: Path) -> bool:
 
 
 def _find_actions(story: Story, notice_ids: set[int]) -> None:
-    """The events (from the agent's log lines), when each first went out on a socket,
-    and when each notice frame went out."""
+    """The events (as the backend received them), when each first went out on a socket,
+    when each notice frame went out, and where the agent logged each event (a decision
+    is acted on by the notice frames after it)."""
     streams: dict[int, tuple[bytearray, list[int], list[int]]] = {}  # fd -> bytes, ends, ops
     stdio = bytearray()
     stdio_ends: list[int] = []
@@ -438,9 +444,12 @@ def _find_actions(story: Story, notice_ids: set[int]) -> None:
             stdio += op.data
             stdio_ends.append(len(stdio))
             stdio_ops.append(op.index)
-    for m in _EVENT_LINE.finditer(stdio):
-        at = stdio_ops[bisect.bisect_left(stdio_ends, m.end())]
-        story.events[m.group(3).decode()] = (m.group(1).decode(), int(m.group(2)), at)
+    logged = {
+        m.group(3).decode(): stdio_ops[bisect.bisect_left(stdio_ends, m.end())]
+        for m in _EVENT_LINE.finditer(stdio)
+    }
+    for e in story.backend:
+        story.events[e["event_id"]] = (e["type"], e["seq"], logged.get(e["event_id"], -1))
     for event_id in story.events:
         needle = event_id.encode()
         for data, ends, idx in streams.values():
@@ -451,19 +460,22 @@ def _find_actions(story: Story, notice_ids: set[int]) -> None:
 
 
 def _check_story(story: Story, agent_log: Path) -> None:
-    """The story must have what it is for, else the figures mean little."""
-    types = Counter(kind for kind, _s, _a in story.events.values())
-    got = Counter(e["type"] for e in {e["event_id"]: e for e in story.backend}.values())
+    """The story must have what it is for, and the recording must show every event go
+    out; else the figures mean little."""
+    got = Counter(kind for kind, _s, _a in story.events.values())
     need = ("scrap.condition_met", "owner.notified", "owner.acknowledged", "pack.replaced")
     missing = [t for t in need if not got[t]]
     if missing or not story.notice_frames:
         tail = agent_log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"the story lacks {missing or 'notice frames'}: {dict(got)}\n{tail}")
-    if set(story.published) != set(story.events) or len(story.events) != sum(types.values()):
-        lost = set(story.events) - set(story.published)
-        raise RuntimeError(f"events logged but never seen on a socket: {sorted(lost)[:5]}")
-    if {e["event_id"] for e in story.backend} != set(story.events):
-        raise RuntimeError("the backend and the agent's log disagree on the events")
+    unseen = set(story.events) - set(story.published)
+    if unseen:
+        raise RuntimeError(f"events received but never seen on a socket: {sorted(unseen)[:5]}")
+    unlogged = [e for e, (kind, _s, at) in story.events.items() if kind in DECISIONS and at < 0]
+    if unlogged:
+        raise RuntimeError(
+            f"decisions not found in the agent's log (its 'event TYPE seq=N ID' line): {unlogged}"
+        )
 
 
 # -- 2. cut ---------------------------------------------------------------------------

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from pack_agent.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -46,7 +49,7 @@ def compiler() -> str:
 WORKLOAD = """
 import sys
 from pack_agent.core.events import EventDraft, utc_from_timestamp
-from pack_agent.store.database import Store
+from pack_agent.store import Store
 
 with Store(sys.argv[1], synchronous=sys.argv[2]) as store:
     for i in range(60):
@@ -89,10 +92,9 @@ def store_cuts(tmp_path: Path, synchronous: str) -> list[tuple[int, int]]:
         folder.mkdir()
         for suffix, data in files.items():
             (folder / f"pack-agent.db{suffix}").write_bytes(data)
-        from pack_agent.store.database import Store
-
-        with Store(folder / "pack-agent.db") as rebuilt:
-            last = rebuilt._conn.execute("SELECT coalesce(max(last), 0) FROM seq").fetchone()[0]
+        Store(folder / "pack-agent.db").close()  # opened as the agent opens it (WAL recovery)
+        with sqlite3.connect(folder / "pack-agent.db") as conn:
+            last = conn.execute("SELECT coalesce(max(last), 0) FROM seq").fetchone()[0]
         out.append((int(match.group(2)), last))
     assert len(out) == 60
     return out
