@@ -276,10 +276,16 @@ int rename(const char *a, const char *b) {
 
 int close(int fd) {
     RESOLVE(close);
-    int was = is_tracked(fd);
-    if (was) tracked[fd] = 0;
+    if (!is_tracked(fd)) return real_close(fd);
+    /* the close and its record under one lock: an open that gets the same number in
+       another thread is recorded after it */
+    pthread_mutex_lock(&lock);
+    tracked[fd] = 0;
     int r = real_close(fd);
-    if (was) emit(OP_CLOSE, fd, 0, 0, NULL, 0);
+    int saved = errno;
+    emit_locked(OP_CLOSE, fd, 0, 0, NULL, 0);
+    pthread_mutex_unlock(&lock);
+    errno = saved;
     return r;
 }
 
