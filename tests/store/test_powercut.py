@@ -9,9 +9,9 @@ started on each. ``python bench/powercut.py --cuts 1000`` is the full run
 (docs/reliability.md has its figures); CI runs a small one here.
 
 First the harness itself is checked on the store alone: with ``synchronous = FULL``
-(every commit synced) a cut never loses a committed event, and with ``NORMAL`` (the
-WAL synced only at a checkpoint) it must find losses; a harness that finds nothing
-either way would prove nothing.
+(every commit synced) a cut never loses a committed event, and with ``NORMAL`` (a
+``pack.health`` commit synced only with the next checkpoint) it must find losses; a
+harness that finds nothing either way would prove nothing.
 """
 
 from __future__ import annotations
@@ -54,16 +54,16 @@ from pack_agent.store import Store
 with Store(sys.argv[1], synchronous=sys.argv[2]) as store:
     for i in range(60):
         event = store.append(EventDraft(
-            type="bms.silent", vin="LPACK2026AGENT001", time=utc_from_timestamp(1.8e9 + i),
+            type="pack.health", vin="LPACK2026AGENT001", time=utc_from_timestamp(1.8e9 + i),
             data={"pad": "x" * 700}))
         print(f"event {event.type} seq={event.seq} {event.event_id}", flush=True)
 """
 
 
 def store_cuts(tmp_path: Path, synchronous: str) -> list[tuple[int, int]]:
-    """The store alone under the shim: 60 appends, each printed once it returned (the
-    caller could act on it from then on). For each print, the store rebuilt with only
-    the synced writes: (seq printed, last seq the rebuilt store knows)."""
+    """The store alone under the shim: 60 appends of ``pack.health`` (not essential: the
+    store need not sync it at once), each printed once it returned. For each print, the
+    store rebuilt with only the synced writes: (seq printed, last seq it knows)."""
     shim = powercut.compile_shim(tmp_path / "shim")
     store = (tmp_path / synchronous / "pack-agent.db").resolve()
     store.parent.mkdir()
@@ -105,7 +105,7 @@ def test_the_harness_finds_unsynced_commits_and_only_those(tmp_path, compiler):
     assert all(last >= seq for seq, last in full), "FULL syncs every commit: nothing lost"
     normal = store_cuts(tmp_path, "NORMAL")
     lost = [(seq, last) for seq, last in normal if last < seq]
-    # NORMAL syncs the WAL only at a checkpoint: a cut after a commit loses it
+    # NORMAL syncs a pack.health commit only with a checkpoint: a cut after it loses it
     assert len(lost) > 30, normal
 
 
