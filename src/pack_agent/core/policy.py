@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pack_agent.config.rules import CapacityRule, ForecastRule, combination_order
 from pack_agent.core.events import PLAUSIBLE_SINCE, iso_date, iso_time
+from pack_agent.core.ignition import IgnitionSpec, IgnitionState
 from pack_agent.core.readings import Reading
 from pack_agent.core.rules import RuleEngine, Stream, engine_for
 from pack_agent.core.timeline import TimeLine, Verdict
@@ -87,47 +88,50 @@ class ScrapDecision:
 
 
 class _IgnitionGate:
-    """Judges a reading only if the ignition was On within ``window_s`` of it. A reading
-    that arrives before the ignition state is known waits (one per metric) for the next
-    ignition reading."""
+    """Judges a reading only while the ignition state (``core.ignition``) says On at its
+    time: the last ignition value holds until a new frame changes it or its frame is
+    overdue. A reading while the state is unknown waits (one per metric) for the next
+    ignition frame, and is judged if that says On within ``window_s`` of it."""
 
-    def __init__(self, on_values: Sequence[float], window_s: float) -> None:
-        self.on_values = {float(v) for v in on_values}
-        self.window_s = window_s
-        self.last_t: float | None = None
-        self.on = False
+    def __init__(self, spec: IgnitionSpec) -> None:
+        self.state = IgnitionState(spec)
+        self.window_s = spec.window_s
         self.pending: dict[str, Reading] = {}
 
+    @property
+    def on(self) -> bool:
+        return self.state.on
+
     def on_ignition(self, r: Reading) -> list[Reading]:
-        if self.last_t is not None and r.time <= self.last_t:
+        if self.state.last_t is not None and r.time <= self.state.last_t:
             return []
-        self.last_t, self.on = r.time, r.value in self.on_values
-        out = [
-            p for p in self.pending.values() if self.on and abs(r.time - p.time) <= self.window_s
-        ]
+        self.state.update(r.time, r.value)
+        on = self.state.on
+        out = [p for p in self.pending.values() if on and abs(r.time - p.time) <= self.window_s]
         self.pending.clear()
         return sorted(out, key=lambda p: p.time)
 
     def to_state(self) -> dict[str, Any]:
         return {
-            "last_t": self.last_t,
-            "on": self.on,
+            **self.state.to_state(),
             "pending": [[p.metric, p.value, p.time] for p in self.pending.values()],
         }
 
     def load_state(self, s: dict[str, Any]) -> None:
         """A clean stop between a reading and the ignition frame that confirms it loses
         nothing: the held readings are part of the saved state."""
-        self.last_t = s.get("last_t")
-        self.on = bool(s.get("on", False))
+        self.state.load_state(s)
         self.pending = {m: Reading(m, v, t) for m, v, t in s.get("pending", [])}
 
     def admit(self, r: Reading) -> bool:
         """True: judge now. False: ignition off, or held until the state is known."""
-        if self.last_t is not None and abs(r.time - self.last_t) <= self.window_s:
-            return self.on
-        self.pending[r.metric] = r
-        return False
+        on = self.state.at(r.time)
+        if on is None:
+            last = self.state.last_t
+            if last is None or r.time > last:  # a later frame may still tell
+                self.pending[r.metric] = r
+            return False
+        return on
 
 
 class ScrapPolicy:
@@ -143,12 +147,20 @@ class ScrapPolicy:
         ignition_metric: str | None = None,
         ignition_on_values: Sequence[float] = (2.0,),
         ignition_window_s: float = 5.0,
+        ignition: IgnitionSpec | None = None,
         trend_metric: str = "soh",
         trend_min_days: float = 60.0,
     ) -> None:
+        """``ignition`` (the configuration's ``[ignition]``, resolved) gates the rules
+        with ``ignition_on_only``; ``ignition_metric``/``ignition_on_values``/
+        ``ignition_window_s`` are the short form (tests) of the same."""
         self._rules = {r.id: r for r in rules}
-        self._ignition_metric = ignition_metric
-        self._gate_args = (ignition_on_values, ignition_window_s)
+        if ignition is None and ignition_metric is not None:
+            ignition = IgnitionSpec.of(
+                ignition_metric, ignition_on_values, window_s=ignition_window_s
+            )
+        self._ignition = ignition
+        self._ignition_metric = ignition.metric if ignition is not None else None
         self._trend_metric = trend_metric
         self._trend_min_days = trend_min_days
         self._combos = combination_order(list(rules))
@@ -172,17 +184,23 @@ class ScrapPolicy:
         state: dict[str, Any] | None,
         latched: Iterable[str],
         pack_code: str | None,
+        ignition: IgnitionSpec | None = None,
     ) -> ScrapPolicy:
-        """The policy for a configuration, with the state the store kept (if any)."""
+        """The policy for a configuration, with the state the store kept (if any).
+        ``ignition``: the ``[ignition]`` resolved against the DBC (labels, the cycle);
+        without it, the numbers in the configuration."""
         p = config.policy
+        if ignition is None and config.ignition.metric in config.metrics:
+            i = config.ignition
+            ignition = IgnitionSpec.of(
+                i.metric, i.on(), i.on_min, i.stale_cycles, i.cycle_s, i.window_s
+            )
         return cls(
             config.rules,
             latched,
             state=state,
             pack_code=pack_code,
-            ignition_metric=p.ignition_metric if p.ignition_metric in config.metrics else None,
-            ignition_on_values=p.ignition_on_values,
-            ignition_window_s=p.ignition_window_s,
+            ignition=ignition,
             trend_metric=p.trend_metric,
             trend_min_days=p.trend_min_days,
         )
@@ -200,7 +218,7 @@ class ScrapPolicy:
                 self._every.append(rid)
             else:
                 self._by_metric.setdefault(eng.metric, []).append(rid)
-        self._gate = _IgnitionGate(*self._gate_args) if self._ignition_metric else None
+        self._gate = _IgnitionGate(self._ignition) if self._ignition else None
         self.history = SohHistory()
         self._trend_stream = Stream()
         self._forecast_since: dict[str, float | None] = {r.id: None for r in self._forecasts}
@@ -420,7 +438,7 @@ class ScrapPolicy:
             engine = engine_for(self._rules[rid])
             assert engine is not None
             self._engines[rid] = engine
-        self._gate = _IgnitionGate(*self._gate_args) if self._ignition_metric else None
+        self._gate = _IgnitionGate(self._ignition) if self._ignition else None
         self._trend_stream = Stream()
         self._forecast_since = {r.id: None for r in self._forecasts}
         self._forecast_week = None
