@@ -275,6 +275,35 @@ def resolve_ignition(config: AgentConfig, db: cantools.database.Database) -> Ign
     )
 
 
+def vehicle_metrics(config: AgentConfig, db: cantools.database.Database) -> frozenset[str]:
+    """Metrics that come from other ECUs than the BMS (their frames prove the vehicle
+    awake, not the BMS alive): the ignition, and every signal metric whose message's
+    senders are known and are not the BMS's. The BMS is the sender of the pack code's
+    message, else of the trend metric's (``BU_`` nodes in the DBC)."""
+    out = {config.ignition.metric} & set(config.metrics)
+
+    def senders(message: str | None) -> set[str]:
+        if message is None:
+            return set()
+        try:
+            return set(db.get_message_by_name(message).senders or ())
+        except KeyError:
+            return set()
+
+    pc = config.pack_code
+    bms = senders(pc.message) if pc.source == "pages" else set()
+    trend = config.metrics.get(config.policy.trend_metric)
+    if not bms and trend is not None:
+        bms = senders(trend.message)
+    if not bms:
+        return frozenset(out)
+    for metric, ref in config.metrics.items():
+        own = senders(ref.message)
+        if own and not own & bms:
+            out.add(metric)
+    return frozenset(out)
+
+
 def _range_findings(config: AgentConfig, db: cantools.database.Database) -> None:
     """A mapped signal without a range (``[0|0]``, common in hand-made DBCs) cannot drop
     a "not available" value (0x7FF would read as a number): a finding, unless the metric
