@@ -95,7 +95,7 @@ path = "{store}"
 bms_timeout_s = 10
 """
 
-GUARDED = ', invalid_raw = { Pack_CapNow = 0x7FF, Pack_CapRated = 0x7FF }'
+GUARDED = ", invalid_raw = { Pack_CapNow = 0x7FF, Pack_CapRated = 0x7FF }"
 
 
 def setup(
