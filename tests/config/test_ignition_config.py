@@ -15,7 +15,7 @@ REFERENCE = reference_config_path().read_text(encoding="utf-8")
 NEW = """[ignition]
 metric = "ignition"            # capacity and resistance judge only readings with ignition On
 on_values = [2]                # VCU_Ignition: 0 Off, 1 Acc, 2 On, 3 Start (labels work too)
-stale_cycles = 3               # the state holds until its frame is 3 cycles overdue (GenMsgCycleTime)
+stale_cycles = 3               # the state holds till its frame is 3 cycles late (GenMsgCycleTime)
 window_s = 5                   # a reading before the first ignition frame waits this long for it
 """
 DBC = str(reference_config_path().parent / "pack_agent_reference.dbc")
