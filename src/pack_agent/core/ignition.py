@@ -1,4 +1,4 @@
-"""The ignition as a state: pure, time passed in.
+"""The ignition as a state, and the policy's gate on it: pure, time passed in.
 
 One definition (``[ignition]``) serves the rules' gate, the owner notices and the BMS
 silence watch. The state holds its last value until a new frame changes it, as long as
@@ -7,6 +7,9 @@ ignition frame keeps every reading between two frames judged, and a bus that wen
 (the car asleep, the gateway unplugged) leaves the state unknown, not On for ever. The
 cycle is the configured one, else the DBC's ``GenMsgCycleTime``, else measured (the
 median of the last intervals between frames: a parking gap is one outlier).
+
+:class:`IgnitionGate` is the gate :class:`pack_agent.core.policy.ScrapPolicy` puts in
+front of its gated rules; its state is part of the policy's saved state.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
-__all__ = ["IgnitionSpec", "IgnitionState"]
+from pack_agent.core.readings import Reading
+
+__all__ = ["IgnitionGate", "IgnitionSpec", "IgnitionState"]
 
 MEASURED_INTERVALS = 9  # intervals kept to measure the cycle
 
@@ -103,3 +108,50 @@ class IgnitionState:
         self.last_t = s.get("last_t")
         self.on = bool(s.get("on", False))
         self._intervals = [float(x) for x in s.get("intervals", [])][-MEASURED_INTERVALS:]
+
+
+class IgnitionGate:
+    """Judges a reading only while the ignition state (``core.ignition``) says On at its
+    time: the last ignition value holds until a new frame changes it or its frame is
+    overdue. A reading while the state is unknown waits (one per metric) for the next
+    ignition frame, and is judged if that says On within ``window_s`` of it."""
+
+    def __init__(self, spec: IgnitionSpec) -> None:
+        self.state = IgnitionState(spec)
+        self.window_s = spec.window_s
+        self.pending: dict[str, Reading] = {}
+
+    @property
+    def on(self) -> bool:
+        return self.state.on
+
+    def on_ignition(self, r: Reading) -> list[Reading]:
+        if self.state.last_t is not None and r.time <= self.state.last_t:
+            return []
+        self.state.update(r.time, r.value)
+        on = self.state.on
+        out = [p for p in self.pending.values() if on and abs(r.time - p.time) <= self.window_s]
+        self.pending.clear()
+        return sorted(out, key=lambda p: p.time)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            **self.state.to_state(),
+            "pending": [[p.metric, p.value, p.time] for p in self.pending.values()],
+        }
+
+    def load_state(self, s: dict[str, Any]) -> None:
+        """A clean stop between a reading and the ignition frame that confirms it loses
+        nothing: the held readings are part of the saved state."""
+        self.state.load_state(s)
+        self.pending = {m: Reading(m, v, t) for m, v, t in s.get("pending", [])}
+
+    def admit(self, r: Reading) -> bool:
+        """True: judge now. False: ignition off, or held until the state is known."""
+        on = self.state.at(r.time)
+        if on is None:
+            last = self.state.last_t
+            if last is None or r.time > last:  # a later frame may still tell
+                self.pending[r.metric] = r
+            return False
+        return on
