@@ -149,3 +149,16 @@ def test_an_unknown_message_suggests_the_closest_names(tmp_path: Path) -> None:
         "metrics.soh.message: message 'BMS_Heath' is not in the database(s) "
         "(did you mean 'BMS_Health' or 'BMS_Status'?)"
     ) in info.value.problems
+
+
+def test_a_uds_metric_takes_its_own_minimum_and_maximum(tmp_path: Path) -> None:
+    """``minimum``/``maximum`` guard every metric: for a UDS value the tighter of them and
+    ``uds.minimum``/``uds.maximum`` is what the poller checks."""
+    example = Path(__file__).parents[2] / "config" / "examples" / "hyundai-kia-uds.toml"
+    text = example.read_text(encoding="utf-8").replace(
+        "[metrics.soh.uds]", "[metrics.soh]\nminimum = 5\nmaximum = 100\n\n[metrics.soh.uds]"
+    )
+    text = text.replace('"builtin:pack_agent_reference.dbc"', repr(DBC))
+    cfg = load_config(write(tmp_path, text))
+    uds = cfg.metrics["soh"].uds
+    assert uds is not None and uds.minimum == 5 and uds.maximum == 100

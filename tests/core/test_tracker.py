@@ -150,3 +150,14 @@ def test_with_no_ignition_and_no_other_frame_silence_alone_counts() -> None:
     t = _quiet_bms(ignition_mapped=False)
     [(kind, _)] = t.check_silence(111.0)
     assert kind == "bms.silent"
+
+
+def test_a_reading_from_another_bus_is_no_witness() -> None:
+    """The odometer on the body bus says nothing of the BMS's bus being awake."""
+    t = _quiet_bms(ignition_mapped=False)
+    t.on_vehicle_reading(Reading("odometer", 1000.0, 111.0), on_bms_bus=False)
+    assert t.latest["odometer"].value == 1000.0
+    [(kind, _)] = t.check_silence(112.0)  # no witness at all: silence alone, as before
+    t2 = _quiet_bms()  # an ignition mapped, unknown now, and no frame on the BMS's bus
+    t2.on_vehicle_reading(Reading("odometer", 1000.0, 111.0), on_bms_bus=False)
+    assert t2.check_silence(112.0) == []

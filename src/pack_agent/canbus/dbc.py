@@ -302,6 +302,16 @@ def resolve_ignition(config: AgentConfig, db: cantools.database.Database) -> Ign
     )
 
 
+def bms_bus(config: AgentConfig) -> str:
+    """The bus the BMS speaks on: the pack code's, else the trend metric's, else the first."""
+    trend = config.metrics.get(config.policy.trend_metric)
+    return (
+        config.pack_code.bus
+        or (trend.bus if trend is not None and trend.uds is None else None)
+        or config.buses[0].name
+    )
+
+
 def vehicle_metrics(config: AgentConfig, db: cantools.database.Database) -> frozenset[str]:
     """Metrics that come from other ECUs than the BMS (their frames prove the vehicle
     awake, not the BMS alive): the ignition, and every signal metric whose message's

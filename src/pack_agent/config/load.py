@@ -39,7 +39,21 @@ def parse_config(
     problems = _cross_checks(cfg)
     if problems:
         raise ConfigError(problems, source)
+    _uds_limits(cfg)
     return cfg
+
+
+def _uds_limits(cfg: AgentConfig) -> None:
+    """A UDS metric's own ``minimum``/``maximum`` guard its answers too: the tighter of
+    them and ``uds.minimum``/``uds.maximum`` is the one the poller checks."""
+    for ref in cfg.metrics.values():
+        u = ref.uds
+        if u is None:
+            continue
+        if ref.minimum is not None:
+            u.minimum = ref.minimum if u.minimum is None else max(u.minimum, ref.minimum)
+        if ref.maximum is not None:
+            u.maximum = ref.maximum if u.maximum is None else min(u.maximum, ref.maximum)
 
 
 # old key -> new key. The old one still loads; a warning names the new one.

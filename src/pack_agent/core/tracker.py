@@ -79,11 +79,13 @@ class PackTracker:
         """A frame of another ECU (the ignition's, the head unit's): the vehicle is awake."""
         self._last_other = now if self._last_other is None else max(self._last_other, now)
 
-    def on_vehicle_reading(self, reading: Reading) -> None:
+    def on_vehicle_reading(self, reading: Reading, on_bms_bus: bool = True) -> None:
         """A reading from another ECU (the ignition, the odometer): kept for the health
-        sample, and proof that the vehicle is awake; it says nothing of the BMS."""
+        sample, and (on the BMS's bus) proof that the vehicle is awake; it says nothing of
+        the BMS."""
         self.latest[reading.metric] = reading
-        self.on_other_frame(reading.time)
+        if on_bms_bus:
+            self.on_other_frame(reading.time)
 
     def rebase(self, now: float) -> None:
         """A clock step back was adopted: what was stamped after ``now`` came from the

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pack_agent.canbus.codesource import page_total
-from pack_agent.canbus.dbc import resolve_ignition, vehicle_metrics
+from pack_agent.canbus.dbc import bms_bus, resolve_ignition, vehicle_metrics
 from pack_agent.canbus.decoder import CodeAssembler, Decoder
 from pack_agent.config import AgentConfig
 from pack_agent.core.events import PLAUSIBLE_SINCE, EventDraft, utc_from_timestamp
@@ -69,6 +69,11 @@ class Agent:
         spec = resolve_ignition(config, decoder.database)
         self.ignition = IgnitionState(spec) if spec is not None else None
         self._vehicle_metrics = vehicle_metrics(config, decoder.database)
+        self._bms_bus = bms_bus(config)  # other ECUs' frames there say the vehicle is awake
+        default_bus = config.buses[0].name
+        self._elsewhere = frozenset(  # metrics on another bus than the BMS's
+            m for m, ref in config.metrics.items() if (ref.bus or default_bus) != self._bms_bus
+        )
         self.tracker = PackTracker(
             store.get_state("pack.code"),
             config.health.bms_timeout_s,
@@ -124,7 +129,7 @@ class Agent:
             held = self.clock.newest is not None and now > self.clock.newest
             for notifier in self.notifiers:
                 if notifier.is_ack_frame(bus, frame):
-                    if not held:
+                    if not held and bus == self._bms_bus:
                         self.tracker.on_other_frame(now)  # the vehicle is awake
                     self._heard_head_unit(now)
                     ack = notifier.parse_ack(bus, frame)
@@ -143,7 +148,7 @@ class Agent:
                 else:
                     bms = bms or item.metric not in self._vehicle_metrics
                     self._on_reading(item, now, held)
-            if not bms and not held:
+            if not bms and not held and bus == self._bms_bus:
                 self.tracker.on_other_frame(now)
         except Exception:
             self.frame_errors += 1
@@ -179,7 +184,8 @@ class Agent:
         if held:
             pass
         elif reading.metric in self._vehicle_metrics:
-            self.tracker.on_vehicle_reading(reading)  # another ECU: the vehicle is awake
+            # another ECU: the vehicle is awake (when it shares the BMS's bus)
+            self.tracker.on_vehicle_reading(reading, reading.metric not in self._elsewhere)
         else:
             self._apply(self.tracker.on_reading(reading), now)
         ignition = self.ignition
