@@ -345,3 +345,21 @@ def test_stamps_that_are_no_time_at_all_change_nothing():
     for i in range(100_000):  # a candidate behind keeps three numbers, not every stamp
         line.judge(T0 - DAY + i * 0.001)
     assert line.candidate_count == 100_000 and line.newest == T0
+
+
+def test_an_ignition_stamped_on_the_abandoned_line_is_forgotten(tmp_path):
+    """An ignition frame stamped a year ahead, then the clock steps back and stays: the
+    ignition state starts again on the new time (else it would ignore every frame for a
+    year and the BMS silence watch would never see the ignition On)."""
+    rig = Rig(tmp_path)
+    try:
+        rig.ignition(True, T0 + YEAR)
+        assert rig.agent.ignition is not None and rig.agent.ignition.last_t == T0 + YEAR
+        for i in range(12):  # the old time, confirmed
+            rig.agent.tick(T0 + i * 60.0)
+        assert rig.agent.clock_rebased is not None
+        rig.ignition(True, T0 + 720.0)
+        assert rig.agent.ignition.last_t == T0 + 720.0
+        assert rig.agent.ignition.at(T0 + 721.0) is True
+    finally:
+        rig.close()

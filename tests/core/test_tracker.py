@@ -158,6 +158,7 @@ def test_a_reading_from_another_bus_is_no_witness() -> None:
     t.on_vehicle_reading(Reading("odometer", 1000.0, 111.0), on_bms_bus=False)
     assert t.latest["odometer"].value == 1000.0
     [(kind, _)] = t.check_silence(112.0)  # no witness at all: silence alone, as before
+    assert kind == "bms.silent"
     t2 = _quiet_bms()  # an ignition mapped, unknown now, and no frame on the BMS's bus
     t2.on_vehicle_reading(Reading("odometer", 1000.0, 111.0), on_bms_bus=False)
     assert t2.check_silence(112.0) == []

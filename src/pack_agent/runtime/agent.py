@@ -562,6 +562,9 @@ class Agent:
             self._sampled_at = None  # a sample on the abandoned line: due at once
         self._policy_saved_at = None
         self._ignition_saved_at = -math.inf  # its save schedule too
+        ign = self.ignition
+        if ign is not None and ign.last_t is not None and ign.last_t > now:
+            self.ignition = IgnitionState(ign.spec)  # its frame stamped on the abandoned line
         self.tracker.rebase(now)
         self._rebase_unreported = True
         self.clock_rebased = {
