@@ -5,13 +5,13 @@ same transaction as the state change that caused it, so a crash between the
 two cannot happen: after a restart the agent neither forgets a decision nor
 takes it again.
 
-Seams: the agent dispatches frames, UDS results and ticks to the stages and keeps
-the time line (``TimeLine``: which times are trusted, and the fan-out of an adopted
-clock step back to every schedule). The timers' own logic lives beside it:
-``notice_dispatch.NoticeDispatcher`` (owner notices: send, retry, answers,
+Seams: the agent builds the stages, dispatches frames, UDS results and ticks to
+them, and stamps events. The timers' logic is beside it, each class in its own
+module: ``notice_dispatch.NoticeDispatcher`` (owner notices: send, retry, answers,
 failures), ``health_sampler.HealthSampler`` (when a ``pack.health`` is due, what it
-carries) and ``save_schedule.SaveSchedule`` (when the policy state is saved). They
-get the store and an ``emit`` callable, never the agent.
+carries), ``save_schedule.SaveSchedule`` (when the policy state is saved) and
+``clock_rebase.AgentClock`` (the time line; an adopted step back restarts every
+schedule). They get the store and an ``emit`` callable, never the agent.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pack_agent.core.events import PLAUSIBLE_SINCE, EventDraft, utc_from_timesta
 from pack_agent.core.notices import Notice
 from pack_agent.core.policy import ScrapDecision, ScrapPolicy
 from pack_agent.core.readings import CodePage, Reading
-from pack_agent.core.timeline import TimeLine, Verdict
 from pack_agent.core.tracker import Happening, PackTracker
+from pack_agent.runtime.clock_rebase import AgentClock
 from pack_agent.runtime.health_sampler import HEALTH_SAMPLED_KEY, HealthSampler
 from pack_agent.runtime.notice_dispatch import NoticeDispatcher
 from pack_agent.runtime.save_schedule import SaveSchedule
@@ -92,11 +92,12 @@ class Agent:
         self._on_event = on_event
         self.frame_errors = 0
         self._warned: dict[str, float] = {}
-        # the agent's time line (frames, ticks, events; this life only): a step back that
-        # persists is adopted (pack_agent.core.timeline), a lone wild stamp never is
-        self.clock = TimeLine(trusted_from=PLAUSIBLE_SINCE)
-        self.clock_rebased: dict[str, Any] | None = None  # the last adopted step back
-        self._rebase_unreported = False  # goes into the next pack.health
+        # the agent's time line (frames, ticks, events; this life only); an adopted step
+        # back restarts every schedule on the new time
+        self.time = AgentClock(
+            [self.health.rebase, self.saves.rebase, self.dispatch.rebase, self.tracker.rebase]
+        )
+        self.clock = self.time.line
 
     # -- frames ---------------------------------------------------------------
 
@@ -151,7 +152,7 @@ class Agent:
             self._decide(decision, now)
         rebased = self.policy.take_rebase()
         if rebased is not None:
-            self._rebased("rules", *rebased, now)
+            self.time.rebase("rules", *rebased, now)
 
     def _decide(self, decision: ScrapDecision, now: float) -> None:
         with self.store.transaction():
@@ -215,9 +216,9 @@ class Agent:
             # it). A save the policy asks for is the same commit; it keeps the schedule.
             with self.store.transaction():
                 if snapshot is not None:
-                    if self._rebase_unreported and self.clock_rebased is not None:
-                        snapshot["clock_rebased"] = self.clock_rebased
-                        self._rebase_unreported = False
+                    rebased = self.time.take_unreported()
+                    if rebased is not None:
+                        snapshot["clock_rebased"] = rebased
                     self._emit("pack.health", snapshot, now)
                     self.health.taken(now)
                 self.saves.save(now, restart=hourly or snapshot is not None)
@@ -263,39 +264,18 @@ class Agent:
 
     def _judge_time(self, now: float) -> bool:
         """True when ``now`` is on the agent's time line (events are not ``time_unsure``)."""
-        verdict = self.clock.judge(now)
-        if verdict is Verdict.REBASED:
-            assert self.clock.abandoned is not None and self.clock.adopted_from is not None
-            self._rebased("events", self.clock.abandoned, self.clock.adopted_from, now)
-        return verdict in (Verdict.ON_LINE, Verdict.AHEAD, Verdict.REBASED)
+        return self.time.judge(now)
+
+    @property
+    def clock_rebased(self) -> dict[str, Any] | None:
+        """The last adopted clock step back (the status file shows it)."""
+        return self.time.rebased
 
     @property
     def latest_time(self) -> float:
         """The newest time on the agent's line (-inf before the first): how far a
         simulated run has been read (the demo waits on it)."""
         return float("-inf") if self.clock.newest is None else self.clock.newest
-
-    def _rebased(self, by: str, abandoned: float, start: float, now: float) -> None:
-        """A clock step back was confirmed (by the rules' readings or the agent's own
-        time): logged, and reported in the status file and the next ``pack.health``.
-        The health and save schedules and the BMS silence watch start again on the new
-        time."""
-        self.health.rebase(now)
-        self.saves.rebase(now)
-        self.dispatch.rebase(now)  # the ignition's save gap
-        self.tracker.rebase(now)
-        self._rebase_unreported = True
-        self.clock_rebased = {
-            "by": by,
-            "abandoned": utc_from_timestamp(abandoned).isoformat(),
-            "start": utc_from_timestamp(start).isoformat(),
-        }
-        log.warning(
-            "clock stepped back from %s to %s and stayed: the %s continue on the new time",
-            self.clock_rebased["abandoned"],
-            self.clock_rebased["start"],
-            "rules" if by == "rules" else "event times",
-        )
 
     def _warn(self, key: str, message: str, exc: bool = False, every_s: float = 60.0) -> None:
         """At most one warning per ``key`` a minute: a broken frame at 100 Hz must not fill
