@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pack_agent.config import AgentConfig, load_config, reference_config_path
-from pack_agent.core.events import utc_from_timestamp
+from pack_agent.core.events import parse_time, utc_from_timestamp
 from pack_agent.dev.sim.story import Showing, delivery_problems, story_problems
 
 EXPECTED = (
@@ -394,9 +394,7 @@ def _rule_lines(rules: dict[str, Any] | None, rule_id: Any) -> list[str]:
 
 
 def _parse_time(text: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(text).timestamp()
+    return parse_time(text).timestamp()
 
 
 def _clock(t: float) -> str:
