@@ -42,19 +42,29 @@ FILE_KINDS: dict[str, tuple[str, ...]] = {
     "config/test_examples.py": ("contract",),
     # benchmarks, run small
     "test_bench.py": ("bench", "subprocess", "slow"),
-    # a child python or pack-agent
+    # a child python or pack-agent (or openssl)
+    "api/test_subscriber.py::test_listen_deduplicates_reports_gaps_and_stores": ("subprocess",),
+    "api/test_subscriber.py::test_listen_prints_jsonl_and_fails_when_count_is_not_reached": (
+        "subprocess",
+    ),
     "api/test_subscriber.py::test_listen_refuses_plaintext_to_a_remote_broker": ("subprocess",),
     "cli/test_cli_code.py::test_real_subprocess_json": ("subprocess",),
     "cli/test_cli_imports.py": ("subprocess",),
+    "cli/test_cli_run.py": ("subprocess",),
     "config/test_isolated.py": ("subprocess",),
+    "delivery/test_delivery.py": ("subprocess",),
+    "delivery/test_mqtt_deletes.py": ("subprocess",),
+    "delivery/test_mqtt.py::test_last_will_says_offline_when_the_agent_dies": ("subprocess",),
     "dev/test_chart.py::test_the_daemon_never_imports_plotting_or_the_demo": ("subprocess",),
     "dev/test_localbus.py": ("subprocess",),
     "store/test_store.py::test_kill_during_appends_loses_nothing_that_was_confirmed": (
         "subprocess",
     ),
-    # mosquitto started by the test itself, not by the fixture
-    "delivery/test_mqtt.py": ("broker",),
-    "runtime/test_daemon.py": ("broker",),
+    # mosquitto started by the test itself, not by the `broker` fixture
+    "delivery/test_mqtt.py::test_broker_absent_at_start_then_started": ("broker",),
+    "delivery/test_mqtt.py::test_refused_puback_keeps_the_event_and_backs_off": ("broker",),
+    "delivery/test_mqtt.py::test_tls_delivers_and_checks_the_host_name": ("broker", "subprocess"),
+    "runtime/test_daemon.py::test_broker_absent_at_start_keeps_events_until_it_comes": ("broker",),
     "dev/test_demo.py": ("broker", "slow"),
     # the stories: agents SIGKILLed, two processes, simulated years
     "store/test_crash_consistency.py": ("broker", "subprocess", "slow"),
@@ -62,6 +72,12 @@ FILE_KINDS: dict[str, tuple[str, ...]] = {
     # no process, but seconds each: simulated days through a whole agent, fuzzing,
     # property tests with many examples
     "test_fuzz.py": ("slow",),
+    "runtime/test_daemon_flash_wear.py": ("slow",),
+    "delivery/test_delivery.py::test_agent_sigkilled_mid_stream_and_restarted": (
+        "broker",
+        "subprocess",
+        "slow",
+    ),
     "runtime/test_agent_policy.py": ("slow",),
     "runtime/test_replay.py": ("slow",),
     "canbus/test_uds.py": ("slow",),
