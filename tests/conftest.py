@@ -57,6 +57,7 @@ FILE_KINDS: dict[str, tuple[str, ...]] = {
     "delivery/test_mqtt.py::test_last_will_says_offline_when_the_agent_dies": ("subprocess",),
     "dev/test_chart.py::test_the_daemon_never_imports_plotting_or_the_demo": ("subprocess",),
     "dev/test_localbus.py": ("subprocess",),
+    "test_version.py": ("subprocess",),
     "store/test_store.py::test_kill_during_appends_loses_nothing_that_was_confirmed": (
         "subprocess",
     ),
@@ -73,6 +74,10 @@ FILE_KINDS: dict[str, tuple[str, ...]] = {
     # property tests with many examples
     "test_fuzz.py": ("slow",),
     "runtime/test_daemon_flash_wear.py": ("slow",),
+    "runtime/test_ignition_replay.py": ("slow",),
+    "canbus/test_mapping.py::test_real_databases_give_a_starter_that_check_config_accepts": (
+        "slow",
+    ),
     "delivery/test_delivery.py::test_agent_sigkilled_mid_stream_and_restarted": (
         "broker",
         "subprocess",
