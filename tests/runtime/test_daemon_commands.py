@@ -19,6 +19,7 @@ from test_agent_notices import make_config
 
 from agent_thread import RunningDaemon
 from pack_agent.config import AgentConfig
+from pack_agent.core.notices import Cadence, NoticeBook
 from pack_agent.runtime.commands import OVERRIDES_KEY
 from pack_agent.runtime.status import read_status
 from pack_agent.store.database import Store
@@ -175,6 +176,44 @@ def test_mqtt_3_1_1_fallback_answers_on_the_vehicles_responses_topic(broker, tmp
         msg, answer = backend.response(lambda b: b["id"] == "n-311")
         assert msg.topic == f"{PREFIX}/{cfg.vin}/responses/report.now"
         assert answer["status"] == "applied" and answer["command"] == "report.now"
+    finally:
+        backend.close()
+        agent.stop()
+
+
+def test_the_app_answer_over_mqtt_stops_the_notice_repeating(broker, tmp_path):
+    """A notice open and repeating every second on the virtual CAN bus (no head unit
+    answers); the backend's owner.answer stops it, as the head unit's answer would."""
+    cfg = daemon_config(tmp_path, broker.port)
+    cfg.notice = replace(cfg.notice, repeat_interval_s=0.5, max_per_period=1000)
+    book = NoticeBook(Cadence.from_settings(cfg.notice))
+    notice = book.open_notice("capacity-80", "advisory", time.time())
+    with Store(cfg.store_path()) as store:
+        store.put_state("notices", book.to_state())
+    agent = RunningDaemon(cfg, clock=time.time)
+    backend = Backend(broker.port, cfg.vin)
+
+    def shown(a: RunningDaemon) -> int:
+        return sum(1 for e in a.events if e.type == "owner.notified")
+
+    try:
+        agent.wait_for(lambda a: a.daemon.uplink.connected and shown(a) >= 2)
+        time.sleep(0.3)
+        backend.send(
+            "owner.answer",
+            {"id": "a-1", "seq": notice.seq, "notice_id": notice.notice_id,
+             "response": "service_booked"},
+            b"a1",
+        )  # fmt: skip
+        msg, answer = backend.response(lambda b: b["id"] == "a-1")
+        assert msg.properties.CorrelationData == b"a1"
+        assert answer["status"] == "applied" and answer["result"]["follow_up"] == "stop"
+        agent.wait_for(lambda a: "owner.acknowledged" in a.types())
+        after = shown(agent)
+        time.sleep(2.0)  # four repeat intervals
+        assert shown(agent) == after  # no attempt after the answer
+        (ack,) = [e.data for e in agent.events if e.type == "owner.acknowledged"]
+        assert ack["channel"] == "app" and ack["response"] == "service_booked"
     finally:
         backend.close()
         agent.stop()

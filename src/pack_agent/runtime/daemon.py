@@ -239,6 +239,7 @@ class Daemon:
         is reported and the running configuration is kept."""
         from pack_agent.config.isolated import load_config_isolated
         from pack_agent.errors import ConfigError
+        from pack_agent.runtime.commands import apply_overrides
         from pack_agent.runtime.logsetup import add_secrets
 
         if self.config_path is None:
@@ -253,6 +254,8 @@ class Daemon:
             return []
         if new.mqtt.password is not None:
             add_secrets([new.mqtt.password.get_secret_value()])
+        # the backend's notice overrides win over the file's values (and are no change)
+        apply_overrides(new.notice, self.agent.commands.overrides)
         for key, apply in RELOADABLE.items():
             apply(self, new, key)
         self._next_status = 0.0
