@@ -33,10 +33,10 @@ __all__ = [
 MAX_PAYLOAD_BYTES = 4096  # a command is a few fields; anything larger is not one
 MAX_ID_CHARS = 64
 MAX_PHONE_CHARS = 20  # E.164 is at most 15 digits; room for "+", spaces and dashes
-MAX_OUTLET_BYTES = 160
+MAX_OUTLET_BYTES = MAX_TEXT_BYTES  # with the phone: checked together, as [notice] is
 MAX_URL_CHARS = 200
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-_PHONE = re.compile(r"\+?[0-9][0-9 ()-]*[0-9]")
+_PHONE = re.compile(r"\+?[0-9(][0-9 ()-]*[0-9]")
 _URL = re.compile(r"https://[^\s/?#]+[^\s]*")
 
 
