@@ -125,6 +125,9 @@ class PackCodeSource:
     )
     confirmations: Annotated[int, Ge(1)] = 2  # complete, equal sets needed
     bus: str | None = None
+    # a different code (valid or not) presented in this many trips (BMS wake-ups) in a
+    # row, the known code never in between, is a replaced pack (docs/configuration.md)
+    replaced_after_trips: Annotated[int, Ge(1)] = 2
 
 
 
@@ -174,6 +177,11 @@ class NoticeSettings:
     head_unit_silent_s: Positive = 7 * 86400.0
     service_outlet: OneLine = ""
     service_phone: OneLine = ""
+    # the maker's published maintenance, replacement and recycling procedure (Art. 15(3)):
+    # a URL or an app page, shown in every notice and sent to the head unit
+    procedure_url: OneLine = ""
+    emergency_phone: OneLine = ""  # roadside service for critical notices (never the outlet)
+    pack_ownership: Literal["owner", "swap_operator", "lease"] = "owner"  # who takes it back
     mqtt_copy: bool = False
 
 
@@ -262,6 +270,9 @@ class AgentConfig:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     base_dir: Path = field(default=Path("."), init=False, compare=False)
     source: str = field(default="configuration", init=False, compare=False)
+    # rule id -> the catalogue notice it shows (its notice_id, else the fitting default);
+    # filled by the configuration check (config.load), not a key
+    notice_ids: dict[str, int] = field(default_factory=dict, init=False, compare=False)
 
     def database_paths(self) -> list[Path]:
         return [resolve_path(p, self.base_dir) for p in self.databases]
