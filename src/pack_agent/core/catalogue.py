@@ -190,21 +190,23 @@ def rule_causes(rule: Any) -> tuple[str, str | None]:
 
 
 def fits(entry: NoticeText, rule: Any, rules: Mapping[str, Any]) -> int | None:
-    """How well ``entry`` speaks of ``rule``'s cause: 2 for its kind and metric, 1 for its
-    kind (or, for any/all, every rule it combines), 0 for an entry that declares no cause
-    (a format-1 catalogue), None when the entry speaks of another cause."""
+    """How well ``entry`` speaks of ``rule``'s cause: 3 for its kind and metric, 2 for its
+    kind; for any/all, the worst fit of the rules it combines, else 1 when the entry is
+    for combinations as such; 0 for an entry that declares no cause (a format-1
+    catalogue); None when the entry speaks of another cause."""
     if not entry.causes:
         return 0
     kind, metric = rule_causes(rule)
-    if metric is not None and f"{kind}:{metric}" in entry.causes:
-        return 2
-    if kind in entry.causes:
-        return 1
     if kind in COMBINATIONS:
         parts = [rules.get(rid) for rid in getattr(rule, "rules", [])]
         scores = [fits(entry, p, rules) if p is not None else None for p in parts]
         if scores and all(s is not None for s in scores):
-            return 1
+            return min(s for s in scores if s is not None)
+        return 1 if kind in entry.causes else None
+    if metric is not None and f"{kind}:{metric}" in entry.causes:
+        return 3
+    if kind in entry.causes:
+        return 2
     return None
 
 
@@ -212,16 +214,20 @@ def default_notice_for(
     rule: Any, rules: Mapping[str, Any], catalogue: Mapping[int, NoticeText]
 ) -> int | None:
     """The entry a rule without ``notice_id`` shows: of the same severity, the one that
-    speaks of its cause most exactly (lowest id among equals); None when none does."""
-    best: tuple[int, int] | None = None
+    speaks of its cause most exactly (kind:metric over kind, then the entry that speaks
+    of fewest causes, then the lowest id); None when none does."""
+    best: tuple[int, int, int] | None = None
     for nid in sorted(catalogue):
         entry = catalogue[nid]
         if entry.severity != getattr(rule, "severity", "advisory"):
             continue
         score = fits(entry, rule, rules)
-        if score is not None and (best is None or score > best[0]):
-            best = (score, nid)
-    return None if best is None else best[1]
+        if score is None:
+            continue
+        rank = (score, -len(entry.causes), -nid)
+        if best is None or rank > best:
+            best = rank
+    return None if best is None else -best[2]
 
 
 # -- loading -----------------------------------------------------------------------

@@ -2,16 +2,42 @@
 
 Pure: it takes codes, readings and time, and returns what happened as
 ``(event type, data)`` pairs; the agent turns them into stored events.
+
+Identity never misattributes (docs/mqtt-api.md, "Pack identity"): ``code`` is the
+known pack; while the BMS presents any other code (valid or not) its readings are
+not the known pack's (``attributed`` is False). A different code presented in
+``replaced_after_trips`` trips in a row (a trip: BMS frames after a silence longer
+than the BMS timeout), the known one never in between, is a replaced pack; a
+different code that does not last is forgotten, and the known pack carries on.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from pack_agent.core.codes import check_code
+from pack_agent.core.codes import CodeReport, check_pack_code
+from pack_agent.core.events import PLAUSIBLE_SINCE
 from pack_agent.core.readings import Reading
 
 Happening = tuple[str, dict[str, Any]]
+
+
+def _trusted_date(now: float) -> dt.date | None:
+    """The vehicle's date, when its clock is plausible (else no date check)."""
+    if now < PLAUSIBLE_SINCE:
+        return None
+    return dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+
+
+def _identity(report: CodeReport) -> dict[str, Any]:
+    """What a pack event says about a code: valid or not, why, and its warnings."""
+    return {
+        "valid": report.valid,
+        "errors": list(report.errors),
+        "warnings": list(report.warnings),
+        "production_date_in_future": any("production date" in w for w in report.warnings),
+    }
 
 
 class PackTracker:
@@ -20,8 +46,17 @@ class PackTracker:
         known_code: str | None,
         bms_timeout_s: float,
         max_age: dict[str, float] | None = None,
+        replaced_after_trips: int = 2,
+        state: dict[str, Any] | None = None,
     ) -> None:
         self.code = known_code
+        self._replaced_after = replaced_after_trips
+        state = state or {}
+        same = state.get("known") == known_code
+        # the code the BMS presents now (None: none heard since the known pack was)
+        self.presented: str | None = state.get("presented") if same else None
+        # a different code on its way to a replacement: code, trips counted, last trip
+        self._candidate: dict[str, Any] | None = state.get("candidate") if same else None
         self.latest: dict[str, Reading] = {}
         self._timeout = bms_timeout_s
         self._max_age = max_age or {}  # per metric, for polled (UDS) metrics
@@ -35,27 +70,61 @@ class PackTracker:
         self.awake_since: float | None = None
         self.code_heard_at: float | None = None
 
+    def to_state(self) -> dict[str, Any]:
+        """What must survive a restart: the code presented and a replacement on its way."""
+        return {"known": self.code, "presented": self.presented, "candidate": self._candidate}
+
+    @property
+    def attributed(self) -> bool:
+        """Readings now are the known pack's: the BMS presents its code (or none yet)."""
+        return self.presented is None or self.presented == self.code
+
     def on_code(self, text: str, now: float) -> list[Happening]:
-        """A confirmed code from the BMS: new, the same, a different pack, or not a valid code."""
+        """A confirmed code from the BMS: the known pack, a first pack, another code (not
+        yet a replacement), a replacement, or not a valid pack code (reported once each
+        time it differs from the last invalid one)."""
         self.code_heard_at = now
-        report = check_code(text)
+        report = check_pack_code(text, _trusted_date(now))
+        out: list[Happening] = []
         if not report.valid:
-            if text == self._last_invalid:
-                return []
-            self._last_invalid = text
-            return [("pack.code_invalid", {"raw": text, "errors": list(report.errors)})]
-        self._last_invalid = None
+            if text != self._last_invalid:
+                self._last_invalid = text
+                out.append(("pack.code_invalid", {"raw": text, **_identity(report)}))
+        else:
+            self._last_invalid = None
+        self.presented = text
         if text == self.code:
-            return []
+            self._candidate = None  # a different code that did not last: forgotten
+            return out
+        if self.code is None and report.valid:
+            return out + self._adopt(text, report)
+        trip = self.awake_since if self.awake_since is not None else now
+        cand = self._candidate
+        if cand is None or cand["code"] != text:
+            cand = {"code": text, "trips": 0, "trip": None}
+        if cand["trip"] != trip:
+            cand["trips"] += 1
+            cand["trip"] = trip
+        self._candidate = cand
+        if cand["trips"] >= self._replaced_after:
+            return out + self._adopt(text, report)
+        return out
+
+    def _adopt(self, text: str, report: CodeReport) -> list[Happening]:
         fields = report.fields.to_dict() if report.fields is not None else {}
         previous, self.code = self.code, text
+        self._candidate = None
         self.latest.clear()
+        data = {"pack_code": text, **_identity(report), "fields": fields}
         if previous is None:
-            return [("pack.identified", {"pack_code": text, "fields": fields})]
-        return [("pack.replaced", {"previous_code": previous, "pack_code": text, "fields": fields})]
+            return [("pack.identified", data)]
+        return [("pack.replaced", {"previous_code": previous, **data})]
 
     def on_reading(self, reading: Reading) -> list[Happening]:
-        self.latest[reading.metric] = reading
+        """Liveness from any reading; the reading is the known pack's only if its code is
+        the one presented (``attributed``)."""
+        if self.attributed:
+            self.latest[reading.metric] = reading
         return self.on_frame(reading.time)
 
     def on_frame(self, now: float) -> list[Happening]:

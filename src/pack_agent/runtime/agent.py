@@ -64,8 +64,13 @@ class Agent:
         self.uds_counts: Counter[str] = Counter()  # "uds:soh negative" -> n
         self.stale_readings = 0
         self.tracker = PackTracker(
-            store.get_state("pack.code"), config.health.bms_timeout_s, _uds_max_age(config)
+            store.get_state("pack.code"),
+            config.health.bms_timeout_s,
+            _uds_max_age(config),
+            config.pack_code.replaced_after_trips,
+            store.get_state("pack.tracker"),
         )
+        self.unattributed_readings = 0  # taken while the BMS presented another code
         self.policy = ScrapPolicy.from_config(
             config,
             store.get_state("policy.state"),
@@ -78,7 +83,9 @@ class Agent:
         self.notifiers: list[OwnerChannel] = ([notifier] if notifier else []) + list(
             extra_notifiers
         )
-        self._rule_notice = {r.id: r.notice_id for r in config.rules}
+        # the notice of each rule's cause (resolved by the configuration check)
+        self._rule_notice = {r.id: config.notice_ids.get(r.id, r.notice_id) for r in config.rules}
+        self._rule_horizon = {r.id: getattr(r, "within_days", None) for r in config.rules}
         self._ignition_on: bool | None = store.get_state("ignition.on")
         self._ignition_saved = self._ignition_on
         self._ignition_saved_at = -math.inf
@@ -133,19 +140,15 @@ class Agent:
             self._warn("frame", f"frame 0x{frame.arbitration_id:X} on {bus} not handled", exc=True)
 
     def _on_code(self, code: str, now: float) -> None:
-        before = self.tracker.code
+        before, tracked = self.tracker.code, self.tracker.to_state()
         happenings = self.tracker.on_code(code, now)
-        if not happenings:
+        if not happenings and self.tracker.to_state() == tracked:
             return
         with self.store.transaction():
             withdrawn: list[Notice] = []
             if self.tracker.code != before:
-                self.policy.reset(self.tracker.code)
-                withdrawn = self.notices.clear()
-                self.store.put_state("pack.code", self.tracker.code)
-                self.store.put_state("policy.latched", [])
-                self.store.put_state("policy.state", self.policy.to_state())
-                self.store.put_state("notices", self.notices.to_state())
+                withdrawn = self._switch_pack(before, self.tracker.code)
+            self.store.put_state("pack.tracker", self.tracker.to_state())
             self._apply(happenings, now)
         for notice in withdrawn:  # best effort: the old pack's notice leaves the screen
             for notifier in self.notifiers:
@@ -153,6 +156,23 @@ class Agent:
                     notifier.withdraw(notice)
                 except BusError as exc:
                     self._warn("withdraw", f"notice withdraw not sent: {exc}")
+
+    def _switch_pack(self, old: str | None, new: str | None) -> list[Notice]:
+        """Another pack is the vehicle's: the old one's rules and open notices are saved
+        under its code, the new one starts afresh or, if it was here before (a swap
+        undone), gets its own saved state back. Returns the notices to withdraw."""
+        withdrawn, parked = self.notices.park()
+        if old is not None:
+            saved = {"policy": self.policy.to_state(), "notices": parked}
+            self.store.put_state(f"pack.saved.{old}", saved)
+        back = self.store.get_state(f"pack.saved.{new}") or {}
+        self.policy.restore(new, back.get("policy"))
+        self.notices.restore(back.get("notices", []))
+        self.store.put_state("pack.code", new)
+        self.store.put_state("policy.latched", sorted(self.policy.latched_rules))
+        self.store.put_state("policy.state", self.policy.to_state())
+        self.store.put_state("notices", self.notices.to_state())
+        return withdrawn
 
     def _on_reading(self, reading: Reading, now: float, held: bool = False) -> None:
         """``held``: stamped ahead of the time line (the tracker does not take it)."""
@@ -163,6 +183,9 @@ class Agent:
             self._apply(self.tracker.on_reading(reading), now)
         if reading.metric == "ignition":
             self._on_ignition(reading.value >= self.config.notice.ignition_on_min, now)
+        if not self.tracker.attributed:  # another pack's reading: never the known pack's
+            self.unattributed_readings += 1
+            return
         for decision in self.policy.observe(reading, self.tracker.code):
             self._decide(decision, now)
         rebased = self.policy.take_rebase()
@@ -181,6 +204,7 @@ class Agent:
                     decision.severity,
                     now,
                     self._rule_notice.get(decision.rule_id),
+                    self._rule_horizon.get(decision.rule_id),
                 )
                 self.store.put_state("notices", self.notices.to_state())
         log.warning(
