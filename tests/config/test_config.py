@@ -130,7 +130,7 @@ def test_outlet_too_long_for_the_text_pages_and_bad_catalogue(tmp_path):
     )
     found = problems(write(tmp_path, text))
     assert len(found) == 1 and "at most 1275 fit in the CAN text pages" in found[0]
-    assert found[0].startswith("notice.service_outlet: outlet and phone are")
+    assert found[0].startswith("notice.service_outlet: outlet, phone, procedure_url and")
     text = REFERENCE.replace('"builtin:notices.toml"', '"mine.toml"')
     found = problems(write(tmp_path, text))
     assert found == [

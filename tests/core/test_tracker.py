@@ -200,3 +200,13 @@ def test_the_code_heard_time_and_a_rebase():
     t.on_code(A, 4000.0)
     t.rebase(70.0)
     assert t.code_heard_at is None  # heard on the abandoned line: not since the wake-up
+
+
+def test_an_ignition_cycle_is_a_trip_too():
+    t = PackTracker(A, 3 * 86400)  # a long BMS timeout: no wake-up between days
+    trip(t, 0.0)
+    assert t.on_code(B, 10.0) == []
+    t.on_frame(86400.0)  # the next day, no silence longer than the timeout
+    assert t.on_code(B, 86400.0) == []
+    t.on_trip_start(86401.0)  # ignition Off->On
+    assert t.on_code(B, 86402.0)[0][0] == "pack.replaced"

@@ -189,7 +189,9 @@ def rule_causes(rule: Any) -> tuple[str, str | None]:
     return str(getattr(rule, "kind", "consecutive")), getattr(rule, "metric", None)
 
 
-def fits(entry: NoticeText, rule: Any, rules: Mapping[str, Any]) -> int | None:
+def fits(
+    entry: NoticeText, rule: Any, rules: Mapping[str, Any], _seen: frozenset[str] = frozenset()
+) -> int | None:
     """How well ``entry`` speaks of ``rule``'s cause: 3 for its kind and metric, 2 for its
     kind; for any/all, the worst fit of the rules it combines, else 1 when the entry is
     for combinations as such; 0 for an entry that declares no cause (a format-1
@@ -198,8 +200,9 @@ def fits(entry: NoticeText, rule: Any, rules: Mapping[str, Any]) -> int | None:
         return 0
     kind, metric = rule_causes(rule)
     if kind in COMBINATIONS:
-        parts = [rules.get(rid) for rid in getattr(rule, "rules", [])]
-        scores = [fits(entry, p, rules) if p is not None else None for p in parts]
+        seen = _seen | {getattr(rule, "id", "")}  # a cycle is the rules check's to report
+        parts = [rules.get(rid) for rid in getattr(rule, "rules", []) if rid not in seen]
+        scores = [fits(entry, p, rules, seen) if p is not None else None for p in parts]
         if scores and all(s is not None for s in scores):
             return min(s for s in scores if s is not None)
         return 1 if kind in entry.causes else None

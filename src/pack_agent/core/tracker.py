@@ -6,8 +6,9 @@ Pure: it takes codes, readings and time, and returns what happened as
 Identity never misattributes (docs/mqtt-api.md, "Pack identity"): ``code`` is the
 known pack; while the BMS presents any other code (valid or not) its readings are
 not the known pack's (``attributed`` is False). A different code presented in
-``replaced_after_trips`` trips in a row (a trip: BMS frames after a silence longer
-than the BMS timeout), the known one never in between, is a replaced pack; a
+``replaced_after_trips`` trips in a row (a trip starts at an ignition Off->On, or
+with BMS frames after a silence longer than the BMS timeout), the known one never
+in between, is a replaced pack; a
 different code that does not last is forgotten, and the known pack carries on.
 """
 
@@ -21,6 +22,8 @@ from pack_agent.core.events import PLAUSIBLE_SINCE
 from pack_agent.core.readings import Reading
 
 Happening = tuple[str, dict[str, Any]]
+CODE_WAIT_S = 60.0  # after a wake-up, the longest readings wait for the code
+MAX_HELD = 20_000  # readings held while waiting (the oldest go beyond)
 
 
 def _trusted_date(now: float) -> dt.date | None:
@@ -48,9 +51,16 @@ class PackTracker:
         max_age: dict[str, float] | None = None,
         replaced_after_trips: int = 2,
         state: dict[str, Any] | None = None,
+        code_wait_s: float | None = CODE_WAIT_S,
     ) -> None:
         self.code = known_code
         self._replaced_after = replaced_after_trips
+        # after a wake-up, readings wait for the code (None: no code is read, never wait):
+        # the BMS may present another pack, whose first readings must not be the known one's
+        self._code_wait = code_wait_s
+        self._awaiting_since: float | None = None
+        self._held: list[Reading] = []
+        self.held_dropped = 0
         state = state or {}
         same = state.get("known") == known_code
         # the code the BMS presents now (None: none heard since the known pack was)
@@ -69,6 +79,7 @@ class PackTracker:
         # the last time a code was confirmed (the same, a new or an invalid one)
         self.awake_since: float | None = None
         self.code_heard_at: float | None = None
+        self.trip_started: float | None = None  # the current trip's start (this life)
 
     def to_state(self) -> dict[str, Any]:
         """What must survive a restart: the code presented and a replacement on its way."""
@@ -84,6 +95,7 @@ class PackTracker:
         yet a replacement), a replacement, or not a valid pack code (reported once each
         time it differs from the last invalid one)."""
         self.code_heard_at = now
+        self._awaiting_since = None
         report = check_pack_code(text, _trusted_date(now))
         out: list[Happening] = []
         if not report.valid:
@@ -98,7 +110,9 @@ class PackTracker:
             return out
         if self.code is None and report.valid:
             return out + self._adopt(text, report)
-        trip = self.awake_since if self.awake_since is not None else now
+        if self.trip_started is None:
+            self.trip_started = now  # this life's first trip
+        trip = self.trip_started
         cand = self._candidate
         if cand is None or cand["code"] != text:
             cand = {"code": text, "trips": 0, "trip": None}
@@ -122,15 +136,48 @@ class PackTracker:
 
     def on_reading(self, reading: Reading) -> list[Happening]:
         """Liveness from any reading; the reading is the known pack's only if its code is
-        the one presented (``attributed``)."""
-        if self.attributed:
+        the one presented (``attributed``) and no wake-up waits for the code."""
+        out = self.on_frame(reading.time)
+        if self.attributed and self._awaiting_since is None:
             self.latest[reading.metric] = reading
-        return self.on_frame(reading.time)
+        return out
+
+    def awaiting_code(self, now: float) -> bool:
+        """A wake-up, and no code confirmed since (for at most ``code_wait_s``): whose the
+        readings are is not known yet, so they are held (``hold``)."""
+        since = self._awaiting_since
+        return since is not None and self._code_wait is not None and now - since <= self._code_wait
+
+    def hold(self, reading: Reading) -> None:
+        self._held.append(reading)
+        if len(self._held) > MAX_HELD:
+            del self._held[0]
+            self.held_dropped += 1
+
+    def release(self, now: float, code_heard: bool = False) -> list[Reading]:
+        """The held readings, once the code is confirmed (``code_heard``) or the wait is
+        over (no code came: nothing says another pack is there). Those the agent may
+        attribute go into ``latest`` too."""
+        if not self._held or (not code_heard and self.awaiting_code(now)):
+            return []
+        self._awaiting_since = None
+        out, self._held = self._held, []
+        if self.attributed:
+            for r in out:
+                self.latest[r.metric] = r
+        return out
+
+    def on_trip_start(self, now: float) -> None:
+        """An ignition Off->On: a new trip (for counting a different code's trips)."""
+        self.trip_started = now
 
     def on_frame(self, now: float) -> list[Happening]:
         """Any mapped BMS frame proves the BMS is alive."""
         if self._last_frame is None or now - self._last_frame > self._timeout:
             self.awake_since = now
+            self.trip_started = now
+            if self._code_wait is not None:
+                self._awaiting_since = now
         self._last_frame = now if self._last_frame is None else max(self._last_frame, now)
         if self._silent:
             self._silent = False
@@ -144,6 +191,8 @@ class PackTracker:
             self._last_frame = now
         if self.awake_since is not None and self.awake_since > now:
             self.awake_since = now
+        if self.trip_started is not None and self.trip_started > now:
+            self.trip_started = now
         if self.code_heard_at is not None and self.code_heard_at > now:
             self.code_heard_at = None
         self.latest = {m: r for m, r in self.latest.items() if r.time <= now}

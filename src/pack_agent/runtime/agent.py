@@ -23,7 +23,7 @@ from pack_agent.core.notices import Cadence, Notice, NoticeAck, NoticeBook
 from pack_agent.core.policy import IGNITION_OFF_SAVE_GAP_S, ScrapDecision, ScrapPolicy
 from pack_agent.core.readings import CodePage, Reading
 from pack_agent.core.timeline import TimeLine, Verdict
-from pack_agent.core.tracker import Happening, PackTracker
+from pack_agent.core.tracker import CODE_WAIT_S, Happening, PackTracker
 from pack_agent.errors import BusError
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class Agent:
             _uds_max_age(config),
             config.pack_code.replaced_after_trips,
             store.get_state("pack.tracker"),
+            None if config.pack_code.source == "none" else CODE_WAIT_S,
         )
         self.unattributed_readings = 0  # taken while the BMS presented another code
         self.policy = ScrapPolicy.from_config(
@@ -143,6 +144,7 @@ class Agent:
         before, tracked = self.tracker.code, self.tracker.to_state()
         happenings = self.tracker.on_code(code, now)
         if not happenings and self.tracker.to_state() == tracked:
+            self._release_held(now, code_heard=True)
             return
         with self.store.transaction():
             withdrawn: list[Notice] = []
@@ -156,6 +158,15 @@ class Agent:
                     notifier.withdraw(notice)
                 except BusError as exc:
                     self._warn("withdraw", f"notice withdraw not sent: {exc}")
+        self._release_held(now, code_heard=True)
+
+    def _release_held(self, now: float, code_heard: bool = False) -> None:
+        """Readings held after a wake-up until the code said whose they are."""
+        for reading in self.tracker.release(now, code_heard):
+            if self.tracker.attributed:
+                self._judge(reading, now)
+            else:
+                self.unattributed_readings += 1
 
     def _switch_pack(self, old: str | None, new: str | None) -> list[Notice]:
         """Another pack is the vehicle's: the old one's rules and open notices are saved
@@ -183,9 +194,17 @@ class Agent:
             self._apply(self.tracker.on_reading(reading), now)
         if reading.metric == "ignition":
             self._on_ignition(reading.value >= self.config.notice.ignition_on_min, now)
+        self._release_held(now)
+        if self.tracker.awaiting_code(now):  # a wake-up: whose reading is it?
+            self.tracker.hold(reading)
+            return
         if not self.tracker.attributed:  # another pack's reading: never the known pack's
             self.unattributed_readings += 1
             return
+        self._judge(reading, now)
+
+    def _judge(self, reading: Reading, now: float) -> None:
+        """A reading of the known pack through the rules."""
         for decision in self.policy.observe(reading, self.tracker.code):
             self._decide(decision, now)
         rebased = self.policy.take_rebase()
@@ -224,6 +243,8 @@ class Agent:
         if on == self._ignition_on:
             return
         was, self._ignition_on = self._ignition_on, on
+        if on and was is False:
+            self.tracker.on_trip_start(now)  # a trip, for counting a different pack code's
         reopened = on and not was and self.notices.on_ignition_on()
         if reopened or now - self._ignition_saved_at >= IGNITION_OFF_SAVE_GAP_S:
             with self.store.transaction():
@@ -400,6 +421,7 @@ class Agent:
             for result in self.uds.drain():
                 self.handle_uds(result, now)
         self._apply(self.tracker.check_silence(now), now)
+        self._release_held(now)
         snapshot, waiting = self._health_sample(now)
         if self._policy_saved_at is None:
             self._policy_saved_at = now
