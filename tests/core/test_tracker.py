@@ -81,7 +81,7 @@ def test_an_invalid_code_that_persists_is_a_replacement_with_its_errors():
     events = t.on_code(bad, 100.0)
     [(kind, data)] = [e for e in events if e[0] == "pack.replaced"]
     assert data["pack_code"] == bad and data["previous_code"] == A
-    assert data["valid"] is False and len(data["errors"]) >= 2 and data["fields"] == {}
+    assert data["valid"] is False and len(data["errors"]) >= 2 and data["fields"] is None
 
 
 def test_an_uncoded_first_pack_is_not_taken_at_once():

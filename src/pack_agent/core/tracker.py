@@ -51,7 +51,7 @@ class PackTracker:
         max_age: dict[str, float] | None = None,
         replaced_after_trips: int = 2,
         state: dict[str, Any] | None = None,
-        code_wait_s: float | None = CODE_WAIT_S,
+        code_wait_s: float | None = None,
     ) -> None:
         self.code = known_code
         self._replaced_after = replaced_after_trips
@@ -125,7 +125,7 @@ class PackTracker:
         return out
 
     def _adopt(self, text: str, report: CodeReport) -> list[Happening]:
-        fields = report.fields.to_dict() if report.fields is not None else {}
+        fields = report.fields.to_dict() if report.fields is not None else None
         previous, self.code = self.code, text
         self._candidate = None
         self.latest.clear()
