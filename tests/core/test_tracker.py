@@ -210,3 +210,25 @@ def test_an_ignition_cycle_is_a_trip_too():
     assert t.on_code(B, 86400.0) == []
     t.on_trip_start(86401.0)  # ignition Off->On
     assert t.on_code(B, 86402.0)[0][0] == "pack.replaced"
+
+
+def test_after_a_wake_up_readings_wait_for_the_code():
+    """The first seconds of a trip come before the code: they are held, then given to the
+    known pack if it is the one presented, never if another code is."""
+    t = PackTracker(A, 10, code_wait_s=60)
+    trip(t, 0.0)
+    t.on_code(A, 0.0)
+    trip(t, 1000.0)
+    t.on_reading(Reading("soh", 55, 1000.5))
+    assert t.awaiting_code(1000.5) and "soh" not in t.latest
+    t.hold(Reading("soh", 55, 1000.5))
+    t.on_code(B, 1007.0)  # another pack
+    assert [r.value for r in t.release(1007.0, code_heard=True)] == [55]
+    assert not t.attributed and "soh" not in t.latest
+    trip(t, 2000.0)
+    t.on_reading(Reading("soh", 90, 2000.5))
+    t.hold(Reading("soh", 90, 2000.5))
+    assert t.release(2030.0) == []  # still waiting
+    assert [r.value for r in t.release(2061.0)] == [90]  # no code came: the wait is over
+    t.on_code(A, 2062.0)
+    assert t.attributed

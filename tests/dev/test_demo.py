@@ -49,7 +49,7 @@ def test_ageing_story_end_to_end(mosquitto_binary, tmp_path):
     ("scenario", "rule_id", "notice_id", "title"),
     [
         ("safety-fault", "thermal-event", 0x0202, "动力电池热事件警告：请立即停车离开车辆"),
-        ("insulation-fault", "insulation-fault", 0x0203, "动力电池绝缘故障：请安全停车"),
+        ("insulation-fault", "insulation-fault", 0x0203, "高压系统绝缘故障：请安全停车"),
     ],
     ids=["thermal", "insulation"],
 )

@@ -176,8 +176,8 @@ class PackTracker:
         if self._last_frame is None or now - self._last_frame > self._timeout:
             self.awake_since = now
             self.trip_started = now
-            if self._code_wait is not None:
-                self._awaiting_since = now
+            if self._code_wait is not None and self.code is not None:
+                self._awaiting_since = now  # (no known pack: nothing to misattribute)
         self._last_frame = now if self._last_frame is None else max(self._last_frame, now)
         if self._silent:
             self._silent = False
