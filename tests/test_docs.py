@@ -43,7 +43,8 @@ def test_the_owner_notice_table_is_the_catalogue():
     from pack_agent.core.catalogue import NoticeValues, load_catalogue
 
     text = (DOCS / "owner-notices.md").read_text(encoding="utf-8")
-    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| 0x")}
+    lines = [line for line in text.splitlines() if line.startswith("| 0x")]
+    rows = {line.split("|")[1].strip(): line for line in lines}
     catalogue = load_catalogue(values=NoticeValues(within_days=90))
     assert set(rows) == {f"0x{nid:04X}" for nid in catalogue}
     for nid, entry in catalogue.items():

@@ -80,6 +80,13 @@ def test_shipped_catalogue_is_complete_in_chinese_and_english():
         assert (lang == "en") == t.body.isascii(), where
 
 
+def test_catalogue_and_dbc_value_table_agree():
+    db = cantools.database.load_file(str(DATA_DIR / "pack_agent_reference.dbc"), strict=True)
+    sig = db.get_message_by_name("PA_OwnerNotice").get_signal_by_name("PA_NoticeId")
+    choices = {int(k): str(v) for k, v in sig.choices.items() if int(k)}
+    assert choices == {nid: e.name for nid, e in load_catalogue().items()}
+
+
 def test_every_notice_points_to_the_makers_procedure_and_the_ebike_ban():
     """Art. 15(3): the maker's published procedure; Art. 22 in every notice."""
     for entry, own, lang, t in every_rendering():
@@ -131,7 +138,7 @@ def test_the_early_notice_gives_the_configured_horizon():
 
 
 def test_critical_notices_give_their_own_emergency_contact_not_the_outlet():
-    for entry, own, lang, t in every_rendering():
+    for entry, _own, lang, t in every_rendering():
         if entry.severity == "critical":
             assert "EMERGENCY" in t.now and "OUTLET" not in t.now, (hex(entry.notice_id), lang)
     bare = SHIPPED[0x0201].render(replace(VALUES, emergency_phone=""))

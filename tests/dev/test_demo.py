@@ -102,6 +102,16 @@ def test_forged_code_story(mosquitto_binary):
     assert r.ok, out.getvalue()
     assert "pack.code_invalid" in r.types()
     assert f"broadcasts pack code {FORGED_CODE} (NOT a valid GB/T 34014 code" in out.getvalue()
+    # issue 16: the invalid code that lasts is a replacement, with its errors; nothing of
+    # the forged pack's is reported under the old code
+    events = {e["event_id"]: e for e in r.received}.values()
+    (replaced,) = [e["data"] for e in events if e["type"] == "pack.replaced"]
+    assert replaced["pack_code"] == FORGED_CODE and replaced["valid"] is False
+    assert replaced["errors"] and replaced["fields"] is None
+    swapped_at = min(_t(e) for e in events if e["type"] == "pack.code_invalid")
+    for e in events:
+        if e["type"] == "pack.health" and _t(e) > swapped_at:
+            assert e["data"]["pack_code"] != r.scenario.code or not e["data"]["metrics"], e
 
 
 def test_trend_is_per_year():

@@ -130,7 +130,6 @@ class PackCodeSource:
     replaced_after_trips: Annotated[int, Ge(1)] = 2
 
 
-
 @dataclass
 class PolicySettings:
     """How the policy reads the stream: ignition gating, trend, persistence cadence."""

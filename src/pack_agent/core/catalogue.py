@@ -258,8 +258,7 @@ def load_catalogue(
     notices = data.get("notices", {})
     ids = {key: _id(path, key) for key in notices}  # every key first: one clear error
     out = {
-        ids[key]: _entry(path, fmt, key, entry, fragments, values)
-        for key, entry in notices.items()
+        ids[key]: _entry(path, fmt, key, entry, fragments, values) for key, entry in notices.items()
     }
     if not out:
         raise CatalogueError(f'{path}: no [notices."0x...."] entries')
