@@ -109,9 +109,10 @@ def test_forged_code_story(mosquitto_binary):
     assert replaced["pack_code"] == FORGED_CODE and replaced["valid"] is False
     assert replaced["errors"] and replaced["fields"] is None
     swapped_at = min(_t(e) for e in events if e["type"] == "pack.code_invalid")
+    old_pack = {soh for t, soh in r.history if t < swapped_at - 3600}  # broadcast before
     for e in events:
-        if e["type"] == "pack.health" and _t(e) > swapped_at:
-            assert e["data"]["pack_code"] != r.scenario.code or not e["data"]["metrics"], e
+        if e["type"] == "pack.health" and e["data"]["pack_code"] == r.scenario.code:
+            assert e["data"]["metrics"].get("soh", 0.0) in old_pack | {0.0}, e
 
 
 def test_trend_is_per_year():

@@ -460,10 +460,10 @@ def test_a_restart_does_not_add_a_sample_within_the_interval(tmp_path):
         run.feed(_wake(run.db, start, AGEING.code, 90.0))
         run.close(flush=life % 2 == 0)  # half of them killed
         samples += [e.time.timestamp() - t0 for e in _samples(run)]
-    # the first life samples when the code is confirmed (7 s: the SOH read since the
-    # wake-up was held until then, issue 16), each later one once an interval has passed
-    # since: the lives at 3600 s and 7200 s (7 s in), the five in between not at all
-    assert samples == [7.0, 3607.0, 7207.0]
+    # the first life samples at the first SOH after the code is identified (7.5 s), each
+    # later one once an interval has passed since: the lives at 3600 s and 7200 s (at
+    # their first SOH 7.5 s in), the five in between not at all
+    assert samples == [7.5, 3607.5, 7207.5]
 
 
 def test_a_sample_time_stored_by_a_clock_that_was_ahead_does_not_block_samples(tmp_path):
@@ -473,8 +473,7 @@ def test_a_sample_time_stored_by_a_clock_that_was_ahead_does_not_block_samples(t
     run.store.put_state(HEALTH_SAMPLED_KEY, t0 + 7 * 365 * DAY)  # a life in 2035
     run.feed(_wake(run.db, t0, AGEING.code, 90.0))
     run.close()
-    # the known code confirmed at 7 s releases the SOH held since the wake-up
-    assert [e.time.timestamp() - t0 for e in _samples(run)] == [7.0]
+    assert [e.time.timestamp() - t0 for e in _samples(run)] == [7.5]
 
 
 def test_a_parked_car_writes_nothing(tmp_path):
