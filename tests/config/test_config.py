@@ -268,10 +268,8 @@ def test_a_notice_that_speaks_of_another_cause_is_refused(tmp_path):
         "consecutive:soh, consecutive:capacity, not of a resistance rule on "
         "'internal_resistance'"
     ]
-    text = REFERENCE.replace(
-        'persistence_days = 14        # ...has stayed below 80 % for 14 days\nseverity = "advisory"',
-        'persistence_days = 14        # ...has stayed below 80 % for 14 days\nseverity = "critical"',
-    )
+    held = "persistence_days = 14        # ...has stayed below 80 % for 14 days\n"
+    text = REFERENCE.replace(held + 'severity = "advisory"', held + 'severity = "critical"')
     assert text != REFERENCE
     assert problems(write(tmp_path, text)) == [
         "rules[0].notice_id: no critical notice in the catalogue builtin:notices.toml speaks "
