@@ -90,6 +90,14 @@ def _cross_checks(cfg: AgentConfig) -> list[str]:
     return problems
 
 
+def resolve_notices(cfg: AgentConfig) -> list[str]:
+    """Fill ``cfg.notice_ids`` (each rule's notice: its ``notice_id`` or the catalogue
+    entry of its cause) for a configuration changed after it was checked; the problems
+    found, as the check would report them."""
+    cfg.notice_ids.clear()
+    return _notice_checks(cfg)
+
+
 def _notice_checks(cfg: AgentConfig) -> list[str]:
     """The catalogue loads; every rule's notice is in it, has the rule's severity and
     speaks of the rule's cause (the entry's ``for``); a rule without ``notice_id`` gets the

@@ -84,7 +84,12 @@ class Agent:
         self.notifiers: list[OwnerChannel] = ([notifier] if notifier else []) + list(
             extra_notifiers
         )
-        # the notice of each rule's cause (resolved by the configuration check)
+        # the notice of each rule's cause (resolved by the configuration check; again for a
+        # configuration whose rules changed after it, as tests and the demo do)
+        if any(r.id not in config.notice_ids for r in config.rules):
+            from pack_agent.config.load import resolve_notices
+
+            resolve_notices(config)
         self._rule_notice = {r.id: config.notice_ids.get(r.id, r.notice_id) for r in config.rules}
         self._rule_horizon = {r.id: getattr(r, "within_days", None) for r in config.rules}
         self._ignition_on: bool | None = store.get_state("ignition.on")
