@@ -173,8 +173,8 @@ class Agent:
     def _release_held(self, now: float, code_heard: bool = False) -> None:
         """Readings held after a wake-up until the code said whose they are."""
         for reading in self.tracker.release(now, code_heard):
-            if self.tracker.attributed:
-                self._judge(reading, now)
+            if self.tracker.attributed:  # judged as if it had not waited: at its own time
+                self._judge(reading, min(reading.time, now))
             else:
                 self.unattributed_readings += 1
 
@@ -199,6 +199,7 @@ class Agent:
         if self.tracker.is_stale(reading, now):
             self.stale_readings += 1  # judged by its own time: never feeds a rule
             return
+        self._release_held(now)  # the wait is over: held readings go first, in order
         if held:
             pass
         elif reading.metric in self._vehicle_metrics:
@@ -214,7 +215,6 @@ class Agent:
                 self.tracker.on_trip_start(now)  # a trip, for counting another code's trips
             self.dispatch.on_ignition(ignition.on, now)
         if reading.metric not in self._vehicle_metrics:  # the pack's reading: whose pack?
-            self._release_held(now)
             if self.tracker.awaiting_code(now):  # a wake-up: the code will tell
                 self.tracker.hold(reading)
                 return
