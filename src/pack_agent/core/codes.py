@@ -200,7 +200,8 @@ def check_pack_code(text: str, today: dt.date | None = None) -> CodeReport:
     code stays valid (a clock can be wrong too), but it is reported, not silently taken."""
     report = check_code(text)
     problems = list(report.problems)
-    product = text[3] if isinstance(text, str) and len(text) >= 4 else None
+    # position 4 is the product type only in a code of a code's length (24, cascade 19)
+    product = text[3] if isinstance(text, str) and len(text) in (19, 24) else None
     if product in ("M", "C"):
         problems.append(
             CodeProblem(
