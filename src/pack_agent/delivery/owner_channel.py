@@ -104,6 +104,13 @@ class CanOwnerChannel(OwnerChannel):
         self._text = db.get_message_by_name(text_message) if text_message else None
         self._texts: dict[float | None, bytes] = {}
 
+    @property
+    def base_text(self) -> str:
+        """The text lines sent with a notice that has no horizon of its own."""
+        if self._fixed is not None:
+            return self._fixed
+        return self._values.to_text() if self._values is not None else ""
+
     def text_for(self, notice: Notice) -> bytes:
         """The UTF-8 text sent with ``notice`` (b'' = none)."""
         if self._text is None:
