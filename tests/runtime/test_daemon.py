@@ -19,7 +19,7 @@ from pack_agent.config import AgentConfig, load_config, reference_config_path
 from pack_agent.dev.demo import demo_config
 from pack_agent.dev.sim import Scenario, VirtualHeadUnit, VirtualVehicle
 from pack_agent.runtime.daemon import Daemon
-from pack_agent.store.database import Store
+from pack_agent.store import Store
 
 DAY = 86400.0
 # crosses the 80 % line about day 10; the 28-day median is below it about day 21 and

@@ -56,7 +56,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pack_agent.config import MqttSettings
 from pack_agent.core.events import topic_for, utc_from_timestamp
 from pack_agent.errors import PackAgentError
-from pack_agent.store.database import Store
+from pack_agent.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,15 @@ from pack_agent.core.readings import CodePage, Reading
 from pack_agent.core.timeline import TimeLine, Verdict
 from pack_agent.core.tracker import Happening, PackTracker
 from pack_agent.errors import BusError
+from pack_agent.store.state import (
+    HEAD_UNIT_HEARD_AT,
+    HEALTH_SAMPLED_AT,
+    IGNITION_ON,
+    NOTICES,
+    PACK_CODE,
+    POLICY_LATCHED,
+    POLICY_STATE,
+)
 
 if TYPE_CHECKING:
     import can
@@ -33,13 +42,13 @@ if TYPE_CHECKING:
     from pack_agent.canbus.uds import UdsPoller, UdsResult
     from pack_agent.delivery.mqtt import Uplink
     from pack_agent.delivery.owner_channel import OwnerChannel
-    from pack_agent.store.database import Store
+    from pack_agent.store import Store
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.05
 PUMP_WAIT_S = 0.005  # longest wait for a PUBACK before the bus is looked at again
-HEALTH_SAMPLED_KEY = "health.sampled_at"  # the last pack.health's time, with the sample
+HEALTH_SAMPLED_KEY = HEALTH_SAMPLED_AT  # the state key, by its old name (tests, bench)
 SAMPLE_WAIT_S = 60.0  # after a wake-up, the longest a sample waits for the SOH or the code
 
 
@@ -64,25 +73,25 @@ class Agent:
         self.uds_counts: Counter[str] = Counter()  # "uds:soh negative" -> n
         self.stale_readings = 0
         self.tracker = PackTracker(
-            store.get_state("pack.code"), config.health.bms_timeout_s, _uds_max_age(config)
+            store.get_state(PACK_CODE), config.health.bms_timeout_s, _uds_max_age(config)
         )
         self.policy = ScrapPolicy.from_config(
             config,
-            store.get_state("policy.state"),
-            store.get_state("policy.latched", []),
+            store.get_state(POLICY_STATE),
+            store.get_state(POLICY_LATCHED, []),
             self.tracker.code,
         )
         self._policy_saved_at: float | None = None  # windows and history: on a schedule
         self._saved_at: float | None = None  # the last save of any kind in this life
-        self.notices = NoticeBook(Cadence.from_settings(config.notice), store.get_state("notices"))
+        self.notices = NoticeBook(Cadence.from_settings(config.notice), store.get_state(NOTICES))
         self.notifiers: list[OwnerChannel] = ([notifier] if notifier else []) + list(
             extra_notifiers
         )
         self._rule_notice = {r.id: r.notice_id for r in config.rules}
-        self._ignition_on: bool | None = store.get_state("ignition.on")
+        self._ignition_on: bool | None = store.get_state(IGNITION_ON)
         self._ignition_saved = self._ignition_on
         self._ignition_saved_at = -math.inf
-        self._head_unit_heard_at: float | None = store.get_state("notices.head_unit_heard_at")
+        self._head_unit_heard_at: float | None = store.get_state(HEAD_UNIT_HEARD_AT)
         self._head_unit_saved = self._head_unit_heard_at
         self._on_event = on_event
         # the last pack.health sample (stored with it when the clock was plausible): the
@@ -142,10 +151,10 @@ class Agent:
             if self.tracker.code != before:
                 self.policy.reset(self.tracker.code)
                 withdrawn = self.notices.clear()
-                self.store.put_state("pack.code", self.tracker.code)
-                self.store.put_state("policy.latched", [])
-                self.store.put_state("policy.state", self.policy.to_state())
-                self.store.put_state("notices", self.notices.to_state())
+                self.store.put_state(PACK_CODE, self.tracker.code)
+                self.store.put_state(POLICY_LATCHED, [])
+                self.store.put_state(POLICY_STATE, self.policy.to_state())
+                self.store.put_state(NOTICES, self.notices.to_state())
             self._apply(happenings, now)
         for notice in withdrawn:  # best effort: the old pack's notice leaves the screen
             for notifier in self.notifiers:
@@ -171,8 +180,8 @@ class Agent:
 
     def _decide(self, decision: ScrapDecision, now: float) -> None:
         with self.store.transaction():
-            self.store.put_state("policy.latched", sorted(self.policy.latched_rules))
-            self.store.put_state("policy.state", self.policy.to_state())
+            self.store.put_state(POLICY_LATCHED, sorted(self.policy.latched_rules))
+            self.store.put_state(POLICY_STATE, self.policy.to_state())
             if decision.publish:
                 self._emit(decision.event_type, decision.evidence(), now)
             if decision.notify:
@@ -182,7 +191,7 @@ class Agent:
                     now,
                     self._rule_notice.get(decision.rule_id),
                 )
-                self.store.put_state("notices", self.notices.to_state())
+                self.store.put_state(NOTICES, self.notices.to_state())
         log.warning(
             "scrapping condition met: rule %s (%s), pack %s",
             decision.rule_id,
@@ -203,9 +212,9 @@ class Agent:
         reopened = on and not was and self.notices.on_ignition_on()
         if reopened or now - self._ignition_saved_at >= IGNITION_OFF_SAVE_GAP_S:
             with self.store.transaction():
-                self.store.put_state("ignition.on", on)
+                self.store.put_state(IGNITION_ON, on)
                 if reopened:
-                    self.store.put_state("notices", self.notices.to_state())
+                    self.store.put_state(NOTICES, self.notices.to_state())
             self._ignition_saved, self._ignition_saved_at = on, now
         if on:
             self._send_due_notices(now)
@@ -217,7 +226,7 @@ class Agent:
         first = self._head_unit_heard_at is None
         self._head_unit_heard_at = now
         if first:
-            self.store.put_state("notices.head_unit_heard_at", now)
+            self.store.put_state(HEAD_UNIT_HEARD_AT, now)
             self._head_unit_saved = now
 
     def _send_due_notices(self, now: float) -> None:
@@ -228,7 +237,7 @@ class Agent:
         channels = [n.channel for n in self.notifiers]
         for notice in self.notices.due(now, self._ignition_on):
             self.notices.start_attempt(notice, now, channels)
-            self.store.put_state("notices", self.notices.to_state())
+            self.store.put_state(NOTICES, self.notices.to_state())
         by_channel = {n.channel: n for n in self.notifiers}
         for notice in self.notices.active():
             for channel in list(notice.undelivered):
@@ -238,7 +247,7 @@ class Agent:
                 notifier = by_channel.get(channel)
                 if notifier is None:  # the channel left the configuration
                     self.notices.delivered(notice, channel)
-                    self.store.put_state("notices", self.notices.to_state())
+                    self.store.put_state(NOTICES, self.notices.to_state())
                     continue
                 try:
                     extras = notifier.send(notice, now)
@@ -250,7 +259,7 @@ class Agent:
                 self.notices.delivered(notice, channel)
                 self._count(f"notified.{channel}")
                 with self.store.transaction():
-                    self.store.put_state("notices", self.notices.to_state())
+                    self.store.put_state(NOTICES, self.notices.to_state())
                     data = self._notice_data(notice, channel)
                     data["retries"] = retries
                     self._emit("owner.notified", data, now)
@@ -276,7 +285,7 @@ class Agent:
             return  # an answer to nothing open: a repeat, or a stray frame
         self._count(f"answer.{ack.response}")
         with self.store.transaction():
-            self.store.put_state("notices", self.notices.to_state())
+            self.store.put_state(NOTICES, self.notices.to_state())
             data = self._notice_data(notice, channel)
             data["response"] = notice.response
             data["acknowledged_at"] = utc_from_timestamp(now).isoformat()
@@ -290,7 +299,7 @@ class Agent:
         if not found:
             return
         with self.store.transaction():
-            self.store.put_state("notices", self.notices.to_state())
+            self.store.put_state(NOTICES, self.notices.to_state())
             for notice, reason in found:
                 self._count(f"failed.{reason}")
                 data = self._notice_data(notice, self.notifiers[0].channel)
@@ -466,13 +475,13 @@ class Agent:
         heard: hourly, when the policy asks (ignition Off, a new day) and at shutdown
         (not on every reading: flash wears). ``now`` restarts the hourly schedule."""
         with self.store.transaction():
-            self.store.put_state("policy.state", self.policy.to_state())
+            self.store.put_state(POLICY_STATE, self.policy.to_state())
             self._saved_frame_at = self.tracker.last_frame
             if self._head_unit_heard_at != self._head_unit_saved:
-                self.store.put_state("notices.head_unit_heard_at", self._head_unit_heard_at)
+                self.store.put_state(HEAD_UNIT_HEARD_AT, self._head_unit_heard_at)
                 self._head_unit_saved = self._head_unit_heard_at
             if self._ignition_on != self._ignition_saved:
-                self.store.put_state("ignition.on", self._ignition_on)
+                self.store.put_state(IGNITION_ON, self._ignition_on)
                 self._ignition_saved = self._ignition_on
         if now is not None:
             self._policy_saved_at = now

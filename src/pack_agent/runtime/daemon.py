@@ -72,7 +72,7 @@ class Daemon:
     ) -> None:
         from pack_agent.delivery.mqtt import MqttUplink
         from pack_agent.delivery.owner_channel import owner_notifiers
-        from pack_agent.store.database import open_store
+        from pack_agent.store import open_store
 
         self.config = config
         self.config_path = Path(config_path) if config_path is not None else None

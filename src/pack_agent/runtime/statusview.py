@@ -21,7 +21,15 @@ def gather(config: AgentConfig, now: float | None = None) -> dict[str, Any]:
     """One JSON-ready report; never writes anything."""
     from pack_agent.core.codes import check_code
     from pack_agent.errors import StoreError
-    from pack_agent.store.database import read_only_view
+    from pack_agent.store import read_only_view
+    from pack_agent.store.state import (
+        DELIVERED_TOTAL,
+        DROPPED_TOTAL,
+        LAST_DELIVERED_AT,
+        NOTICES,
+        PACK_CODE,
+        POLICY_LATCHED,
+    )
 
     now = time.time() if now is None else now
     report: dict[str, Any] = {"vin": config.vin, "store": str(config.store_path())}
@@ -31,7 +39,7 @@ def gather(config: AgentConfig, now: float | None = None) -> dict[str, Any]:
         view = None
         report["store_error"] = str(exc)
     state = view["state"] if view else {}
-    code = state.get("pack.code")
+    code = state.get(PACK_CODE)
     report["pack"] = {"code": code, "fields": None}
     if code:
         parsed = check_code(code)
@@ -50,10 +58,10 @@ def gather(config: AgentConfig, now: float | None = None) -> dict[str, Any]:
     )
     decision = last.get("scrap.condition_met")
     report["decisions"] = {
-        "latched_rules": state.get("policy.latched", []),
+        "latched_rules": state.get(POLICY_LATCHED, []),
         "last": {"time": decision["time"], **decision["data"]} if decision else None,
     }
-    notices = (state.get("notices") or {}).get("notices", [])
+    notices = (state.get(NOTICES) or {}).get("notices", [])
     report["notices"] = [
         {
             "rule_id": n.get("rule_id"),
@@ -72,9 +80,9 @@ def gather(config: AgentConfig, now: float | None = None) -> dict[str, Any]:
         "pending": view["pending"] if view else None,
         "pending_by_type": view["pending_by_type"] if view else {},
         "pending_seq": view["pending_seq"] if view else None,
-        "delivered_total": state.get("store.delivered_total", 0),
-        "dropped_total": state.get("store.dropped_total", 0),
-        "last_delivered_at": state.get("store.last_delivered_at"),
+        "delivered_total": state.get(DELIVERED_TOTAL, 0),
+        "dropped_total": state.get(DROPPED_TOTAL, 0),
+        "last_delivered_at": state.get(LAST_DELIVERED_AT),
     }
     report["last_events"] = {k: {"seq": v["seq"], "time": v["time"]} for k, v in last.items()}
     path = status_path(config.daemon.status_file)
