@@ -6,6 +6,9 @@ It shows what a vehicle maker's backend has to do with pack-agent's events:
 - order each vehicle's events by ``seq`` and notice gaps (``SeqTracker``): a gap
   is an event still on its way (or lost by the backend's own subscription), and it
   closes when the missing events arrive;
+- notice a ``seq`` that arrives with a second, different ``event_id`` (``SeqIds``): the
+  vehicle numbered two events alike (a store that lost its last commits, or a copied
+  store on another gateway). Reported, kept (both events) and stored as a conflict;
 - keep the events (SQLite or JSON lines), or print them.
 
 ``SeqTracker`` and ``Deduplicator`` are pure; ``EventSubscriber`` is the paho adapter.
@@ -23,7 +26,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -107,6 +110,36 @@ class SeqTracker:
         return {vin: v.contiguous for vin, v in self._vehicles.items()}
 
 
+@dataclass(frozen=True)
+class SeqConflict:
+    """``seq`` of ``vin`` arrived as ``first_event_id`` and again as ``second_event_id``."""
+
+    vin: str
+    seq: int
+    first_event_id: str
+    second_event_id: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.vin}: seq {self.seq} arrived with a second event_id "
+            f"{self.second_event_id} (first {self.first_event_id})"
+        )
+
+
+class SeqIds:
+    """The ``event_id`` each vehicle's ``seq`` first arrived with (seeded from what a sink
+    holds). At least once delivery repeats an event with its own id: not a conflict."""
+
+    def __init__(self, seen: Iterable[tuple[str, str, int]] = ()) -> None:
+        self._ids: dict[tuple[str, int], str] = {}
+        for event_id, vin, seq in seen:
+            self._ids.setdefault((vin, seq), event_id)
+
+    def observe(self, vin: str, seq: int, event_id: str) -> SeqConflict | None:
+        first = self._ids.setdefault((vin, seq), event_id)
+        return None if first == event_id else SeqConflict(vin, seq, first, event_id)
+
+
 class Deduplicator:
     """Remembers every ``event_id`` seen (seeded from what a sink already holds)."""
 
@@ -132,6 +165,9 @@ class Sink(Protocol):
 
     def keep(self, event: Event, raw: str) -> None: ...
 
+    def conflict(self, conflict: SeqConflict) -> None:
+        """Keep a ``seq`` that arrived with a second ``event_id`` (both events are kept)."""
+
     def close(self) -> None: ...
 
 
@@ -146,6 +182,9 @@ class PrintSink:
 
     def keep(self, event: Event, raw: str) -> None:
         print(raw, file=self.out, flush=True)
+
+    def conflict(self, conflict: SeqConflict) -> None:
+        pass  # reported (stderr): stdout stays one event per line
 
     def close(self) -> None:
         pass
@@ -174,6 +213,12 @@ class JsonlSink:
         self._file.write(raw.strip() + "\n")
         self._file.flush()
 
+    def conflict(self, conflict: SeqConflict) -> None:
+        """One JSON line in ``<path>.conflicts`` (the events file stays events only)."""
+        line = json.dumps({**asdict(conflict), "received_at": time.time()})
+        with self.path.with_name(self.path.name + ".conflicts").open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
     def close(self) -> None:
         self._file.close()
 
@@ -192,6 +237,11 @@ class SqliteSink:
                 " received_at REAL NOT NULL)"
             )
             self._conn.execute("CREATE INDEX IF NOT EXISTS events_vin_seq ON events (vin, seq)")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS seq_conflicts (vin TEXT NOT NULL, seq INTEGER NOT NULL,"
+                " first_event_id TEXT NOT NULL, second_event_id TEXT NOT NULL,"
+                " received_at REAL NOT NULL)"
+            )
         except sqlite3.Error as exc:
             raise PackAgentError(f"{self.path}: cannot use as an event store: {exc}") from None
 
@@ -204,6 +254,13 @@ class SqliteSink:
             (event.event_id, event.vin, event.seq, event.type, event.time.isoformat(), raw,
              time.time()),
         )  # fmt: skip
+
+    def conflict(self, conflict: SeqConflict) -> None:
+        c = conflict
+        self._conn.execute(
+            "INSERT INTO seq_conflicts VALUES (?, ?, ?, ?, ?)",
+            (c.vin, c.seq, c.first_event_id, c.second_event_id, time.time()),
+        )
 
     def close(self) -> None:
         self._conn.close()
@@ -241,6 +298,7 @@ class Summary:
     unique: int = 0
     duplicates: int = 0
     invalid: int = 0
+    seq_conflicts: list[str] = field(default_factory=list)
     gaps_open: list[str] = field(default_factory=list)
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -250,6 +308,7 @@ class Summary:
             "unique": self.unique,
             "duplicates": self.duplicates,
             "invalid": self.invalid,
+            "seq_conflicts": self.seq_conflicts,
             "gaps_open": self.gaps_open,
             "statuses": self.statuses,
         }
@@ -275,8 +334,10 @@ class EventSubscriber:
         self.summary = Summary()
         self.dedup = Deduplicator()
         baseline: dict[str, int] = {}
+        self.seq_ids = SeqIds()
         for event_id, vin, seq in sink.seen():
             self.dedup.first_time(event_id)
+            self.seq_ids.observe(vin, seq, event_id)
             baseline.setdefault(vin, 0)
             baseline[vin] = max(baseline[vin], seq)  # kept events are the baseline
         self.seqs = SeqTracker(baseline)
@@ -391,6 +452,12 @@ class EventSubscriber:
             self.summary.duplicates += 1
             return
         self.summary.unique += 1
+        conflict = self.seq_ids.observe(event.vin, event.seq, event.event_id)
+        if conflict is not None:
+            self.summary.seq_conflicts.append(str(conflict))
+            self.report(f"seq conflict {conflict}")
+            log.warning("seq conflict %s", conflict)
+            self.sink.conflict(conflict)
         opened, closed = self.seqs.observe(event.vin, event.seq, time.monotonic())
         for gap in opened:
             self.report(f"gap {gap} missing (received seq {event.seq})")

@@ -34,6 +34,7 @@ EventType = Literal[
     "bms.silent",
     "bms.recovered",
     "store.reset",
+    "store.space_low",
 ]
 
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]

@@ -25,6 +25,7 @@ from pack_agent.core.readings import CodePage, Reading
 from pack_agent.core.timeline import TimeLine, Verdict
 from pack_agent.core.tracker import Happening, PackTracker
 from pack_agent.errors import BusError
+from pack_agent.store.diskfull import StoreSpaceShort
 from pack_agent.store.state import (
     HEAD_UNIT_HEARD_AT,
     HEALTH_SAMPLED_AT,
@@ -513,7 +514,10 @@ class Agent:
             data=data,
             time_unsure=unsure,
         )
-        event = self.store.append(draft)
+        try:
+            event = self.store.append(draft)
+        except StoreSpaceShort:
+            return  # a cheap event on a volume under store.reserve_bytes: counted, logged
         log.info("event %s seq=%d %s", event.type, event.seq, event.event_id)
         if self._on_event is not None:
             self._on_event(event)

@@ -7,11 +7,20 @@ together from ``store.outbox`` (events until the broker acknowledges them) and
 ``store.state`` (the key/value state and the name of every key). A damaged file is
 moved aside by ``store.recovery``; ``store.view`` reads a store without writing.
 
-Durability: the file is in WAL mode. ``synchronous="NORMAL"`` (the default)
-survives any crash of the process; after a power cut the last few commits may
-be missing (the file stays consistent). ``"FULL"`` syncs every commit and
-survives power loss too, at about a fifth of the write rate and more flash
-wear.
+Durability (docs/reliability.md): the file is in WAL mode. ``synchronous="NORMAL"``
+(the default) survives any crash of the process, but a commit reaches the medium only
+at the next sync of the WAL. So a transaction that appends an essential event
+(``core.events.ESSENTIAL_TYPES``) or writes a state key that latches one
+(``state.DURABLE_KEYS``) is synced before ``transaction`` returns: the agent acts
+only on what a power cut cannot take back. Cheap commits (``pack.health``, the
+hourly windows) are not; they become durable with the next synced commit or when the
+uplink asks for them (``sync_if_due``: ``SYNC_DELAY_S`` after the oldest). The uplink
+publishes only rows up to ``durable_upto``, so a ``seq`` that left the vehicle is
+never numbered again after a cut. ``"FULL"`` syncs every commit.
+
+Space: after each commit the volume's free space is measured (``diskfull.Space``);
+while it is tight the WAL is checkpointed and truncated, under ``reserve_bytes`` cheap
+events are refused (``StoreSpaceShort``) and ``stats`` says so.
 
 Ownership: one thread (the main loop) owns a ``Store``; sqlite3 enforces it.
 """
@@ -22,13 +31,22 @@ import contextlib
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pack_agent.core.events import utc_from_timestamp
 from pack_agent.errors import StoreError
-from pack_agent.store.diskfull import HeldWrites, NotWritten, Write, is_disk_full
+from pack_agent.store.diskfull import (
+    RESERVE_BYTES,
+    HeldWrites,
+    NotWritten,
+    Space,
+    Write,
+    is_disk_full,
+)
+from pack_agent.store.durable import SYNC_DELAY_S, Durable
 from pack_agent.store.outbox import DELETE_BATCH, Outbox
 from pack_agent.store.state import LAST_DELIVERED_AT, State
 
@@ -39,6 +57,7 @@ log = logging.getLogger(__name__)
 # more random page (write amplification on flash, and most of the cost of a drain)
 SCHEMA_VERSION = 2
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024  # the -wal file is truncated back to this
 _SCHEMA = """
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- append order, never reused
@@ -53,7 +72,7 @@ CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID
 """
 
 
-class Store(Outbox, State):
+class Store(Durable, Outbox, State):
     """The outbox and the agent state. Every method raises ``StoreError`` (naming the
     file) for any SQLite failure, so the caller sees one kind of error."""
 
@@ -64,6 +83,7 @@ class Store(Outbox, State):
         max_events: int = 100_000,
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 5000,
+        reserve_bytes: int = RESERVE_BYTES,
     ) -> None:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
@@ -87,6 +107,18 @@ class Store(Outbox, State):
         self._ops: list[Write] = []  # the open transaction's writes
         self._holding = False  # the open transaction is kept in memory (disk full)
         self._held = HeldWrites(self.path)  # transactions not yet written (disk full)
+        self._space = Space(self.path, reserve_bytes)
+        self._wal = self.path.with_name(self.path.name + "-wal")
+        self._full = synchronous.upper() == "FULL"  # SQLite syncs every commit itself
+        self._tx_durable = False  # the open transaction must be synced at its commit
+        self._tx_rows = 0  # events the open transaction appended (written, not held)
+        self._tx_last_row = 0
+        self._last_row = 0  # the newest outbox row committed
+        self.durable_upto = 0  # outbox rows up to this one are on the medium: publishable
+        self._undurable = 0  # events committed after durable_upto
+        self._unsynced_since: float | None = None  # monotonic time of the oldest unsynced commit
+        self._dir_synced = False  # the directory entry of the -wal file, once per life
+        self.syncs = 0  # syncs of the WAL made by this handle (bench, tests)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.path.exists():  # the file holds the VIN and pack codes: owner only
@@ -129,7 +161,7 @@ class Store(Outbox, State):
             if mode.lower() != "wal":
                 log.warning("%s: journal mode is %s, not WAL (filesystem?)", self.path, mode)
             c.execute(f"PRAGMA synchronous = {synchronous}")
-            c.execute("PRAGMA journal_size_limit = 4194304")  # keep the -wal file bounded
+            c.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")  # a bounded -wal
             if version == 0:
                 with self.transaction():
                     for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -137,6 +169,12 @@ class Store(Outbox, State):
                     c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version == 1:
                 self._migrate_from_1()
+            c.execute("PRAGMA wal_autocheckpoint = 1000")  # SQLite's default, stated
+            self._last_row = c.execute("SELECT max(id) FROM outbox").fetchone()[0] or 0
+        # what a crashed process left in the WAL may still be only in the page cache
+        self._unsynced_since = time.monotonic()
+        self.sync_after_commit()
+        self._space.measure()
 
     def _migrate_from_1(self) -> None:
         """Schema 1 let SQLite reuse the id of a deleted last row (the uplink keeps a
@@ -160,12 +198,15 @@ class Store(Outbox, State):
             raise kind(f"{self.path}: {what}: {exc}") from None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, durable: bool = False) -> Iterator[None]:
         """Everything inside commits together, or (on an exception) not at all.
 
         Nested blocks join the outermost one: an exception caught inside the outer
-        block does not undo the inner block's writes."""
+        block does not undo the inner block's writes. The commit is synced to the medium
+        before this returns when ``durable`` (at any depth), or when the transaction
+        appended an essential event or wrote a key of ``state.DURABLE_KEYS``."""
         if self._depth:
+            self._tx_durable = self._tx_durable or durable
             self._depth += 1
             try:
                 yield
@@ -176,6 +217,7 @@ class Store(Outbox, State):
             self.write_held()  # order: what is held goes first (tried once a second)
         seq_before = dict(self._seq)
         self._ops = []
+        self._tx_durable, self._tx_rows, self._tx_last_row = durable, 0, self._last_row
         self._holding = bool(self._held)  # still full: this one is held too, after the rest
         if not self._holding:
             with self._guard("cannot begin a transaction"):
@@ -193,7 +235,7 @@ class Store(Outbox, State):
                 try:
                     with self._guard("cannot commit"):
                         self._conn.execute("COMMIT")
-                    self.commits += 1
+                    self._committed()
                 except StoreError as exc:
                     if not is_disk_full(exc):
                         raise
@@ -236,11 +278,16 @@ class Store(Outbox, State):
         second unless ``force``. True when nothing is held any more."""
         if not self._held:
             return True
-        if not self._held.write(self._conn, force):
+        events = self._held.events
+        if not self._held.write(self._conn, force, before=self.checkpoint):
             return False
         self.commits += 1
         self._held_acked.clear()
         self._count = None  # the held deletes ran too: count again
+        self._last_row = self._query("SELECT max(id) FROM outbox")[0][0] or 0
+        self._undurable += events
+        self._unsynced_since = time.monotonic()
+        self.sync_after_commit()  # they waited long enough, and may be essential
         return True
 
     @property
@@ -286,6 +333,11 @@ class Store(Outbox, State):
             "disk_full_since": utc_from_timestamp(self._held.since).isoformat()
             if self._held.since is not None
             else None,
+            "not_durable": self._undurable,
+            **self.space(),
+            "space_short_since": utc_from_timestamp(self._space.short_since).isoformat()
+            if self._space.short_since is not None
+            else None,
         }
 
     def close(self) -> None:
@@ -322,4 +374,4 @@ class StoreDamaged(StoreError):
     """The file is not a readable SQLite database (truncated, overwritten, corrupt)."""
 
 
-__all__ = ["DELETE_BATCH", "Store", "StoreDamaged"]
+__all__ = ["DELETE_BATCH", "SYNC_DELAY_S", "Store", "StoreDamaged"]

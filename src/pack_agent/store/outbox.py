@@ -34,7 +34,7 @@ from pack_agent.store.state import DELIVERED_TOTAL, DROPPED_TOTAL, LAST_DELIVERE
 if TYPE_CHECKING:
     import sqlite3
 
-    from pack_agent.store.diskfull import NotWritten
+    from pack_agent.store.diskfull import NotWritten, Space
 
 log = logging.getLogger("pack_agent.store.database")  # the store's messages, as before
 
@@ -61,6 +61,13 @@ class Outbox:
     _warned_full: bool
     _holding: bool
     _depth: int
+    _space: Space
+    _tx_durable: bool
+    _tx_rows: int
+    _tx_last_row: int
+    _undurable: int
+    durable_upto: int
+    held_events: int
 
     if TYPE_CHECKING:  # provided by Store (store.database) and State (store.state)
 
@@ -78,7 +85,14 @@ class Outbox:
         ``dropped_total``). Essential events are never dropped: with an outbox
         full of them the append still succeeds and the outbox grows past
         ``max_events``; the caller may compare ``pending_count()`` with
-        ``max_events`` and warn."""
+        ``max_events`` and warn.
+
+        On a volume under ``reserve_bytes`` free a cheap event (``pack.health``) is
+        refused before it is numbered: ``StoreSpaceShort``. An essential event makes
+        its transaction a synced one (``store.durable``)."""
+        essential = draft.type in ESSENTIAL_TYPES
+        if not essential:
+            self._space.refuse(draft.type)
         with self.transaction():
             if draft.vin not in self._seq:
                 rows = self._query("SELECT last FROM seq WHERE vin = ?", (draft.vin,))
@@ -90,10 +104,14 @@ class Outbox:
                 self._drop_health(excess)
                 self._warn_full(draft.type)
             self._exec("INSERT OR REPLACE INTO seq (vin, last) VALUES (?, ?)", (draft.vin, seq))
-            self._exec(
+            cur = self._exec(
                 "INSERT INTO outbox (event_id, vin, seq, type, body) VALUES (?, ?, ?, ?, ?)",
                 (event.event_id, event.vin, seq, event.type, event.to_json()),
             )
+            if cur.rowcount:  # written (not held in memory: a full disk)
+                self._tx_rows += 1
+                self._tx_last_row = int(cur.lastrowid or 0)
+            self._tx_durable = self._tx_durable or essential
             self._seq[draft.vin] = seq
             self._count = (self._count or 0) + 1
         return event
@@ -154,16 +172,29 @@ class Outbox:
         bodies = [b for row, event_id, b in rows if event_id not in skip and row not in gone]
         return [Event.from_json(body) for body in bodies[:limit]]
 
-    def pending_rows(self, after: int, limit: int) -> list[tuple[int, str, str, str, str]]:
-        """Up to ``limit`` undelivered events after outbox row ``after``, oldest first,
-        as ``(row, event_id, vin, type, body)``: the uplink publishes ``body`` as it
-        is, without parsing it again."""
+    def publishable_count(self) -> int:
+        """Events the uplink may publish now: pending, on the medium (``durable_upto``),
+        not held in memory."""
+        return max(0, self.pending_count() - self._undurable - self.held_events)
+
+    def publishable_rows(self, after: int, limit: int) -> list[tuple[int, str, str, str, str]]:
+        """``pending_rows`` up to ``durable_upto``: what the uplink may publish (no event
+        leaves the vehicle before its commit is on the medium)."""
+        return self.pending_rows(after, limit, upto=self.durable_upto)
+
+    def pending_rows(
+        self, after: int, limit: int, upto: int | None = None
+    ) -> list[tuple[int, str, str, str, str]]:
+        """Up to ``limit`` undelivered events after outbox row ``after`` (and up to row
+        ``upto``), oldest first, as ``(row, event_id, vin, type, body)``: the uplink
+        publishes ``body`` as it is, without parsing it again."""
         # delivered rows not yet deleted are left out; while a backlog drains they all lie
         # behind ``after`` (the uplink's cursor), so this costs nothing then
         gone = {r for r in self._acked if r > after} | {r for r in self._held_acked if r > after}
         rows = self._query(
-            "SELECT id, event_id, vin, type, body FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-            (after, limit + len(gone)),
+            "SELECT id, event_id, vin, type, body FROM outbox WHERE id > ? AND id <= ? "
+            "ORDER BY id LIMIT ?",
+            (after, sys.maxsize if upto is None else upto, limit + len(gone)),
         )
         return [r for r in rows if r[0] not in gone][:limit] if gone else rows
 

@@ -43,6 +43,8 @@ DURABLE_KEYS: frozenset[str] = frozenset({PACK_CODE, POLICY_LATCHED, NOTICES})
 class State:
     """The key/value half of ``Store``."""
 
+    _tx_durable: bool
+
     if TYPE_CHECKING:  # provided by Store (store.database)
 
         def transaction(self) -> contextlib.AbstractContextManager[None]: ...
@@ -56,6 +58,8 @@ class State:
     def _put(self, key: str, value: Any) -> None:
         sql = "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)"
         self._exec(sql, (key, json.dumps(value)))
+        if key in DURABLE_KEYS:  # it latches an essential event: a synced commit
+            self._tx_durable = True
 
     def get_state(self, key: str, default: Any = None) -> Any:
         """The value stored under ``key`` (one of this module's constants)."""
