@@ -208,7 +208,6 @@ def test_status_online_then_offline_after_stop(
         drive(up, lambda: any(st["state"] == "online" for st in sub.statuses))
     for i in range(300):
         store.append(draft(t=i))
-    store.sync()  # on the medium now, not after the uplink's own sync (a second later)
     up.poll()  # 220 handed to paho: 20 (max_inflight) on the wire, 200 queued in paho
     assert up.status()["inflight"] == 20 + QUEUED_IN_PAHO == 220
     up.stop(timeout=3)

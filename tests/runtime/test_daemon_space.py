@@ -11,6 +11,7 @@ from test_daemon_lifecycle import quick_status
 
 from conftest import Subscriber
 from pack_agent.runtime.status import read_status
+from pack_agent.runtime.statusview import gather, render
 
 
 def test_space_short_is_reported_samples_refused_essentials_delivered(broker, tmp_path):
@@ -29,6 +30,7 @@ def test_space_short_is_reported_samples_refused_essentials_delivered(broker, tm
                 15,
             )
             live = read_status(agent.daemon.status_file)
+            text = render(gather(cfg))  # pack-agent status, while the daemon runs
         finally:
             agent.stop()
     events = list({e["event_id"]: e for e in backend.events}.values())
@@ -42,3 +44,5 @@ def test_space_short_is_reported_samples_refused_essentials_delivered(broker, tm
     queue = live["queue"]
     assert queue["space_short_since"] is not None and queue["refused_total"] >= 1
     assert queue["reserve_bytes"] == cfg.store.reserve_bytes
+    assert f"under store.reserve_bytes since {queue['space_short_since']}" in text
+    assert "essential events still stored" in text

@@ -102,6 +102,8 @@ def _queue_from_live(queue: dict[str, Any], live: dict[str, Any] | None) -> None
     queue["delivered_total"] = counts.get("delivered_total", queue["delivered_total"])
     queue["last_delivered_at"] = counts.get("last_delivered_at") or queue["last_delivered_at"]
     queue["awaiting_delete"] = counts.get("delivered_not_deleted", 0)
+    for key in ("space_short_since", "free_bytes", "reserve_bytes", "refused_total"):
+        queue[key] = counts.get(key)  # the volume, as the running store last measured it
 
 
 def _live(live: dict[str, Any] | None, path: Any, now: float) -> dict[str, Any]:
@@ -205,6 +207,13 @@ def render(r: dict[str, Any]) -> str:
         f"{q['delivered_total']} in total, last at {q['last_delivered_at'] or 'never'}"
         + (f"; {q['dropped_total']} health event(s) dropped" if q["dropped_total"] else ""),
     )
+    if q.get("space_short_since"):
+        row(
+            "space",
+            f"under store.reserve_bytes since {q['space_short_since']}: {q['free_bytes']} "
+            f"bytes free of {q['reserve_bytes']} kept; {q['refused_total']} health "
+            "sample(s) refused, essential events still stored",
+        )
     for name, b in live.get("buses", {}).items():
         extra = f", last error: {b['last_error']}" if b.get("last_error") else ""
         row(

@@ -14,7 +14,7 @@ at the next sync of the WAL. So a transaction that appends an essential event
 (``state.DURABLE_KEYS``) is synced before ``transaction`` returns: the agent acts
 only on what a power cut cannot take back. Cheap commits (``pack.health``, the
 hourly windows) are not; they become durable with the next synced commit or when the
-uplink asks for them (``sync_if_due``: ``SYNC_DELAY_S`` after the oldest). The uplink
+uplink asks for them (``sync_if_due``, at its next poll while connected). The uplink
 publishes only rows up to ``durable_upto``, so a ``seq`` that left the vehicle is
 never numbered again after a cut. ``"FULL"`` syncs every commit.
 

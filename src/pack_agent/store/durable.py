@@ -9,7 +9,7 @@ commit). A power cut takes back what is not. So:
   ``Store.transaction`` returns: one ``fdatasync`` of the WAL, nothing more written;
 - cheap commits (``pack.health``, the hourly windows) are not; they are synced with the
   next one that is, or by ``sync_if_due`` (the uplink, while connected, once the oldest
-  is ``SYNC_DELAY_S`` old), or by a checkpoint;
+  is ``SYNC_DELAY_S`` old: at its next poll), or by a checkpoint;
 - ``durable_upto`` is the newest outbox row on the medium: the uplink publishes nothing
   after it, so a ``seq`` the backend has seen is never numbered again after a cut.
 
@@ -36,7 +36,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pack_agent.store.database")  # the store's messages, as before
 
-SYNC_DELAY_S = 1.0  # a cheap commit waits at most this long for the uplink's sync
+# how old the oldest unsynced commit must be before the uplink's sync: none. The uplink
+# polls every tick (50 ms), so commits of one tick share a sync anyway; a longer wait held
+# published events back, the outbox grew past a page on a decision day and every later
+# commit wrote two pages more (bench/footprint.py, docs/reliability.md)
+SYNC_DELAY_S = 0.0
 
 
 class Durable:
