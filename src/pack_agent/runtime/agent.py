@@ -17,9 +17,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pack_agent.canbus.codesource import page_total
+from pack_agent.canbus.dbc import bms_bus, resolve_ignition, vehicle_metrics
 from pack_agent.canbus.decoder import CodeAssembler, Decoder
 from pack_agent.config import AgentConfig
 from pack_agent.core.events import PLAUSIBLE_SINCE, EventDraft, utc_from_timestamp
+from pack_agent.core.ignition import IgnitionState
 from pack_agent.core.notices import Cadence, Notice, NoticeAck, NoticeBook
 from pack_agent.core.policy import IGNITION_OFF_SAVE_GAP_S, ScrapDecision, ScrapPolicy
 from pack_agent.core.readings import CodePage, Reading
@@ -73,14 +75,27 @@ class Agent:
         self.uds = uds
         self.uds_counts: Counter[str] = Counter()  # "uds:soh negative" -> n
         self.stale_readings = 0
+        # the ignition, one definition ([ignition]) for the rules, notices and bms.silent
+        spec = resolve_ignition(config, decoder.database)
+        self.ignition = IgnitionState(spec) if spec is not None else None
+        self._vehicle_metrics = vehicle_metrics(config, decoder.database)
+        self._bms_bus = bms_bus(config)  # other ECUs' frames there say the vehicle is awake
+        default_bus = config.buses[0].name
+        self._elsewhere = frozenset(  # metrics on another bus than the BMS's
+            m for m, ref in config.metrics.items() if (ref.bus or default_bus) != self._bms_bus
+        )
         self.tracker = PackTracker(
-            store.get_state(PACK_CODE), config.health.bms_timeout_s, _uds_max_age(config)
+            store.get_state(PACK_CODE),
+            config.health.bms_timeout_s,
+            _uds_max_age(config),
+            ignition_mapped=spec is not None,
         )
         self.policy = ScrapPolicy.from_config(
             config,
             store.get_state(POLICY_STATE),
             store.get_state(POLICY_LATCHED, []),
             self.tracker.code,
+            ignition=spec,
         )
         self._policy_saved_at: float | None = None  # windows and history: on a schedule
         self._saved_at: float | None = None  # the last save of any kind in this life
@@ -124,20 +139,27 @@ class Agent:
             held = self.clock.newest is not None and now > self.clock.newest
             for notifier in self.notifiers:
                 if notifier.is_ack_frame(bus, frame):
+                    if not held and bus == self._bms_bus:
+                        self.tracker.on_other_frame(now)  # the vehicle is awake
                     self._heard_head_unit(now)
                     ack = notifier.parse_ack(bus, frame)
                     if ack is not None:
                         self._on_ack(ack, notifier.channel, now)
                     return
+            bms = False  # a frame of the BMS; any other proves the vehicle awake
             for item in self.decoder.decode(bus, frame, now):
                 if isinstance(item, CodePage):
+                    bms = True
                     code = self.assembler.feed(item)
                     if not held:
                         self._apply(self.tracker.on_frame(now), now)
                     if code is not None:
                         self._on_code(code, now)
                 else:
+                    bms = bms or item.metric not in self._vehicle_metrics
                     self._on_reading(item, now, held)
+            if not bms and not held and bus == self._bms_bus:
+                self.tracker.on_other_frame(now)
         except Exception:
             self.frame_errors += 1
             self._warn("frame", f"frame 0x{frame.arbitration_id:X} on {bus} not handled", exc=True)
@@ -169,10 +191,17 @@ class Agent:
         if self.tracker.is_stale(reading, now):
             self.stale_readings += 1  # judged by its own time: never feeds a rule
             return
-        if not held:
+        if held:
+            pass
+        elif reading.metric in self._vehicle_metrics:
+            # another ECU: the vehicle is awake (when it shares the BMS's bus)
+            self.tracker.on_vehicle_reading(reading, reading.metric not in self._elsewhere)
+        else:
             self._apply(self.tracker.on_reading(reading), now)
-        if reading.metric == "ignition":
-            self._on_ignition(reading.value >= self.config.notice.ignition_on_min, now)
+        ignition = self.ignition
+        if ignition is not None and reading.metric == ignition.spec.metric:
+            ignition.update(reading.time, reading.value)
+            self._on_ignition(ignition.on, now)
         for decision in self.policy.observe(reading, self.tracker.code):
             self._decide(decision, now)
         rebased = self.policy.take_rebase()
@@ -385,7 +414,8 @@ class Agent:
         if self.uds is not None:
             for result in self.uds.drain():
                 self.handle_uds(result, now)
-        self._apply(self.tracker.check_silence(now), now)
+        ignition = self.ignition.at(now) if self.ignition is not None else None
+        self._apply(self.tracker.check_silence(now, ignition), now)
         snapshot, waiting = self._health_sample(now)
         if self._policy_saved_at is None:
             self._policy_saved_at = now
@@ -545,6 +575,9 @@ class Agent:
             self._sampled_at = None  # a sample on the abandoned line: due at once
         self._policy_saved_at = None
         self._ignition_saved_at = -math.inf  # its save schedule too
+        ign = self.ignition
+        if ign is not None and ign.last_t is not None and ign.last_t > now:
+            self.ignition = IgnitionState(ign.spec)  # its frame stamped on the abandoned line
         self.tracker.rebase(now)
         self._rebase_unreported = True
         self.clock_rebased = {

@@ -91,6 +91,8 @@ class Daemon:
         self.stop_reason = "stop requested"
         self.status_file: Path | None = status_path(config.daemon.status_file)
         db = load_and_check(config)
+        for warning in config.warnings:  # deprecated keys, DBC findings (as check-config)
+            log.warning("%s: %s", config.source, warning)
         decoder = Decoder(config, db)
         notice_bus = config.notice.bus or config.buses[0].name
         ack = db.get_message_by_name(config.notice.ack_message)
