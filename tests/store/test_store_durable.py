@@ -193,7 +193,7 @@ def test_a_nearly_full_volume_loses_nothing_that_was_stored(small_volume: Path) 
     assert essentials == 120
     assert stats["space_short_since"] is not None and stats["refused_total"] > 0
     assert free_at_end > 0
-    assert most_wal < 2 * 1024 * 1024  # bounded: never grew into the volume's last MB
+    assert most_wal < 512 * 1024  # bounded (it grew to 3.1 MB and filled the volume before)
     with Store(path, reserve_bytes=reserve) as s:
         kept = {e.seq: e.type for e in s.pending(10**6)}
         assert kept == stored  # every event that was stored, through three restarts
