@@ -309,7 +309,11 @@ def test_a_failing_bus_is_reported_retried_and_the_notice_delivered(broker, tmp_
                 agent_bus.failing = False
 
         try:
-            VirtualVehicle(bus, db, FAST, hu, pace_s=0.004, on_day=heal).run()
+            # paced by the agent (as run_vehicle does): each synced commit costs an fdatasync,
+            # and a loaded machine must slow the vehicle down, not outrun the head unit
+            VirtualVehicle(
+                bus, db, FAST, hu, pace_s=0.004, on_day=heal, sync=agent.read_until
+            ).run()
             backend.wait_for(
                 lambda s: (
                     "owner.acknowledged" in {e["type"] for e in s.events}
