@@ -160,6 +160,7 @@ def small_volume(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.subprocess  # mount and umount
 def test_a_nearly_full_volume_loses_nothing_that_was_stored(small_volume: Path) -> None:
     """About 3 MB free, no broker: samples, hourly saves and decisions through three
     restarts. The WAL never grows into the last megabytes (checkpointed and truncated
