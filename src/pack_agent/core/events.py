@@ -35,6 +35,8 @@ EventType = Literal[
     "bms.recovered",
     "store.reset",
     "store.space_low",
+    "command.applied",
+    "command.refused",
 ]
 
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
