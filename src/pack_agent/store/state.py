@@ -29,6 +29,8 @@ IGNITION_ON = "ignition.on"  # so that a reboot mid-trip is not an Off->On
 HEAD_UNIT_HEARD_AT = "notices.head_unit_heard_at"  # the head unit's last answer frame
 HEALTH_SAMPLED_AT = "health.sampled_at"  # the last pack.health's time, with the sample
 LAST_EVENT_KEY = "status.last_event."  # + an event type: its last event (the daemon)
+COMMANDS_APPLIED = "commands.applied"  # backend command id -> the answer given (once per id)
+NOTICE_OVERRIDES = "notice.overrides"  # [notice] field -> the backend's value (commands)
 
 # -- the store's own counters (keys starting with "store.") ----------------------
 DELIVERED_TOTAL = "store.delivered_total"
@@ -37,7 +39,9 @@ LAST_DELIVERED_AT = "store.last_delivered_at"
 
 # the state that latches an essential event: a write of one of these keys is a synced
 # commit, like the essential events themselves (docs/reliability.md)
-DURABLE_KEYS: frozenset[str] = frozenset({PACK_CODE, POLICY_LATCHED, NOTICES})
+DURABLE_KEYS: frozenset[str] = frozenset(
+    {PACK_CODE, POLICY_LATCHED, NOTICES, COMMANDS_APPLIED, NOTICE_OVERRIDES}
+)
 
 
 class State:
