@@ -39,7 +39,7 @@ from pack_agent.delivery.owner_channel import owner_notifiers
 from pack_agent.dev.sim.vehicle import encode
 from pack_agent.errors import ConfigError
 from pack_agent.runtime.agent import Agent
-from pack_agent.store.database import Store
+from pack_agent.store import Store
 
 T0 = 1_800_000_000.0
 FRAMES = int(os.environ.get("FUZZ_FRAMES", "100000"))

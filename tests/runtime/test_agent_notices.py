@@ -19,7 +19,7 @@ from pack_agent.delivery.owner_channel import owner_notifiers
 from pack_agent.dev.sim.head_unit import VirtualHeadUnit
 from pack_agent.dev.sim.vehicle import code_pages, encode
 from pack_agent.runtime.agent import Agent
-from pack_agent.store.database import Store
+from pack_agent.store import Store
 
 DAY = 86400.0
 HOUR = 3600.0

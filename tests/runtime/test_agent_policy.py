@@ -19,7 +19,7 @@ from pack_agent.dev.sim import SCENARIOS, Scenario
 from pack_agent.dev.sim.logfile import scenario_frames, write_log
 from pack_agent.dev.sim.vehicle import code_pages, encode
 from pack_agent.runtime.agent import HEALTH_SAMPLED_KEY, Agent
-from pack_agent.store.database import Store
+from pack_agent.store import Store
 
 DAY = 86400.0
 AGEING = SCENARIOS["ageing"]  # 1000 days: the 80 % line about day 935, a new pack on day 960

@@ -19,7 +19,7 @@ from pack_agent.config import AgentConfig, load_config, reference_config_path
 from pack_agent.dev.demo import demo_config
 from pack_agent.dev.sim import Scenario, VirtualHeadUnit, VirtualVehicle
 from pack_agent.runtime.daemon import Daemon
-from pack_agent.store.database import Store
+from pack_agent.store import Store
 
 DAY = 86400.0
 # crosses the 80 % line about day 10; the 28-day median is below it about day 21 and
@@ -313,7 +313,11 @@ def test_a_failing_bus_is_reported_retried_and_the_notice_delivered(broker, tmp_
                 agent_bus.failing = False
 
         try:
-            VirtualVehicle(bus, db, FAST, hu, pace_s=0.004, on_day=heal).run()
+            # paced by the agent (as run_vehicle does): each synced commit costs an fdatasync,
+            # and a loaded machine must slow the vehicle down, not outrun the head unit
+            VirtualVehicle(
+                bus, db, FAST, hu, pace_s=0.004, on_day=heal, sync=agent.read_until
+            ).run()
             backend.wait_for(
                 lambda s: (
                     "owner.acknowledged" in {e["type"] for e in s.events}

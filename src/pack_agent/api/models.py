@@ -338,6 +338,18 @@ class BmsRecovered(_Data):
     source: str | None = None
 
 
+@data_model("store.space_low")
+class StoreSpaceLow(_Data):
+    """The store's volume went under ``store.reserve_bytes`` free (once per episode):
+    ``pack.health`` samples are refused until a quarter of the reserve more is free
+    again; essential events and the agent's state are still written, into the reserve."""
+
+    free_bytes: int | None = Field(description="Free bytes on the volume when measured.")
+    reserve_bytes: int = Field(description="store.reserve_bytes.")
+    wal_bytes: int = Field(description="The size of the store's -wal file.")
+    refused_total: int = Field(description="pack.health samples refused so far in this run.")
+
+
 @data_model("store.reset")
 class StoreReset(_Data):
     """The store file could not be read at start; it was moved aside and a fresh store

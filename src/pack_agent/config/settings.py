@@ -262,6 +262,9 @@ class StoreSettings:
     max_events: Annotated[int, Ge(100)] = 100_000
     # FULL also survives power loss, at a cost in writes
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # under this many bytes free on the store's volume, pack.health samples are refused
+    # and the rest is kept for essential events (store.space_low says so)
+    reserve_bytes: Annotated[int, Ge(0)] = 8 * 1024 * 1024
 
 
 @dataclass

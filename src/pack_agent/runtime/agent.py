@@ -38,6 +38,14 @@ from pack_agent.runtime.commands import CommandHandler
 from pack_agent.runtime.health_sampler import HEALTH_SAMPLED_KEY, HealthSampler
 from pack_agent.runtime.notice_dispatch import NoticeDispatcher
 from pack_agent.runtime.save_schedule import SaveSchedule
+from pack_agent.store.diskfull import StoreSpaceShort
+from pack_agent.store.state import (
+    PACK_CODE,
+    PACK_SAVED_PREFIX,
+    PACK_TRACKER,
+    POLICY_LATCHED,
+    POLICY_STATE,
+)
 
 if TYPE_CHECKING:
     import can
@@ -84,19 +92,19 @@ class Agent:
             m for m, ref in config.metrics.items() if (ref.bus or default_bus) != self._bms_bus
         )
         self.tracker = PackTracker(
-            store.get_state("pack.code"),
+            store.get_state(PACK_CODE),
             config.health.bms_timeout_s,
             _uds_max_age(config),
             ignition_mapped=spec is not None,
             replaced_after_trips=config.pack_code.replaced_after_trips,
-            state=store.get_state("pack.tracker"),
+            state=store.get_state(PACK_TRACKER),
             code_wait_s=None if config.pack_code.source == "none" else CODE_WAIT_S,
         )
         self.unattributed_readings = 0  # taken while the BMS presented another code
         self.policy = ScrapPolicy.from_config(
             config,
-            store.get_state("policy.state"),
-            store.get_state("policy.latched", []),
+            store.get_state(POLICY_STATE),
+            store.get_state(POLICY_LATCHED, []),
             self.tracker.code,
             ignition=spec,
         )
@@ -168,7 +176,7 @@ class Agent:
             withdrawn: list[Notice] = []
             if self.tracker.code != before:
                 withdrawn = self._switch_pack(before, self.tracker.code)
-            self.store.put_state("pack.tracker", self.tracker.to_state())
+            self.store.put_state(PACK_TRACKER, self.tracker.to_state())
             self._apply(happenings, now)
         self.dispatch.withdraw(withdrawn)
         self._release_held(now, code_heard=True)
@@ -188,13 +196,13 @@ class Agent:
         withdrawn, parked = self.dispatch.park()
         if old is not None:
             saved = {"policy": self.policy.to_state(), "notices": parked}
-            self.store.put_state(f"pack.saved.{old}", saved)
-        back = self.store.get_state(f"pack.saved.{new}") or {}
+            self.store.put_state(PACK_SAVED_PREFIX + old, saved)
+        back = (self.store.get_state(PACK_SAVED_PREFIX + new) if new is not None else None) or {}
         self.policy.restore(new, back.get("policy"))
         self.dispatch.restore(back.get("notices", []))
-        self.store.put_state("pack.code", new)
-        self.store.put_state("policy.latched", sorted(self.policy.latched_rules))
-        self.store.put_state("policy.state", self.policy.to_state())
+        self.store.put_state(PACK_CODE, new)
+        self.store.put_state(POLICY_LATCHED, sorted(self.policy.latched_rules))
+        self.store.put_state(POLICY_STATE, self.policy.to_state())
         return withdrawn
 
     def _on_reading(self, reading: Reading, now: float, held: bool = False) -> None:
@@ -236,8 +244,8 @@ class Agent:
 
     def _decide(self, decision: ScrapDecision, now: float) -> None:
         with self.store.transaction():
-            self.store.put_state("policy.latched", sorted(self.policy.latched_rules))
-            self.store.put_state("policy.state", self.policy.to_state())
+            self.store.put_state(POLICY_LATCHED, sorted(self.policy.latched_rules))
+            self.store.put_state(POLICY_STATE, self.policy.to_state())
             if decision.publish:
                 self._emit(decision.event_type, decision.evidence(), now)
             if decision.notify:
@@ -359,7 +367,10 @@ class Agent:
             data=data,
             time_unsure=unsure,
         )
-        event = self.store.append(draft)
+        try:
+            event = self.store.append(draft)
+        except StoreSpaceShort:
+            return  # a cheap event on a volume under store.reserve_bytes: counted, logged
         log.info("event %s seq=%d %s", event.type, event.seq, event.event_id)
         if self._on_event is not None:
             self._on_event(event)
