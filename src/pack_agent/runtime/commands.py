@@ -30,6 +30,7 @@ from pack_agent.core.commands import (
     parse_command,
 )
 from pack_agent.core.notices import NoticeAck
+from pack_agent.store.state import COMMANDS_APPLIED, NOTICE_OVERRIDES
 
 if TYPE_CHECKING:
     from pack_agent.delivery.uplink import CommandRequest
@@ -38,8 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-APPLIED_KEY = "commands.applied"  # id -> the answer given, the newest KEEP_APPLIED
-OVERRIDES_KEY = "notice.overrides"  # [notice] field -> the backend's value
+APPLIED_KEY = COMMANDS_APPLIED  # id -> the answer given, the newest KEEP_APPLIED
+OVERRIDES_KEY = NOTICE_OVERRIDES  # [notice] field -> the backend's value
 KEEP_APPLIED = 500  # ids remembered: a backend retries within minutes, not 500 commands later
 
 Emit = Callable[[str, dict[str, Any], float], None]
