@@ -92,11 +92,7 @@ from pack_agent.dev.sim.rig import rig_config, write_config
 from pack_agent.dev.sim.scenario import DAY, Scenario
 from pack_agent.dev.sim.vehicle import day_frames
 from pack_agent.runtime.agent import Agent
-
-try:  # the store's package exports it once the store is split into modules
-    from pack_agent.store import open_store  # type: ignore[attr-defined]
-except ImportError:
-    from pack_agent.store.database import open_store
+from pack_agent.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIM_SOURCE = Path(__file__).resolve().with_name("powercut_shim.c")

@@ -123,6 +123,10 @@ def test_power_cuts_over_a_story(tmp_path, compiler, mosquitto_binary):
     assert figures["unexplained_gaps"] == 0
     # all the writes kept is a crash of the process: nothing acted on may be missing
     assert figures["by_variant"]["all"].get("essential_lost", 0) == 0
+    # a power cut anywhere: no essential event the agent acted on is forgotten, and no
+    # published event of any type (its seq would be numbered twice)
+    assert figures["essential_lost"] == 0, figures["examples"]
+    assert figures["seq_reused"] == 0, figures["examples"]
     # a real `pack-agent run` on rebuilt stores starts, delivers its outbox, stops cleanly
     assert figures["real_restarts"] and figures["real_restart_failures"] == 0, figures[
         "real_restarts"
