@@ -209,7 +209,7 @@ def _notice_checks(cfg: AgentConfig) -> list[str]:
         load_catalogue,
         rule_causes,
     )
-    from pack_agent.core.notices import MAX_TEXT_BYTES, notice_values
+    from pack_agent.core.notices import MAX_TEXT_BYTES, text_bytes
 
     n = cfg.notice
     try:
@@ -246,9 +246,7 @@ def _notice_checks(cfg: AgentConfig) -> list[str]:
             )
         else:
             cfg.notice_ids[rule.id] = nid
-    horizons = [getattr(r, "within_days", None) for r in cfg.rules]
-    longest = max((h for h in horizons if h is not None), key=lambda h: len(str(h)), default=None)
-    size = len(notice_values(n, longest).to_text().encode("utf-8"))
+    size = text_bytes(n, (getattr(r, "within_days", None) for r in cfg.rules))
     if size > MAX_TEXT_BYTES:
         problems.append(
             f"notice.service_outlet: outlet, phone, procedure_url and emergency_phone are "

@@ -193,6 +193,29 @@ def check_code(text: str) -> CodeReport:
 PRODUCT_NAMES = {"P": "pack", "M": "module", "C": "cell"}
 
 
+MAX_SERIAL_CHARS = 64
+
+
+def check_serial(text: str) -> CodeReport:
+    """A maker's pack serial (``[pack_code] format = "serial"``), not a GB/T 34014 code:
+    identity and swap detection need only that it is printable ASCII text of 1-64
+    characters, the same every time; it has no fields to parse."""
+    problems = []
+    if not text:
+        problems.append(CodeProblem(None, "empty", "no characters: not a serial"))
+    elif len(text) > MAX_SERIAL_CHARS:
+        problems.append(
+            CodeProblem(None, "too_long", f"{len(text)} characters, at most {MAX_SERIAL_CHARS}")
+        )
+    for i, ch in enumerate(text[:MAX_SERIAL_CHARS], start=1):
+        if not (ch.isascii() and ch.isprintable()):
+            problems.append(
+                CodeProblem((i, i), "not_printable", f"{ch!r} is not printable ASCII")
+            )
+            break
+    return CodeReport(not problems, text, None, [str(p) for p in problems], tuple(problems))
+
+
 def check_pack_code(text: str, today: dt.date | None = None) -> CodeReport:
     """A code the BMS presents as its *pack's*: everything ``check_code`` checks, and
     position 4 must say P (a module or cell code is not the pack's identity). With

@@ -12,6 +12,7 @@ sliding period and ``max_attempts`` in all. Each answer sets a follow-up:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,13 @@ def notice_values(settings: NoticeSettings, within_days: float | None = None) ->
         ownership=settings.pack_ownership,
         within_days=within_days,
     )
+
+
+def text_bytes(settings: NoticeSettings, horizons: Iterable[float | None] = ()) -> int:
+    """UTF-8 bytes of the lines the head unit's text pages carry for these settings, with
+    the longest early-notice horizon among ``horizons``: at most ``MAX_TEXT_BYTES`` fit."""
+    longest = max((h for h in horizons if h is not None), key=lambda h: len(str(h)), default=None)
+    return len(notice_values(settings, longest).to_text().encode("utf-8"))
 
 
 @dataclass(frozen=True)

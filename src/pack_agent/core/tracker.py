@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pack_agent.core.codes import CodeReport, check_pack_code
+from pack_agent.core.codes import CodeReport, check_pack_code, check_serial
 from pack_agent.core.events import PLAUSIBLE_SINCE
 from pack_agent.core.readings import Reading
 
@@ -53,10 +53,14 @@ class PackTracker:
         state: dict[str, Any] | None = None,
         code_wait_s: float | None = None,
         ignition_mapped: bool = False,
+        code_format: str = "gbt34014",
     ) -> None:
         """``ignition_mapped``: the ignition tells when the vehicle is awake (without it,
-        and without any other ECU's frame, silence alone makes ``bms.silent``)."""
+        and without any other ECU's frame, silence alone makes ``bms.silent``).
+        ``code_format``: ``"serial"`` for a BMS whose identity is a maker's serial (no
+        GB/T 34014 validation; identity and swaps work the same)."""
         self.code = known_code
+        self._serial = code_format == "serial"
         self._replaced_after = replaced_after_trips
         # after a wake-up, readings wait for the code (None: no code is read, never wait):
         # the BMS may present another pack, whose first readings must not be the known one's
@@ -103,7 +107,7 @@ class PackTracker:
         time it differs from the last invalid one)."""
         self.code_heard_at = now
         self._awaiting_since = None
-        report = check_pack_code(text, _trusted_date(now))
+        report = check_serial(text) if self._serial else check_pack_code(text, _trusted_date(now))
         out: list[Happening] = []
         if not report.valid:
             if text != self._last_invalid:

@@ -99,6 +99,7 @@ class Agent:
             replaced_after_trips=config.pack_code.replaced_after_trips,
             state=store.get_state(PACK_TRACKER),
             code_wait_s=None if config.pack_code.source == "none" else CODE_WAIT_S,
+            code_format=config.pack_code.format,
         )
         self.unattributed_readings = 0  # taken while the BMS presented another code
         self.policy = ScrapPolicy.from_config(
