@@ -21,8 +21,9 @@ NOTICE_SIGNALS = (
     "PA_NoticeSeverity",
     "PA_NoticeAction",
     "PA_NoticeAttempt",
+    "PA_NoticeChallenge",
 )
-ACK_SIGNALS = ("HU_AckSeq", "HU_AckNoticeId", "HU_AckResponse")
+ACK_SIGNALS = ("HU_AckSeq", "HU_AckResponse", "HU_AckChallenge", "HU_AckFreshness", "HU_AckMac")
 TEXT_SIGNALS = ("PA_TextSeq", "PA_TextPage", "PA_TextPageCount", "PA_TextData")
 
 
@@ -117,8 +118,45 @@ def check_against_database(config: AgentConfig, db: cantools.database.Database) 
     check("notice.ack_message", notice.ack_message, list(ACK_SIGNALS))
     if notice.text_message:
         check("notice.text_message", notice.text_message, list(TEXT_SIGNALS))
+    problems += _e2e_problems(config, db)
     if not problems:
         problems += _frame_id_clashes(config, db)
+    return problems
+
+
+def _e2e_problems(config: AgentConfig, db: cantools.database.Database) -> list[str]:
+    """Each ``[e2e.<message>]`` names a message the agent receives, with fitting signals."""
+    from pack_agent.canbus.e2e import config_problems
+
+    received = {r.message for r in config.metrics.values() if r.message is not None}
+    for ref in config.metrics.values():
+        if ref.expression is not None:
+            from pack_agent.canbus.expression import ExpressionError, parse_expression
+
+            try:
+                operands = parse_expression(ref.expression).operands
+            except ExpressionError:
+                continue
+            for operand in operands:
+                try:
+                    received.add(resolve_operand(db, operand)[0].name)
+                except OperandError:
+                    pass
+    if config.pack_code.source == "pages":
+        received.add(config.pack_code.message)
+    received.add(config.notice.ack_message)
+    problems: list[str] = []
+    for name, settings in config.e2e.items():
+        key = f"e2e.{name}"
+        try:
+            msg = db.get_message_by_name(name)
+        except KeyError:
+            problems.append(f"{key}: message {name!r} is not in the database(s)")
+            continue
+        if name not in received:
+            problems.append(f"{key}: the agent does not receive {name!r} (no metric uses it)")
+            continue
+        problems += config_problems(key, msg, settings)
     return problems
 
 

@@ -39,8 +39,9 @@ Vin = Annotated[
     str, matches(VIN_RE.pattern[1:-1], "a VIN is 17 characters, A-Z and 0-9 without I, O, Q")
 ]
 
-# Every section refuses keys it does not know (a typo is an error, not a silent default).
-_STRICT: dict[str, Any] = {"extra": "forbid"}
+# Every section refuses keys it does not know (a typo is an error, not a silent default),
+# and every number is finite: an infinite interval or a NaN threshold is refused.
+_STRICT: dict[str, Any] = {"extra": "forbid", "allow_inf_nan": False}
 
 
 @dataclass
@@ -128,6 +129,27 @@ class PackCodeSource:
 
 
 
+E2EProfile = Literal[
+    "autosar_p1", "autosar_p2", "autosar_p4", "autosar_p5", "crc8_j1850", "xor", "sum"
+]
+
+
+@dataclass(kw_only=True)
+class E2ESettings:
+    """``[e2e.<message>]``: the checksum and alive counter a received message carries
+    (pack_agent.canbus.e2e, docs/security.md). A frame that fails is dropped and counted."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    profile: E2EProfile
+    crc_signal: str
+    counter_signal: str | None = None
+    data_id: Annotated[int, Ge(0), Le(0xFFFFFFFF)] = 0
+    data_ids: list[Annotated[int, Ge(0), Le(0xFF)]] = field(default_factory=list)  # autosar_p2
+    max_delta: Annotated[int, Ge(1), Le(0xFFFF)] = 1  # counter steps allowed (lost frames)
+    bus: str | None = None
+
+
 @dataclass
 class PolicySettings:
     """How the policy reads the stream: ignition gating, trend, persistence cadence."""
@@ -175,6 +197,10 @@ class NoticeSettings:
     service_outlet: OneLine = ""
     service_phone: OneLine = ""
     mqtt_copy: bool = False
+    # a 16-byte AES-128 key shared with the head unit: answers then need a valid MAC
+    key_file: str | None = None
+    # how many answers refused for a bad MAC end an attempt's challenge (blind guessing)
+    max_bad_macs: Annotated[int, Ge(1), Le(1000)] = 8
 
 
 @dataclass
@@ -195,7 +221,7 @@ class MqttSettings:
     topic_prefix: TopicPrefix = "pack-agent/v1"
     client_id: str | None = None
     protocol: Literal["5", "3.1.1"] = "5"
-    keepalive_s: Annotated[int, Ge(5)] = 30
+    keepalive_s: Annotated[int, Ge(5), Le(65535)] = 30  # MQTT's field is 16 bits
     max_inflight: Annotated[int, Ge(1), Le(65535)] = 20
     username: str | None = None
     password: Secret | None = None
@@ -253,6 +279,7 @@ class AgentConfig:
     buses: Annotated[list[BusSettings], MinLen(1)] = field(default_factory=lambda: [BusSettings()])
     metrics: dict[str, SignalRef] = field(default_factory=dict)
     pack_code: PackCodeSource = field(default_factory=PackCodeSource)
+    e2e: dict[str, E2ESettings] = field(default_factory=dict)  # message name -> protection
     rules: list[RuleConfig] = field(default_factory=list)
     policy: PolicySettings = field(default_factory=PolicySettings)
     notice: NoticeSettings = field(default_factory=NoticeSettings)

@@ -13,16 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pack_agent.canbus.dbc import encode_message
 from pack_agent.dev.sim.head_unit import Shown, VirtualHeadUnit  # noqa: F401 - re-exported
+from pack_agent.dev.sim.protect import encode
 from pack_agent.dev.sim.scenario import DayState, Scenario
 
 if TYPE_CHECKING:
     import can
     import cantools.database
-
-
-encode = encode_message  # frames for the simulator, tests and benches
 
 
 def code_pages(db: cantools.database.Database, code: str, t: float) -> list[can.Message]:
