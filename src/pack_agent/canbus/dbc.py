@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,8 +91,12 @@ def check_against_database(config: AgentConfig, db: cantools.database.Database) 
         names = {s.name for s in msg.signals}
         for sig in signals:
             if sig not in names:
+                elsewhere = sorted(
+                    m.name for m in db.messages if any(x.name == sig for x in m.signals)
+                )
+                hint = f" (it is in {', '.join(map(repr, elsewhere))})" if elsewhere else ""
                 problems.append(
-                    f"{signal_key or key}: signal {sig!r} is not in message {message!r}"
+                    f"{signal_key or key}: signal {sig!r} is not in message {message!r}{hint}"
                 )
 
     for metric, ref in config.metrics.items():
@@ -138,10 +143,8 @@ def _e2e_problems(config: AgentConfig, db: cantools.database.Database) -> list[s
             except ExpressionError:
                 continue
             for operand in operands:
-                try:
+                with contextlib.suppress(OperandError):  # reported with the expression
                     received.add(resolve_operand(db, operand)[0].name)
-                except OperandError:
-                    pass
     if config.pack_code.source == "pages":
         received.add(config.pack_code.message)
     received.add(config.notice.ack_message)

@@ -226,7 +226,10 @@ class Protection:
             return COUNTER_REPEATED
         if delta > self.max_delta:
             stats.finding(
-                self.name, COUNTER_JUMPED, now, f"counter {last} -> {counter} (max {self.max_delta})"
+                self.name,
+                COUNTER_JUMPED,
+                now,
+                f"counter {last} -> {counter} (max {self.max_delta})",
             )
             return COUNTER_JUMPED  # the frame is refused; the next in sequence is taken
         return None

@@ -128,7 +128,6 @@ class PackCodeSource:
     bus: str | None = None
 
 
-
 E2EProfile = Literal[
     "autosar_p1", "autosar_p2", "autosar_p4", "autosar_p5", "crc8_j1850", "xor", "sum"
 ]

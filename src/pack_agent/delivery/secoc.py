@@ -31,4 +31,5 @@ class AnswerMac:
             + (challenge & 0xFFFF).to_bytes(2, "big")
             + bytes((freshness & 0xFF,))
         )
-        return int.from_bytes(c.finalize()[: MAC_BITS // 8], "big")
+        # little-endian: the Intel signal puts the CMAC's first byte in the first byte
+        return int.from_bytes(c.finalize()[: MAC_BITS // 8], "little")

@@ -107,6 +107,9 @@ class Agent:
 
     def handle_frame(self, bus: str, frame: can.Message, now: float) -> None:
         """One frame in; never raises for a bad frame (it is counted and logged, rate-limited)."""
+        if not math.isfinite(now):  # a NaN or infinite stamp must not reach a time rule
+            self.decoder.stats.dropped["time stamp not finite"] += 1
+            return
         try:
             self._judge_time(now)
             # a stamp the line holds ahead (a stray 2035 frame) must not prove the BMS
@@ -114,8 +117,11 @@ class Agent:
             held = self.clock.newest is not None and now > self.clock.newest
             for notifier in self.notifiers:
                 if notifier.is_ack_frame(bus, frame):
-                    self._heard_head_unit(now)
-                    ack = notifier.parse_ack(bus, frame)
+                    # only a frame that passes the answer's frame checks proves the head
+                    # unit alive (an empty or forged frame at its id does not)
+                    alive, ack = notifier.read_ack(bus, frame, now)
+                    if alive:
+                        self._heard_head_unit(now)
                     if ack is not None:
                         self._on_ack(ack, notifier.channel, now)
                     return
@@ -271,6 +277,15 @@ class Agent:
             self._emit("owner.notice_failed", data, now)
 
     def _on_ack(self, ack: NoticeAck, channel: str, now: float) -> None:
+        if ack.response == "displayed":  # the head unit shows it: not an owner's answer
+            key = (ack.seq, ack.notice_id)
+            shown = [n for n in self.notices.active() if (n.seq, n.notice_id) == key]
+            if shown:
+                self._count("displayed")
+                data = self._notice_data(shown[0], channel)
+                data["displayed_at"] = utc_from_timestamp(now).isoformat()
+                self._emit("owner.notice_displayed", data, now)
+            return
         notice = self.notices.on_ack(ack, now)
         if notice is None:
             return  # an answer to nothing open: a repeat, or a stray frame
@@ -314,6 +329,24 @@ class Agent:
             "pack_code": self.tracker.code,
         }
 
+    def e2e_status(self) -> dict[str, Any]:
+        """Frame-integrity findings (a counter that stopped or jumped) and refusals, by
+        message: what a status reader needs to see a failing or attacked sender."""
+        findings = dict(self.decoder.e2e.findings)
+        refused = dict(self.decoder.e2e.refused)
+        for notifier in self.notifiers:
+            e2e = getattr(notifier, "e2e", None)
+            if e2e is not None:
+                findings.update(e2e.findings)
+                refused.update(e2e.refused)
+        return {
+            "refused": dict(sorted(refused.items())),
+            "findings": {
+                name: {**f, "last_at": utc_from_timestamp(f["last_at"]).isoformat()}
+                for name, f in sorted(findings.items())
+            },
+        }
+
     def _count(self, key: str) -> None:
         self._counts[key] = self._counts.get(key, 0) + 1
 
@@ -332,6 +365,11 @@ class Agent:
             "last_error": self._last_notice_error,
             "ignition_on": self._ignition_on,
             "head_unit_last_heard": when(self._head_unit_heard_at),
+            "answers_refused": {
+                reason: n
+                for notifier in self.notifiers
+                for reason, n in sorted(getattr(notifier, "refused", {}).items())
+            },
             "open": [
                 {
                     "seq": n.seq,

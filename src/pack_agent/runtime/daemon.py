@@ -275,6 +275,7 @@ class Daemon:
                 "frame_errors": self.agent.frame_errors,
                 "frames_decoded": self.agent.decoder.stats.frames,
                 "frames_dropped": dict(self.agent.decoder.stats.dropped.most_common(20)),
+                "e2e": self.agent.e2e_status(),
                 "stale_readings": self.agent.stale_readings,
                 "clock_rebased": self.agent.clock_rebased,
                 "notice_failures": self.agent.notice_failures,

@@ -67,6 +67,7 @@ def cyclic_values(s: DayState) -> dict[str, dict[str, Any]]:
             "BMS_FullCycles": s.full_cycles,
             "BMS_EndOfLife": 0,
         },
+        "BMS_Lifetime": {"BMS_EnergyThroughput": _throughput(s)},
         "BMS_Status": {
             "BMS_SOC": s.soc,
             "BMS_PackVoltage": 355.0,
@@ -120,6 +121,7 @@ def day_bursts(db: cantools.database.Database, s: DayState) -> list[Burst]:
             *code_pages(db, s.code, on),
             *code_pages(db, s.code, on + 1.0),
             encode(db, "BMS_Health", _health(s), on + 2.0),
+            encode(db, "BMS_Lifetime", {"BMS_EnergyThroughput": _throughput(s)}, on + 2.05),
             encode(db, "BMS_Status", _status(s), on + 2.1),
             encode(db, "VCU_Vehicle", ignition_on, on + 2.2),
             encode(db, "BMS_Alarms", alarm_values(s, on + 2.3), on + 2.3),
@@ -169,6 +171,11 @@ def _health(s: DayState) -> dict[str, Any]:
         "BMS_FullCycles": s.full_cycles,
         "BMS_EndOfLife": 0,
     }
+
+
+def _throughput(s: DayState) -> int:
+    """Lifetime MWh: the cycles times a 60 kWh pack, rounded down (as the DBC says)."""
+    return min(int(s.full_cycles * 0.06), 8189)
 
 
 def _status(s: DayState) -> dict[str, Any]:
