@@ -106,6 +106,10 @@ class Notice:
     closed_at: float | None = None
     closed_reason: str | None = None
     reported: list[str] = field(default_factory=list)  # failure reasons already reported
+    # the latest attempt's challenge on the CAN handshake, and the freshness value of the
+    # last answer taken for it: kept so an answer across a restart is still recognised
+    challenge: int = 0
+    freshness: int = 0
 
     @property
     def open(self) -> bool:

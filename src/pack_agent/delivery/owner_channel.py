@@ -45,11 +45,10 @@ RESPONSES = {**ACK_RESPONSES, 4: DISPLAYED}
 
 @dataclass
 class _Attempt:
-    """What an answer to the latest attempt of one notice (by sequence number) must echo."""
+    """The latest attempt of one notice (by sequence number): its challenge and freshness
+    are in the notice (persisted with it); the guessing count lives here."""
 
-    notice_id: int
-    challenge: int
-    freshness: int = 0  # the last accepted freshness value
+    notice: Notice
     bad_macs: int = 0
     voided: bool = False  # too many bad MACs: only the next attempt can be answered
     displayed: bool = False
@@ -83,6 +82,9 @@ class OwnerChannel(ABC):
     def frame_ids(self, bus: str) -> list[tuple[int, bool]]:
         """Frame ids this notifier must receive on ``bus`` (for the bus filters)."""
         return []
+
+    def restore(self, notices: list[Notice]) -> None:  # noqa: B027 - optional
+        """The open notices after a restart: their latest attempts can still be answered."""
 
 
 def text_pages(text: str) -> list[bytes]:
@@ -175,12 +177,17 @@ class CanOwnerChannel(OwnerChannel):
 
     def send(self, notice: Notice, now: float) -> list[Extra]:
         """Each attempt draws a new challenge: only an answer echoing it is taken."""
-        challenge = secrets.randbits(16) or 1
+        notice.challenge, notice.freshness = secrets.randbits(16) or 1, 0
         frames = [self._frame(self._text, d) for d in self.encode_text(notice)]
-        frames.append(self._frame(self._notice, self.encode(notice, challenge=challenge)))
-        self._attempts[notice.seq] = _Attempt(notice.notice_id, challenge)
+        frames.append(self._frame(self._notice, self.encode(notice, challenge=notice.challenge)))
+        self._attempts[notice.seq] = _Attempt(notice)
         self._send_all(frames)
         return []
+
+    def restore(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            if notice.challenge:
+                self._attempts[notice.seq] = _Attempt(notice)
 
     def withdraw(self, notice: Notice) -> None:
         """``PA_NoticeAction`` = Withdraw: remove a notice that is showing (pack replaced)."""
@@ -244,16 +251,17 @@ class CanOwnerChannel(OwnerChannel):
             return self._refuse("no open attempt", alive=True)
         if attempt.voided:
             return self._refuse("challenge voided", alive=True)
-        if challenge != attempt.challenge:
+        notice = attempt.notice
+        if challenge != notice.challenge:
             return self._refuse("challenge", alive=True)
-        if fresh <= attempt.freshness:
+        if fresh <= notice.freshness:
             return self._refuse("freshness", alive=True)
-        attempt.freshness = fresh
+        notice.freshness = fresh
         if response == DISPLAYED:
             if attempt.displayed:
                 return True, None  # shown again on the screen: reported once per attempt
             attempt.displayed = True
-        return True, NoticeAck(seq, attempt.notice_id, response)
+        return True, NoticeAck(seq, notice.notice_id, response)
 
 
 class OutboxOwnerChannel(OwnerChannel):

@@ -78,6 +78,8 @@ class Agent:
         self.notifiers: list[OwnerChannel] = ([notifier] if notifier else []) + list(
             extra_notifiers
         )
+        for channel in self.notifiers:  # answers to attempts made before a restart
+            channel.restore(self.notices.active())
         self._rule_notice = {r.id: r.notice_id for r in config.rules}
         self._ignition_on: bool | None = store.get_state("ignition.on")
         self._ignition_saved = self._ignition_on
