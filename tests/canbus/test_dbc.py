@@ -497,11 +497,8 @@ def test_documented_crcs_are_what_the_e2e_check_computes(db: Any, name: str) -> 
     from pack_agent.dev.sim.protect import reference_e2e
 
     msg = db.get_message_by_name(name)
-    if name == "BMS_Alarms":
-        hex_bytes = "00 34 80 F0 84 13 C4 09"
-    else:
-        hex_bytes = DOC_EXAMPLES[name][1]
-    data = bytes.fromhex(hex_bytes)
+    alarm = "00 34 80 F0 84 13 C4 09"  # test_doc_alarm_example
+    data = bytes.fromhex(alarm if name == "BMS_Alarms" else DOC_EXAMPLES[name][1])
     assert Protection(msg, reference_e2e()[name]).check(data, 0.0, E2EStats()) is None
     for bit in range(64):
         flipped = (int.from_bytes(data, "little") ^ (1 << bit)).to_bytes(8, "little")

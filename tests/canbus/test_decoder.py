@@ -229,6 +229,7 @@ def test_derived_metric_needs_every_operand_fresh(ref):
     cfg = _cfg_with(cfg, fade={"expression": "100 * BMS_Capacity / BMS_Status.BMS_PackVoltage"})
     d = Decoder(cfg, db)
     assert {fid for fid, _ in d.frame_ids("powertrain")} == {0x3A1, 0x3A2, 0x3A0}
+
     def health():  # a new frame each time: BMS_Health carries an alive counter
         return encode(db, "BMS_Health", {"BMS_Capacity": 120.0}, 0)
 

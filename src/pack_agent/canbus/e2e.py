@@ -44,6 +44,7 @@ CRC = "crc"
 COUNTER_REPEATED = "counter repeated"
 COUNTER_JUMPED = "counter jumped"
 COUNTER_INVALID = "counter invalid"
+RESYNC = "resync"  # a good frame after an error, before ``min_ok`` good ones in a row
 DATA_ID = "data id"
 LENGTH = "length field"
 
@@ -122,6 +123,8 @@ class Protection:
         self.data_id = settings.data_id
         self.data_ids = list(settings.data_ids)
         self.max_delta = settings.max_delta
+        self.min_ok = settings.min_ok
+        self.good_run = settings.min_ok  # good frames in a row (a fresh start is trusted)
         self.length = message.length
         sig = message.get_signal_by_name(settings.crc_signal)
         self.crc_at = sig.start // 8  # byte-aligned (checked with the configuration)
@@ -204,6 +207,18 @@ class Protection:
         return bytes(out)
 
     def check(self, data: bytes, now: float, stats: E2EStats) -> str | None:
+        """None (decode the frame) or why not. After any refused frame, ``min_ok`` good
+        frames in a row (CRC right, counter one step or a few on) are needed before one
+        is taken again, as AUTOSAR's E2E state machine does: random frames, which pass
+        a CRC-8 one time in 256, then never reach a rule."""
+        reason = self._check(data, now, stats)
+        if reason is not None:
+            self.good_run = 0
+            return reason
+        self.good_run += 1
+        return None if self.good_run >= self.min_ok else RESYNC
+
+    def _check(self, data: bytes, now: float, stats: E2EStats) -> str | None:
         if self._read_crc(data) != self.compute(data):
             return CRC
         if self.profile == "autosar_p4":
@@ -225,13 +240,9 @@ class Protection:
             stats.finding(self.name, COUNTER_REPEATED, now, f"counter stayed at {counter}")
             return COUNTER_REPEATED
         if delta > self.max_delta:
-            stats.finding(
-                self.name,
-                COUNTER_JUMPED,
-                now,
-                f"counter {last} -> {counter} (max {self.max_delta})",
-            )
-            return COUNTER_JUMPED  # the frame is refused; the next in sequence is taken
+            detail = f"counter {last} -> {counter} (max step {self.max_delta})"
+            stats.finding(self.name, COUNTER_JUMPED, now, detail)
+            return COUNTER_JUMPED  # refused; the frames that follow it in sequence count
         return None
 
 

@@ -146,6 +146,8 @@ class E2ESettings:
     data_id: Annotated[int, Ge(0), Le(0xFFFFFFFF)] = 0
     data_ids: list[Annotated[int, Ge(0), Le(0xFF)]] = field(default_factory=list)  # autosar_p2
     max_delta: Annotated[int, Ge(1), Le(0xFFFF)] = 1  # counter steps allowed (lost frames)
+    # good frames in a row needed after a refused one before a frame is taken again
+    min_ok: Annotated[int, Ge(1), Le(16)] = 2
     bus: str | None = None
 
 

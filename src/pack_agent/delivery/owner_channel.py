@@ -105,6 +105,7 @@ class CanOwnerChannel(OwnerChannel):
     """One attempt = the outlet text pages (``PA_NoticeText``), then ``PA_OwnerNotice``."""
 
     channel = "can"
+    verify_attempt = True  # the challenge and freshness must match the latest attempt
 
     def __init__(
         self,
@@ -186,7 +187,7 @@ class CanOwnerChannel(OwnerChannel):
 
     def restore(self, notices: list[Notice]) -> None:
         for notice in notices:
-            if notice.challenge:
+            if notice.challenge or not self.verify_attempt:
                 self._attempts[notice.seq] = _Attempt(notice)
 
     def withdraw(self, notice: Notice) -> None:
@@ -252,11 +253,12 @@ class CanOwnerChannel(OwnerChannel):
         if attempt.voided:
             return self._refuse("challenge voided", alive=True)
         notice = attempt.notice
-        if challenge != notice.challenge:
-            return self._refuse("challenge", alive=True)
-        if fresh <= notice.freshness:
-            return self._refuse("freshness", alive=True)
-        notice.freshness = fresh
+        if self.verify_attempt:
+            if challenge != notice.challenge:
+                return self._refuse("challenge", alive=True)
+            if fresh <= notice.freshness:
+                return self._refuse("freshness", alive=True)
+            notice.freshness = fresh
         if response == DISPLAYED:
             if attempt.displayed:
                 return True, None  # shown again on the screen: reported once per attempt

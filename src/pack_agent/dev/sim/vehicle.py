@@ -121,10 +121,10 @@ def day_bursts(db: cantools.database.Database, s: DayState) -> list[Burst]:
             *code_pages(db, s.code, on),
             *code_pages(db, s.code, on + 1.0),
             encode(db, "BMS_Health", _health(s), on + 2.0),
-            encode(db, "BMS_Lifetime", {"BMS_EnergyThroughput": _throughput(s)}, on + 2.05),
             encode(db, "BMS_Status", _status(s), on + 2.1),
             encode(db, "VCU_Vehicle", ignition_on, on + 2.2),
             encode(db, "BMS_Alarms", alarm_values(s, on + 2.3), on + 2.3),
+            encode(db, "BMS_Lifetime", {"BMS_EnergyThroughput": _throughput(s)}, on + 2.3),
         ]
         bursts.append(Burst(wake))
         if s.glitch is not None and on < s.glitch[0] < off:
