@@ -28,6 +28,8 @@ CanId = Annotated[int, Ge(0), Le(CAN_ID_MAX)]
 OneLine = Annotated[
     str, Check(lambda v: "\n" not in v and "\0" not in v, "must be one line (no line feed or NUL)")
 ]
+# a file name: a NUL would reach the operating system as a traceback, not a key's error
+PathText = Annotated[str, Check(lambda v: "\0" not in v, "must not contain a NUL character")]
 TopicPrefix = Annotated[
     str,
     Check(
@@ -179,7 +181,7 @@ class NoticeSettings:
     ack_message: str = "HU_NoticeAck"
     text_message: str = "PA_NoticeText"
     bus: str | None = None
-    catalogue: str = "builtin:notices.toml"
+    catalogue: PathText = "builtin:notices.toml"
     repeat_interval_s: Positive = 86400.0
     critical_repeat_interval_s: Positive = 3600.0
     slow_repeat_interval_s: Positive = 7 * 86400.0
@@ -199,7 +201,7 @@ class NoticeSettings:
     service_phone: OneLine = ""
     mqtt_copy: bool = False
     # a 16-byte AES-128 key shared with the head unit: answers then need a valid MAC
-    key_file: str | None = None
+    key_file: PathText | None = None
     # how many answers refused for a bad MAC end an attempt's challenge (blind guessing)
     max_bad_macs: Annotated[int, Ge(1), Le(1000)] = 8
 
@@ -208,9 +210,9 @@ class NoticeSettings:
 class TlsSettings:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
-    ca_file: str
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca_file: PathText
+    cert_file: PathText | None = None
+    key_file: PathText | None = None
 
 
 @dataclass
@@ -236,7 +238,7 @@ class MqttSettings:
 class StoreSettings:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
-    path: str = "/var/lib/pack-agent/pack-agent.db"
+    path: PathText = "/var/lib/pack-agent/pack-agent.db"
     max_events: Annotated[int, Ge(100)] = 100_000
     # FULL also survives power loss, at a cost in writes
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
@@ -260,7 +262,7 @@ class DaemonSettings:
 
     shutdown_timeout_s: Annotated[float, Gt(0), Le(300)] = 5.0  # SIGTERM to exit, at most
     # live status JSON (tmpfs); None: $RUNTIME_DIRECTORY or /run
-    status_file: str | None = None
+    status_file: PathText | None = None
     status_interval_s: Positive = 5.0
     log_level: Literal["debug", "info", "warning", "error"] | None = None
     # frames: time comes from the frames' time stamps
@@ -275,7 +277,7 @@ class AgentConfig:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     vin: Vin
-    databases: Annotated[list[str], MinLen(1)]
+    databases: Annotated[list[PathText], MinLen(1)]
     strict_databases: bool = True
     buses: Annotated[list[BusSettings], MinLen(1)] = field(default_factory=lambda: [BusSettings()])
     metrics: dict[str, SignalRef] = field(default_factory=dict)

@@ -172,8 +172,9 @@ class Uplink(ABC):
 
 
 def is_loopback(host: str) -> bool:
-    name = host.lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    """``localhost`` or a loopback address. Not ``*.localhost``: paho hands such a name to
+    the resolver, which may send it anywhere, so it needs TLS like any remote name."""
+    if host.lower().rstrip(".") == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

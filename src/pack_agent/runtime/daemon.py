@@ -26,7 +26,9 @@ from pack_agent.canbus.guard import GuardedBus
 from pack_agent.canbus.source import BusSource, can_filters, open_bus
 from pack_agent.config import AgentConfig, as_data
 from pack_agent.core.events import utc_from_timestamp
+from pack_agent.errors import ConfigError
 from pack_agent.runtime.agent import Agent, run_loop
+from pack_agent.runtime.preflight import preflight_problems
 from pack_agent.runtime.sdnotify import SystemdNotifier
 from pack_agent.runtime.status import LAST_EVENT_KEY, status_path, write_status
 
@@ -90,6 +92,9 @@ class Daemon:
         self.stop_reason = "stop requested"
         self.status_file: Path | None = status_path(config.daemon.status_file)
         db = load_and_check(config)
+        problems = preflight_problems(config)  # before anything opens, and before READY
+        if problems:
+            raise ConfigError(problems, config.source)
         decoder = Decoder(config, db)
         notice_bus = config.notice.bus or config.buses[0].name
         ack = db.get_message_by_name(config.notice.ack_message)
