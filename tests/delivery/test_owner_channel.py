@@ -97,8 +97,8 @@ def test_text_pages_then_notice_reach_the_head_unit(channel):
     assert "+86 400 000 0000" in hu.shown[0].text.body_en  # type: ignore[union-attr]
     shown, answer = hu.answers_due(1.0)  # on screen, then the owner's answer
     assert n.parse_ack("other-bus", answer) is None
-    assert n.parse_ack("p", shown) == NoticeAck(9, 0x0101, "displayed")
-    assert n.parse_ack("p", answer) == NoticeAck(9, 0x0101, "seen")
+    assert n.parse_ack("p", shown) == NoticeAck(9, 0x0101, "displayed", 3)
+    assert n.parse_ack("p", answer) == NoticeAck(9, 0x0101, "seen", 3)
     assert n.parse_ack("p", answer) is None  # the same frame again: its freshness is used
     assert n.refused == {"freshness": 1}
 

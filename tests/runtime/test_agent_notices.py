@@ -548,43 +548,49 @@ def _open_critical(r: Any) -> Any:
     return critical
 
 
-def test_forged_answers_are_refused_counted_and_the_notice_keeps_repeating(rig_factory, key_file):
-    """With a shared key: an answer replayed from an earlier attempt, an answer moved to
-    another notice, guessed MACs and a replayed freshness value are refused and counted;
-    nothing is answered, and the critical notice goes on repeating."""
+def latest(notice: Any) -> int:
+    """The challenge of the notice's latest attempt (sniffed from its notice frame)."""
+    return notice.challenges[-1][0]
+
+
+def test_forged_answers_are_refused_counted_and_the_notice_keeps_repeating(
+    rig_factory, key_file
+):
+    """With a shared key: a replayed answer, an answer to an attempt long gone, an answer
+    moved to another notice, guessed MACs are refused and counted; nothing is answered,
+    and the critical notice goes on repeating."""
     r = rig_factory(response=None, display=False, key_file=str(key_file), max_bad_macs=4)
     critical = _open_critical(r)
-    seq, first_challenge = critical.seq, critical.challenge
-    assert first_challenge != 0
-    # the genuine head unit answers attempt 1 (it has the key): taken
-    genuine = answer_frame(r.db, seq, 4, first_challenge, 1, 0, key=KEY)
+    seq, first = critical.seq, latest(critical)
+    # the genuine head unit reports attempt 1 on its screen (it has the key): taken
+    genuine = answer_frame(r.db, seq, 4, first, 1, 0, key=KEY)
     r.agent.handle_frame("powertrain", genuine, T0 + 30)
-    assert len(r.of("owner.notice_displayed")) == 1
-    # the same frame again: the E2E counter repeats; re-sealed with a new counter: the
-    # freshness value is not above the last one taken
+    assert [d["attempt"] for d in r.of("owner.notice_displayed")] == [1]
+    # the same frame again: the E2E counter repeats; re-sealed with the next counter: the
+    # freshness value is not above the last one taken for that challenge
     r.agent.handle_frame("powertrain", genuine, T0 + 31)
-    again = answer_frame(r.db, seq, 4, first_challenge, 1, 1, key=KEY)
+    again = answer_frame(r.db, seq, 4, first, 1, 1, key=KEY)
     r.agent.handle_frame("powertrain", again, T0 + 32)
-    r.run(T0 + 2 * HOUR, T0 + 2 * HOUR)  # attempt 2: a new challenge
-    assert critical.attempts == 2 and critical.challenge != first_challenge
-    # a genuine answer to attempt 1 (sniffed), replayed now: its MAC is right, its
-    # challenge is not the latest
-    old = answer_frame(r.db, seq, 3, first_challenge, 2, 2, key=KEY)
-    r.agent.handle_frame("powertrain", old, T0 + 2 * HOUR + 1)
-    # an answer to the advisory notice (MAC and all), its sequence number changed to the
-    # critical one's
+    for k in range(2, 6):  # attempts 2..5, an hour or two apart: attempt 1 leaves the window
+        r.run(T0 + 2 * (k - 1) * HOUR, T0 + 2 * (k - 1) * HOUR)
+    assert critical.attempts == 5 and first not in [c[0] for c in critical.challenges]
+    now = T0 + 8 * HOUR
+    # a genuine answer to attempt 1, never delivered then (its MAC is right): too old now
+    old = answer_frame(r.db, seq, 3, first, 2, 2, key=KEY)
+    r.agent.handle_frame("powertrain", old, now + 1)
+    # the advisory notice's answer (MAC and all) with the critical notice's sequence number
     from pack_agent.delivery.secoc import AnswerMac
 
     advisory = next(n for n in r.agent.notices.active() if n.severity == "advisory")
-    advisory_mac = AnswerMac(KEY, 0x3C1).mac(advisory.seq, 3, advisory.challenge, 1)
-    moved = answer_frame(r.db, seq, 3, advisory.challenge, 1, 3, mac=advisory_mac)
-    r.agent.handle_frame("powertrain", moved, T0 + 2 * HOUR + 2)
-    # blind guesses with the right challenge (it is on the bus): void the attempt
+    advisory_mac = AnswerMac(KEY, 0x3C1).mac(advisory.seq, 3, latest(advisory), 1)
+    moved = answer_frame(r.db, seq, 3, latest(advisory), 1, 3, mac=advisory_mac)
+    r.agent.handle_frame("powertrain", moved, now + 2)
+    # blind guesses with the right challenge (it is on the bus): the attempt is voided
     for i in range(4):
-        guess = answer_frame(r.db, seq, 3, critical.challenge, 1, 4 + i, mac=0x1234 + i)
-        r.agent.handle_frame("powertrain", guess, T0 + 2 * HOUR + 3 + i)
-    late = answer_frame(r.db, seq, 3, critical.challenge, 1, 8, key=KEY)
-    r.agent.handle_frame("powertrain", late, T0 + 2 * HOUR + 10)
+        guess = answer_frame(r.db, seq, 3, latest(critical), 1, 4 + i, mac=0x1234 + i)
+        r.agent.handle_frame("powertrain", guess, now + 3 + i)
+    late = answer_frame(r.db, seq, 3, latest(critical), 1, 8, key=KEY)
+    r.agent.handle_frame("powertrain", late, now + 10)
     refused = r.agent.notice_status()["answers_refused"]
     assert refused == {
         "e2e counter repeated": 1,
@@ -594,30 +600,33 @@ def test_forged_answers_are_refused_counted_and_the_notice_keeps_repeating(rig_f
         "challenge voided": 1,
     }
     assert r.of("owner.acknowledged") == [] and r.agent.frame_errors == 0
-    r.run(T0 + 4 * HOUR, T0 + 4 * HOUR)
-    assert critical.attempts == 3 and critical.follow_up == "repeat"  # still repeating
-    taken = answer_frame(r.db, seq, 3, critical.challenge, 1, 9, key=KEY)
-    r.agent.handle_frame("powertrain", taken, T0 + 4 * HOUR + 5)
+    r.run(now + 2 * HOUR, now + 2 * HOUR)
+    assert critical.attempts == 6 and critical.follow_up == "repeat"  # still repeating
+    taken = answer_frame(r.db, seq, 3, latest(critical), 1, 9, key=KEY)
+    r.agent.handle_frame("powertrain", taken, now + 2 * HOUR + 5)
     (ack,) = r.of("owner.acknowledged")
-    assert ack["seq"] == seq and ack["response"] == "service_booked" and ack["attempt"] == 3
+    assert ack["seq"] == seq and ack["response"] == "service_booked" and ack["attempt"] == 6
 
 
-def test_without_a_key_the_challenge_still_stops_replays(rig_factory):
+def test_without_a_key_the_challenge_and_freshness_still_stop_replays(rig_factory):
     r = rig_factory(response=None, display=False)
     critical = _open_critical(r)
-    seq, first = critical.seq, critical.challenge
-    r.run(T0 + 2 * HOUR, T0 + 2 * HOUR)
-    assert critical.challenge != first
-    replay = answer_frame(r.db, seq, 3, first, 1, 0)  # an old answer, re-sealed
+    seq, first = critical.seq, latest(critical)
+    shown = answer_frame(r.db, seq, 4, first, 1, 0)
+    r.agent.handle_frame("powertrain", shown, T0 + 30)
+    r.run(T0 + 2 * HOUR, T0 + 2 * HOUR)  # attempt 2
+    replay = answer_frame(r.db, seq, 4, first, 1, 1)  # the answer taken, re-sealed
     r.agent.handle_frame("powertrain", replay, T0 + 2 * HOUR + 1)
     advisory = next(n for n in r.agent.notices.active() if n.severity == "advisory")
-    moved = answer_frame(r.db, seq, 3, advisory.challenge, 1, 1)  # another notice's answer
+    moved = answer_frame(r.db, seq, 3, latest(advisory), 1, 2)  # another notice's answer
     r.agent.handle_frame("powertrain", moved, T0 + 2 * HOUR + 2)
-    assert r.agent.notice_status()["answers_refused"] == {"challenge": 2}
+    assert r.agent.notice_status()["answers_refused"] == {"freshness": 1, "challenge": 1}
     assert r.of("owner.acknowledged") == []
-    right = answer_frame(r.db, seq, 3, critical.challenge, 1, 2)
-    r.agent.handle_frame("powertrain", right, T0 + 2 * HOUR + 3)
-    assert [a["seq"] for a in r.of("owner.acknowledged")] == [seq]
+    # the owner answers the first showing after the second went out: still their answer
+    late = answer_frame(r.db, seq, 3, first, 2, 3)
+    r.agent.handle_frame("powertrain", late, T0 + 2 * HOUR + 3)
+    (ack,) = r.of("owner.acknowledged")
+    assert ack["seq"] == seq and ack["response"] == "service_booked"
 
 
 def test_the_simulated_head_unit_with_the_key_is_answered_end_to_end(rig_factory, key_file):

@@ -106,10 +106,11 @@ class Notice:
     closed_at: float | None = None
     closed_reason: str | None = None
     reported: list[str] = field(default_factory=list)  # failure reasons already reported
-    # the latest attempt's challenge on the CAN handshake, and the freshness value of the
-    # last answer taken for it: kept so an answer across a restart is still recognised
-    challenge: int = 0
-    freshness: int = 0
+    # the recent attempts' challenges on the CAN handshake, newest last, each as
+    # [challenge, freshness of the last answer taken for it, attempt number]: an answer
+    # to a showing that a newer attempt followed is still the owner's answer, and they
+    # are kept (with the notice) so an answer across a restart is recognised
+    challenges: list[list[int]] = field(default_factory=list)
 
     @property
     def open(self) -> bool:
@@ -121,6 +122,7 @@ class NoticeAck:
     seq: int
     notice_id: int
     response: str
+    attempt: int | None = None  # the attempt answered, when the answer says (its challenge)
 
 
 class NoticeBook:

@@ -14,7 +14,7 @@ import math
 import secrets
 from abc import ABC, abstractmethod
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pack_agent.canbus.dbc import complete_values
@@ -41,17 +41,18 @@ Extra = tuple[str, dict[str, Any]]  # (event type, data) to append with the atte
 
 DISPLAYED = "displayed"  # HU_AckResponse 4: on screen, not an answer by the owner
 RESPONSES = {**ACK_RESPONSES, 4: DISPLAYED}
+RECENT_CHALLENGES = 4  # attempts of one notice whose answers are still taken
 
 
 @dataclass
 class _Attempt:
-    """The latest attempt of one notice (by sequence number): its challenge and freshness
-    are in the notice (persisted with it); the guessing count lives here."""
+    """One open notice (by sequence number) as the answers see it: its recent challenges
+    and their freshness are in the notice (persisted with it); guessing counts here."""
 
     notice: Notice
     bad_macs: int = 0
     voided: bool = False  # too many bad MACs: only the next attempt can be answered
-    displayed: bool = False
+    displayed: set[int] = field(default_factory=set)  # challenges reported on screen
 
 
 class OwnerChannel(ABC):
@@ -178,16 +179,18 @@ class CanOwnerChannel(OwnerChannel):
 
     def send(self, notice: Notice, now: float) -> list[Extra]:
         """Each attempt draws a new challenge: only an answer echoing it is taken."""
-        notice.challenge, notice.freshness = secrets.randbits(16) or 1, 0
+        challenge = secrets.randbits(16) or 1
+        recent = [c for c in notice.challenges if c[2] != notice.attempts]  # a retry: again
+        notice.challenges = [*recent, [challenge, 0, notice.attempts]][-RECENT_CHALLENGES:]
         frames = [self._frame(self._text, d) for d in self.encode_text(notice)]
-        frames.append(self._frame(self._notice, self.encode(notice, challenge=notice.challenge)))
+        frames.append(self._frame(self._notice, self.encode(notice, challenge=challenge)))
         self._attempts[notice.seq] = _Attempt(notice)
         self._send_all(frames)
         return []
 
     def restore(self, notices: list[Notice]) -> None:
         for notice in notices:
-            if notice.challenge or not self.verify_attempt:
+            if notice.challenges or not self.verify_attempt:
                 self._attempts[notice.seq] = _Attempt(notice)
 
     def withdraw(self, notice: Notice) -> None:
@@ -253,17 +256,19 @@ class CanOwnerChannel(OwnerChannel):
         if attempt.voided:
             return self._refuse("challenge voided", alive=True)
         notice = attempt.notice
+        answered = notice.attempts
         if self.verify_attempt:
-            if challenge != notice.challenge:
+            known = [c for c in notice.challenges if c[0] == challenge]
+            if not known:  # another notice's, or one from long ago
                 return self._refuse("challenge", alive=True)
-            if fresh <= notice.freshness:
+            if fresh <= known[-1][1]:  # this answer, or an older one, again
                 return self._refuse("freshness", alive=True)
-            notice.freshness = fresh
+            known[-1][1], answered = fresh, known[-1][2]
         if response == DISPLAYED:
-            if attempt.displayed:
+            if challenge in attempt.displayed:
                 return True, None  # shown again on the screen: reported once per attempt
-            attempt.displayed = True
-        return True, NoticeAck(seq, notice.notice_id, response)
+            attempt.displayed.add(challenge)
+        return True, NoticeAck(seq, notice.notice_id, response, answered)
 
 
 class OutboxOwnerChannel(OwnerChannel):

@@ -285,6 +285,7 @@ class Agent:
             if shown:
                 self._count("displayed")
                 data = self._notice_data(shown[0], channel)
+                data["attempt"] = ack.attempt or shown[0].attempts
                 data["displayed_at"] = utc_from_timestamp(now).isoformat()
                 self._emit("owner.notice_displayed", data, now)
             return
