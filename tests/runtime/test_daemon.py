@@ -314,7 +314,11 @@ def test_a_failing_bus_is_reported_retried_and_the_notice_delivered(broker, tmp_
                 agent_bus.failing = False
 
         try:
-            VirtualVehicle(bus, db, FAST, hu, pace_s=0.004, on_day=heal).run()
+            # each trip waits until the agent has read it (as run_vehicle does): a lagging
+            # agent would meet the healed bus, and the head unit's answers, days late
+            VirtualVehicle(
+                bus, db, FAST, hu, pace_s=0.004, on_day=heal, sync=agent.read_until
+            ).run()
             backend.wait_for(
                 lambda s: (
                     "owner.acknowledged" in {e["type"] for e in s.events}
