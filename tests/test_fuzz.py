@@ -268,3 +268,63 @@ def test_any_configuration_file_loads_or_fails_with_a_config_error(
         load_config(path)
     except ConfigError as exc:
         assert str(path) in str(exc) or "fuzz.toml" in str(exc), str(exc)
+
+
+# -- log files: every format, any bytes ---------------------------------------------
+
+LOG_SEEDS: dict[str, bytes] = {
+    "gvret": b"Time Stamp,ID,Extended,Bus,LEN,D1,D2,D3,D4,D5,D6,D7,D8\n"
+    b"1000,000003A1,false,0,8,10,C3,24,B9,83,65,50,F4\n",
+    "asc": b"date Mon Dec 7 01:00:00.000 am 2026\nbase hex  timestamps absolute\n"
+    b"   0.000000 1  3A1             Rx   d 8 10 C3 24 B9 83 65 50 F4\n",
+    "candump": b"(1800000000.000000) can0 3A1#10C324B9836550F4\n",
+    "trc": b";$FILEVERSION=1.1\n;$STARTTIME=45000.0\n     1)         0.0  Rx         03A1  8  10 C3 24 B9 83 65 50 F4\n",
+    "csv": b"timestamp,arbitration_id,extended,remote,error,dlc,data\n"
+    b"1800000000.0,0x3A1,0,0,0,8,EMMkuYNlUPQ=\n",
+}
+SUFFIX = {"gvret": ".csv", "asc": ".asc", "candump": ".log", "trc": ".trc", "csv": ".csv"}
+
+
+def _blf_seed(tmp: Path) -> bytes:
+    path = tmp / "seed.blf"
+    writer = can.BLFWriter(str(path))
+    for i in range(50):
+        writer.on_message_received(
+            can.Message(arbitration_id=0x3A1, is_extended_id=False, data=bytes(8), timestamp=i)
+        )
+    writer.stop()
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@FILES_AND_CODES
+@given(
+    fmt=st.sampled_from([*SUFFIX, "blf"]),
+    cut=st.floats(0.0, 1.0),
+    flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=6),
+    tail=st.binary(max_size=40),
+)
+def test_any_log_file_reads_or_fails_with_a_log_error_naming_the_place(
+    log_dir: Path, fmt: str, cut: float, flips: list[tuple[float, int]], tail: bytes
+) -> None:
+    """A valid log of each format, cut short, with bytes changed and garbage appended:
+    the reader yields frames or raises ``LogError`` naming the file (and, past the
+    header, the line or frame); never another exception, never a NaN time stamp."""
+    from pack_agent.canbus.logs import LogError, read_log
+
+    seed = _blf_seed(log_dir) if fmt == "blf" else LOG_SEEDS[fmt]
+    data = bytearray(seed[: max(1, int(len(seed) * cut))] if cut < 1.0 else seed)
+    for where, value in flips:
+        data[min(int(where * len(data)), len(data) - 1)] = value
+    data += tail
+    path = log_dir / f"fuzz{SUFFIX.get(fmt, '.blf')}"
+    path.write_bytes(bytes(data))
+    try:
+        for msg in read_log(path, fmt):
+            assert msg.timestamp == msg.timestamp and abs(msg.timestamp) != float("inf")
+    except LogError as exc:
+        assert str(path) in str(exc), str(exc)

@@ -117,7 +117,10 @@ def _check_config(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, 
             {"mqtt": {"host": "broker.example.com", "tls": {"ca_file": "/nonexistent/ca.crt"}}},
             "mqtt.tls.ca_file: file not found: /nonexistent/ca.crt",
         ),
-        ({"store": {"path": "/etc/hostname/agent.db"}}, "store.path: /etc/hostname is not a folder"),
+        (
+            {"store": {"path": "/etc/hostname/agent.db"}},
+            "store.path: /etc/hostname is not a folder",
+        ),
         ({"store": {"path": "/"}}, "store.path: / is a folder, not a file"),
     ],
 )

@@ -215,9 +215,7 @@ def test_no_answer_means_notices_repeat_daily_and_are_kept(broker, tmp_path):
         agent = AgentThread(cfg)
         try:
             # a head unit that sends nothing at all, not even that it shows the notice
-            _, notices = run_vehicle(
-                cfg, channel, FAST, response=None, agent=agent, display=False
-            )
+            _, notices = run_vehicle(cfg, channel, FAST, response=None, agent=agent, display=False)
             backend.wait_for(
                 lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted), 15
             )

@@ -24,9 +24,9 @@ from pack_agent.config import AgentConfig
 from pack_agent.delivery.owner_channel import CanOwnerChannel
 
 if TYPE_CHECKING:
-
     from pack_agent.core.events import Event
     from pack_agent.core.notices import Notice
+
 
 class ReplayOwnerChannel(CanOwnerChannel):
     """Keeps the notices the agent would have shown; reads head-unit answers from the log."""
