@@ -26,8 +26,8 @@ import json
 import os
 import random
 import re
-from collections import Counter
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -278,7 +278,8 @@ LOG_SEEDS: dict[str, bytes] = {
     "asc": b"date Mon Dec 7 01:00:00.000 am 2026\nbase hex  timestamps absolute\n"
     b"   0.000000 1  3A1             Rx   d 8 10 C3 24 B9 83 65 50 F4\n",
     "candump": b"(1800000000.000000) can0 3A1#10C324B9836550F4\n",
-    "trc": b";$FILEVERSION=1.1\n;$STARTTIME=45000.0\n     1)         0.0  Rx         03A1  8  10 C3 24 B9 83 65 50 F4\n",
+    "trc": b";$FILEVERSION=1.1\n;$STARTTIME=45000.0\n"
+    b"     1)         0.0  Rx         03A1  8  10 C3 24 B9 83 65 50 F4\n",
     "csv": b"timestamp,arbitration_id,extended,remote,error,dlc,data\n"
     b"1800000000.0,0x3A1,0,0,0,8,EMMkuYNlUPQ=\n",
 }

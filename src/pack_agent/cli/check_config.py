@@ -21,7 +21,6 @@ def run(args: argparse.Namespace) -> int:
     from pack_agent.config import as_data, load_config
     from pack_agent.config.load import dump_toml
     from pack_agent.errors import ConfigError
-
     from pack_agent.runtime.preflight import preflight_problems
 
     try:
