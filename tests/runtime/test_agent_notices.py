@@ -553,9 +553,7 @@ def latest(notice: Any) -> int:
     return notice.challenges[-1][0]
 
 
-def test_forged_answers_are_refused_counted_and_the_notice_keeps_repeating(
-    rig_factory, key_file
-):
+def test_forged_answers_are_refused_counted_and_the_notice_keeps_repeating(rig_factory, key_file):
     """With a shared key: a replayed answer, an answer to an attempt long gone, an answer
     moved to another notice, guessed MACs are refused and counted; nothing is answered,
     and the critical notice goes on repeating."""
