@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "canbus": {"config", "core"},
     "store": {"core"},
     "delivery": {"canbus", "config", "core", "store"},
-    "api": {"core", "delivery"},
+    "api": {"core"},
     "runtime": {"canbus", "config", "core", "delivery", "store"},
     "dev": {"api", "canbus", "config", "core", "delivery", "runtime", "store"},
     "cli": set(PACKAGES) - {"cli"},

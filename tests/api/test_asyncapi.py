@@ -3,6 +3,8 @@ the document, and to the generated schema files), and the examples are valid."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from pack_agent.core.events import EVENT_TYPES
 yaml = pytest.importorskip("yaml")
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+PARSER = Path(__file__).resolve().parents[2] / "tools" / "asyncapi"
 
 
 def load() -> dict[str, Any]:
@@ -60,3 +63,19 @@ def test_every_reference_resolves() -> None:
 def test_status_examples_are_valid() -> None:
     for example in load()["components"]["messages"]["status"]["examples"]:
         StatusPayload.model_validate(example["payload"])
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or not (PARSER / "node_modules" / "@asyncapi" / "parser").is_dir(),
+    reason="the AsyncAPI parser is not installed (./scripts/setup installs it with npm)",
+)
+def test_the_official_asyncapi_parser_accepts_the_document() -> None:
+    run = subprocess.run(
+        ["node", str(PARSER / "validate.mjs"), str(DOCS / "asyncapi.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "valid AsyncAPI 3.0.0" in run.stdout
+    assert "error:" not in run.stdout

@@ -138,19 +138,19 @@ REAL_DBS = [
 
 
 def _reference_db():
-    from pack_agent.canbus.dbc import _load_file
+    from pack_agent.canbus.dbc import load_file
     from pack_agent.config import DATA_DIR
 
-    return _load_file(DATA_DIR / "pack_agent_reference.dbc", True)
+    return load_file(DATA_DIR / "pack_agent_reference.dbc", True)
 
 
 def _databases():
-    from pack_agent.canbus.dbc import _load_file
+    from pack_agent.canbus.dbc import load_file
 
     yield "reference", _reference_db()
     for rel in REAL_DBS:
         if (REAL / rel).is_file():
-            yield rel, _load_file(REAL / rel, False)
+            yield rel, load_file(REAL / rel, False)
 
 
 def _frames(msg, rng):

@@ -24,9 +24,12 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 # used by other subcommands, tests or tools, never by the daemon
 NOT_AT_START = (
     "pack_agent.dev.demo",
+    "pack_agent.dev.demo_story",
     "pack_agent.runtime.replay",
     "pack_agent.api.schema",
     "pack_agent.api.subscriber",
+    "pack_agent.api.ordering",
+    "pack_agent.api.sinks",
     "pack_agent.dev.sim",
     "pack_agent.dev.broker",
     "pack_agent.runtime.statusview",

@@ -50,7 +50,7 @@ def test_the_daemon_never_imports_plotting_or_the_demo():
         "import sys, pack_agent.runtime.daemon, pack_agent.cli.run, pack_agent.cli.status;"
         "import pack_agent.runtime.statusview;"
         "bad = [m for m in sys.modules if m in ('pack_agent.dev.chart', 'pack_agent.dev.demo',"
-        " 'matplotlib', 'pack_agent.dev.broker')];"
+        " 'pack_agent.dev.demo_story', 'matplotlib', 'pack_agent.dev.broker')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     out = subprocess.run(

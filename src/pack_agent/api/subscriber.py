@@ -8,8 +8,10 @@ It shows what a vehicle maker's backend has to do with pack-agent's events:
   closes when the missing events arrive;
 - keep the events (SQLite or JSON lines), or print them.
 
-``SeqTracker`` and ``Deduplicator`` are pure; ``EventSubscriber`` is the paho adapter.
-Unlike the agent this module is not on the vehicle, so it may use paho directly.
+Split along its seams: ``ordering`` (the pure ``SeqTracker`` and ``Deduplicator``),
+``sinks`` (where events are kept) and this module, the paho adapter
+(``EventSubscriber``). Their names stay importable from here. Unlike the agent this
+module is not on the vehicle, so it may use paho directly.
 """
 
 from __future__ import annotations
@@ -18,14 +20,12 @@ import contextlib
 import json
 import logging
 import queue
-import sqlite3
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -33,181 +33,27 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import TypeAdapter, ValidationError
 
+from pack_agent.api.ordering import Deduplicator, Gap, SeqTracker
+from pack_agent.api.sinks import JsonlSink, PrintSink, Sink, SqliteSink
 from pack_agent.core.events import Event
-from pack_agent.delivery.mqtt import is_loopback
 from pack_agent.errors import PackAgentError
+from pack_agent.loopback import is_loopback
+
+__all__ = [
+    "Deduplicator",
+    "EventSubscriber",
+    "Gap",
+    "JsonlSink",
+    "PrintSink",
+    "SeqTracker",
+    "Sink",
+    "SqliteSink",
+    "SubscriberSettings",
+    "Summary",
+]
 
 log = logging.getLogger(__name__)
 _EVENT = TypeAdapter(Event)  # validates what arrives from the network
-
-
-# -- pure -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Gap:
-    """Events ``first``..``last`` of ``vin`` not received (yet)."""
-
-    vin: str
-    first: int
-    last: int
-    opened_at: float
-
-    def __str__(self) -> str:
-        span = f"seq {self.first}" if self.first == self.last else f"seq {self.first}-{self.last}"
-        return f"{self.vin}: {span}"
-
-
-@dataclass
-class _Vehicle:
-    contiguous: int  # every seq up to this one was received
-    ahead: set[int] = field(default_factory=set)  # received beyond a gap
-    gaps: list[Gap] = field(default_factory=list)
-
-
-class SeqTracker:
-    """Per-vehicle ``seq`` bookkeeping. ``observe`` returns the gaps it opened and
-    the gaps it closed. A vehicle first seen at seq N (a backend that starts late)
-    starts its count at N unless ``baseline`` says what came before."""
-
-    def __init__(self, baseline: dict[str, int] | None = None) -> None:
-        self._vehicles: dict[str, _Vehicle] = {
-            vin: _Vehicle(contiguous=last) for vin, last in (baseline or {}).items()
-        }
-
-    def observe(self, vin: str, seq: int, now: float) -> tuple[list[Gap], list[Gap]]:
-        v = self._vehicles.get(vin)
-        if v is None:
-            self._vehicles[vin] = _Vehicle(contiguous=seq)
-            return [], []
-        if seq <= v.contiguous or seq in v.ahead:
-            return [], []  # a repeat
-        opened: list[Gap] = []
-        highest = max(v.ahead, default=v.contiguous)
-        if seq > highest + 1:
-            opened.append(Gap(vin, highest + 1, seq - 1, now))
-            v.gaps.extend(opened)
-        v.ahead.add(seq)
-        while v.contiguous + 1 in v.ahead:
-            v.contiguous += 1
-            v.ahead.discard(v.contiguous)
-        closed = [g for g in v.gaps if self._filled(v, g)]
-        v.gaps = [g for g in v.gaps if g not in closed]
-        return opened, closed
-
-    @staticmethod
-    def _filled(v: _Vehicle, gap: Gap) -> bool:
-        return all(s <= v.contiguous or s in v.ahead for s in range(gap.first, gap.last + 1))
-
-    def open_gaps(self) -> list[Gap]:
-        return [g for v in self._vehicles.values() for g in v.gaps]
-
-    def contiguous(self) -> dict[str, int]:
-        """Per vehicle, the seq up to which nothing is missing."""
-        return {vin: v.contiguous for vin, v in self._vehicles.items()}
-
-
-class Deduplicator:
-    """Remembers every ``event_id`` seen (seeded from what a sink already holds)."""
-
-    def __init__(self, seen: Iterable[str] = ()) -> None:
-        self._seen = set(seen)
-
-    def first_time(self, event_id: str) -> bool:
-        if event_id in self._seen:
-            return False
-        self._seen.add(event_id)
-        return True
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-
-# -- sinks ------------------------------------------------------------------------
-
-
-class Sink(Protocol):
-    def seen(self) -> Iterator[tuple[str, str, int]]:
-        """(event_id, vin, seq) of every event already kept."""
-
-    def keep(self, event: Event, raw: str) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class PrintSink:
-    """One JSON line per new event on ``out`` (stdout)."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-
-    def seen(self) -> Iterator[tuple[str, str, int]]:
-        return iter(())
-
-    def keep(self, event: Event, raw: str) -> None:
-        print(raw, file=self.out, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-class JsonlSink:
-    """Appends one JSON line per new event; the file is read back on start, so a
-    restarted listener still de-duplicates and knows each vehicle's seq."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._file = self.path.open("a", encoding="utf-8")
-
-    def seen(self) -> Iterator[tuple[str, str, int]]:
-        with self.path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    e = json.loads(line)
-                    yield e["event_id"], e["vin"], int(e["seq"])
-                except (ValueError, KeyError, TypeError):
-                    raise PackAgentError(f"{self.path}:{n}: not an event line") from None
-
-    def keep(self, event: Event, raw: str) -> None:
-        self._file.write(raw.strip() + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class SqliteSink:
-    """A table ``events`` (event_id primary key, vin, seq, type, time, body)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self._conn = sqlite3.connect(self.path, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS events (event_id TEXT PRIMARY KEY, vin TEXT NOT NULL,"
-                " seq INTEGER NOT NULL, type TEXT NOT NULL, time TEXT NOT NULL, body TEXT NOT NULL,"
-                " received_at REAL NOT NULL)"
-            )
-            self._conn.execute("CREATE INDEX IF NOT EXISTS events_vin_seq ON events (vin, seq)")
-        except sqlite3.Error as exc:
-            raise PackAgentError(f"{self.path}: cannot use as an event store: {exc}") from None
-
-    def seen(self) -> Iterator[tuple[str, str, int]]:
-        yield from self._conn.execute("SELECT event_id, vin, seq FROM events")
-
-    def keep(self, event: Event, raw: str) -> None:
-        self._conn.execute(
-            "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (event.event_id, event.vin, event.seq, event.type, event.time.isoformat(), raw,
-             time.time()),
-        )  # fmt: skip
-
-    def close(self) -> None:
-        self._conn.close()
-
 
 # -- the paho adapter -------------------------------------------------------------
 

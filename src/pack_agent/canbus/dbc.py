@@ -40,7 +40,7 @@ def load_databases(config: AgentConfig) -> cantools.database.Database:
             problems.append(f"{key}: file not found: {path}")
             continue
         try:
-            loaded = _load_file(path, config.strict_databases)
+            loaded = load_file(path, config.strict_databases)
         except Exception as exc:  # cantools raises many types for bad files
             problems.append(f"{key}: cannot load {path.name}: {_first_line(exc)}")
             continue
@@ -64,18 +64,37 @@ _NODES_LINE = re.compile(r"^BU_\s*:", re.MULTILINE)
 _FIRST_MESSAGE = re.compile(r"^BO_ ", re.MULTILINE)
 
 
-def _load_file(path: Path, strict: bool) -> Any:
-    """cantools' loader, tolerant of one common flaw of community DBC files (opendbc style):
-    no ``BU_:`` (nodes) line, which cantools' grammar requires before the messages."""
+def load_file(path: Path, strict: bool) -> Any:
+    """cantools' loader, tolerant of two common flaws of community DBC files (opendbc
+    style): no ``BU_:`` (nodes) line, which cantools' grammar requires before the
+    messages; and 29-bit ids written without the extended flag (bit 31), which cantools
+    refuses as "standard frame id ... more than 11 bits": an id above 0x7FF can only be
+    an extended one, so it is read as such."""
     import cantools
 
     if path.suffix.lower() == ".dbc":
         text = path.read_text(encoding="cp1252", errors="replace")
-        first = _FIRST_MESSAGE.search(text)
-        if first is not None and not _NODES_LINE.search(text):
-            text = text[: first.start()] + "BS_:\n\nBU_:\n\n" + text[first.start() :]
-            return cantools.database.load_string(text, database_format="dbc", strict=strict)
+        fixed = _EXTENDED_WITHOUT_FLAG.sub(_flag_extended, text)
+        first = _FIRST_MESSAGE.search(fixed)
+        if first is not None and not _NODES_LINE.search(fixed):
+            fixed = fixed[: first.start()] + "BS_:\n\nBU_:\n\n" + fixed[first.start() :]
+        if fixed != text:
+            return cantools.database.load_string(fixed, database_format="dbc", strict=strict)
     return cantools.database.load_file(str(path), strict=strict)
+
+
+# BO_, SG_MUL_VAL_, BA_ "..." BO_, CM_ BO_, VAL_ and SIG_VALTYPE_ lines name a message by id
+_EXTENDED_WITHOUT_FLAG = re.compile(
+    r"^(BO_ |CM_ BO_ |CM_ SG_ |VAL_ |SIG_VALTYPE_ |SG_MUL_VAL_ |BA_ \"[^\"]*\" (?:BO_|SG_) )(\d+)",
+    re.MULTILINE,
+)
+
+
+def _flag_extended(m: re.Match[str]) -> str:
+    frame_id = int(m.group(2))
+    if 0x7FF < frame_id <= 0x1FFFFFFF:
+        frame_id |= 0x80000000
+    return m.group(1) + str(frame_id)
 
 
 def check_against_database(config: AgentConfig, db: cantools.database.Database) -> list[str]:
@@ -107,10 +126,20 @@ def check_against_database(config: AgentConfig, db: cantools.database.Database) 
         elif ref.expression is not None:
             problems += _expression_problems(f"metrics.{metric}.expression", ref.expression, db)
     pc = config.pack_code
-    if pc.source == "pages":
+    if pc.source == "pages" and pc.page_signals:
+        n = len(problems)
+        check("pack_code.message", pc.message, [pc.mux_signal, *pc.page_signals], "pack_code")
+        if len(problems) == n:
+            msg = db.get_message_by_name(pc.message)
+            for i, name in enumerate(pc.page_signals):
+                if msg.get_signal_by_name(name).length != 8:
+                    problems.append(
+                        f"pack_code.page_signals[{i}]: signal {name!r} is not one byte"
+                    )
+    elif pc.source == "pages":
         n = len(problems)
         check("pack_code.message", pc.message, [pc.mux_signal, *pc.pages], "pack_code")
-    if pc.source == "pages" and len(problems) == n:
+    if pc.source == "pages" and not pc.page_signals and len(problems) == n:
         msg = db.get_message_by_name(pc.message)
         for i, page in enumerate(pc.pages):
             sig = msg.get_signal_by_name(page)

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pack_agent.canbus.codesource import CodeReader, code_reader
 from pack_agent.canbus.dbc import resolve_operand
 from pack_agent.canbus.e2e import E2EStats, Protection
 from pack_agent.canbus.expression import Expression, parse_expression
@@ -178,7 +179,13 @@ class Decoder:
                     self._derived_by_operand.setdefault(key, []).append(derived)
         pc = config.pack_code
         self._mux_signal = pc.mux_signal
-        if pc.source == "pages":
+        # layouts other than DBC multiplexing (frame-index pages, J1939): their own reader
+        self._code_readers: dict[tuple[str, int], CodeReader] = {}
+        reader = code_reader(pc, db)
+        if reader is not None:
+            for fid, _extended in reader.frame_ids():
+                self._code_readers[(pc.bus or default_bus, fid)] = reader
+        elif pc.source == "pages":
             msg = db.get_message_by_name(pc.message)
             route = self._route(pc.bus or default_bus, msg)
             route.code_pages, route.code_signals = {}, {}
@@ -234,15 +241,26 @@ class Decoder:
 
     def frame_ids(self, bus: str) -> list[tuple[int, bool]]:
         """(frame id, extended) for every frame this decoder wants from ``bus``: the filters."""
-        return sorted(
-            (fid, r.message.is_extended_frame) for (b, fid), r in self._routes.items() if b == bus
-        )
+        wanted = {
+            (fid, bool(r.message.is_extended_frame))
+            for (b, fid), r in self._routes.items()
+            if b == bus
+        }
+        for (b, _fid), reader in self._code_readers.items():
+            if b == bus:
+                wanted.update(reader.frame_ids())
+        return sorted(wanted)
 
     def decode(self, bus: str, frame: can.Message, now: float) -> list[Reading | CodePage]:
         route = self._routes.get((bus, frame.arbitration_id))
         if route is None:
             if frame.is_error_frame:
                 self._drop("error frame")
+            elif self._code_readers and (bus, frame.arbitration_id) in self._code_readers:
+                if frame.is_remote_frame:
+                    self._drop(f"0x{frame.arbitration_id:X}: remote frame")
+                    return []
+                return self._code_pages(bus, frame, now)
             return []
         self.stats.frames += 1
         message = route.message
@@ -305,6 +323,18 @@ class Decoder:
                 out.append(CodePage(route.code_pages[mux], _text(values[sig.name], sig), now))
         self.stats.readings += len(out)
         return out
+
+    def _code_pages(self, bus: str, frame: can.Message, now: float) -> list[Reading | CodePage]:
+        reader = self._code_readers.get((bus, frame.arbitration_id))
+        if reader is None:
+            return []
+        self.stats.frames += 1
+        pages: list[Reading | CodePage] = list(reader.feed(frame, now))
+        if reader.drops:
+            self.stats.dropped.update(reader.drops)
+            reader.drops.clear()
+        self.stats.readings += len(pages)
+        return pages
 
     def _derive(self, touched: list[str], now: float) -> list[Reading]:
         """Derived metrics whose operand just arrived, when every operand is fresh."""

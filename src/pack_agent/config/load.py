@@ -73,8 +73,17 @@ def _cross_checks(cfg: AgentConfig) -> list[str]:
             problems.append(f"metrics.{k}.message: required with signal")
         if v.invalid_raw and v.message is None:
             problems.append(f"metrics.{k}.invalid_raw: only for a message signal")
-    if cfg.pack_code.source == "uds" and cfg.pack_code.uds is None:
+    pc = cfg.pack_code
+    if pc.source == "uds" and pc.uds is None:
         problems.append("pack_code.uds: required when pack_code.source is 'uds'")
+    if pc.source == "j1939":
+        for key in ("j1939_pgn", "j1939_source_address"):
+            if getattr(pc, key) is None:
+                problems.append(f"pack_code.{key}: required when pack_code.source is 'j1939'")
+    if pc.page_signals and pc.page_count is None:
+        problems.append("pack_code.page_count: required with pack_code.page_signals")
+    if pc.page_signals and pc.source != "pages":
+        problems.append("pack_code.page_signals: only with source = 'pages'")
     problems += rule_problems(cfg.rules, set(cfg.metrics), cfg.policy.trend_metric)
     problems += _notice_checks(cfg)
     if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:

@@ -114,18 +114,29 @@ class SignalRef:
 
 @dataclass
 class PackCodeSource:
-    """The pack code as multiplexed pages of ASCII (one text signal per page, in code order),
-    from a UDS data identifier, or not read at all."""
+    """Where the pack code comes from: pages of ASCII in one message (a DBC multiplexer
+    with one text signal per page, or a plain page-index signal with one-byte character
+    signals), a J1939 transport-protocol broadcast, a UDS data identifier, or nowhere.
+    ``format`` says whether it is a GB/T 34014 code or a maker's serial (identity and
+    swap detection without GB/T validation)."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
-    source: Literal["pages", "uds", "none"] = "pages"
+    source: Literal["pages", "j1939", "uds", "none"] = "pages"
+    format: Literal["gbt34014", "serial"] = "gbt34014"
     uds: UdsRequest | None = None
     message: str = "BMS_PackCode"
     mux_signal: str = "PackCode_Page"
     pages: Annotated[list[str], MinLen(1)] = field(
         default_factory=lambda: [f"PackCode_Text{i}" for i in range(4)]
     )
+    # a page-index signal that is not a DBC multiplexer: each page is these one-byte signals
+    page_signals: list[str] = field(default_factory=list)
+    page_count: Annotated[int, Ge(1), Le(64)] | None = None
+    first_page: Annotated[int, Ge(0), Le(255)] = 0
+    j1939_pgn: Annotated[int, Ge(0), Le(0x3FFFF)] | None = None
+    j1939_source_address: Annotated[int, Ge(0), Le(0xFD)] | None = None
+    j1939_field: Annotated[int, Ge(0), Le(63)] | None = None  # the n-th "*"-separated field
     confirmations: Annotated[int, Ge(1)] = 2  # complete, equal sets needed
     bus: str | None = None
 

@@ -4,54 +4,17 @@ Pure: no I/O, no clock. The agent reads a pack code from the BMS and must say
 precisely *why* a code is wrong (a damaged or forged code has to be reported),
 so validation collects every problem at once instead of stopping at the first.
 
-The regular code (24 characters, upper-case ASCII letters and digits, no check
-digit)::
+This module is the public face: the results (:class:`PackCode`, :class:`CodeReport`,
+:class:`InvalidCode`), :func:`parse_code`, :func:`check_code`, :func:`normalise_raw`
+and the code builders for simulators and tests. It is split along two seams:
 
-    positions  1-3   vendor code          assigned by the national filing system
-               4     product type         P pack, M module, C cell
-               5     battery type         A-G or Z
-               6-7   specification code   maker-defined, filed
-               8-14  traceability code    maker-defined, filed
-               15    production year      1-9 = 2011-2019, A = 2020 ... Y = 2041
-               16    production month     1-9, A = 10, B = 11, C = 12
-               17    production day       1-9, A = 10 ... Y = 31
-               18-24 serial number        7 digits, the day's sequence
+* :mod:`pack_agent.core.code_format` - the format as data: the 24-character layout
+  and the 19-character cascade form (with what is and is not verified about it),
+  the letter and date alphabets, date coding;
+* :mod:`pack_agent.core.code_checks` - the position-by-position scan and
+  :class:`CodeProblem`.
 
-Letters used for year and day skip I, O, Q and Z, so the year code runs out
-at Y = 2041; what comes after 2041 is not known (no wrap-around is assumed).
-
-Cascade use (second life)
--------------------------
-Verified:
-
-* GB/T 34014-2017 section 4.2 (Chinese text as published on chinaautoregs.com,
-  item 4357): the code structure also applies to cascade-use packs, modules and
-  cells; they are re-coded under the same rules, the original code is kept,
-  and the re-coded form carries no traceability code.
-* Eclipse Tractus-X semantic model ``io.catenax.traction_battery_code``
-  (1.0.0 and 2.0.0, repository eclipse-tractusx/sldt-semantic-models, file
-  ``TractionBatteryCode.ttl``) has a second alternative in its regular
-  expression::
-
-      ^[A-Z0-9]{3}[PMC][A-GZ][A-Z0-9]{2}[1-9A-GH-NPR-Y][1-9A-C][0-9A-GH-NPR-Y][0-9]{7}R[PMC]$
-
-  i.e. vendor, product type, battery type, specification, date, serial - no
-  traceability code - then ``R`` and a product-type letter: 19 characters.
-  That is what :func:`parse_code` accepts as the cascade form.
-
-Not verified:
-
-* The model's prose says "24 or 18 characters"; its regex gives 19. We follow
-  the regex (an independent cell-scanner app also accepts 24 or 19).
-* What the trailing product-type letter means (the type of the product before
-  or after re-coding). It is exposed as ``cascade_product_type`` without
-  interpretation.
-* That GB/T 34014 itself puts ``R`` + product type at the end (we have not
-  seen the standard's tables). A 24-character code followed by ``R`` + product
-  type is *not* accepted: nothing we found supports that form.
-
-Battery types A, C, D, F, G are as listed in secondary sources only; they are
-marked ``verified=False`` (see :data:`BATTERY_TYPES`).
+Every public name of both is importable from here, as before the split.
 """
 
 from __future__ import annotations
@@ -62,6 +25,22 @@ from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 from typing import Any
+
+from pack_agent.core.code_checks import CodeProblem, scan_any
+from pack_agent.core.code_format import (
+    BATTERY_TYPES,
+    CASCADE_LENGTH,
+    CODE_LENGTH,
+    DAY_CODES,
+    MAX_DATE,
+    MIN_DATE,
+    MONTH_CODES,
+    YEAR_CODES,
+    BatteryType,
+    BatteryTypeInfo,
+    ProductType,
+    encode_date,
+)
 
 __all__ = [
     "BATTERY_TYPES",
@@ -86,91 +65,6 @@ __all__ = [
     "normalise_raw",
     "parse_code",
 ]
-
-CODE_LENGTH = 24
-CASCADE_LENGTH = 19  # Tractus-X cascade form; see the module docstring
-
-_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-_DIGITS = "0123456789"
-# Letters allowed in year and day codes: A-Y without I, O, Q (Z never used).
-_DATE_LETTERS = "ABCDEFGHJKLMNPRSTUVWXY"
-
-
-class ProductType(str, Enum):
-    """Position 4: what kind of product the code names."""
-
-    PACK = "P"
-    MODULE = "M"
-    CELL = "C"
-
-    @property
-    def label(self) -> str:
-        """Lowercase name ("pack", "module", "cell"), as Tractus-X spells it."""
-        return self.name.lower()
-
-
-@dataclass(frozen=True)
-class BatteryTypeInfo:
-    """What a battery-type letter means and whether a primary source backs it."""
-
-    letter: str
-    chemistry: str
-    verified: bool
-
-
-BATTERY_TYPES: Mapping[str, BatteryTypeInfo] = MappingProxyType(
-    {
-        info.letter: info
-        for info in (
-            BatteryTypeInfo("A", "nickel-metal hydride", verified=False),
-            BatteryTypeInfo("B", "lithium iron phosphate", verified=True),
-            BatteryTypeInfo("C", "lithium manganese oxide", verified=False),
-            BatteryTypeInfo("D", "lithium cobalt oxide", verified=False),
-            BatteryTypeInfo("E", "ternary (NCM/NCA)", verified=True),
-            BatteryTypeInfo("F", "supercapacitor", verified=False),
-            BatteryTypeInfo("G", "lithium titanate", verified=False),
-            BatteryTypeInfo("Z", "other", verified=True),
-        )
-    }
-)
-
-
-class BatteryType(str, Enum):
-    """Position 5: the cell chemistry; descriptions live in :data:`BATTERY_TYPES`."""
-
-    A = "A"
-    B = "B"
-    C = "C"
-    D = "D"
-    E = "E"
-    F = "F"
-    G = "G"
-    Z = "Z"
-
-    @property
-    def chemistry(self) -> str:
-        return BATTERY_TYPES[self.value].chemistry
-
-    @property
-    def verified(self) -> bool:
-        """False where only secondary sources give the meaning of the letter."""
-        return BATTERY_TYPES[self.value].verified
-
-
-def _letters_from(start: int, digits: str, letters: str) -> dict[str, int]:
-    chars = digits + letters
-    return {ch: start + i for i, ch in enumerate(chars)}
-
-
-YEAR_CODES: Mapping[str, int] = MappingProxyType(_letters_from(2011, "123456789", _DATE_LETTERS))
-MONTH_CODES: Mapping[str, int] = MappingProxyType(_letters_from(1, "123456789", "ABC"))
-DAY_CODES: Mapping[str, int] = MappingProxyType(_letters_from(1, "123456789", _DATE_LETTERS))
-_YEAR_CHARS = {v: k for k, v in YEAR_CODES.items()}
-_MONTH_CHARS = {v: k for k, v in MONTH_CODES.items()}
-_DAY_CHARS = {v: k for k, v in DAY_CODES.items()}
-
-MIN_DATE = dt.date(min(YEAR_CODES.values()), 1, 1)
-MAX_DATE = dt.date(max(YEAR_CODES.values()), 12, 31)
 
 
 @dataclass(frozen=True)
@@ -208,31 +102,6 @@ class PackCode:
         }
 
 
-@dataclass(frozen=True)
-class CodeProblem:
-    """One thing wrong with a code.
-
-    ``position`` is the 1-based inclusive span ``(first, last)`` the problem is
-    about - ``(16, 16)`` for one character, ``(15, 17)`` for the date - or
-    None when it concerns the whole code (its length). ``rule`` is a stable
-    identifier for programs; ``message`` is for people.
-    """
-
-    position: tuple[int, int] | None
-    rule: str
-    message: str
-
-    @property
-    def where(self) -> str:
-        if self.position is None:
-            return "code"
-        first, last = self.position
-        return f"position {first}" if first == last else f"positions {first}-{last}"
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
-
-
 class InvalidCode(ValueError):
     """A code that breaks the rules; carries every problem found, not just the first."""
 
@@ -266,168 +135,11 @@ class CodeReport:
         return {"valid": self.valid, "code": self.code, **data, "errors": list(self.errors)}
 
 
-# --- layouts ---------------------------------------------------------------
-
-# field name -> 1-based inclusive span, for the two accepted lengths
-_REGULAR: dict[str, tuple[int, int]] = {
-    "vendor": (1, 3),
-    "product_type": (4, 4),
-    "battery_type": (5, 5),
-    "specification": (6, 7),
-    "traceability": (8, 14),
-    "year": (15, 15),
-    "month": (16, 16),
-    "day": (17, 17),
-    "serial": (18, 24),
-}
-_CASCADE: dict[str, tuple[int, int]] = {
-    "vendor": (1, 3),
-    "product_type": (4, 4),
-    "battery_type": (5, 5),
-    "specification": (6, 7),
-    "year": (8, 8),
-    "month": (9, 9),
-    "day": (10, 10),
-    "serial": (11, 17),
-    "cascade_marker": (18, 18),
-    "cascade_product_type": (19, 19),
-}
-
-_EMPTY_FIELDS: dict[str, Any] = {
-    "vendor": None,
-    "product_type": None,
-    "battery_type": None,
-    "battery_chemistry": None,
-    "battery_type_verified": None,
-    "specification": None,
-    "traceability": None,
-    "production_date": None,
-    "serial": None,
-    "cascade": None,
-    "cascade_product_type": None,
-}
-
-
-def _char_problem(pos: int, ch: str) -> CodeProblem:
-    if ch.isascii() and ch.islower():
-        return CodeProblem((pos, pos), "character", f"{ch!r} is lowercase; codes are upper case")
-    return CodeProblem((pos, pos), "character", f"{ch!r} is not an upper-case letter or digit")
-
-
-def _scan(text: str) -> tuple[dict[str, Any], list[CodeProblem]]:
-    """Check everything; return the readable fields and every problem.
-
-    Field values are None where their characters failed a check. Each position
-    gets at most one problem: a character outside A-Z/0-9 is reported as such
-    and not again by its field's rule.
-    """
-    problems: list[CodeProblem] = []
-    bad_positions: set[int] = set()
-    for i, ch in enumerate(text, start=1):
-        if ch not in _ALPHABET:
-            problems.append(_char_problem(i, ch))
-            bad_positions.add(i)
-
-    n = len(text)
-    if n == CODE_LENGTH:
-        layout, cascade = _REGULAR, False
-    elif n == CASCADE_LENGTH and text[17] == "R":
-        layout, cascade = _CASCADE, True
-    else:
-        if n == CASCADE_LENGTH:
-            message = (
-                f"length {n} but position 18 is {text[17]!r}, not 'R': neither a "
-                f"{CODE_LENGTH}-character code nor the {CASCADE_LENGTH}-character cascade form"
-            )
-        else:
-            message = (
-                f"length {n}, expected {CODE_LENGTH} characters "
-                f"(or {CASCADE_LENGTH} for the cascade form ending in 'R' + P/M/C)"
-            )
-        problems.insert(0, CodeProblem(None, "length", message))
-        return dict(_EMPTY_FIELDS), problems
-
-    def chars(name: str) -> str:
-        first, last = layout[name]
-        return text[first - 1 : last]
-
-    def clean(name: str) -> bool:
-        first, last = layout[name]
-        return not any(p in bad_positions for p in range(first, last + 1))
-
-    def single(name: str, rule: str, allowed: Mapping[str, Any] | str, what: str) -> bool:
-        """Check a one-character field; report it under ``rule`` if not allowed."""
-        if not clean(name):
-            return False
-        ch = chars(name)
-        if ch in allowed:
-            return True
-        problems.append(CodeProblem(layout[name], rule, what.format(ch=repr(ch))))
-        return False
-
-    fields: dict[str, Any] = dict(_EMPTY_FIELDS)
-    fields["cascade"] = cascade
-
-    for name in ("vendor", "specification", "traceability"):
-        if name in layout and clean(name):
-            fields[name] = chars(name)
-
-    if single(
-        "product_type",
-        "product_type",
-        "PMC",
-        "product type {ch} is not P (pack), M (module) or C (cell)",
-    ):
-        fields["product_type"] = ProductType(chars("product_type")).label
-    if single("battery_type", "battery_type", BATTERY_TYPES, "battery type {ch} is not A-G or Z"):
-        info = BATTERY_TYPES[chars("battery_type")]
-        fields["battery_type"] = info.letter
-        fields["battery_chemistry"] = info.chemistry
-        fields["battery_type_verified"] = info.verified
-
-    letters = "1-9 or a letter A-Y other than I, O, Q"
-    year_ok = single("year", "year", YEAR_CODES, "production year {ch} is not " + letters)
-    month_ok = single("month", "month", MONTH_CODES, "production month {ch} is not 1-9 or A-C")
-    day_ok = single("day", "day", DAY_CODES, "production day {ch} is not " + letters)
-    if year_ok and month_ok and day_ok:
-        y, m, d = YEAR_CODES[chars("year")], MONTH_CODES[chars("month")], DAY_CODES[chars("day")]
-        try:
-            fields["production_date"] = dt.date(y, m, d).isoformat()
-        except ValueError:
-            span = (layout["year"][0], layout["day"][1])
-            problems.append(
-                CodeProblem(span, "date", f"production date {y}-{m:02d}-{d:02d} does not exist")
-            )
-
-    first, _ = layout["serial"]
-    serial_ok = True
-    for offset, ch in enumerate(chars("serial")):
-        pos = first + offset
-        if pos not in bad_positions and ch not in _DIGITS:
-            problems.append(
-                CodeProblem((pos, pos), "serial", f"serial number character {ch!r} is not a digit")
-            )
-        serial_ok = serial_ok and ch in _DIGITS
-    if serial_ok:
-        fields["serial"] = chars("serial")
-
-    if cascade and single(
-        "cascade_product_type",
-        "cascade_product_type",
-        "PMC",
-        "cascade product type {ch} is not P, M or C",
-    ):
-        fields["cascade_product_type"] = ProductType(chars("cascade_product_type")).label
-
-    problems.sort(key=lambda p: p.position or (0, 0))
-    return fields, problems
-
-
 # --- public API ------------------------------------------------------------
 
 
 def _build(text: str, fields: Mapping[str, Any]) -> PackCode:
-    """Make the PackCode for a code that :func:`_scan` found no problem with."""
+    """Make the PackCode for a code the scan (``code_checks.scan``) found no problem with."""
     return PackCode(
         code=text,
         vendor=fields["vendor"],
@@ -442,13 +154,6 @@ def _build(text: str, fields: Mapping[str, Any]) -> PackCode:
     )
 
 
-def _scan_any(text: object) -> tuple[dict[str, Any], list[CodeProblem]]:
-    if not isinstance(text, str):
-        problem = CodeProblem(None, "type", f"expected text, got {type(text).__name__}")
-        return dict(_EMPTY_FIELDS), [problem]
-    return _scan(text)
-
-
 def parse_code(text: str) -> PackCode:
     """Parse a code strictly (no trimming, no case folding).
 
@@ -456,7 +161,7 @@ def parse_code(text: str) -> PackCode:
     that needs repair is itself something to report; use :func:`normalise_raw`
     first for text read off a CAN bus.
     """
-    fields, problems = _scan_any(text)
+    fields, problems = scan_any(text)
     if problems:
         raise InvalidCode(problems, text if isinstance(text, str) else repr(text))
     return _build(text, fields)
@@ -464,7 +169,7 @@ def parse_code(text: str) -> PackCode:
 
 def check_code(text: str) -> CodeReport:
     """Validate without raising: what the CLI and the tracker use."""
-    fields, problems = _scan_any(text)
+    fields, problems = scan_any(text)
     raw = text if isinstance(text, str) else repr(text)
     if problems:
         return CodeReport(
@@ -494,16 +199,6 @@ def normalise_raw(raw: str | bytes) -> str:
     """
     text = raw.decode("ascii", errors="replace") if isinstance(raw, bytes) else raw
     return text.rstrip("\x00 ")
-
-
-def encode_date(day: dt.date) -> str:
-    """The 3-character year/month/day code for a production date (2011-2041)."""
-    if not MIN_DATE <= day <= MAX_DATE:
-        raise ValueError(
-            f"production date {day.isoformat()} cannot be encoded: "
-            f"year codes cover {MIN_DATE.year}-{MAX_DATE.year}"
-        )
-    return _YEAR_CHARS[day.year] + _MONTH_CHARS[day.month] + _DAY_CHARS[day.day]
 
 
 def _letter(value: ProductType | BatteryType | str) -> str:
@@ -555,7 +250,7 @@ def make_cascade_code(
     serial: int,
     cascade_product_type: ProductType | str,
 ) -> str:
-    """Assemble a 19-character cascade-form code (Tractus-X layout; see module docs)."""
+    """Assemble a 19-character cascade-form code (Tractus-X layout; see ``code_format``)."""
     _check_part("vendor", vendor, 3)
     _check_part("product_type", _letter(product_type), 1)
     _check_part("battery_type", _letter(battery_type), 1)

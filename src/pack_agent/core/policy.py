@@ -16,6 +16,12 @@ latches and their evidence, the SOH history) is in ``to_state()``; the caller
 persists it on its own schedule and when the policy asks (``take_save_request``:
 the ignition went Off, a new day), and passes it back on start. No clock and
 no I/O here: replaying the same readings gives the same decisions.
+
+The module is split along one seam: this one decides (the wiring above, the
+ignition gate in ``pack_agent.core.ignition``); ``pack_agent.core.policy_state``
+remembers (the saved state, checkpoints and a clock step undone, save requests),
+as the :class:`~pack_agent.core.policy_state.PolicyState` mixin ScrapPolicy
+inherits. The constants callers import stay importable from here.
 """
 
 from __future__ import annotations
@@ -26,6 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 from pack_agent.config.rules import CapacityRule, ForecastRule, combination_order
 from pack_agent.core.events import PLAUSIBLE_SINCE, iso_date, iso_time
+from pack_agent.core.ignition import IgnitionGate
+from pack_agent.core.policy_state import (
+    CHECKPOINT_GAP_S,
+    IGNITION_OFF_SAVE_GAP_S,
+    MAX_CHECKPOINTS,
+    SAVED_CHECKPOINTS,
+    STATE_VERSION,
+    PolicyState,
+)
 from pack_agent.core.readings import Reading
 from pack_agent.core.rules import RuleEngine, Stream, engine_for
 from pack_agent.core.timeline import TimeLine, Verdict
@@ -35,24 +50,17 @@ from pack_agent.core.trend import forecast as trend_forecast
 if TYPE_CHECKING:
     from pack_agent.config import AgentConfig
 
-__all__ = ["ScrapDecision", "ScrapPolicy"]
+__all__ = [
+    "CHECKPOINT_GAP_S",
+    "IGNITION_OFF_SAVE_GAP_S",
+    "MAX_CHECKPOINTS",
+    "SAVED_CHECKPOINTS",
+    "STATE_VERSION",
+    "ScrapDecision",
+    "ScrapPolicy",
+]
 
-STATE_VERSION = 1
 FORECAST_EVERY_DAYS = 7
-# At most one save asked for at ignition Off per 5 minutes (of reading time): a flapping
-# ignition signal costs at most 12 extra saves an hour; a stop of a few minutes is saved.
-IGNITION_OFF_SAVE_GAP_S = 300.0
-# The rules' state is remembered (in memory and in the saved state) before every gap of
-# more than 10 minutes between readings: a clock that jumped ahead and came back is
-# undone from the newest such checkpoint before the new line begins. At most eight are
-# kept, thinned so that their spacing grows with their age (an hour apart lately, months
-# apart years back): a jump of any size finds one close before it. The checkpoint at a
-# leap ahead is the one with the widest gap after it, so it is the last to go.
-CHECKPOINT_GAP_S = 600.0
-MAX_CHECKPOINTS = 8
-# Two of them are saved with the state (it is written hourly, and at 100x speed in the
-# simulator on every trip): the newest, and the one before the widest gap (a leap ahead).
-SAVED_CHECKPOINTS = 2
 MAX_HELD = 512  # readings held while a step is confirmed (a few minutes of frames)
 
 
@@ -86,51 +94,7 @@ class ScrapDecision:
         }
 
 
-class _IgnitionGate:
-    """Judges a reading only if the ignition was On within ``window_s`` of it. A reading
-    that arrives before the ignition state is known waits (one per metric) for the next
-    ignition reading."""
-
-    def __init__(self, on_values: Sequence[float], window_s: float) -> None:
-        self.on_values = {float(v) for v in on_values}
-        self.window_s = window_s
-        self.last_t: float | None = None
-        self.on = False
-        self.pending: dict[str, Reading] = {}
-
-    def on_ignition(self, r: Reading) -> list[Reading]:
-        if self.last_t is not None and r.time <= self.last_t:
-            return []
-        self.last_t, self.on = r.time, r.value in self.on_values
-        out = [
-            p for p in self.pending.values() if self.on and abs(r.time - p.time) <= self.window_s
-        ]
-        self.pending.clear()
-        return sorted(out, key=lambda p: p.time)
-
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "last_t": self.last_t,
-            "on": self.on,
-            "pending": [[p.metric, p.value, p.time] for p in self.pending.values()],
-        }
-
-    def load_state(self, s: dict[str, Any]) -> None:
-        """A clean stop between a reading and the ignition frame that confirms it loses
-        nothing: the held readings are part of the saved state."""
-        self.last_t = s.get("last_t")
-        self.on = bool(s.get("on", False))
-        self.pending = {m: Reading(m, v, t) for m, v, t in s.get("pending", [])}
-
-    def admit(self, r: Reading) -> bool:
-        """True: judge now. False: ignition off, or held until the state is known."""
-        if self.last_t is not None and abs(r.time - self.last_t) <= self.window_s:
-            return self.on
-        self.pending[r.metric] = r
-        return False
-
-
-class ScrapPolicy:
+class ScrapPolicy(PolicyState):
     """Evaluates every configured rule on each reading of its metric."""
 
     def __init__(
@@ -200,7 +164,7 @@ class ScrapPolicy:
                 self._every.append(rid)
             else:
                 self._by_metric.setdefault(eng.metric, []).append(rid)
-        self._gate = _IgnitionGate(*self._gate_args) if self._ignition_metric else None
+        self._gate = IgnitionGate(*self._gate_args) if self._ignition_metric else None
         self.history = SohHistory()
         self._trend_stream = Stream()
         self._forecast_since: dict[str, float | None] = {r.id: None for r in self._forecasts}
@@ -389,88 +353,6 @@ class ScrapPolicy:
             )
         return out
 
-    # -- a clock step ---------------------------------------------------------------
-
-    def _checkpoint(self, t: float) -> None:
-        """What the rules know at ``t``, the newest reading before a gap (a stop, or a
-        clock that jumps ahead). Thinned by relative spacing, newest and oldest kept."""
-        # engines' to_state() gives fresh lists (of immutable items), and their load_state()
-        # builds its own: a checkpoint shares nothing with the live engines, no deep copy
-        # a latched rule's engine is not asked again: not kept
-        self._checkpoints.append({"t": t, **self._rules_state(skip_latched=True)})
-        cps = self._checkpoints
-        while len(cps) > MAX_CHECKPOINTS:  # drop the one whose neighbours are closest,
-            del cps[  # relative to its age
-                min(
-                    range(1, len(cps) - 1),
-                    key=lambda i: (cps[i + 1]["t"] - cps[i - 1]["t"]) / max(t - cps[i]["t"], 1.0),
-                )
-            ]
-
-    def _rebase(self) -> None:
-        """A step back is confirmed: the rules go back to the newest checkpoint at or
-        before the new line's first stamp; what they learnt after it was stamped by a
-        wrong clock. Latches stay (a decision is never taken back)."""
-        line = self._line
-        start = line.adopted_from
-        assert start is not None and line.abandoned is not None
-        self._checkpoints = [cp for cp in self._checkpoints if cp["t"] <= start]
-        cp = self._checkpoints[-1] if self._checkpoints else None
-        for rid in list(self._engines):  # fresh, then what the checkpoint knew
-            engine = engine_for(self._rules[rid])
-            assert engine is not None
-            self._engines[rid] = engine
-        self._gate = _IgnitionGate(*self._gate_args) if self._ignition_metric else None
-        self._trend_stream = Stream()
-        self._forecast_since = {r.id: None for r in self._forecasts}
-        self._forecast_week = None
-        if cp is not None:
-            self._load_rules_state(cp)
-        self.history.drop_after(cp["t"] if cp is not None else start)
-        self._day, self._off_asked_at = None, None  # both may lie in the abandoned future
-        self._save_asked = "rebased"
-        self._rebased = (line.abandoned, start)
-
-    def _saved_checkpoints(self) -> list[dict[str, Any]]:
-        cps = self._checkpoints
-        if len(cps) <= SAVED_CHECKPOINTS:
-            return list(cps)
-        widest = max(range(len(cps) - 1), key=lambda i: cps[i + 1]["t"] - cps[i]["t"])
-        return [cps[widest], cps[-1]]
-
-    def take_rebase(self) -> tuple[float, float] | None:
-        """``(abandoned, start)`` once after a step back was adopted: the newest time of
-        the line left behind and the first stamp of the new one."""
-        rebased, self._rebased = self._rebased, None
-        return rebased
-
-    # -- when the state is worth saving at once ----------------------------------------
-
-    def take_save_request(self) -> str | None:
-        """Why the caller should save ``to_state()`` now, once: ``"ignition_off"`` (the
-        gated rules take nothing more until the next trip), ``"new_day"`` (a reading of
-        a day the state does not have yet; the last day's aggregates are final) or
-        ``"rebased"`` (a clock step back was adopted); None when
-        nothing asked since the last call."""
-        asked, self._save_asked = self._save_asked, None
-        return asked
-
-    def _ignition_off(self, t: float) -> None:
-        """A gateway often loses power soon after the ignition goes Off (an ECU writes its
-        non-volatile data then, too). A flapping ignition asks once per gap."""
-        if self._off_asked_at is None or t - self._off_asked_at >= IGNITION_OFF_SAVE_GAP_S:
-            self._off_asked_at = t
-            self._save_asked = "ignition_off"
-
-    def _day_seen(self, t: float) -> None:
-        """The first reading of a day the state does not have yet (which closes the last
-        day's aggregates) asks once a day. Across restarts too, and on a fresh state: a
-        life that sees one burst of readings a day saves it."""
-        day = day_of(t)
-        if self._day is None or day > self._day:
-            self._day = day
-            self._save_asked = self._save_asked or "new_day"
-
     # -- the trend for pack.health ----------------------------------------------------
 
     def trend(self, now: float) -> dict[str, Any]:
@@ -485,56 +367,3 @@ class ScrapPolicy:
         report = trend_report(self.history, thresholds, now, self._trend_min_days)
         report["metric"] = self._trend_metric
         return report
-
-    # -- persistence ------------------------------------------------------------------
-
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "pack_code": self.pack_code,
-            "latched": self._latched,
-            **self._rules_state(),
-            "history": self.history.to_state(),
-            "save_asked": {"ignition_off_at": self._off_asked_at, "day": self._day},
-            "line": self._line.to_state(),
-            "checkpoints": self._saved_checkpoints(),
-        }
-
-    def _rules_state(self, skip_latched: bool = False) -> dict[str, Any]:
-        """What the rules know: the saved state's part that a checkpoint keeps too."""
-        return {
-            "engines": {
-                rid: e.to_state()
-                for rid, e in self._engines.items()
-                if not (skip_latched and rid in self._latched)
-            },
-            "gate": self._gate.to_state() if self._gate is not None else None,
-            "trend_last": self._trend_stream.last,
-            "forecast_since": dict(self._forecast_since),
-            "forecast_week": self._forecast_week,
-        }
-
-    def _load_rules_state(self, s: dict[str, Any]) -> None:
-        for rid, es in s.get("engines", {}).items():
-            if rid in self._engines:
-                self._engines[rid].load_state(es)
-        if self._gate is not None and s.get("gate"):
-            self._gate.load_state(s["gate"])
-        self._trend_stream.last = s.get("trend_last")
-        for rid, since in s.get("forecast_since", {}).items():
-            if rid in self._forecast_since:
-                self._forecast_since[rid] = since
-        self._forecast_week = s.get("forecast_week")
-
-    def _load(self, s: dict[str, Any]) -> None:
-        for rid, ev in s.get("latched", {}).items():
-            if rid in self._rules:
-                self._latched[rid] = ev
-        self._load_rules_state(s)
-        self.history.load_state(s.get("history", {}))
-        asked = s.get("save_asked") or {}  # absent in a state from an earlier version
-        self._off_asked_at = asked.get("ignition_off_at")
-        self._day = asked.get("day")
-        # absent in a state from an earlier version: the line starts at the next reading
-        self._line.load_state(s.get("line") or {})
-        self._checkpoints = list(s.get("checkpoints") or [])

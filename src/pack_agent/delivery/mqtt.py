@@ -28,105 +28,62 @@ again after a reconnect; the uplink remembers them (``mid -> (event_id, row)``) 
 does not publish those events itself meanwhile, so a flapping link does not
 multiply messages. After a restart of the process, paho's memory is gone but
 the outbox is not: the events are simply published again.
+
+This module is the drain loop. Split off along its seams: ``mqtt_connection``
+(transport security, the paho client with TLS and credentials, why a link failed),
+``mqtt_messages`` (event properties, the retained status and the last will) and
+``uplink`` (the :class:`Uplink` interface). Their names stay importable from here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import json
 import logging
 import queue
 import random
 import socket
-import ssl
 import sys
 import time
-from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from pack_agent.config import MqttSettings
-from pack_agent.core.events import topic_for, utc_from_timestamp
-from pack_agent.errors import PackAgentError
+from pack_agent.core.events import topic_for
+from pack_agent.delivery.mqtt_connection import (
+    ClientFactory,
+    check_transport_security,
+    make_client,
+    why_lost,
+    why_unreachable,
+)
+from pack_agent.delivery.mqtt_messages import (
+    EventProperties,
+    status_payload,
+    status_properties,
+    will_payload,
+)
+from pack_agent.delivery.uplink import Uplink
+from pack_agent.loopback import is_loopback
 from pack_agent.store.database import Store
 
+__all__ = [
+    "DELETE_EVERY_S",
+    "GATHER_S",
+    "QUEUED_IN_PAHO",
+    "READ_AHEAD",
+    "ClientFactory",
+    "EventProperties",
+    "MqttUplink",
+    "Uplink",
+    "check_transport_security",
+    "is_loopback",
+]
+
 log = logging.getLogger(__name__)
-
-
-_paho_log = logging.getLogger(f"{__name__}.paho")
-
-
-class _PahoLog:
-    """What paho logs, for one uplink. paho reports some failures only in its log (a
-    broker that refuses this vehicle's certificate sends a TLS alert that paho meets
-    as "failed to receive on socket: ... certificate expired"): its errors go to the
-    uplink, which says them once at WARNING, instead of an ERROR line per retry.
-    Everything else goes to the ``pack_agent.delivery.mqtt.paho`` logger."""
-
-    def __init__(self, report: Callable[[str], None]) -> None:
-        self._report = report
-        # paho logs two DEBUG lines per event: decide once (when the uplink is made)
-        self._forward_from = _paho_log.getEffectiveLevel()
-
-    def log(self, level: int, msg: str, *args: Any) -> None:
-        if level < logging.ERROR:
-            if level >= self._forward_from:
-                _paho_log.log(level, msg, *args)
-            return
-        text = msg % args if args else msg
-        if not text.startswith("Client is not connected"):  # every failed reconnect
-            self._report(text)
-
-
-ClientFactory = Callable[..., mqtt.Client]
-
-
-def _vbi(n: int) -> bytes:
-    """An MQTT Variable Byte Integer."""
-    out = bytearray()
-    while True:
-        n, byte = divmod(n, 128)
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _utf8(text: str) -> bytes:
-    raw = text.encode("utf-8")
-    return len(raw).to_bytes(2, "big") + raw
-
-
-class EventProperties:
-    """An event's MQTT v5 PUBLISH properties, packed once by hand: Payload Format
-    Indicator 1 (UTF-8), Content Type ``application/json`` and the User Property
-    ``event_id``. paho's generic ``Properties`` costs more per message than the rest
-    of a publish; paho only ever calls ``pack()`` on what it is given here."""
-
-    _FIXED = b"\x01\x01" + b"\x03" + _utf8("application/json") + b"\x26" + _utf8("event_id")
-
-    __slots__ = ("_packed", "event_id")
-
-    def __init__(self, event_id: str) -> None:
-        self.event_id = event_id
-        body = self._FIXED + _utf8(event_id)
-        self._packed = _vbi(len(body)) + body
-
-    def pack(self) -> bytes:
-        return self._packed
-
-    def __str__(self) -> str:  # paho's debug log prints it
-        return json.dumps(
-            {"PayloadFormatIndicator": 1, "ContentType": "application/json",
-             "UserProperty": [["event_id", self.event_id]]}
-        )  # fmt: skip
 
 
 # while a backlog drains, acknowledged events are deleted at least this often (and every
@@ -136,62 +93,6 @@ READ_AHEAD = 200  # outbox rows read at once
 GATHER_S = 0.005  # pumping with paho's queue full: look at the PUBACKs this often
 QUEUED_IN_PAHO = 200  # events handed to paho beyond the in-flight window (see _handoff)
 _HELD = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)  # paho keeps the message
-
-
-class Uplink(ABC):
-    """Where events go. The main loop calls ``poll()`` often; nothing here blocks."""
-
-    @abstractmethod
-    def start(self) -> None:
-        """Begin connecting in the background; an unreachable backend is not an error."""
-
-    @abstractmethod
-    def poll(self, wait: float = 0.0) -> None:
-        """Record acknowledgements and send more pending events (main thread); with
-        ``wait`` > 0, keep doing so for up to ``wait`` seconds while acknowledgements
-        are outstanding."""
-
-    @property
-    def busy(self) -> bool:
-        """True while there is work that ``poll(wait)`` can make progress on now (a
-        backlog and a link that moves): the main loop then polls without sleeping."""
-        return False
-
-    @abstractmethod
-    def stop(self, timeout: float = 5.0) -> None:
-        """Wait up to ``timeout`` for outstanding acknowledgements, say goodbye, disconnect."""
-
-    @property
-    @abstractmethod
-    def connected(self) -> bool:
-        """Connected, as of the last ``poll()``."""
-
-    @abstractmethod
-    def status(self) -> dict[str, Any]:
-        """``connected``, ``inflight``, ``last_error``, ``reconnects``."""
-
-
-def is_loopback(host: str) -> bool:
-    """``localhost`` or a loopback address. Not ``*.localhost``: paho hands such a name to
-    the resolver, which may send it anywhere, so it needs TLS like any remote name."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_transport_security(settings: MqttSettings) -> None:
-    """Refuse to send events and credentials in clear text across a network."""
-    if settings.tls or settings.allow_insecure or is_loopback(settings.host):
-        return
-    raise PackAgentError(
-        f"mqtt.host is {settings.host!r}, not this machine, and mqtt.tls is not set: events "
-        "and credentials would cross the network unencrypted. Configure [mqtt.tls] (ca_file, "
-        "and cert_file/key_file for a client certificate), or set mqtt.allow_insecure = true "
-        "if the network itself is trusted."
-    )
 
 
 class MqttUplink(Uplink):
@@ -242,52 +143,19 @@ class MqttUplink(Uplink):
         self._client = self._make_client(client_factory or mqtt.Client)
 
     def _make_client(self, factory: ClientFactory) -> mqtt.Client:
-        s = self.settings
-        client = factory(
-            callback_api_version=CallbackAPIVersion.VERSION2,
+        client = make_client(
+            self.settings,
+            factory,
             client_id=self.client_id,
-            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
-        )
-        client.enable_logger(_PahoLog(lambda text: self._events.put(("paho_error", text))))  # type: ignore[arg-type]
-        client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)  # type: ignore[arg-type]
-        client.max_inflight_messages_set(s.max_inflight)
-        if s.username is not None:
-            password = s.password.get_secret_value() if s.password is not None else None
-            client.username_pw_set(s.username, password)
-        if s.tls is not None:
-            try:  # PROTOCOL_TLS_CLIENT checks the host name; never tls_insecure_set(True)
-                client.tls_set(
-                    ca_certs=s.tls.ca_file,
-                    certfile=s.tls.cert_file,
-                    keyfile=s.tls.key_file,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise PackAgentError(f"mqtt.tls: cannot load the certificates: {exc}") from None
-        will = json.dumps(
-            {"state": "offline", "agent_version": self.agent_version, "reason": "connection lost"}
-        )
-        client.will_set(
-            self.status_topic,
-            will,
-            qos=1,
-            retain=True,
-            properties=self._props(PacketTypes.WILLMESSAGE),
+            status_topic=self.status_topic,
+            will=will_payload(self.agent_version),
+            report=lambda text: self._events.put(("paho_error", text)),
         )
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         return client
-
-    def _props(self, packet: int = PacketTypes.PUBLISH) -> Properties | None:
-        if not self._v5:
-            return None
-        props = Properties(packet)
-        props.ContentType = "application/json"
-        props.PayloadFormatIndicator = 1  # UTF-8
-        return props
 
     # -- paho's thread: hand over, nothing else -------------------------------
 
@@ -427,9 +295,10 @@ class MqttUplink(Uplink):
             elif kind == "connect":
                 self._connected_event(args[0])
             elif kind == "connect_fail":
-                self._note_error(self._why_unreachable(args[0]))
+                self._note_error(why_unreachable(self.settings, args[0]))
             elif kind == "paho_error":
-                self._note_error(self._why_lost(args[0]), kind=f"paho {args[0].split(':')[0]}")
+                kind = f"paho {args[0].split(':')[0]}"
+                self._note_error(why_lost(self.settings, args[0]), kind=kind)
             elif kind == "disconnect":
                 if self._connected:
                     s = self.settings
@@ -443,33 +312,6 @@ class MqttUplink(Uplink):
         self.store.mark_delivered(rows=acked)
         if self._connected and self._has_new():  # a backlog drains: free the disk as it goes
             self.store.flush_delivered(older_than=DELETE_EVERY_S)
-
-    def _why_lost(self, text: str) -> str:
-        s = self.settings
-        if "alert" in text and ("certificate" in text or "unknown ca" in text):
-            return (
-                f"{s.host}:{s.port} refused this vehicle's TLS certificate "
-                f"(mqtt.tls.cert_file): {text}"
-            )
-        return f"{s.host}:{s.port}: {text}"
-
-    def _why_unreachable(self, exc: BaseException | None) -> str:
-        """The reason a connection attempt failed, with a hint for TLS failures."""
-        s = self.settings
-        where = f"cannot reach {s.host}:{s.port}"
-        if exc is None:
-            return where
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            return (
-                f"{where}: TLS: the broker's certificate was refused: {exc.verify_message} "
-                f"(checked against mqtt.tls.ca_file and the host name {s.host!r})"
-            )
-        if isinstance(exc, ssl.SSLError):
-            return (
-                f"{where}: TLS handshake failed: {exc} (is this vehicle's certificate, "
-                "mqtt.tls.cert_file, signed by the broker's CA and still valid?)"
-            )
-        return f"{where}: {exc}"
 
     def _connected_event(self, rc: ReasonCode) -> None:
         s = self.settings
@@ -522,15 +364,11 @@ class MqttUplink(Uplink):
 
     def _publish_status(self, state: str, **extra: Any) -> int:
         # queue_depth: pending_count() leaves out acknowledged events awaiting their delete
-        payload = {
-            "state": state,
-            "agent_version": self.agent_version,
-            "queue_depth": self.store.pending_count(),
-            "time": utc_from_timestamp(time.time()).isoformat(),
-            **extra,
-        }
+        depth = self.store.pending_count()
+        payload = status_payload(state, self.agent_version, depth, time.time(), **extra)
+        props = status_properties(self._v5)
         info = self._client.publish(
-            self.status_topic, json.dumps(payload), qos=1, retain=True, properties=self._props()
+            self.status_topic, payload, qos=1, retain=True, properties=props
         )
         self._status_mids.add(info.mid)
         return info.mid

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pack_agent.canbus.codesource import page_total
 from pack_agent.canbus.decoder import CodeAssembler, Decoder
 from pack_agent.config import AgentConfig
 from pack_agent.core.events import PLAUSIBLE_SINCE, EventDraft, utc_from_timestamp
@@ -58,8 +59,7 @@ class Agent:
         self.store = store
         self.notifier = notifier
         self.decoder = decoder
-        pages = len(config.pack_code.pages) if config.pack_code.source == "pages" else 1
-        self.assembler = CodeAssembler(pages, config.pack_code.confirmations)
+        self.assembler = CodeAssembler(page_total(config.pack_code), config.pack_code.confirmations)
         self.uds = uds
         self.uds_counts: Counter[str] = Counter()  # "uds:soh negative" -> n
         self.stale_readings = 0
