@@ -137,18 +137,21 @@ def test_configuration_problems_name_the_key() -> None:
         assert any(p.startswith(expected) for p in problems), (expected, problems)
 
 
-def test_reference_configuration_refuses_an_e2e_section_on_a_message_not_read(ref) -> None:
+def test_an_e2e_section_must_name_a_message_with_fitting_signals(ref) -> None:
     cfg, _ = ref
     data = as_data(cfg)
-    data["e2e"]["PA_NoticeText"] = {"profile": "xor", "crc_signal": "PA_TextSeq"}
     data["e2e"]["Nope"] = {"profile": "xor", "crc_signal": "x"}
+    data["e2e"]["BMS_Status"] = {"profile": "autosar_p1", "crc_signal": "BMS_SOC"}
     from pack_agent.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
         load_and_check(parse_config(data, reference_config_path().parent, "test"))
-    text = str(err.value)
-    assert "e2e.PA_NoticeText: the agent does not receive 'PA_NoticeText'" in text
-    assert "e2e.Nope: message 'Nope' is not in the database(s)" in text
+    assert err.value.problems == [
+        "e2e.Nope: message 'Nope' is not in the database(s)",
+        "e2e.BMS_Status.crc_signal: 'BMS_SOC' must be 8 bits starting on a byte (Intel) for "
+        "autosar_p1; it is 10 bits at bit 0",
+        "e2e.BMS_Status.counter_signal: required for autosar_p1",
+    ]
 
 
 # -- the decoder's frame checks ---------------------------------------------------
