@@ -15,7 +15,7 @@ from can.interfaces.virtual import VirtualBus
 from pack_agent.canbus.dbc import load_and_check
 from pack_agent.canbus.decoder import Decoder
 from pack_agent.config import AgentConfig, as_data, load_config, parse_config, reference_config_path
-from pack_agent.delivery.owner_channel import owner_notifiers
+from pack_agent.delivery.owner_channel import RECENT_CHALLENGES, owner_notifiers
 from pack_agent.dev.sim.head_unit import VirtualHeadUnit
 from pack_agent.dev.sim.vehicle import code_pages, encode
 from pack_agent.runtime.agent import Agent
@@ -557,7 +557,13 @@ def test_forged_answers_are_refused_counted_and_the_notice_keeps_repeating(rig_f
     """With a shared key: a replayed answer, an answer to an attempt long gone, an answer
     moved to another notice, guessed MACs are refused and counted; nothing is answered,
     and the critical notice goes on repeating."""
-    r = rig_factory(response=None, display=False, key_file=str(key_file), max_bad_macs=4)
+    r = rig_factory(
+        response=None,
+        display=False,
+        key_file=str(key_file),
+        max_bad_macs=4,
+        critical_max_per_period=24,  # every two hours, for more than a day
+    )
     critical = _open_critical(r)
     seq, first = critical.seq, latest(critical)
     # the genuine head unit reports attempt 1 on its screen (it has the key): taken
@@ -569,10 +575,11 @@ def test_forged_answers_are_refused_counted_and_the_notice_keeps_repeating(rig_f
     r.agent.handle_frame("powertrain", genuine, T0 + 31)
     again = answer_frame(r.db, seq, 4, first, 1, 1, key=KEY)
     r.agent.handle_frame("powertrain", again, T0 + 32)
-    for k in range(2, 6):  # attempts 2..5, an hour or two apart: attempt 1 leaves the window
-        r.run(T0 + 2 * (k - 1) * HOUR, T0 + 2 * (k - 1) * HOUR)
-    assert critical.attempts == 5 and first not in [c[0] for c in critical.challenges]
-    now = T0 + 8 * HOUR
+    now = T0
+    while first in [c[0] for c in critical.challenges]:  # attempts, two hours apart, until
+        now += 2 * HOUR  # attempt 1 has left the window of recent ones
+        r.run(now, now)
+    assert critical.attempts == RECENT_CHALLENGES + 1
     # a genuine answer to attempt 1, never delivered then (its MAC is right): too old now
     old = answer_frame(r.db, seq, 3, first, 2, 2, key=KEY)
     r.agent.handle_frame("powertrain", old, now + 1)
@@ -599,11 +606,13 @@ def test_forged_answers_are_refused_counted_and_the_notice_keeps_repeating(rig_f
     }
     assert r.of("owner.acknowledged") == [] and r.agent.frame_errors == 0
     r.run(now + 2 * HOUR, now + 2 * HOUR)
-    assert critical.attempts == 6 and critical.follow_up == "repeat"  # still repeating
+    assert critical.attempts == RECENT_CHALLENGES + 2  # still repeating
+    assert critical.follow_up == "repeat"
     taken = answer_frame(r.db, seq, 3, latest(critical), 1, 9, key=KEY)
     r.agent.handle_frame("powertrain", taken, now + 2 * HOUR + 5)
     (ack,) = r.of("owner.acknowledged")
-    assert ack["seq"] == seq and ack["response"] == "service_booked" and ack["attempt"] == 6
+    assert ack["seq"] == seq and ack["response"] == "service_booked"
+    assert ack["attempt"] == RECENT_CHALLENGES + 2
 
 
 def test_without_a_key_the_challenge_and_freshness_still_stop_replays(rig_factory):

@@ -41,7 +41,9 @@ Extra = tuple[str, dict[str, Any]]  # (event type, data) to append with the atte
 
 DISPLAYED = "displayed"  # HU_AckResponse 4: on screen, not an answer by the owner
 RESPONSES = {**ACK_RESPONSES, 4: DISPLAYED}
-RECENT_CHALLENGES = 4  # attempts of one notice whose answers are still taken
+# attempts of one notice whose answers are still taken: a head unit answers the showing on
+# its screen, which newer attempts (it slept through, or has not read yet) may have followed
+RECENT_CHALLENGES = 16
 
 
 @dataclass
