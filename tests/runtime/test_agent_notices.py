@@ -562,7 +562,8 @@ def test_forged_answers_are_refused_counted_and_the_notice_keeps_repeating(rig_f
         display=False,
         key_file=str(key_file),
         max_bad_macs=4,
-        critical_max_per_period=24,  # every two hours, for more than a day
+        critical_max_per_period=24,  # every two hours, for days
+        max_attempts=100,
     )
     critical = _open_critical(r)
     seq, first = critical.seq, latest(critical)

@@ -42,8 +42,10 @@ Extra = tuple[str, dict[str, Any]]  # (event type, data) to append with the atte
 DISPLAYED = "displayed"  # HU_AckResponse 4: on screen, not an answer by the owner
 RESPONSES = {**ACK_RESPONSES, 4: DISPLAYED}
 # attempts of one notice whose answers are still taken: a head unit answers the showing on
-# its screen, which newer attempts (it slept through, or has not read yet) may have followed
-RECENT_CHALLENGES = 16
+# its screen, which newer attempts (it slept through, or has not read yet) may have followed.
+# 64 covers every attempt of a notice under the default max_attempts (60); the freshness
+# value per challenge still refuses an answer taken once, replayed
+RECENT_CHALLENGES = 64
 
 
 @dataclass
