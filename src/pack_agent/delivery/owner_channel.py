@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pack_agent.canbus.dbc import complete_values
+from pack_agent.canbus.dbc import complete_values, decode_signals
 from pack_agent.canbus.decoder import frame_problem
 from pack_agent.canbus.e2e import E2EStats, Protection
 from pack_agent.core.notices import (
@@ -239,7 +239,7 @@ class CanOwnerChannel(OwnerChannel):
                 self.e2e.refused[f"{ack.name}: {reason}"] += 1
                 return self._refuse(f"e2e {reason}")
         try:
-            v = ack.decode(data, decode_choices=False)
+            v = decode_signals(ack, data)
         except Exception:  # cantools: a value outside what the signal can take
             return self._refuse("undecodable")
         seq, code = int(v["HU_AckSeq"]), int(v["HU_AckResponse"])
