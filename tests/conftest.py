@@ -65,6 +65,7 @@ FILE_KINDS: dict[str, tuple[str, ...]] = {
     "delivery/test_mqtt.py::test_broker_absent_at_start_then_started": ("broker",),
     "delivery/test_mqtt.py::test_refused_puback_keeps_the_event_and_backs_off": ("broker",),
     "delivery/test_mqtt.py::test_tls_delivers_and_checks_the_host_name": ("broker", "subprocess"),
+    "delivery/test_broker_acl.py": ("broker", "subprocess"),  # openssl: the deploy PKI
     "runtime/test_daemon.py::test_broker_absent_at_start_keeps_events_until_it_comes": ("broker",),
     "dev/test_demo.py": ("broker", "slow"),
     # the stories: agents SIGKILLed, two processes, simulated years

@@ -35,6 +35,8 @@ EventType = Literal[
     "bms.silent",
     "bms.recovered",
     "store.reset",
+    "command.applied",
+    "command.refused",
 ]
 
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
