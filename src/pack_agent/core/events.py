@@ -35,6 +35,7 @@ EventType = Literal[
     "bms.silent",
     "bms.recovered",
     "store.reset",
+    "store.space_low",
     "command.applied",
     "command.refused",
 ]

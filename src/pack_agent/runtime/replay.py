@@ -97,7 +97,7 @@ def replay(
     from pack_agent.canbus.dbc import load_and_check
     from pack_agent.canbus.decoder import Decoder
     from pack_agent.runtime.agent import Agent, run_loop
-    from pack_agent.store.database import Store
+    from pack_agent.store import Store
 
     db = load_and_check(config)
     digest = file_digest(log) if deterministic_ids else ""
