@@ -210,9 +210,9 @@ class Decoder:
                     route.code_signals[mux_value] = sig
         self.e2e = E2EStats()
         for name, e2e in config.e2e.items():
-            key = (e2e.bus or default_bus, db.get_message_by_name(name).frame_id)
-            if key in self._routes:  # the answer frame is checked by the owner channel
-                self._routes[key].e2e = Protection(self._routes[key].message, e2e)
+            route_key = (e2e.bus or default_bus, db.get_message_by_name(name).frame_id)
+            if route_key in self._routes:  # the answer frame is checked by the owner channel
+                self._routes[route_key].e2e = Protection(self._routes[route_key].message, e2e)
 
     def _route(self, bus: str, message: Any) -> _Route:
         key = (bus, message.frame_id)
