@@ -157,6 +157,12 @@ class TimedStore(Store):
         return super().mark_delivered(ids, now=now)
 
 
+class NoCommands:
+    """What ``run_loop`` asks of the agent's command handler, for a bench that gets none."""
+
+    wants_status = False
+
+
 class BenchAgent:
     """Stands in for ``Agent`` in ``run_loop``: a frame appends one event; the timer
     stops the loop when the outbox is empty (or after ``until_count`` appends)."""
@@ -164,6 +170,7 @@ class BenchAgent:
     def __init__(self, store: Store, uplink: MqttUplink, stop: threading.Event, total: int):
         self.store, self.uplink, self.stop, self.total = store, uplink, stop, total
         self.n = 0
+        self.commands = NoCommands()  # run_loop serves the backend's commands: none come here
 
     def handle_frame(self, _bus: str, _frame: can.Message, _now: float) -> None:
         self.store.append(health_draft(self.n))
