@@ -88,9 +88,11 @@ def test_sink_stores_once_and_tracks_gaps_across_two_listeners(pg: str) -> None:
     redelivered = two.add(a[0], a[0].to_json(), 0.0)
     assert redelivered is None
     done = one.due(20.0)  # batch_ms passed
-    assert done is not None and done.new == 2 and [str(g) for g in done.closed] == [
-        f"{VIN_A}: seq 2-4"
-    ]
+    assert (
+        done is not None
+        and done.new == 2
+        and [str(g) for g in done.closed] == [f"{VIN_A}: seq 2-4"]
+    )
     dup = two.flush()
     assert (dup.new, dup.duplicates) == (0, 1)
     assert rows(pg) == [(VIN_A, s) for s in range(1, 7)]
@@ -157,8 +159,20 @@ def test_two_listeners_in_one_share_group_store_each_event_once(
     broker: LocalBroker, pg: str
 ) -> None:
     procs = [
-        listen("--broker", f"127.0.0.1:{broker.port}", "--database", pg, "--share", "backend",
-               "--batch", "7", "--batch-ms", "30", "--timeout", "6")  # fmt: skip
+        listen(
+            "--broker",
+            f"127.0.0.1:{broker.port}",
+            "--database",
+            pg,
+            "--share",
+            "backend",
+            "--batch",
+            "7",
+            "--batch-ms",
+            "30",
+            "--timeout",
+            "6",
+        )
         for _ in range(2)
     ]
     for proc in procs:
@@ -176,7 +190,9 @@ def test_two_listeners_in_one_share_group_store_each_event_once(
         assert proc.returncode == 0, err
         summaries.append(json.loads(err.strip().splitlines()[-1]))
     stored = rows(pg)
-    assert stored == sorted([(VIN_A, s) for s in range(1, 101)] + [(VIN_B, s) for s in range(1, 51)])
+    assert stored == sorted(
+        [(VIN_A, s) for s in range(1, 101)] + [(VIN_B, s) for s in range(1, 51)]
+    )
     assert sum(s["unique"] for s in summaries) == 150
     assert sum(s["duplicates"] for s in summaries) == 10  # the ten redeliveries: no-ops
     assert all(s["unique"] > 0 for s in summaries), summaries  # the group split the load

@@ -144,7 +144,7 @@ _MIGRATIONS: dict[int, list[str]] = {
     1: [
         "CREATE TABLE events (event_id text PRIMARY KEY, vin text NOT NULL,"
         " seq bigint NOT NULL, type text NOT NULL, time timestamptz NOT NULL,"
-        " body jsonb NOT NULL, received_at timestamptz NOT NULL DEFAULT now())",
+        " body jsonb NOT NULL, received_at timestamptz NOT NULL DEFAULT clock_timestamp())",
         "CREATE INDEX events_vin_seq ON events (vin, seq)",
         # per vehicle: the lowest seq stored, every seq up to `contiguous` stored, the highest
         "CREATE TABLE vehicles (vin text PRIMARY KEY, first_seq bigint NOT NULL,"

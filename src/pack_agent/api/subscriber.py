@@ -156,7 +156,9 @@ class EventSubscriber:
         if not v5:
             kwargs["clean_session"] = s.session_expiry_s <= 0
         client = mqtt.Client(CallbackAPIVersion.VERSION2, s.client_id, **kwargs)
-        client.reconnect_delay_set(0.1, 5)  # type: ignore[arg-type]
+        # back within a second of a broker restart: mosquitto 2.0 does not restore shared
+        # subscriptions, so until a listener subscribes again, events reach nobody
+        client.reconnect_delay_set(0.1, 1)  # type: ignore[arg-type]
         client.manual_ack_set(True)  # acknowledged once kept: see _ack
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
