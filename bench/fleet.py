@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import heapq
 import json
 import math
 import multiprocessing as mp
@@ -98,6 +99,10 @@ def worker_main(
 ) -> None:
     """Runs ``count`` vehicles; obeys commands from ``cmds``, answers on ``out``."""
     raise_open_files()
+    import logging
+
+    # thousands of uplinks each saying "connection lost" at a broker restart: counted, not logged
+    logging.getLogger("pack_agent").setLevel(logging.ERROR)
     from pack_agent.config import MqttSettings
     from pack_agent.core.events import EventDraft, utc_from_timestamp
     from pack_agent.delivery.mqtt import MqttUplink
@@ -116,8 +121,11 @@ def worker_main(
         uplink = MqttUplink(settings, store, vin, agent_version="fleet-bench")
         uplink.start(external_loop=True)
         fleet.append(Vehicle(vin, store, uplink))
+    by_vin = {v.vin: k for k, v in enumerate(fleet)}
     rng = random.Random(index)
     waiting: set[Vehicle] = set(fleet)  # not connected: try at next_try
+    # (next_try, vehicle index) of the waiting ones: a heap, not a scan of the fleet per loop
+    timers: list[tuple[float, int]] = [(0.0, k) for k in range(len(fleet))]
     dirty: set[Vehicle] = set()
     rate = 0.0  # events/s appended by this worker
     credit = 0.0
@@ -149,6 +157,7 @@ def worker_main(
             v.attempt, v.lost_at = 0, time.monotonic()
             v.next_try = v.lost_at + client._reconnect_min_delay
             waiting.add(v)
+            heapq.heappush(timers, (v.next_try, by_vin[v.vin]))
         elif fd >= 0:
             want = selectors.EVENT_READ | (selectors.EVENT_WRITE if v.uplink.client.want_write()
                                            else 0)  # fmt: skip
@@ -163,6 +172,7 @@ def worker_main(
             v.attempt += 1  # paho's doubling, from the jittered first delay
             delay = min(client._reconnect_min_delay * 2**v.attempt, client._reconnect_max_delay)
             v.next_try = now + delay
+            heapq.heappush(timers, (v.next_try, by_vin[v.vin]))
             return
         waiting.discard(v)
         watch(v)
@@ -212,8 +222,10 @@ def worker_main(
                 appended += 1
                 dirty.add(v)
         last = now
-        for v in [v for v in waiting if v.next_try <= now]:
-            try_connect(v, now)
+        while timers and timers[0][0] <= now:
+            _, k = heapq.heappop(timers)
+            if fleet[k] in waiting:
+                try_connect(fleet[k], now)
         for key, mask in sel.select(timeout=0.005):
             v = key.data
             client = v.uplink.client
@@ -307,6 +319,9 @@ def start_listeners(n: int, port: int, url: str, batch: int, batch_ms: float) ->
              "--session-expiry", "3600", "--batch", str(batch), "--batch-ms", str(batch_ms),
              "--quiet"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            # a shell's background job ignores SIGINT, and its children would too: SIGINT is
+            # how they are stopped with a summary
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         ))  # fmt: skip
     return procs
 
@@ -418,6 +433,9 @@ def main() -> int:
     from pack_agent.dev.postgres import LocalPostgres
 
     nofile = raise_open_files()
+    # stopped from outside (timeout, kill): clean up (the finally below) all the same
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     n = args.vehicles
     folder = Path(tempfile.mkdtemp(prefix="pack-agent-fleet-"))
     persist = folder / "mosquitto"
