@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         JsonlSink,
         PostgresSink,
         PrintSink,
+        Sink,
         SqliteSink,
         SubscriberSettings,
     )
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         password=args.password,
         allow_insecure=args.allow_insecure,
     )
-    sink: SqliteSink | JsonlSink | PrintSink | PostgresSink
+    sink: Sink | PostgresSink
     if args.database:
         if not args.database.startswith(("postgresql://", "postgres://")):
             raise PackAgentError(

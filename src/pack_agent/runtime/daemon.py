@@ -37,13 +37,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# what SIGHUP applies; every other change is logged as needing a restart
-RELOADABLE = (
-    "daemon.log_level",
-    "daemon.status_interval_s",
-    "daemon.shutdown_timeout_s",
-    "health.publish_interval_s",
-)
+
+def _take(daemon: Daemon, new: AgentConfig, key: str) -> None:
+    """The running configuration takes the new value: whoever reads it next uses it."""
+    section, name = key.split(".")
+    setattr(getattr(daemon.config, section), name, getattr(getattr(new, section), name))
+
+
+def _take_log_level(daemon: Daemon, new: AgentConfig, key: str) -> None:
+    from pack_agent.runtime.logsetup import set_level
+
+    _take(daemon, new, key)
+    if new.daemon.log_level is not None and not daemon.log_level_fixed:
+        set_level(new.daemon.log_level)  # --log-level on the command line wins
+
+
+# What SIGHUP applies, and how (each is read live where it is used: the main loop, the
+# health sampler). The one list: a changed key that is not here is logged as needing a
+# restart (``daemon.clock`` and ``daemon.status_file`` among them: both are taken once,
+# when the daemon starts), and the running configuration keeps its old value.
+RELOADABLE: dict[str, Callable[[Daemon, AgentConfig, str], None]] = {
+    "daemon.log_level": _take_log_level,
+    "daemon.status_interval_s": _take,
+    "daemon.shutdown_timeout_s": _take,
+    "health.publish_interval_s": _take,
+}
 # the latest event of these types is kept in the store's state for `pack-agent status`
 REMEMBERED = (
     "pack.health",
@@ -125,6 +143,7 @@ class Daemon:
         self.source = BusSource(opened)
         self.uds = self._uds_poller(config)
         self.notifier, extra = owner_notifiers(config, notice_bus, opened[notice_bus], db)
+        self._notice_bus = (notice_bus, opened[notice_bus], db)  # to rebuild the channels
         self.uplink = MqttUplink(
             config.mqtt_settings(), self.store, config.vin, agent_version=__version__
         )
@@ -139,6 +158,19 @@ class Daemon:
         )
         if reset is not None:
             self.agent.record("store.reset", reset, time.time())
+        # the backend's notice.contact: the owner channels take the stored overrides now
+        # (the agent put them into config.notice) and every new value later
+        self.agent.commands.contact_changed = self._contact_changed
+        if self.agent.commands.overrides:
+            self._contact_changed()
+
+    def _contact_changed(self) -> None:
+        from pack_agent.delivery.owner_channel import owner_notifiers
+
+        notifier, extra = owner_notifiers(self.config, *self._notice_bus)
+        self.notifier = notifier
+        self.agent.replace_notifiers(notifier, extra)
+        self.uplink.announce(notice_overrides=dict(sorted(self.agent.commands.overrides.items())))
 
     def _uds_poller(self, config: AgentConfig) -> UdsPoller | None:
         """Diagnostic requests, each on its own bus handle filtered to its response id."""
@@ -207,7 +239,8 @@ class Daemon:
         is reported and the running configuration is kept."""
         from pack_agent.config.isolated import load_config_isolated
         from pack_agent.errors import ConfigError
-        from pack_agent.runtime.logsetup import add_secrets, set_level
+        from pack_agent.runtime.commands import apply_overrides
+        from pack_agent.runtime.logsetup import add_secrets
 
         if self.config_path is None:
             log.warning("SIGHUP: no configuration file to reload")
@@ -221,13 +254,12 @@ class Daemon:
             return []
         if new.mqtt.password is not None:
             add_secrets([new.mqtt.password.get_secret_value()])
-        old = self.config
-        old.daemon = new.daemon
-        old.health.publish_interval_s = new.health.publish_interval_s
-        if new.daemon.log_level is not None and not self.log_level_fixed:
-            set_level(new.daemon.log_level)
+        # the backend's notice overrides win over the file's values (and are no change)
+        apply_overrides(new.notice, self.agent.commands.overrides)
+        for key, apply in RELOADABLE.items():
+            apply(self, new, key)
         self._next_status = 0.0
-        restart = _changed_keys(old, new)
+        restart = [k for k in _changed_keys(self.config, new) if k not in RELOADABLE]
         if restart:
             log.warning(
                 "SIGHUP: reloaded; these changes take effect after a restart: %s",
@@ -280,6 +312,7 @@ class Daemon:
                 "stale_readings": self.agent.stale_readings,
                 "clock_rebased": self.agent.clock_rebased,
                 "notice_failures": self.agent.notice_failures,
+                "commands": self.agent.commands.status(),
                 "latest": {
                     k: {"value": r.value, "time": r.time} for k, r in sorted(tracker.latest.items())
                 },
@@ -327,10 +360,9 @@ class Daemon:
 
 
 def _changed_keys(old: AgentConfig, new: AgentConfig) -> list[str]:
-    """Dotted keys (to the section level) whose change needs a restart."""
+    """Dotted keys (to the section level) that differ."""
     a = as_data(old, reveal_secrets=True)  # a new password needs a restart too
     b = as_data(new, reveal_secrets=True)
-    del a["daemon"], b["daemon"]
     changed = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key), b.get(key)
