@@ -243,8 +243,10 @@ def worker_main(
         if not hold:
             for v in dirty:
                 was = v.uplink.connected
+                before = v.uplink.status()["reconnects"]
                 v.uplink.poll(0)
-                if v.uplink.connected and not was:
+                # connected now, or lost and back between two polls
+                if v.uplink.connected and (not was or v.uplink.status()["reconnects"] != before):
                     v.reconnected_at = time.time()
                 watch(v)
         else:

@@ -204,6 +204,7 @@ class PostgresSink:
             raise PackAgentError(f"{self._redacted}: cannot connect: {exc}") from None
         self._buffer: dict[str, tuple[Event, str]] = {}
         self._oldest: float | None = None
+        self._repeats = 0  # repeats of buffered events, counted with the next commit
         self.commits = 0
         self.migrate()
 
@@ -223,14 +224,17 @@ class PostgresSink:
                     )
                 for version in range(found + 1, SCHEMA_VERSION + 1):
                     for statement in _MIGRATIONS[version]:
-                        self._conn.execute(statement)  # type: ignore[arg-type]
+                        self._conn.execute(statement)
                     self._conn.execute("INSERT INTO schema_version VALUES (%s)", (version,))
         except psycopg.Error as exc:
             raise PackAgentError(f"{self._redacted}: cannot create the schema: {exc}") from None
         return found
 
     def add(self, event: Event, raw: str, now: float) -> Committed | None:
-        self._buffer.setdefault(event.event_id, (event, raw))
+        if event.event_id in self._buffer:
+            self._repeats += 1  # redelivered before its first copy was committed
+        else:
+            self._buffer[event.event_id] = (event, raw)
         if self._oldest is None:
             self._oldest = now
         if len(self._buffer) >= self.batch:
@@ -245,7 +249,7 @@ class PostgresSink:
     def flush(self) -> Committed:
         """Commit the buffer (retried on a deadlock or serialization failure)."""
         if not self._buffer:
-            return Committed()
+            return Committed(duplicates=self._pop_repeats())
         psycopg = self._psycopg
         for attempt in range(5):
             try:
@@ -260,7 +264,12 @@ class PostgresSink:
         self._buffer.clear()
         self._oldest = None
         self.commits += 1
+        done.duplicates += self._pop_repeats()
         return done
+
+    def _pop_repeats(self) -> int:
+        n, self._repeats = self._repeats, 0
+        return n
 
     def _commit(self, items: list[tuple[Event, str]]) -> Committed:
         cols: list[list[Any]] = [[], [], [], [], [], []]
