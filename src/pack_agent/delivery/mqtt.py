@@ -188,7 +188,8 @@ class MqttUplink(Uplink):
     def _on_disconnect(self, client: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         s = self.settings
         # paho waits reconnect_min_s, then doubles: start each vehicle at its own point
-        client.reconnect_delay_set(jittered(s.reconnect_min_s), s.reconnect_max_s)
+        first = min(jittered(s.reconnect_min_s), s.reconnect_max_s)
+        client.reconnect_delay_set(first, s.reconnect_max_s)
         self._events.put(("disconnect", rc))
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
