@@ -48,6 +48,9 @@ FILE_KINDS: dict[str, tuple[str, ...]] = {
         "subprocess",
     ),
     "api/test_subscriber.py::test_listen_refuses_plaintext_to_a_remote_broker": ("subprocess",),
+    "api/test_subscriber.py::test_listen_reports_and_stores_a_seq_that_arrives_with_a_second_event_id": (  # noqa: E501
+        "subprocess",
+    ),
     "cli/test_cli_code.py::test_real_subprocess_json": ("subprocess",),
     "cli/test_cli_imports.py": ("subprocess",),
     "cli/test_cli_run.py": ("subprocess",),

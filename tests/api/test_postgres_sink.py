@@ -104,8 +104,21 @@ def test_sink_stores_once_and_tracks_gaps_across_two_listeners(pg: str) -> None:
         one.add(e, e.to_json(), 0.0)
         one.flush()
     assert [str(g) for g in one.open_gaps()] == [f"{VIN_B}: seq 2"]
+    # seq 3 again with another event_id (a vehicle that numbered two events alike): both
+    # rows kept, the conflict recorded once, by whichever listener stores the second
+    twin = events_for(VIN_A, [3])[0]
+    assert twin.event_id != a[2].event_id
+    two.add(twin, twin.to_json(), 0.0)
+    clash = two.flush()
+    assert clash.new == 1 and [str(c) for c in clash.conflicts] == [
+        f"{VIN_A}: seq 3 arrived with a second event_id {twin.event_id} (first {a[2].event_id})"
+    ]
+    assert clash.opened == [] and clash.closed == []
     with psycopg.connect(pg) as conn:
-        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (1,)
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (2,)
+        assert conn.execute(
+            "SELECT vin, seq, first_event_id, second_event_id FROM seq_conflicts"
+        ).fetchall() == [(VIN_A, 3, a[2].event_id, twin.event_id)]
         assert conn.execute(
             "SELECT first_seq, contiguous, highest FROM vehicles WHERE vin = %s", (VIN_A,)
         ).fetchone() == (1, 6, 6)

@@ -17,11 +17,11 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from pack_agent.api.ordering import Gap
+from pack_agent.api.ordering import Gap, SeqConflict
 from pack_agent.core.events import Event
 from pack_agent.errors import PackAgentError
 
@@ -33,6 +33,9 @@ class Sink(Protocol):
         """(event_id, vin, seq) of every event already kept."""
 
     def keep(self, event: Event, raw: str) -> None: ...
+
+    def conflict(self, conflict: SeqConflict) -> None:
+        """Keep a ``seq`` that arrived with a second ``event_id`` (both events are kept)."""
 
     def close(self) -> None: ...
 
@@ -48,6 +51,9 @@ class PrintSink:
 
     def keep(self, event: Event, raw: str) -> None:
         print(raw, file=self.out, flush=True)
+
+    def conflict(self, conflict: SeqConflict) -> None:
+        pass  # reported (stderr): stdout stays one event per line
 
     def close(self) -> None:
         pass
@@ -76,6 +82,12 @@ class JsonlSink:
         self._file.write(raw.strip() + "\n")
         self._file.flush()
 
+    def conflict(self, conflict: SeqConflict) -> None:
+        """One JSON line in ``<path>.conflicts`` (the events file stays events only)."""
+        line = json.dumps({**asdict(conflict), "received_at": time.time()})
+        with self.path.with_name(self.path.name + ".conflicts").open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
     def close(self) -> None:
         self._file.close()
 
@@ -94,6 +106,11 @@ class SqliteSink:
                 " received_at REAL NOT NULL)"
             )
             self._conn.execute("CREATE INDEX IF NOT EXISTS events_vin_seq ON events (vin, seq)")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS seq_conflicts (vin TEXT NOT NULL, seq INTEGER NOT NULL,"
+                " first_event_id TEXT NOT NULL, second_event_id TEXT NOT NULL,"
+                " received_at REAL NOT NULL)"
+            )
         except sqlite3.Error as exc:
             raise PackAgentError(f"{self.path}: cannot use as an event store: {exc}") from None
 
@@ -106,6 +123,13 @@ class SqliteSink:
             (event.event_id, event.vin, event.seq, event.type, event.time.isoformat(), raw,
              time.time()),
         )  # fmt: skip
+
+    def conflict(self, conflict: SeqConflict) -> None:
+        c = conflict
+        self._conn.execute(
+            "INSERT INTO seq_conflicts VALUES (?, ?, ?, ?, ?)",
+            (c.vin, c.seq, c.first_event_id, c.second_event_id, time.time()),
+        )
 
     def close(self) -> None:
         self._conn.close()
@@ -123,6 +147,7 @@ class Committed:
     duplicates: int = 0
     opened: list[Gap] = field(default_factory=list)
     closed: list[Gap] = field(default_factory=list)
+    conflicts: list[SeqConflict] = field(default_factory=list)
 
 
 class BatchSink(Protocol):
@@ -155,6 +180,13 @@ _MIGRATIONS: dict[int, list[str]] = {
         " closed_at timestamptz, PRIMARY KEY (vin, first_seq))",
         "CREATE INDEX seq_gaps_open ON seq_gaps (vin) WHERE closed_at IS NULL",
     ],
+    # a seq that arrived with a second event_id (both events are kept), as SqliteSink keeps
+    2: [
+        "CREATE TABLE seq_conflicts (vin text NOT NULL, seq bigint NOT NULL,"
+        " first_event_id text NOT NULL, second_event_id text NOT NULL,"
+        " received_at timestamptz NOT NULL DEFAULT now(),"
+        " PRIMARY KEY (vin, seq, second_event_id))",
+    ],
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 _MIGRATION_LOCK = 0x7061636B  # pg_advisory_xact_lock key: one listener migrates at a time
@@ -162,7 +194,15 @@ _MIGRATION_LOCK = 0x7061636B  # pg_advisory_xact_lock key: one listener migrates
 _INSERT = (
     "INSERT INTO events (event_id, vin, seq, type, time, body)"
     " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[],"
-    " %s::timestamptz[], %s::jsonb[]) ON CONFLICT (event_id) DO NOTHING RETURNING vin, seq"
+    " %s::timestamptz[], %s::jsonb[]) ON CONFLICT (event_id) DO NOTHING"
+    " RETURNING vin, seq, event_id"
+)
+# the events just stored whose vin and seq an earlier (committed or same-batch) row holds
+_CONFLICTS = (
+    "SELECT n.vin, n.seq, min(o.event_id), n.event_id FROM unnest(%s::text[], %s::bigint[],"
+    " %s::text[]) AS n(vin, seq, event_id) JOIN events o ON o.vin = n.vin AND o.seq = n.seq"
+    " AND o.event_id <> n.event_id AND (o.event_id < n.event_id OR NOT o.event_id = ANY(%s))"
+    " GROUP BY n.vin, n.seq, n.event_id"
 )
 # missing seq ranges of the given vehicles, from each one's contiguous point (or lower)
 _MISSING = (
@@ -283,8 +323,26 @@ class PostgresSink:
             stored = self._conn.execute(_INSERT, cols).fetchall()
             done = Committed(new=len(stored), duplicates=len(items) - len(stored))
             if stored:
-                self._gaps(stored, done)
+                self._gaps([(vin, seq) for vin, seq, _ in stored], done)
+                self._conflicts(stored, done)
         return done
+
+    def _conflicts(self, stored: list[tuple[str, int, str]], done: Committed) -> None:
+        """Rows in ``seq_conflicts`` for events whose seq another event_id already has.
+        Within one batch the smaller event_id counts as the first."""
+        ids = [e for _, _, e in stored]
+        rows = self._conn.execute(
+            _CONFLICTS, ([v for v, _, _ in stored], [s for _, s, _ in stored], ids, ids)
+        ).fetchall()
+        if not rows:
+            return
+        self._conn.execute(
+            "INSERT INTO seq_conflicts (vin, seq, first_event_id, second_event_id) SELECT *"
+            " FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[])"
+            " ON CONFLICT DO NOTHING",
+            tuple(list(col) for col in zip(*rows, strict=True)),
+        )
+        done.conflicts.extend(SeqConflict(v, s, first, second) for v, s, first, second in rows)
 
     def _gaps(self, stored: list[tuple[str, int]], done: Committed) -> None:
         lo: dict[str, int] = {}

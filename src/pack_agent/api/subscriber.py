@@ -6,6 +6,8 @@ It shows what a vehicle maker's backend has to do with pack-agent's events:
 - order each vehicle's events by ``seq`` and notice gaps (``SeqTracker``): a gap
   is an event still on its way (or lost by the backend's own subscription), and it
   closes when the missing events arrive;
+- notice a ``seq`` that arrives with a second, different ``event_id`` (``SeqIds``):
+  reported, both events kept, and the conflict stored by the sink;
 - keep the events (SQLite or JSON lines), or print them;
 - acknowledge an event to the broker only once it is kept (paho's manual ack), so
   a listener that dies between the two gets it again, never loses it. With a
@@ -38,7 +40,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import TypeAdapter, ValidationError
 
-from pack_agent.api.ordering import Deduplicator, Gap, SeqTracker
+from pack_agent.api.ordering import Deduplicator, Gap, SeqConflict, SeqIds, SeqTracker
 from pack_agent.api.sinks import (
     BatchSink,
     Committed,
@@ -59,6 +61,8 @@ __all__ = [
     "JsonlSink",
     "PostgresSink",
     "PrintSink",
+    "SeqConflict",
+    "SeqIds",
     "SeqTracker",
     "Sink",
     "SqliteSink",
@@ -101,6 +105,7 @@ class Summary:
     unique: int = 0
     duplicates: int = 0
     invalid: int = 0
+    seq_conflicts: list[str] = field(default_factory=list)
     gaps_open: list[str] = field(default_factory=list)
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -110,6 +115,7 @@ class Summary:
             "unique": self.unique,
             "duplicates": self.duplicates,
             "invalid": self.invalid,
+            "seq_conflicts": self.seq_conflicts,
             "gaps_open": self.gaps_open,
             "statuses": self.statuses,
         }
@@ -140,8 +146,10 @@ class EventSubscriber:
         self._batch: BatchSink | None = sink if isinstance(sink, PostgresSink) else None
         self._unacked: list[int] = []  # message ids of events waiting for the batch commit
         baseline: dict[str, int] = {}
+        self.seq_ids = SeqIds()
         for event_id, vin, seq in () if self._batch else sink.seen():  # type: ignore[union-attr]
             self.dedup.first_time(event_id)
+            self.seq_ids.observe(vin, seq, event_id)
             baseline.setdefault(vin, 0)
             baseline[vin] = max(baseline[vin], seq)  # kept events are the baseline
         self.seqs = SeqTracker(baseline)
@@ -259,6 +267,10 @@ class EventSubscriber:
             self.report(f"gap {gap} missing")
         for gap in done.closed:
             self.report(f"gap {gap} closed")
+        for conflict in done.conflicts:
+            self.summary.seq_conflicts.append(str(conflict))
+            self.report(f"seq conflict {conflict}")
+            log.warning("seq conflict %s", conflict)
         for mid in self._unacked:
             self._client.ack(mid, 1)
         self._unacked.clear()
@@ -294,6 +306,12 @@ class EventSubscriber:
             self.summary.duplicates += 1
             return True
         self.summary.unique += 1
+        conflict = self.seq_ids.observe(event.vin, event.seq, event.event_id)
+        if conflict is not None:
+            self.summary.seq_conflicts.append(str(conflict))
+            self.report(f"seq conflict {conflict}")
+            log.warning("seq conflict %s", conflict)
+            self.sink.conflict(conflict)  # type: ignore[union-attr]
         opened, closed = self.seqs.observe(event.vin, event.seq, time.monotonic())
         for gap in opened:
             self.report(f"gap {gap} missing (received seq {event.seq})")
