@@ -75,6 +75,8 @@ FILE_KINDS: dict[str, tuple[str, ...]] = {
     "dev/test_demo.py": ("broker", "slow"),
     # the stories: agents SIGKILLed, two processes, simulated years
     "store/test_crash_consistency.py": ("broker", "subprocess", "slow"),
+    "store/test_powercut.py": ("subprocess",),  # the agent or the store under an LD_PRELOAD shim
+    "store/test_powercut.py::test_power_cuts_over_a_story": ("broker", "subprocess", "slow"),
     "runtime/test_two_processes.py": ("broker", "subprocess", "slow"),
     # no process, but seconds each: simulated days through a whole agent, fuzzing,
     # property tests with many examples

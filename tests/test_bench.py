@@ -59,6 +59,16 @@ def test_footprint_bench_runs() -> None:
     assert life["delivered_total"] == sum(life["events"].values()), life
 
 
+def test_powercut_bench_runs() -> None:
+    figures = run_bench(
+        "bench/powercut.py", *("--cuts", "20", "--days", "50", "--real-restarts", "1")
+    )
+    assert figures["cuts"] == 20 and figures["failed_to_start"] == 0
+    for key in ("essential_lost", "store_reset", "unexplained_gaps"):
+        assert isinstance(figures[key], int), key
+    assert figures["story"]["syncs"] > 0 and len(figures["real_restarts"]) == 1
+
+
 @pytest.mark.skipif(find_postgres() is None, reason="PostgreSQL is not installed")
 def test_fleet_bench_runs() -> None:
     """200 vehicles (the agent's real uplink and outbox each) through mosquitto, restarted
