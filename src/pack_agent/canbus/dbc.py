@@ -24,8 +24,9 @@ NOTICE_SIGNALS = (
     "PA_NoticeSeverity",
     "PA_NoticeAction",
     "PA_NoticeAttempt",
+    "PA_NoticeChallenge",
 )
-ACK_SIGNALS = ("HU_AckSeq", "HU_AckNoticeId", "HU_AckResponse")
+ACK_SIGNALS = ("HU_AckSeq", "HU_AckResponse", "HU_AckChallenge", "HU_AckFreshness", "HU_AckMac")
 TEXT_SIGNALS = ("PA_TextSeq", "PA_TextPage", "PA_TextPageCount", "PA_TextData")
 
 
@@ -192,10 +193,29 @@ def check_against_database(config: AgentConfig, db: cantools.database.Database) 
     check("notice.ack_message", notice.ack_message, list(ACK_SIGNALS))
     if notice.text_message:
         check("notice.text_message", notice.text_message, list(TEXT_SIGNALS))
+    problems += _e2e_problems(config, db)
     if not problems:
         problems += _frame_id_clashes(config, db)
         problems += _ignition_problems(config, db)
         _range_findings(config, db)
+    return problems
+
+
+def _e2e_problems(config: AgentConfig, db: cantools.database.Database) -> list[str]:
+    """Each ``[e2e.<message>]`` names a message of the databases, with fitting signals. A
+    section for a message no metric reads is allowed (a reference configuration whose
+    metrics moved to UDS keeps working); it checks nothing."""
+    from pack_agent.canbus.e2e import config_problems
+
+    problems: list[str] = []
+    for name, settings in config.e2e.items():
+        key = f"e2e.{name}"
+        try:
+            msg = db.get_message_by_name(name)
+        except KeyError:
+            problems.append(f"{key}: message {name!r} is not in the database(s)")
+            continue
+        problems += config_problems(key, msg, settings)
     return problems
 
 
