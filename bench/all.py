@@ -27,6 +27,8 @@ BENCHMARKS: list[tuple[str, str, list[str]]] = [
     ("uplink", "bench/uplink.py", ["--events", "20000", "--rounds", "3", "--seconds", "5"]),
     ("policy", "bench/bench_policy.py", []),
     ("footprint", "bench/footprint.py", ["--sim-minutes", "10", "--realtime-s", "10"]),
+    # small: bench/fleet.py --vehicles 10000 is its own run (docs/scaling.md has its figures)
+    ("fleet", "bench/fleet.py", ["--vehicles", "1000", "--rate", "500", "--backlog", "24"]),
 ]
 # the headline rows: benchmark, figure (dotted), what it is, target
 SUMMARY: list[tuple[str, str, str, str]] = [
@@ -54,6 +56,14 @@ SUMMARY: list[tuple[str, str, str, str]] = [
     ("footprint", "phases.realtime_mapped.cpu_per_bus_s", "CPU s per bus s, mapped only", ""),
     ("footprint", "phases.realtime_busy.cpu_per_bus_s", "CPU s per bus s, busy bus", ""),
     ("footprint", "phases.sim_busy.cpu_per_bus_s", "same, simulated time (10 min)", ""),
+    ("fleet", "events_per_s", "fleet, steady events/s into PostgreSQL", ""),
+    ("fleet", "p99_ms", "fleet, append to row stored, p99 ms", ""),
+    ("fleet", "backlog.events_per_s", "fleet, backlog drain events/s", ""),
+    ("fleet", "drain_vs_raw", "backlog drain / raw mosquitto_pub", ""),
+    ("fleet", "storm.back_after_s", "fleet back after a broker restart, s", ""),
+    ("fleet", "lost", "events lost", "0"),
+    ("fleet", "duplicate_rows", "duplicate rows", "0"),
+    ("fleet", "seq_gaps_open", "seq gaps still open", "0"),
     ("footprint", "day_writes.db_writes", "steady day: write calls on the store", ""),
     ("footprint", "day_writes.db_write_bytes", "steady day: bytes written to the store", ""),
     ("footprint", "day_writes.db_syncs", "steady day: fsync/fdatasync on the store", ""),

@@ -57,6 +57,8 @@ FILE_KINDS: dict[str, tuple[str, ...]] = {
     "config/test_isolated.py": ("subprocess",),
     "delivery/test_delivery.py": ("subprocess",),
     "delivery/test_mqtt_deletes.py": ("subprocess",),
+    "api/test_postgres_sink.py": ("subprocess",),  # a private PostgreSQL (dev/postgres.py)
+    "delivery/test_mqtt.py::test_reconnect_delay_is_jittered_per_vehicle": ("broker",),
     "delivery/test_mqtt.py::test_last_will_says_offline_when_the_agent_dies": ("subprocess",),
     "dev/test_chart.py::test_the_daemon_never_imports_plotting_or_the_demo": ("subprocess",),
     "dev/test_localbus.py": ("subprocess",),

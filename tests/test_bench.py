@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from pack_agent.dev.postgres import find_postgres
+
 ROOT = Path(__file__).resolve().parents[1]
 KONA = ROOT.parent / "shared" / "real-world" / "kona-ev"
 
 
-def run_bench(*args: str) -> dict:
+def run_bench(*args: str, timeout: float = 120) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -65,3 +67,21 @@ def test_powercut_bench_runs() -> None:
     for key in ("essential_lost", "store_reset", "unexplained_gaps"):
         assert isinstance(figures[key], int), key
     assert figures["story"]["syncs"] > 0 and len(figures["real_restarts"]) == 1
+
+
+@pytest.mark.skipif(find_postgres() is None, reason="PostgreSQL is not installed")
+def test_fleet_bench_runs() -> None:
+    """200 vehicles (the agent's real uplink and outbox each) through mosquitto, restarted
+    mid-run, into two listeners and PostgreSQL: every event stored once, no gap left."""
+    pytest.importorskip("psycopg", reason="psycopg 3 is not installed")
+    figures = run_bench(
+        *("bench/fleet.py", "--vehicles", "200", "--rate", "200", "--steady-s", "3"),
+        *("--outage-s", "1", "--backlog", "5", "--raw", "2000"),
+        timeout=240,
+    )
+    assert figures["vehicles"] == 200 and figures["events"] > 200 * 5, figures
+    assert figures["stored"] == figures["events"], figures
+    assert figures["lost"] == 0 and figures["duplicate_rows"] == 0, figures
+    assert figures["seq_gaps_open"] == 0 and figures["vehicles_with_holes"] == 0, figures
+    assert figures["storm"]["reconnected"] == 200, figures["storm"]
+    assert figures["events_per_s"] > 0 and figures["raw_per_s"] > 0

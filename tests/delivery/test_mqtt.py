@@ -420,3 +420,57 @@ def test_tls_delivers_and_checks_the_host_name(
         right.start()
         drive(right, drained(store, right))
         right.stop()
+
+
+def test_require_subscriber_keeps_an_event_nobody_received(
+    subscribe: Subscribe, broker: LocalBroker, store: Store, make_uplink: Callable[..., MqttUplink]
+) -> None:
+    """MQTT v5 PUBACK 0x10 (no matching subscribers): with mqtt.require_subscriber the
+    event stays in the outbox until a backend subscribes; without it, it is gone."""
+    lost = store.append(draft("pack.health", 1))
+    up = make_uplink(settings_for(broker))
+    up.start()
+    drive(up, drained(store, up))  # the default: acknowledged, deleted, received by nobody
+    up.stop(timeout=0.5)
+    kept = store.append(draft("pack.health", 2))
+    up = make_uplink(settings_for(broker, require_subscriber=True, reconnect_min_s=0.2,
+                                  reconnect_max_s=0.4))  # fmt: skip
+    up.start()
+    drive(up, lambda: up.status()["last_error"] is not None)
+    assert "routed to no subscriber" in up.status()["last_error"]
+    assert "No matching subscribers (0x10)" in up.status()["last_error"]
+    t_end = time.monotonic() + 0.8
+    drive(up, lambda: time.monotonic() > t_end)
+    assert ids(store.pending(10)) == [kept.event_id]  # held, not deleted
+    with subscribe(broker) as sub:
+        drive(up, drained(store, up))
+        sub.wait_for(lambda s: kept.event_id in ids(s.events))
+        assert lost.event_id not in ids(sub.events)
+
+
+def test_reconnect_delay_is_jittered_per_vehicle(
+    mosquitto_binary: str, store: Store, make_uplink: Callable[..., MqttUplink]
+) -> None:
+    """A broker restart drops every vehicle at one instant: each one's first retry is
+    reconnect_min_s times its own factor in 0.5-1.5, so they do not come back in step."""
+    from random import Random
+
+    from pack_agent.delivery.mqtt_connection import jittered
+
+    rng = Random(7)
+    draws = [jittered(2.0, rng) for _ in range(2000)]
+    assert all(1.0 <= d <= 3.0 for d in draws)
+    assert max(draws) - min(draws) > 1.8 and len({round(d, 3) for d in draws}) > 500
+    with LocalBroker(binary=mosquitto_binary) as broker:
+        ups = [make_uplink(settings_for(broker, reconnect_min_s=1.0, reconnect_max_s=4.0))
+               for _ in range(3)]  # fmt: skip
+        for up in ups:
+            up.start()
+        for up in ups:
+            drive(up, lambda up=up: up.connected)
+        broker.kill()
+        for up in ups:
+            drive(up, lambda up=up: not up.connected)
+        # paho's back-off as each uplink set it when its connection was lost
+        delays = [up.client._reconnect_min_delay for up in ups]
+        assert all(0.5 <= d <= 1.5 for d in delays) and len(set(delays)) == 3, delays

@@ -8,7 +8,12 @@ It shows what a vehicle maker's backend has to do with pack-agent's events:
   closes when the missing events arrive;
 - notice a ``seq`` that arrives with a second, different ``event_id`` (``SeqIds``):
   reported, both events kept, and the conflict stored by the sink;
-- keep the events (SQLite or JSON lines), or print them.
+- keep the events (SQLite or JSON lines), or print them;
+- acknowledge an event to the broker only once it is kept (paho's manual ack), so
+  a listener that dies between the two gets it again, never loses it. With a
+  batching sink (PostgreSQL) that is after the batch's commit, and the database,
+  not this process, de-duplicates and tracks gaps, so several listeners in one
+  shared subscription store each event exactly once.
 
 Split along its seams: ``ordering`` (the pure ``SeqTracker`` and ``Deduplicator``),
 ``sinks`` (where events are kept) and this module, the paho adapter
@@ -36,7 +41,15 @@ from paho.mqtt.properties import Properties
 from pydantic import TypeAdapter, ValidationError
 
 from pack_agent.api.ordering import Deduplicator, Gap, SeqConflict, SeqIds, SeqTracker
-from pack_agent.api.sinks import JsonlSink, PrintSink, Sink, SqliteSink
+from pack_agent.api.sinks import (
+    BatchSink,
+    Committed,
+    JsonlSink,
+    PostgresSink,
+    PrintSink,
+    Sink,
+    SqliteSink,
+)
 from pack_agent.core.events import Event
 from pack_agent.errors import PackAgentError
 from pack_agent.loopback import is_loopback
@@ -46,6 +59,7 @@ __all__ = [
     "EventSubscriber",
     "Gap",
     "JsonlSink",
+    "PostgresSink",
     "PrintSink",
     "SeqConflict",
     "SeqIds",
@@ -114,7 +128,9 @@ class EventSubscriber:
     """Subscribes at QoS 1 to ``<prefix>/+/events/#`` and ``<prefix>/+/status``;
     ``run()`` handles messages on the calling thread (paho's thread only queues)."""
 
-    def __init__(self, settings: SubscriberSettings, sink: Sink, report: Report) -> None:
+    def __init__(
+        self, settings: SubscriberSettings, sink: Sink | BatchSink, report: Report
+    ) -> None:
         s = settings
         if not (s.ca_file or s.allow_insecure or is_loopback(s.host)):
             raise PackAgentError(
@@ -126,9 +142,12 @@ class EventSubscriber:
         self.settings, self.sink, self.report = s, sink, report
         self.summary = Summary()
         self.dedup = Deduplicator()
+        # a batching sink de-duplicates and tracks gaps itself (shared by several listeners)
+        self._batch: BatchSink | None = sink if isinstance(sink, PostgresSink) else None
+        self._unacked: list[int] = []  # message ids of events waiting for the batch commit
         baseline: dict[str, int] = {}
         self.seq_ids = SeqIds()
-        for event_id, vin, seq in sink.seen():
+        for event_id, vin, seq in () if self._batch else sink.seen():  # type: ignore[union-attr]
             self.dedup.first_time(event_id)
             self.seq_ids.observe(vin, seq, event_id)
             baseline.setdefault(vin, 0)
@@ -145,7 +164,10 @@ class EventSubscriber:
         if not v5:
             kwargs["clean_session"] = s.session_expiry_s <= 0
         client = mqtt.Client(CallbackAPIVersion.VERSION2, s.client_id, **kwargs)
-        client.reconnect_delay_set(0.1, 5)  # type: ignore[arg-type]
+        # back within a second of a broker restart: mosquitto 2.0 does not restore shared
+        # subscriptions, so until a listener subscribes again, events reach nobody
+        client.reconnect_delay_set(0.1, 1)  # type: ignore[arg-type]
+        client.manual_ack_set(True)  # acknowledged once kept: see _ack
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
         if s.ca_file:
@@ -198,6 +220,10 @@ class EventSubscriber:
         return True
 
     def _step(self, wait: float) -> None:
+        if self._batch is not None:
+            self._committed(self._batch.due(time.monotonic()))
+            if self._unacked:  # the batch commits within batch_ms: wake up for it
+                wait = min(wait, 0.01)
         try:
             kind, arg = self._inbox.get(timeout=wait) if wait > 0 else self._inbox.get_nowait()
         except queue.Empty:
@@ -221,17 +247,47 @@ class EventSubscriber:
         elif kind == "connect_fail":
             self.report(f"cannot reach {s.host}:{s.port}; retrying")
         elif kind == "disconnect":
+            # their ids belonged to that connection; the broker sends them again (a kept
+            # session) and the database ignores the repeats
+            self._unacked.clear()
             self._subscribed.clear()
             self.report(f"disconnected: {arg}")
 
+    def _ack(self, msg: mqtt.MQTTMessage) -> None:
+        if msg.qos > 0:
+            self._client.ack(msg.mid, msg.qos)
+
+    def _committed(self, done: Committed | None) -> None:
+        """A batch was committed: count it, report its gaps, acknowledge its events."""
+        if done is None:
+            return
+        self.summary.unique += done.new
+        self.summary.duplicates += done.duplicates
+        for gap in done.opened:
+            self.report(f"gap {gap} missing")
+        for gap in done.closed:
+            self.report(f"gap {gap} closed")
+        for conflict in done.conflicts:
+            self.summary.seq_conflicts.append(str(conflict))
+            self.report(f"seq conflict {conflict}")
+            log.warning("seq conflict %s", conflict)
+        for mid in self._unacked:
+            self._client.ack(mid, 1)
+        self._unacked.clear()
+
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        if self._keep(msg):
+            self._ack(msg)
+
+    def _keep(self, msg: mqtt.MQTTMessage) -> bool:
+        """Handle one message; True when it may be acknowledged now."""
         raw = msg.payload.decode("utf-8", errors="replace")
         if msg.topic.endswith("/status"):
             vin = msg.topic.split("/")[-2]
             with contextlib.suppress(ValueError):
                 self.summary.statuses[vin] = json.loads(raw)
                 self.report(f"status {vin}: {raw}")
-            return
+            return True
         self.summary.received += 1
         try:
             event = _EVENT.validate_json(raw)
@@ -240,35 +296,48 @@ class EventSubscriber:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             self.report(f"invalid event on {msg.topic}: {where}: {first['msg']}")
-            return
+            return True
+        if self._batch is not None:
+            if msg.qos > 0:
+                self._unacked.append(msg.mid)
+            self._committed(self._batch.add(event, raw, time.monotonic()))
+            return False
         if not self.dedup.first_time(event.event_id):
             self.summary.duplicates += 1
-            return
+            return True
         self.summary.unique += 1
         conflict = self.seq_ids.observe(event.vin, event.seq, event.event_id)
         if conflict is not None:
             self.summary.seq_conflicts.append(str(conflict))
             self.report(f"seq conflict {conflict}")
             log.warning("seq conflict %s", conflict)
-            self.sink.conflict(conflict)
+            self.sink.conflict(conflict)  # type: ignore[union-attr]
         opened, closed = self.seqs.observe(event.vin, event.seq, time.monotonic())
         for gap in opened:
             self.report(f"gap {gap} missing (received seq {event.seq})")
         for gap in closed:
             took = time.monotonic() - gap.opened_at
             self.report(f"gap {gap} closed after {took:.1f} s")
-        self.sink.keep(event, raw)
+        self.sink.keep(event, raw)  # type: ignore[union-attr]
+        return True
 
     def stop(self) -> Summary:
+        if self._batch is not None:  # commit and acknowledge before saying goodbye
+            self._committed(self._batch.flush())
         self._client.disconnect()
         self._client.loop_stop()
-        while True:  # what arrived before the disconnect
+        while True:  # what arrived before the disconnect (stored; the broker sends it again)
             try:
                 kind, arg = self._inbox.get_nowait()
             except queue.Empty:
                 break
             if kind == "message":
                 self._on_message(arg)
-        self.summary.gaps_open = [str(g) for g in self.seqs.open_gaps()]
+        if self._batch is not None:
+            self._committed(self._batch.flush())
+            gaps = self._batch.open_gaps()  # type: ignore[attr-defined]
+        else:
+            gaps = self.seqs.open_gaps()
+        self.summary.gaps_open = [str(g) for g in gaps]
         self.sink.close()
         return self.summary

@@ -2,8 +2,10 @@
 
 Thin over :mod:`pack_agent.api.subscriber`: de-duplicates by ``event_id``, reports
 ``seq`` gaps per vehicle (and when they close), and prints the events as JSON
-lines on stdout or keeps them in SQLite (``--store``) or a JSON-lines file
-(``--jsonl``). Reports go to stderr; the last stderr line is a JSON summary.
+lines on stdout or keeps them in SQLite (``--store``), a JSON-lines file
+(``--jsonl``) or PostgreSQL (``--database postgresql://...``, committed in batches;
+several listeners with one ``--share`` group split the load and store each event
+once). Reports go to stderr; the last stderr line is a JSON summary.
 Exit 0, or 1 when ``--count`` events did not arrive within ``--timeout``.
 """
 
@@ -40,6 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--store", metavar="FILE.sqlite", help="keep events in this SQLite file")
     out.add_argument("--jsonl", metavar="FILE", help="append events to this JSON-lines file")
+    out.add_argument(
+        "--database",
+        metavar="postgresql://...",
+        help="keep events in PostgreSQL (needs pack-agent[backend]: psycopg 3)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=500, metavar="N", help="--database: commit every N events"
+    )
+    parser.add_argument(
+        "--batch-ms", type=float, default=50.0, metavar="T",
+        help="--database: ... or every T ms, whichever first (50)",
+    )  # fmt: skip
     parser.add_argument("--count", type=int, metavar="N", help="stop after N new events")
     parser.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
     parser.add_argument("--quiet", "-q", action="store_true", help="no reports, only the summary")
@@ -61,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from pack_agent.api.subscriber import (
         EventSubscriber,
         JsonlSink,
+        PostgresSink,
         PrintSink,
         Sink,
         SqliteSink,
@@ -86,8 +101,14 @@ def run(args: argparse.Namespace) -> int:
         password=args.password,
         allow_insecure=args.allow_insecure,
     )
-    sink: Sink
-    if args.store:
+    sink: Sink | PostgresSink
+    if args.database:
+        if not args.database.startswith(("postgresql://", "postgres://")):
+            raise PackAgentError(
+                f"--database: expected a postgresql://USER@HOST:PORT/DB URL, got {args.database!r}"
+            )
+        sink = PostgresSink(args.database, batch=args.batch, batch_ms=args.batch_ms)
+    elif args.store:
         sink = SqliteSink(args.store)
     elif args.jsonl:
         sink = JsonlSink(args.jsonl)

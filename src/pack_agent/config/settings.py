@@ -283,6 +283,8 @@ class MqttSettings:
     allow_insecure: bool = False
     reconnect_min_s: Positive = 1.0
     reconnect_max_s: Positive = 60.0
+    # MQTT v5: an event the broker routed to no subscriber (PUBACK 0x10) stays in the outbox
+    require_subscriber: bool = False
 
 
 @dataclass

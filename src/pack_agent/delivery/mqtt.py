@@ -57,6 +57,7 @@ from pack_agent.core.events import topic_for
 from pack_agent.delivery.mqtt_connection import (
     ClientFactory,
     check_transport_security,
+    jittered,
     make_client,
     why_lost,
     why_unreachable,
@@ -95,6 +96,7 @@ READ_AHEAD = 200  # outbox rows read at once
 GATHER_S = 0.005  # pumping with paho's queue full: look at the PUBACKs this often
 QUEUED_IN_PAHO = 200  # events handed to paho beyond the in-flight window (see _handoff)
 _HELD = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)  # paho keeps the message
+_NO_SUBSCRIBERS = 0x10  # v5 PUBACK: accepted, but no subscription matched (mqtt.require_subscriber)
 
 
 class MqttUplink(Uplink):
@@ -104,7 +106,9 @@ class MqttUplink(Uplink):
     ``offline`` on a clean stop, and the same ``offline`` as the last will when the
     connection dies. A PUBACK with a failure reason (v5, e.g. 0x87 not authorized)
     leaves the event pending and pauses publishing with an exponential backoff
-    (``reconnect_min_s`` .. ``reconnect_max_s``) instead of resending at once.
+    (``reconnect_min_s`` .. ``reconnect_max_s``) instead of resending at once; so does
+    0x10 *no matching subscribers* with ``require_subscriber``. A lost connection is
+    retried after a jittered first delay (:func:`jittered`), then paho's doubling.
     """
 
     def __init__(
@@ -181,7 +185,11 @@ class MqttUplink(Uplink):
         # from there, it says why (refused, DNS, certificate...)
         self._events.put(("connect_fail", sys.exc_info()[1]))
 
-    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+    def _on_disconnect(self, client: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        s = self.settings
+        # paho waits reconnect_min_s, then doubles: start each vehicle at its own point
+        first = min(jittered(s.reconnect_min_s), s.reconnect_max_s)
+        client.reconnect_delay_set(first, s.reconnect_max_s)
         self._events.put(("disconnect", rc))
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
@@ -200,7 +208,11 @@ class MqttUplink(Uplink):
 
     # -- main thread ------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, external_loop: bool = False) -> None:
+        """Connect in the background (paho's network thread). With ``external_loop``
+        there is no thread: the caller drives :attr:`client` (``reconnect()``, then
+        ``loop_read``/``loop_write``/``loop_misc`` on its socket), as bench/fleet.py
+        does for thousands of vehicles in one process."""
         if self._started:
             return
         self._started = True
@@ -214,7 +226,13 @@ class MqttUplink(Uplink):
             "TLS" if s.tls else "no TLS",
         )
         self._client.connect_async(s.host, s.port, s.keepalive_s)
-        self._client.loop_start()
+        if not external_loop:
+            self._client.loop_start()
+
+    @property
+    def client(self) -> mqtt.Client:
+        """The paho client (for a caller that runs its network loop: ``start(True)``)."""
+        return self._client
 
     def poll(self, wait: float = 0.0) -> None:
         if not self._started or self._stopped:
@@ -364,7 +382,8 @@ class MqttUplink(Uplink):
         if entry is None:
             return
         event_id, row = entry
-        if not rc.is_failure:
+        unrouted = rc.value == _NO_SUBSCRIBERS and self.settings.require_subscriber
+        if not rc.is_failure and not unrouted:
             acked.append(row)
             self._refusals = 0
             return
@@ -374,8 +393,9 @@ class MqttUplink(Uplink):
         delay *= random.uniform(0.8, 1.0)  # a fleet of vehicles does not retry in step
         self._hold_until = max(self._hold_until, time.monotonic() + delay)
         self._rescan = True
+        what = "routed to no subscriber" if unrouted else "refused"
         self._note_error(
-            f"broker refused event {event_id}: {rc} (0x{rc.value:02x}); "
+            f"broker {what} event {event_id}: {rc} (0x{rc.value:02x}); "
             f"it stays in the outbox, publishing paused {delay:.1f} s",
             kind=f"refused {rc}",
         )

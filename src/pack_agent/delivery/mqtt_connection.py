@@ -12,6 +12,7 @@ is :class:`pack_agent.delivery.mqtt.MqttUplink`.
 from __future__ import annotations
 
 import logging
+import random
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "ClientFactory",
     "PahoLog",
     "check_transport_security",
+    "jittered",
     "make_client",
     "why_lost",
     "why_unreachable",
@@ -61,6 +63,19 @@ class PahoLog:
 
 
 ClientFactory = Callable[..., mqtt.Client]
+
+# the first reconnect delay after a lost connection is reconnect_min_s times a factor drawn
+# from this range; paho doubles it after each failed attempt, so every later one keeps it
+RECONNECT_JITTER = (0.5, 1.5)
+
+
+def jittered(min_s: float, rng: random.Random | None = None) -> float:
+    """The first reconnect delay after a lost connection: ``min_s`` spread over
+    ``RECONNECT_JITTER``. A broker restart drops a whole fleet at one instant; without
+    jitter every vehicle would knock again at the same instants (min, 2 min, 4 min...),
+    a reconnect storm per step (bench/fleet.py measures the spread)."""
+    low, high = RECONNECT_JITTER
+    return min_s * (rng or random).uniform(low, high)
 
 
 def check_transport_security(settings: MqttSettings) -> None:

@@ -1,0 +1,604 @@
+"""Fleet benchmark: N vehicles through one mosquitto into `pack-agent listen` and PostgreSQL.
+
+    PYTHONPATH=src python bench/fleet.py [--vehicles 10000] [--listeners 2] [--rate 500]
+
+Everything runs on this machine, on loopback: a private mosquitto (dev/broker.py), a
+private PostgreSQL (dev/postgres.py, fsync off), 1-4 `pack-agent listen --database`
+processes in one MQTT v5 shared subscription, and the vehicles. Each vehicle is the
+agent's real uplink (``MqttUplink``: its own client id, retained status and last will,
+QoS 1, an event leaves the outbox only after its PUBACK) over its own real SQLite
+outbox (``Store``); thousands of them run in a few worker processes, each driving its
+paho clients with paho's external-loop API (``socket()``, ``loop_read()``,
+``loop_write()``, ``loop_misc()``) from one epoll loop, so what is measured is the
+product, not a second implementation.
+
+Phases:
+
+1. connect: every vehicle connects (connects/s);
+2. steady: the fleet appends ``--rate`` events/s for ``--steady-s`` seconds; events/s
+   end to end, and p50/p99 from ``Store.append`` to the row inserted in PostgreSQL
+   in its committing transaction (the event's ``time`` against ``received_at``);
+3. storm: the broker is stopped (``--storm term``: SIGTERM, its persistence saved;
+   ``kill``: SIGKILL, a crash) and started again after ``--outage-s`` while the fleet
+   keeps appending: connects/s, time until the whole fleet is back, and how the
+   uplink's reconnect jitter spreads it (percentiles of each vehicle's reconnect);
+4. backlog: a day of events (``--backlog`` per vehicle) is appended while the uplinks
+   are held, then released at once: drain events/s.
+
+Then it waits until every outbox is empty and checks PostgreSQL: ``lost`` (appended,
+never stored), ``duplicate_rows`` (two rows for one vehicle's seq), ``seq_gaps_open``.
+The baseline, in the same run and broker: raw ``mosquitto_pub -l -q 1`` throughput
+(raw paho when mosquitto_pub is not installed); the ratio is printed beside.
+The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import resource
+import selectors
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "pack-agent/v1"
+VEHICLES_PER_WORKER = 2500  # 4 descriptors each (socket, SQLite file, -wal, -shm)
+
+
+def raise_open_files() -> int:
+    """Soft open-files limit up to the hard one (inherited by mosquitto and listeners)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def vin_of(i: int) -> str:
+    return f"LFLEET{i:011d}"
+
+
+# -- a worker: many vehicles, one epoll loop ---------------------------------------------
+
+
+class Vehicle:
+    __slots__ = ("attempt", "fd", "lost_at", "next_try", "reconnected_at", "store", "uplink", "vin")
+
+    def __init__(self, vin: str, store: Any, uplink: Any) -> None:
+        self.vin, self.store, self.uplink = vin, store, uplink
+        self.fd = -1
+        self.attempt = 0
+        self.next_try = 0.0
+        self.lost_at: float | None = None
+        self.reconnected_at: float | None = None
+
+
+def worker_main(
+    index: int,
+    first: int,
+    count: int,
+    host: str,
+    port: int,
+    folder: str,
+    require_subscriber: bool,
+    cmds: Any,
+    out: Any,
+) -> None:
+    """Runs ``count`` vehicles; obeys commands from ``cmds``, answers on ``out``."""
+    raise_open_files()
+    import logging
+
+    # thousands of uplinks each saying "connection lost" at a broker restart: counted, not logged
+    logging.getLogger("pack_agent").setLevel(logging.ERROR)
+    from pack_agent.config import MqttSettings
+    from pack_agent.core.events import EventDraft, utc_from_timestamp
+    from pack_agent.delivery.mqtt import MqttUplink
+    from pack_agent.store.database import Store
+
+    # require_subscriber: mosquitto 2.0 forgets shared subscriptions at a restart; what a
+    # vehicle sends before the listeners subscribe again is kept, not acknowledged into the void
+    settings = MqttSettings(host=host, port=port, reconnect_min_s=1.0, reconnect_max_s=30.0,
+                            require_subscriber=require_subscriber)  # fmt: skip
+    sel = selectors.DefaultSelector()
+    by_fd: dict[int, Vehicle] = {}
+    fleet: list[Vehicle] = []
+    for i in range(first, first + count):
+        vin = vin_of(i)
+        store = Store(Path(folder) / f"{vin}.db")
+        uplink = MqttUplink(settings, store, vin, agent_version="fleet-bench")
+        uplink.start(external_loop=True)
+        fleet.append(Vehicle(vin, store, uplink))
+    by_vin = {v.vin: k for k, v in enumerate(fleet)}
+    rng = random.Random(index)
+    waiting: set[Vehicle] = set(fleet)  # not connected: try at next_try
+    # (next_try, vehicle index) of the waiting ones: a heap, not a scan of the fleet per loop
+    timers: list[tuple[float, int]] = [(0.0, k) for k in range(len(fleet))]
+    dirty: set[Vehicle] = set()
+    rate = 0.0  # events/s appended by this worker
+    credit = 0.0
+    hold = False  # uplinks not polled: a backlog builds up in the outboxes
+    appended = 0
+    last = time.monotonic()
+    last_misc = last
+
+    def draft(v: Vehicle) -> Any:
+        data = {"pack_code": "0RJPEA00HAU0AAF131001955", "soh": 91.5, "soc": 63.0}
+        return EventDraft(type="pack.health", vin=v.vin, time=utc_from_timestamp(time.time()),
+                          data=data)  # fmt: skip
+
+    def watch(v: Vehicle) -> None:
+        """Keep the selector in step with the client's socket (closed on a loss)."""
+        sock = v.uplink.client.socket()
+        fd = sock.fileno() if sock is not None else -1
+        if fd != v.fd:
+            if v.fd >= 0:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    sel.unregister(v.fd)
+                by_fd.pop(v.fd, None)
+            v.fd = fd
+            if fd >= 0:
+                sel.register(fd, selectors.EVENT_READ, v)
+                by_fd[fd] = v
+        if fd < 0 and v not in waiting:  # lost: paho's back-off as the uplink set it
+            client = v.uplink.client
+            v.attempt, v.lost_at = 0, time.monotonic()
+            v.next_try = v.lost_at + client._reconnect_min_delay
+            waiting.add(v)
+            heapq.heappush(timers, (v.next_try, by_vin[v.vin]))
+        elif fd >= 0:
+            want = selectors.EVENT_READ | (selectors.EVENT_WRITE if v.uplink.client.want_write()
+                                           else 0)  # fmt: skip
+            if sel.get_key(fd).events != want:
+                sel.modify(fd, want, v)
+
+    def try_connect(v: Vehicle, now: float) -> None:
+        client = v.uplink.client
+        try:
+            client.reconnect()
+        except OSError:
+            v.attempt += 1  # paho's doubling, from the jittered first delay
+            delay = min(client._reconnect_min_delay * 2**v.attempt, client._reconnect_max_delay)
+            v.next_try = now + delay
+            heapq.heappush(timers, (v.next_try, by_vin[v.vin]))
+            return
+        waiting.discard(v)
+        watch(v)
+
+    while True:
+        now = time.monotonic()
+        while not cmds.empty():
+            cmd, arg = cmds.get()
+            if cmd == "rate":
+                rate, credit = float(arg), 0.0
+            elif cmd == "hold":
+                hold = bool(arg)
+                if not hold:
+                    dirty.update(fleet)
+            elif cmd == "backlog":
+                for v in fleet:
+                    with v.store.transaction():
+                        for _ in range(int(arg)):
+                            v.store.append(draft(v))
+                    appended += int(arg)
+                out.put(("backlog", index, appended))
+            elif cmd == "mark":
+                for v in fleet:
+                    v.reconnected_at = None
+            elif cmd == "report":
+                out.put(("report", index, {
+                    "connected": sum(1 for v in fleet if v.uplink.connected),
+                    "pending": sum(v.store.pending_count() for v in fleet),
+                    "appended": appended,
+                    "reconnected_at": [v.reconnected_at for v in fleet
+                                       if v.reconnected_at is not None],
+                    "waiting": len(waiting),
+                }))  # fmt: skip
+            elif cmd == "stop":
+                for v in fleet:
+                    with contextlib.suppress(Exception):
+                        v.uplink.client.disconnect()
+                    v.store.close()
+                out.put(("stopped", index, appended))
+                return
+        if rate > 0:
+            credit += rate * (now - last)
+            while credit >= 1:
+                credit -= 1
+                v = fleet[rng.randrange(len(fleet))]
+                v.store.append(draft(v))
+                appended += 1
+                dirty.add(v)
+        last = now
+        while timers and timers[0][0] <= now:
+            _, k = heapq.heappop(timers)
+            if fleet[k] in waiting:
+                try_connect(fleet[k], now)
+        for key, mask in sel.select(timeout=0.005):
+            v = key.data
+            client = v.uplink.client
+            if mask & selectors.EVENT_READ:
+                client.loop_read()
+            if mask & selectors.EVENT_WRITE:
+                client.loop_write()
+            dirty.add(v)
+        if now - last_misc >= 1.0:
+            last_misc = now
+            for v in fleet:
+                if v.fd >= 0:
+                    v.uplink.client.loop_misc()
+                    dirty.add(v)
+        if not hold:
+            for v in dirty:
+                was = v.uplink.connected
+                before = v.uplink.status()["reconnects"]
+                v.uplink.poll(0)
+                # connected now, or lost and back between two polls
+                if v.uplink.connected and (not was or v.uplink.status()["reconnects"] != before):
+                    v.reconnected_at = time.time()
+                watch(v)
+        else:
+            for v in dirty:
+                watch(v)
+        dirty.clear()
+
+
+class Fleet:
+    """The worker processes, spoken to by command queues."""
+
+    def __init__(
+        self, n: int, host: str, port: int, folder: Path, require_subscriber: bool
+    ) -> None:
+        ctx = mp.get_context("spawn")
+        self.out = ctx.Queue()
+        self.queues: list[Any] = []
+        self.procs: list[Any] = []
+        workers = max(1, math.ceil(n / VEHICLES_PER_WORKER))
+        size = math.ceil(n / workers)
+        for w in range(workers):
+            first, count = w * size, min(size, n - w * size)
+            q = ctx.Queue()
+            p = ctx.Process(target=worker_main, daemon=True,
+                            args=(w, first, count, host, port, str(folder), require_subscriber, q,
+                                  self.out))  # fmt: skip
+            p.start()
+            self.queues.append(q)
+            self.procs.append(p)
+
+    def tell(self, cmd: str, arg: Any = None) -> None:
+        for q in self.queues:
+            q.put((cmd, arg))
+
+    def ask(self, cmd: str, arg: Any = None, timeout: float = 600.0) -> list[Any]:
+        self.tell(cmd, arg)
+        answers: list[Any] = []
+        for _ in self.queues:
+            answers.append(self.out.get(timeout=timeout)[2])
+        return answers
+
+    def report(self) -> dict[str, Any]:
+        parts = self.ask("report")
+        return {
+            "connected": sum(p["connected"] for p in parts),
+            "pending": sum(p["pending"] for p in parts),
+            "appended": sum(p["appended"] for p in parts),
+            "waiting": sum(p["waiting"] for p in parts),
+            "reconnected_at": sorted(t for p in parts for t in p["reconnected_at"]),
+        }
+
+    def set_rate(self, total: float) -> None:
+        self.tell("rate", total / len(self.queues))
+
+    def stop(self) -> int:
+        appended = sum(self.ask("stop", timeout=120))
+        for p in self.procs:
+            p.join(10)
+        return appended
+
+
+# -- the backend side --------------------------------------------------------------------
+
+
+def start_listeners(n: int, port: int, url: str, batch: int, batch_ms: float) -> list[Any]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    procs = []
+    for i in range(n):
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "pack_agent", "listen", "--broker", f"127.0.0.1:{port}",
+             "--database", url, "--share", "fleet", "--client-id", f"fleet-listener-{i}",
+             "--session-expiry", "3600", "--batch", str(batch), "--batch-ms", str(batch_ms),
+             "--quiet"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            # a shell's background job ignores SIGINT, and its children would too: SIGINT is
+            # how they are stopped with a summary
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        ))  # fmt: skip
+    return procs
+
+
+def stop_listeners(procs: list[Any]) -> list[dict[str, Any]]:
+    summaries = []
+    for p in procs:
+        p.send_signal(signal.SIGINT)
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        lines = [line for line in err.splitlines() if line.startswith("{")]
+        summary = json.loads(lines[-1]) if lines else {"error": err[-500:]}
+        summary.pop("statuses", None)
+        summaries.append(summary)
+    return summaries
+
+
+def count_rows(conn: Any) -> int:
+    row = conn.execute("SELECT count(*) FROM events").fetchone()
+    conn.commit()
+    return int(row[0])
+
+
+def latencies(conn: Any, since: float, until: float) -> dict[str, Any]:
+    rows = conn.execute(
+        "SELECT extract(epoch FROM received_at - time) * 1000 FROM events"
+        " WHERE time >= to_timestamp(%s) AND time < to_timestamp(%s)",
+        (since, until),
+    ).fetchall()
+    conn.commit()
+    ms = sorted(float(r[0]) for r in rows)
+    if not ms:
+        return {"events": 0}
+    return {
+        "events": len(ms),
+        "events_per_s": round(len(ms) / (until - since), 1),
+        "p50_ms": round(ms[len(ms) // 2], 1),
+        "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 1),
+        "max_ms": round(ms[-1], 1),
+    }
+
+
+def wait_for(what: str, check: Any, timeout: float, step: float = 0.5) -> float:
+    """Seconds until ``check()`` is true (raises after ``timeout``)."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{what}: not within {timeout:g} s")
+        time.sleep(step)
+    return time.monotonic() - started
+
+
+# -- the baseline ----------------------------------------------------------------------
+
+
+def raw_publish_rate(port: int, n: int, body: str) -> tuple[str, float]:
+    """Messages/s of one raw publisher at QoS 1 into the same broker (unsubscribed topic)."""
+    tool = shutil.which("mosquitto_pub")
+    if tool:
+        lines = (body + "\n") * n
+        started = time.monotonic()
+        subprocess.run([tool, "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-V", "5",
+                        "-t", "bench/raw", "-l"], input=lines, text=True, check=True,
+                       timeout=300)  # fmt: skip
+        return "mosquitto_pub", n / (time.monotonic() - started)
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, "fleet-raw", protocol=mqtt.MQTTv5)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    started = time.monotonic()
+    infos = [client.publish("bench/raw", body, qos=1) for _ in range(n)]
+    for info in infos:
+        info.wait_for_publish(60)
+    took = time.monotonic() - started
+    client.disconnect()
+    client.loop_stop()
+    return "raw paho", n / took
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--vehicles", type=int, default=10_000)
+    ap.add_argument("--listeners", type=int, default=2, choices=[1, 2, 3, 4])
+    # 500/s at 10,000 vehicles is what the 2-core build machine sustains (docs/scaling.md)
+    ap.add_argument("--rate", type=float, default=500.0, help="fleet events/s, steady phase")
+    ap.add_argument("--steady-s", type=float, default=20.0)
+    ap.add_argument("--storm", choices=["term", "kill", "none"], default="term")
+    ap.add_argument("--outage-s", type=float, default=3.0)
+    ap.add_argument("--backlog", type=int, default=24, help="events per vehicle (a day, hourly)")
+    ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--batch-ms", type=float, default=50.0)
+    ap.add_argument("--raw", type=int, default=20_000, help="messages for the baseline")
+    ap.add_argument("--timeout", type=float, default=900.0, help="for each wait")
+    ap.add_argument(
+        "--no-require-subscriber",
+        action="store_true",
+        help="vehicles with mqtt.require_subscriber off (shows what it saves)",
+    )
+    args = ap.parse_args()
+
+    import psycopg
+
+    from pack_agent.dev.broker import LocalBroker
+    from pack_agent.dev.postgres import LocalPostgres
+
+    nofile = raise_open_files()
+    # stopped from outside (timeout, kill): clean up (the finally below) all the same
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    n = args.vehicles
+    folder = Path(tempfile.mkdtemp(prefix="pack-agent-fleet-"))
+    persist = folder / "mosquitto"
+    persist.mkdir()
+    conf = "\n".join([
+        "max_connections -1",
+        "max_queued_messages 0",  # the listeners' sessions queue whatever they have not taken
+        "max_inflight_messages 1000",
+        "persistence true",  # saved on SIGTERM: the listeners' sessions survive a restart
+        f"persistence_location {persist}/",
+    ])  # fmt: skip
+    result: dict[str, Any] = {"vehicles": n, "listeners": args.listeners, "open_files": nofile,
+                              "require_subscriber": not args.no_require_subscriber}  # fmt: skip
+    pg = LocalPostgres()
+    broker = LocalBroker(extra_conf=conf, start_timeout=30)
+    fleet: Fleet | None = None
+    listeners: list[Any] = []
+    try:
+        pg.start()
+        broker.start()
+        conn = psycopg.connect(pg.url, autocommit=False)
+        listeners = start_listeners(args.listeners, broker.port, pg.url, args.batch, args.batch_ms)
+        wait_for("schema", lambda: _has_events_table(conn), 60, 0.2)
+        time.sleep(1.0)  # the listeners subscribe
+
+        # 1. connect
+        fleet = Fleet(n, broker.host, broker.port, folder, not args.no_require_subscriber)
+        took = wait_for("fleet connected", lambda: fleet.report()["connected"] == n,
+                        args.timeout, 0.5)  # fmt: skip
+        at = fleet.report()["reconnected_at"]  # each vehicle's first CONNACK
+        spread = max(at[-1] - at[0], 1e-3)
+        result["connect"] = {"seconds_with_store_setup": round(took, 1),
+                             "first_to_last_connack_s": round(spread, 1),
+                             "connects_per_s": round(n / spread, 1)}  # fmt: skip
+        print(f"connect: {n} vehicles, {took:.1f} s with their stores' creation; "
+              f"first to last CONNACK {spread:.1f} s", flush=True)  # fmt: skip
+
+        # 2. steady
+        fleet.set_rate(args.rate)
+        t0 = time.time()
+        time.sleep(args.steady_s)
+        t1 = time.time()
+        fleet.set_rate(0)
+        wait_for("steady drained", lambda: fleet.report()["pending"] == 0, args.timeout)
+        time.sleep(args.batch_ms / 1000 + 0.5)
+        steady = latencies(conn, t0, t1)
+        steady["offered_per_s"] = args.rate
+        result["steady"] = steady
+        print(f"steady: {steady}", flush=True)
+
+        # 3. storm
+        if args.storm != "none":
+            fleet.set_rate(args.rate)
+            time.sleep(2.0)
+            fleet.tell("mark")
+            if args.storm == "kill":
+                broker.kill()
+            else:
+                broker.stop()
+            down_at = time.time()
+            time.sleep(args.outage_s)
+            broker.start()
+            up_at = time.time()
+            took = wait_for("fleet back", lambda: fleet.report()["connected"] == n,
+                            args.timeout, 0.2)  # fmt: skip
+            fleet.set_rate(0)
+            back = [t - up_at for t in fleet.report()["reconnected_at"]]
+            per_s: dict[int, int] = {}
+            for t in back:
+                per_s[int(t)] = per_s.get(int(t), 0) + 1
+            pct = statistics.quantiles(back, n=10) if len(back) > 1 else back * 9
+            result["storm"] = {
+                "how": args.storm,
+                "outage_s": round(up_at - down_at, 2),
+                "back_after_s": round(took, 1),
+                "reconnected": len(back),
+                "reconnect_s_p10": round(pct[0], 2),
+                "reconnect_s_p50": round(pct[4], 2),
+                "reconnect_s_p90": round(pct[8], 2),
+                "reconnect_s_max": round(max(back, default=0), 2),
+                "connects_per_s_peak": max(per_s.values(), default=0),
+                "connects_per_s_mean": round(len(back) / max(max(back, default=1), 1e-3), 1),
+                "connects_by_second": [per_s.get(s, 0) for s in range(int(max(back, default=0)) + 1)],  # noqa: E501
+            }  # fmt: skip
+            print(f"storm: {result['storm']}", flush=True)
+            wait_for("storm drained", lambda: fleet.report()["pending"] == 0, args.timeout)
+
+        # 4. backlog
+        if args.backlog > 0:
+            fleet.tell("hold", True)
+            time.sleep(0.5)
+            before = count_rows(conn)
+            fleet.ask("backlog", args.backlog)
+            total = n * args.backlog
+            fleet.tell("hold", False)
+            took = wait_for("backlog stored", lambda: count_rows(conn) >= before + total,
+                            args.timeout, 0.2)  # fmt: skip
+            result["backlog"] = {"events": total, "seconds": round(took, 1),
+                                 "events_per_s": round(total / took, 1)}  # fmt: skip
+            print(f"backlog: {result['backlog']}", flush=True)
+
+        # the end: every outbox empty, every listener done
+        wait_for("outboxes empty", lambda: fleet.report()["pending"] == 0, args.timeout)
+        appended = fleet.stop()
+        fleet = None
+        time.sleep(1.0 + args.batch_ms / 1000)
+        result["listener_summaries"] = stop_listeners(listeners)
+        listeners = []
+        rows = conn.execute(
+            "SELECT count(*), count(DISTINCT event_id), count(DISTINCT (vin, seq)) FROM events"
+        ).fetchone()
+        gaps = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE closed_at IS NULL) FROM seq_gaps"
+        ).fetchone()
+        behind = conn.execute("SELECT count(*) FROM vehicles WHERE contiguous < highest").fetchone()
+        result.update({
+            "events": appended,
+            "stored": rows[0],
+            "lost": appended - rows[1],
+            "duplicate_rows": rows[0] - rows[2],
+            "redelivered": sum(s.get("duplicates", 0) for s in result["listener_summaries"]),
+            "seq_gaps_seen": gaps[0],
+            "seq_gaps_open": gaps[1],
+            "vehicles_with_holes": behind[0],
+        })  # fmt: skip
+        conn.close()
+        tool, raw = raw_publish_rate(broker.port, args.raw, json.dumps({"x": "y" * 300}))
+        result["events_per_s"] = result["steady"].get("events_per_s", 0)
+        result["p99_ms"] = result["steady"].get("p99_ms")
+        result["raw_tool"] = tool
+        result["raw_per_s"] = round(raw, 1)
+        drain = result.get("backlog", {}).get("events_per_s", 0)
+        result["drain_vs_raw"] = round(drain / raw, 3)
+        result["steady_vs_raw"] = round(result["events_per_s"] / raw, 3)
+        print(f"baseline: {tool} {raw:,.0f} msg/s; backlog drain {drain:,.0f} events/s "
+              f"(ratio {result['drain_vs_raw']}); steady {result['events_per_s']:,.0f} events/s "
+              f"offered {args.rate:g} (ratio {result['steady_vs_raw']})")  # fmt: skip
+        print(
+            f"lost {result['lost']}, duplicate rows {result['duplicate_rows']}, "
+            f"seq gaps open {result['seq_gaps_open']} (seen {result['seq_gaps_seen']})"
+        )
+    finally:
+        if fleet is not None:
+            for p in fleet.procs:
+                p.kill()
+        for p in listeners:
+            p.kill()
+            p.wait()
+        broker.close()
+        pg.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    print(json.dumps(result))
+    return 0 if result.get("lost") == 0 and result.get("duplicate_rows") == 0 else 1
+
+
+def _has_events_table(conn: Any) -> bool:
+    row = conn.execute("SELECT to_regclass('public.events') IS NOT NULL").fetchone()
+    conn.commit()
+    return bool(row[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
