@@ -222,7 +222,10 @@ class _NoticeData(_Data):
     severity: Literal["info", "advisory", "critical"]
     rule_id: str
     attempt: int = Field(ge=0, description="How many times it has been shown.")
-    channel: str | None = Field(description='Where: "can" (the head unit) or "mqtt" (the app).')
+    channel: str | None = Field(
+        description='Where: "can" (the head unit) or "mqtt" (the app; the only one when '
+        '[notice] channel = "none").'
+    )
     opened_at: str | None = Field(default=None, description="When the notice was opened.")
     pack_code: str | None
 

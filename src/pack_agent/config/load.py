@@ -112,6 +112,13 @@ def _notice_checks(cfg: AgentConfig) -> list[str]:
             problems.append(
                 f"{key}: notice 0x{nid:04X} is {entry.severity}, the rule is {rule.severity}"
             )
+    ids: dict[int, str] = {}
+    for key in ("message_id", "text_message_id", "ack_message_id"):
+        value = getattr(n, key)
+        if value is not None and value in ids:
+            problems.append(f"notice.{key}: 0x{value:X} is already notice.{ids[value]}")
+        elif value is not None:
+            ids[value] = key
     size = len(outlet_text(n.service_outlet, n.service_phone).encode("utf-8"))
     if size > MAX_TEXT_BYTES:
         problems.append(
