@@ -147,7 +147,9 @@ def frames_from_agent(peer: can.BusABC, wait_s: float) -> list[can.Message]:
 # -- two namespaces ---------------------------------------------------------------
 
 
-def test_a_vehicle_message_named_like_the_reference_one_keeps_its_own_signals(tmp_path, capfd):
+def test_a_vehicle_message_named_like_the_reference_one_keeps_its_own_signals(
+    tmp_path, capfd, caplog
+):
     """An older configuration lists the built-in database beside the vehicle's, whose
     BMS_Health is another frame with other signals: the vehicle's is read, the clash is a
     finding of the check (not an "Overwriting message" line on stderr), and the agent's
@@ -184,6 +186,8 @@ def test_a_vehicle_message_named_like_the_reference_one_keeps_its_own_signals(tm
         agent.stop()
         peer.shutdown()
     assert agent.daemon.agent.tracker.latest["soh"].value == pytest.approx(75.0)
+    logged = [r for r in caplog.records if "message 'BMS_Health' of builtin" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelname == "WARNING"  # the daemon says it once
     notified = next(e.data for e in agent.events if e.type == "owner.notified")
     assert notified["channel"] == "can" and notified["rule_id"] == "capacity-80"
     assert 0x3C0 in {f.arbitration_id for f in seen}
