@@ -17,12 +17,11 @@ its reasons; confidence is a rough 0-1 score, not a probability.
 """
 
 from pack_agent.canbus.mapping.evidence import Seen, check_against_log, contradiction
+from pack_agent.canbus.mapping.metrics import PROFILES, Profile
 from pack_agent.canbus.mapping.profiles import (
-    PROFILES,
     PROPOSE_AT,
     Candidate,
     CodeCandidate,
-    Profile,
     Proposal,
     propose,
     words,

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import cantools.database
 
-from pack_agent.canbus.mapping.profiles import PROFILE_BY_METRIC, CodeCandidate, Proposal
+from pack_agent.canbus.mapping.metrics import PROFILE_BY_METRIC
+from pack_agent.canbus.mapping.profiles import CodeCandidate, Proposal
 
 
 @dataclass

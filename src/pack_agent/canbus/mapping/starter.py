@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import cantools.database
 
-from pack_agent.canbus.mapping.profiles import PROFILES, Candidate, Proposal, words
+from pack_agent.canbus.mapping.metrics import PROFILES
+from pack_agent.canbus.mapping.profiles import Candidate, Proposal, words
 
 
 def ignition_on_values(signal: Any) -> list[int]:
