@@ -422,3 +422,20 @@ def test_reference_configuration_keeps_one_file_for_both(tmp_path):
     assert dbs.findings == []
     assert dbs.vehicle.get_message_by_name("BMS_Health").frame_id == 0x3A1
     assert dbs.notice is not None and dbs.notice is not dbs.vehicle
+
+
+def test_the_mapping_assistant_moves_the_agents_frames_off_the_vehicles_ids(tmp_path, capsys):
+    """`pack-agent map` on a vehicle whose KL15 sits at 0x3C0: the starter configuration
+    moves the notice frame to a free id and `check-config` accepts it."""
+    dbc = vehicle_dbc(tmp_path / "vehicle.dbc", extra=(kl15(),))
+    out = tmp_path / "starter.toml"
+    assert main(["map", str(dbc), "--out", str(out)]) == 0, capsys.readouterr().out
+    text = out.read_text(encoding="utf-8")
+    assert "message_id = 0x3C3" in text and "builtin:" not in text
+    assert "text_message_id" not in text and "ack_message_id" not in text
+    capsys.readouterr()
+    rc, printed, _ = check_config(out, capsys)
+    assert rc == 0, printed
+    dbs = load_all(load_config(out))
+    assert dbs.notice is not None
+    assert dbs.notice.get_message_by_name("PA_OwnerNotice").frame_id == 0x3C3

@@ -441,6 +441,25 @@ def own_id_clashes(
     return problems, findings
 
 
+def own_id_moves(vehicle_db: Any) -> dict[str, int]:
+    """The ``[notice]`` id overrides that keep the agent's default frames (the built-in
+    database's) off every id ``vehicle_db`` uses; {} where none is taken (``pack-agent
+    map`` writes them into a starter configuration)."""
+    from pack_agent.config import DATA_DIR, NoticeSettings
+
+    notice_db = load_file(DATA_DIR / "pack_agent_reference.dbc", True)
+    defaults = NoticeSettings()
+    used = {(m.frame_id, m.is_extended_frame) for m in vehicle_db.messages}
+    taken = {fid for fid, _ in used} | {m.frame_id for m in notice_db.messages}
+    moves: dict[str, int] = {}
+    for name_key, id_key in OWN_IDS:
+        msg = notice_db.get_message_by_name(getattr(defaults, name_key))
+        if (msg.frame_id, msg.is_extended_frame) in used:
+            moves[id_key] = _free_id(msg.frame_id, msg.is_extended_frame, taken)
+            taken.add(moves[id_key])
+    return moves
+
+
 def _free_id(start: int, extended: bool, taken: set[int]) -> int:
     """The first id above ``start`` that no database uses (wrapping below it if needed)."""
     top = CAN_ID_MAX if extended else 0x7FF
