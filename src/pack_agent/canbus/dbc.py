@@ -563,9 +563,9 @@ def load_all(config: AgentConfig) -> Databases:
         raise ConfigError(problems, _source(config))
     if notice is not None:
         problems += notice_problems(config, notice)
-    own_problems = len(problems)
-    problems += check_against_database(config, vehicle, notice if not problems else None)
-    if notice is not None and len(problems) == own_problems == 0:
+    # the answer id joins the mapped messages' id check once the agent's messages are sound
+    problems += check_against_database(config, vehicle, None if problems else notice)
+    if notice is not None and not problems:
         clashes, more = own_id_clashes(config, loaded, notice)
         problems += clashes
         findings += more
