@@ -92,10 +92,10 @@ def kona_config(tmp: Path):
 def naive_cantools(log: Path) -> int:
     import cantools
 
-    from pack_agent.canbus.dbc import _load_file
+    from pack_agent.canbus.dbc import load_file
     from pack_agent.canbus.logs import read_gvret
 
-    db = _load_file(DBC, strict=False)
+    db = load_file(DBC, strict=False)
     assert isinstance(db, cantools.database.can.Database)
     n = 0
     for msg in read_gvret(log):

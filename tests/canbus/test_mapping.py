@@ -204,7 +204,8 @@ def test_the_starter_passes_check_config_and_gates_by_the_value_table(dbc: Path,
     config = load_config(out)
     load_and_check(config)
     assert config.metrics["soh"].signal == "Pack_SOH"  # not the contradicted estimate
-    assert config.policy.ignition_on_values == [2.0, 3.0]  # On and Start, from the table
+    assert config.ignition.on_values == [2.0, 3.0]  # On and Start, from the table
+    assert config.warnings == []  # no renamed key
     assert config.pack_code.source == "pages" and config.pack_code.message == "BMS_Serial"
     assert [r.id for r in config.rules] == ["capacity-80"]
     assert main(["check-config", str(out)]) == 0

@@ -21,7 +21,12 @@ PASSWORD = "not-for-the-journal-42"
 
 
 def write_config(
-    path: Path, port: int, tmp: Path, publish_interval: float = 3600, keepalive: int = 30
+    path: Path,
+    port: int,
+    tmp: Path,
+    publish_interval: float = 3600,
+    keepalive: int = 30,
+    clock: str = "system",
 ) -> None:
     channel = f"test-run-{uuid.uuid5(uuid.NAMESPACE_URL, str(tmp)).hex[:10]}"
     path.write_text(f"""
@@ -45,6 +50,7 @@ publish_interval_s = {publish_interval}
 [daemon]
 shutdown_timeout_s = 3
 status_interval_s = 0.2
+clock = "{clock}"
 status_file = "{tmp / "run" / "status.json"}"
 """)
 
@@ -129,8 +135,10 @@ def test_ready_watchdog_reload_and_clean_stop(broker, tmp_path):
             assert live["pid"] == proc.pid
             assert report["queue"]["pending"] == 0
 
-            # SIGHUP: the health interval is applied, the keepalive needs a restart
-            write_config(cfg, broker.port, tmp_path, publish_interval=60, keepalive=45)
+            # SIGHUP: the health interval is applied, the keepalive and the clock need a restart
+            write_config(
+                cfg, broker.port, tmp_path, publish_interval=60, keepalive=45, clock="frames"
+            )
             proc.send_signal(signal.SIGHUP)
             systemd.wait("RELOADING=1", 5)
             assert proc.poll() is None
@@ -150,7 +158,7 @@ def test_ready_watchdog_reload_and_clean_stop(broker, tmp_path):
         backend.wait_for(lambda s: s.statuses and s.statuses[-1].get("state") == "offline", 5)
         assert backend.statuses[-1]["reason"] == "stopped"
 
-    assert "changes take effect after a restart: mqtt.keepalive_s" in err
+    assert "changes take effect after a restart: daemon.clock, mqtt.keepalive_s" in err
     assert "health.publish_interval_s" not in err.split("after a restart")[1].splitlines()[0]
     assert PASSWORD not in err
     assert "SIGTERM: stopping" in err

@@ -56,7 +56,11 @@ def test_unknown_signal_and_message_are_named(tmp_path):
         'message = "VCU_Nope", signal = "VCU_Odometer"',
     )
     found = problems(write(tmp_path, text))
-    assert "metrics.soh.signal: signal 'BMS_SOHX' is not in message 'BMS_Health'" in found
+    # the closest names are suggested
+    assert (
+        "metrics.soh.signal: signal 'BMS_SOHX' is not in message 'BMS_Health' "
+        "(did you mean 'BMS_SOH'?)" in found
+    )
     assert "metrics.odometer.message: message 'VCU_Nope' is not in the database(s)" in found
 
 
@@ -164,7 +168,7 @@ def test_a_metric_needs_exactly_one_source(tmp_path):
         'soh = { message = "BMS_Health", signal = "BMS_SOH", expression = "BMS_SOH" }\n'
         'empty = { bus = "powertrain" }\n'
         'half = { message = "BMS_Health" }\n'
-        'bad_invalid = { expression = "BMS_SOH", invalid_raw = 1023 }',
+        'bad_invalid = { message = "BMS_Health", signal = "BMS_SOH", invalid_raw = { x = 1 } }',
     )
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
@@ -172,7 +176,7 @@ def test_a_metric_needs_exactly_one_source(tmp_path):
     assert "metrics.soh: give exactly one of" in got
     assert "metrics.empty: give exactly one of" in got
     assert "metrics.half.signal: required with message" in got
-    assert "metrics.bad_invalid.invalid_raw: only for a message signal" in got
+    assert "metrics.bad_invalid.invalid_raw: a table (operand -> raw values) is only for" in got
 
 
 def test_uds_pack_code_needs_its_request(tmp_path):

@@ -270,8 +270,9 @@ def test_events_during_the_confirmation_are_unsure_then_not(tmp_path):
             "abandoned": "2028-01-01T08:00:02+00:00",
             "start": "2027-01-01T08:00:00+00:00",
         }
-        # the BMS silence watch runs on the new time (before, it waited for 2028)
-        rig.agent.tick(back + 720.0 + rig.cfg.health.bms_timeout_s)
+        # the BMS silence watch runs on the new time (before, it waited for 2028); the
+        # ignition is On: the vehicle is awake, so the BMS should be speaking
+        rig.ignition(True, back + 720.0 + rig.cfg.health.bms_timeout_s)
         silent = [e for e in rig.events if e.type == "bms.silent"]
         assert len(silent) == 1  # (1000 days later here: the rig's timeout)
     finally:
@@ -322,8 +323,11 @@ def test_a_stray_frame_ahead_does_not_keep_a_silent_bms_alive(tmp_path):
         agent = Agent(cfg, Decoder(cfg, db), store, on_event=events.append)
         for f in frames:
             agent.handle_frame("powertrain", f, f.timestamp)
-        for minute in range(12, 60):  # the BMS says nothing more
-            agent.tick(T0 + minute * 60.0)
+        for minute in range(12, 60):  # the BMS says nothing more; the ignition is On
+            t = T0 + minute * 60.0
+            on = encode(db, "VCU_Vehicle", {"VCU_Odometer": 1000.0, "VCU_Ignition": 2}, t)
+            agent.handle_frame("powertrain", on, t)
+            agent.tick(t)
     finally:
         store.close()
     assert [e.type for e in events].count("bms.silent") == 1
@@ -341,3 +345,21 @@ def test_stamps_that_are_no_time_at_all_change_nothing():
     for i in range(100_000):  # a candidate behind keeps three numbers, not every stamp
         line.judge(T0 - DAY + i * 0.001)
     assert line.candidate_count == 100_000 and line.newest == T0
+
+
+def test_an_ignition_stamped_on_the_abandoned_line_is_forgotten(tmp_path):
+    """An ignition frame stamped a year ahead, then the clock steps back and stays: the
+    ignition state starts again on the new time (else it would ignore every frame for a
+    year and the BMS silence watch would never see the ignition On)."""
+    rig = Rig(tmp_path)
+    try:
+        rig.ignition(True, T0 + YEAR)
+        assert rig.agent.ignition is not None and rig.agent.ignition.last_t == T0 + YEAR
+        for i in range(12):  # the old time, confirmed
+            rig.agent.tick(T0 + i * 60.0)
+        assert rig.agent.clock_rebased is not None
+        rig.ignition(True, T0 + 720.0)
+        assert rig.agent.ignition.last_t == T0 + 720.0
+        assert rig.agent.ignition.at(T0 + 721.0) is True
+    finally:
+        rig.close()

@@ -100,3 +100,65 @@ def test_the_code_heard_time_and_a_rebase():
     t.on_code(A, 4000.0)
     t.rebase(70.0)
     assert t.code_heard_at is None  # heard on the abandoned line: not since the wake-up
+
+
+# -- bms.silent: only while the vehicle is awake -----------------------------------------
+
+
+def _quiet_bms(ignition_mapped: bool = True) -> PackTracker:
+    t = PackTracker(None, 10.0, ignition_mapped=ignition_mapped)
+    t.on_reading(Reading("soh", 90.0, 100.0))
+    return t
+
+
+def test_a_car_that_parks_is_asleep_not_a_silent_bms() -> None:
+    """Everything stops together (the ignition frame too, then overdue: unknown)."""
+    t = _quiet_bms()
+    t.on_vehicle_reading(Reading("ignition", 0.0, 100.5))  # key-off
+    assert t.check_silence(200.0, ignition=None) == []
+    assert t.check_silence(150.0, ignition=False) == []
+    assert t.on_frame(9000.0) == []  # the next morning: no bms.recovered either
+
+
+def test_the_ignition_on_makes_a_quiet_bms_silent() -> None:
+    t = _quiet_bms()
+    assert t.check_silence(105.0, ignition=True) == []  # within the timeout
+    [(kind, data)] = t.check_silence(111.0, ignition=True)
+    assert kind == "bms.silent" and data["silent_for_s"] == 11.0
+    assert t.on_frame(120.0) == [("bms.recovered", {"pack_code": None})]
+
+
+def test_other_frames_flowing_longer_than_the_timeout_make_it_silent() -> None:
+    """The ignition unknown (not mapped, or overdue): other ECUs' frames still flowing
+    more than the timeout after the BMS's last one say the vehicle is awake."""
+    t = _quiet_bms(ignition_mapped=False)
+    t.on_other_frame(105.0)
+    assert t.check_silence(112.0, ignition=None) == []  # they stopped soon after
+    t.on_other_frame(111.0)
+    [(kind, _)] = t.check_silence(112.0, ignition=None)
+    assert kind == "bms.silent"
+
+
+def test_the_ignition_off_wins_over_other_frames() -> None:
+    t = _quiet_bms()
+    t.on_other_frame(130.0)  # the VCU keeps talking a while after key-off
+    assert t.check_silence(131.0, ignition=False) == []
+
+
+def test_with_no_ignition_and_no_other_frame_silence_alone_counts() -> None:
+    """Nothing can tell a parked car from a silent BMS: as before (check-config says)."""
+    t = _quiet_bms(ignition_mapped=False)
+    [(kind, _)] = t.check_silence(111.0)
+    assert kind == "bms.silent"
+
+
+def test_a_reading_from_another_bus_is_no_witness() -> None:
+    """The odometer on the body bus says nothing of the BMS's bus being awake."""
+    t = _quiet_bms(ignition_mapped=False)
+    t.on_vehicle_reading(Reading("odometer", 1000.0, 111.0), on_bms_bus=False)
+    assert t.latest["odometer"].value == 1000.0
+    [(kind, _)] = t.check_silence(112.0)  # no witness at all: silence alone, as before
+    assert kind == "bms.silent"
+    t2 = _quiet_bms()  # an ignition mapped, unknown now, and no frame on the BMS's bus
+    t2.on_vehicle_reading(Reading("odometer", 1000.0, 111.0), on_bms_bus=False)
+    assert t2.check_silence(112.0) == []

@@ -43,6 +43,7 @@ class FailingBus(VirtualBus):
 
 def make_config(tmp_path: Path, channel: str, **notice: Any) -> AgentConfig:
     data = as_data(load_config(reference_config_path()))
+    data["ignition"].update(notice.pop("ignition", {}))
     data["buses"] = [{"name": "powertrain", "interface": "virtual", "channel": channel}]
     data["store"]["path"] = str(tmp_path / "agent.db")
     data["health"] = {"publish_interval_s": 1000 * DAY, "bms_timeout_s": 1000 * DAY}
@@ -236,7 +237,8 @@ def test_no_answer_repeats_daily_and_at_ignition_capped_per_day(rig_factory):
 
 
 def test_ignition_on_line_is_configurable(rig_factory):
-    r = rig_factory(response=None, ignition_on_min=1.0)
+    """``[ignition] on_values`` is the notices' On too, here by the value table's labels."""
+    r = rig_factory(response=None, ignition={"on_values": ["Acc", "On", "Start"]})
     r.ignition(False, T0)
     r.decide(T0 + 60)
     acc = {"VCU_Odometer": 12345.0, "VCU_Ignition": 1}  # Acc counts as on here

@@ -240,8 +240,7 @@ def test_cantools_warnings_are_findings_not_stderr(tmp_path, capfd):
     path = write_config(tmp_path, config_data(tmp_path, [str(dbc)]))
     rc, out, err = check_config(path, capfd)
     assert rc == 0, out
-    assert "finding(s):" in out
-    assert "databases[0]: cantools: Overwriting message 'Body_One' with 'Body_Two'" in out
+    assert "warning: databases[0]: cantools: Overwriting message 'Body_One' with 'Body_Two'" in out
     assert "Overwriting" not in err
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,8 @@ from pack_agent.errors import ConfigError
 if TYPE_CHECKING:
     import can
     import cantools.database
+
+    from pack_agent.core.ignition import IgnitionSpec
 
 
 # The owner-notice handshake is part of the reference database's contract.
@@ -71,7 +73,7 @@ def _load_vehicle(
     own = resolve_path(config.notice.database, config.base_dir)
     loaded: Loaded = []
     for i, path in enumerate(config.database_paths()):
-        db = _load_one(f"databases[{i}]", path, config.strict_databases, findings, problems)
+        db = _load_one(f"databases[{i}]", path, config, findings, problems)
         if db is not None:
             loaded.append((f"databases[{i}]", path, db))
     several = len(loaded) > 1
@@ -144,7 +146,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _load_one(
-    key: str, path: Path, strict: bool, findings: list[str], problems: list[str]
+    key: str, path: Path, config: AgentConfig, findings: list[str], problems: list[str]
 ) -> Any | None:
     import cantools
 
@@ -153,9 +155,9 @@ def _load_one(
         return None
     try:
         with _cantools_findings(key, findings):
-            loaded = load_file(path, strict)
+            loaded = load_file(path, config.strict_databases)
     except Exception as exc:  # cantools raises many types for bad files
-        problems.append(f"{key}: cannot load {path.name}: {_first_line(exc)}")
+        problems.append(f"{key}: cannot load {path.name}: {_load_error(path, exc, config)}")
         return None
     if not isinstance(loaded, cantools.database.can.Database):
         problems.append(f"{key}: {path.name} is not a CAN database")
@@ -214,7 +216,7 @@ def _load_notice(config: AgentConfig, findings: list[str], problems: list[str]) 
     if n.channel == "none":
         return None
     path = resolve_path(n.database, config.base_dir)
-    db = _load_one("notice.database", path, config.strict_databases, findings, problems)
+    db = _load_one("notice.database", path, config, findings, problems)
     if db is None:
         return None
     for name_key, id_key in OWN_IDS:
@@ -255,6 +257,47 @@ def load_file(path: Path, strict: bool) -> Any:
     return cantools.database.load_file(str(path), strict=strict)
 
 
+_LINE_NO = re.compile(r"\bline (\d+)")
+
+
+def _load_error(path: Path, exc: Exception, config: AgentConfig) -> str:
+    """cantools' reason, plus what to do: a file only strict mode rejects names
+    ``strict_databases = false``; a syntax error shows its line."""
+    why = _first_line(exc)
+    if config.strict_databases:
+        try:
+            load_file(path, strict=False)
+        except Exception:  # not a strict-mode problem: reported as it is
+            pass
+        else:
+            return (
+                f"{why} (cantools' strict check; set strict_databases = false to load it "
+                "as it is, overlapping or oversized signals included)"
+            )
+    found = _LINE_NO.search(str(exc))
+    if found is not None:
+        n = int(found.group(1))
+        try:
+            lines = path.read_text(encoding="cp1252", errors="replace").splitlines()
+        except OSError:
+            lines = []
+        if 0 < n <= len(lines) and lines[n - 1].strip() not in why:
+            why += f" [line {n}: {lines[n - 1].strip()!r}]"
+    return why
+
+
+def closest(name: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean 'A' or 'B'?)`` for the nearest names, or ``""``."""
+    import difflib
+
+    names = list(candidates)
+    near = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    if not near:  # a case slip, or a prefix the DBC's author added
+        low = name.lower()
+        near = [c for c in names if low in c.lower() or c.lower() in low][:3]
+    return f" (did you mean {' or '.join(repr(c) for c in near)}?)" if near else ""
+
+
 # BO_, SG_MUL_VAL_, BA_ "..." BO_, CM_ BO_, VAL_ and SIG_VALTYPE_ lines name a message by id
 _EXTENDED_WITHOUT_FLAG = re.compile(
     r"^(BO_ |CM_ BO_ |CM_ SG_ |VAL_ |SIG_VALTYPE_ |SG_MUL_VAL_ |BA_ \"[^\"]*\" (?:BO_|SG_) )(\d+)",
@@ -272,21 +315,25 @@ def _flag_extended(m: re.Match[str]) -> str:
 def check_against_database(
     config: AgentConfig, db: cantools.database.Database, notice_db: Any | None = None
 ) -> list[str]:
-    """Every mapped message and signal must exist in the vehicle's namespace; returns
-    problems with their keys. ``notice_db``: the answer id joins the frame-id check."""
+    """Every mapped message and signal must exist in the vehicle's namespace, the
+    ignition's values must be ones its signal can take; returns problems with their keys.
+    ``notice_db``: the answer id joins the frame-id check. Findings that do not stop the
+    agent (signals without a range) go to ``config.warnings``."""
     problems: list[str] = []
 
     def check(key: str, message: str, signals: list[str], signal_key: str | None = None) -> None:
         try:
             msg = db.get_message_by_name(message)
         except KeyError:
-            problems.append(f"{key}: message {message!r} is not in the database(s)")
+            hint = closest(message, (m.name for m in db.messages))
+            problems.append(f"{key}: message {message!r} is not in the database(s){hint}")
             return
         names = {s.name for s in msg.signals}
         for sig in signals:
             if sig not in names:
                 problems.append(
                     f"{signal_key or key}: signal {sig!r} is not in message {message!r}"
+                    + closest(sig, sorted(names))
                 )
 
     for metric, ref in config.metrics.items():
@@ -304,9 +351,7 @@ def check_against_database(
             msg = db.get_message_by_name(pc.message)
             for i, name in enumerate(pc.page_signals):
                 if msg.get_signal_by_name(name).length != 8:
-                    problems.append(
-                        f"pack_code.page_signals[{i}]: signal {name!r} is not one byte"
-                    )
+                    problems.append(f"pack_code.page_signals[{i}]: signal {name!r} is not one byte")
     elif pc.source == "pages":
         n = len(problems)
         check("pack_code.message", pc.message, [pc.mux_signal, *pc.pages], "pack_code")
@@ -320,6 +365,8 @@ def check_against_database(
                 problems.append(f"pack_code.pages[{i}]: signal {page!r} is not whole bytes")
     if not problems:
         problems += _frame_id_clashes(config, db, notice_db)
+        problems += _ignition_problems(config, db)
+        _range_findings(config, db)
     return problems
 
 
@@ -351,6 +398,183 @@ def notice_problems(config: AgentConfig, notice_db: Any) -> list[str]:
                 f"{key}: message {name!r} has frame id 0x{msg.frame_id:X}, like {other!r}"
             )
     return problems
+
+
+def ignition_signal(config: AgentConfig, db: cantools.database.Database) -> tuple[Any, Any]:
+    """(message, signal) of the ignition metric, or (None, None) (not mapped, an expression)."""
+    ref = config.metrics.get(config.ignition.metric)
+    if ref is None or ref.message is None or ref.signal is None:
+        return None, None
+    try:
+        msg = db.get_message_by_name(ref.message)
+        return msg, msg.get_signal_by_name(ref.signal)
+    except KeyError:
+        return None, None
+
+
+def _signal_values(sig: Any) -> tuple[float, float]:
+    """The lowest and highest value a signal can carry: its DBC range, else its bits."""
+    if sig.is_signed:
+        raw_lo, raw_hi = -(1 << (sig.length - 1)), (1 << (sig.length - 1)) - 1
+    else:
+        raw_lo, raw_hi = 0, (1 << sig.length) - 1
+    ends = sorted((raw_lo * sig.scale + sig.offset, raw_hi * sig.scale + sig.offset))
+    lo = ends[0] if sig.minimum is None else max(ends[0], sig.minimum)
+    hi = ends[1] if sig.maximum is None else min(ends[1], sig.maximum)
+    return float(lo), float(hi)
+
+
+def _describe(msg: Any, sig: Any) -> str:
+    lo, hi = _signal_values(sig)
+    table = ""
+    if sig.choices:
+        table = ", ".join(f'{k} "{v}"' for k, v in sorted(sig.choices.items()))
+        table = f"; values {table}"
+    return f"{msg.name}.{sig.name} ({lo:g}..{hi:g}{table})"
+
+
+def resolve_on_values(config: AgentConfig, sig: Any) -> tuple[list[float], list[str]]:
+    """``ignition.on_values`` as numbers (labels looked up in the value table) and the
+    problems: a label not in the table, a value the signal cannot take."""
+    values: list[float] = []
+    problems: list[str] = []
+    choices = {str(v): k for k, v in (sig.choices or {}).items()} if sig is not None else {}
+    for i, v in enumerate(config.ignition.on()):
+        key = f"ignition.on_values[{i}]"
+        if isinstance(v, str):
+            if v not in choices:
+                labels = ", ".join(repr(c) for c in choices) or "none: it has no value table"
+                problems.append(f"{key}: {v!r} is not a label of the ignition signal ({labels})")
+                continue
+            raw = choices[v]
+            values.append(float(raw * sig.scale + sig.offset))
+        else:
+            values.append(float(v))
+    return values, problems
+
+
+def _ignition_problems(config: AgentConfig, db: cantools.database.Database) -> list[str]:
+    """The ignition can be On: ``on_values`` (or ``on_min``) are values its signal can take.
+    The default ``[2]`` on a 0/1 signal would pass unseen and never decide."""
+    msg, sig = ignition_signal(config, db)
+    ign = config.ignition
+    if sig is None:
+        if any(isinstance(v, str) for v in ign.on()) and ign.metric in config.metrics:
+            return ["ignition.on_values: labels need the ignition to be a DBC signal"]
+        return []
+    _, problems = resolve_on_values(config, sig)
+    lo, hi = _signal_values(sig)
+    what = _describe(msg, sig)
+    if ign.on_min is not None:
+        if ign.on_min > hi:
+            problems.append(f"ignition.on_min: {ign.on_min:g} is above every value of {what}")
+        return problems
+    for i, v in enumerate(ign.on()):
+        if isinstance(v, str):
+            continue
+        raw = (float(v) - sig.offset) / sig.scale
+        bad = v < lo - 1e-9 or v > hi + 1e-9 or abs(raw - round(raw)) > 1e-6
+        if not bad and sig.choices and round(raw) not in sig.choices:
+            bad = True
+        if bad:
+            given = "" if ign.on_values is not None else " (the default)"
+            problems.append(
+                f"ignition.on_values[{i}]: {v:g}{given} is not a value of {what}: the "
+                "ignition would never be On; set ignition.on_values to its On value(s)"
+            )
+    return problems
+
+
+def resolve_ignition(config: AgentConfig, db: cantools.database.Database) -> IgnitionSpec | None:
+    """``[ignition]`` for the core: labels as numbers, the cycle from the configuration or
+    the DBC's ``GenMsgCycleTime`` (else measured by the state). None: not mapped."""
+    from pack_agent.core.ignition import IgnitionSpec
+
+    ign = config.ignition
+    if ign.metric not in config.metrics:
+        return None
+    msg, sig = ignition_signal(config, db)
+    values, _ = resolve_on_values(config, sig)
+    cycle = ign.cycle_s
+    if cycle is None and msg is not None and msg.cycle_time:
+        cycle = msg.cycle_time / 1000.0
+    return IgnitionSpec(
+        ign.metric, frozenset(values), ign.on_min, ign.stale_cycles, cycle, ign.window_s
+    )
+
+
+def bms_bus(config: AgentConfig) -> str:
+    """The bus the BMS speaks on: the pack code's, else the trend metric's, else the first."""
+    trend = config.metrics.get(config.policy.trend_metric)
+    return (
+        config.pack_code.bus
+        or (trend.bus if trend is not None and trend.uds is None else None)
+        or config.buses[0].name
+    )
+
+
+def vehicle_metrics(config: AgentConfig, db: cantools.database.Database) -> frozenset[str]:
+    """Metrics that come from other ECUs than the BMS (their frames prove the vehicle
+    awake, not the BMS alive): the ignition, and every signal metric whose message's
+    senders are known and are not the BMS's. The BMS is the sender of the pack code's
+    message, else of the trend metric's (``BU_`` nodes in the DBC)."""
+    out = {config.ignition.metric} & set(config.metrics)
+
+    def senders(message: str | None) -> set[str]:
+        if message is None:
+            return set()
+        try:
+            return set(db.get_message_by_name(message).senders or ())
+        except KeyError:
+            return set()
+
+    pc = config.pack_code
+    bms = senders(pc.message) if pc.source == "pages" else set()
+    trend = config.metrics.get(config.policy.trend_metric)
+    if not bms and trend is not None:
+        bms = senders(trend.message)
+    if not bms:
+        return frozenset(out)
+    for metric, ref in config.metrics.items():
+        own = senders(ref.message)
+        if own and not own & bms:
+            out.add(metric)
+    return frozenset(out)
+
+
+def _range_findings(config: AgentConfig, db: cantools.database.Database) -> None:
+    """A mapped signal without a range (``[0|0]``, common in hand-made DBCs) cannot drop
+    a "not available" value (0x7FF would read as a number): a finding, unless the metric
+    has its own ``minimum``/``maximum`` or ``invalid_raw``."""
+    from pack_agent.canbus.expression import parse_expression
+
+    for metric, ref in config.metrics.items():
+        if metric == config.ignition.metric:
+            continue  # its values are checked against on_values
+        guarded = ref.minimum is not None or ref.maximum is not None
+        signals: list[tuple[str, Any, Any]] = []
+        if ref.message is not None and ref.signal is not None:
+            msg = db.get_message_by_name(ref.message)
+            signals.append((ref.signal, msg, msg.get_signal_by_name(ref.signal)))
+            guarded = guarded or bool(ref.invalid_raw)
+        elif ref.expression is not None:
+            for operand in parse_expression(ref.expression).operands:
+                msg, sig = resolve_operand(db, operand)
+                raw = ref.invalid_raw
+                own = bool(raw.get(operand)) if isinstance(raw, dict) else bool(raw)
+                signals.append((operand, msg, sig) if not own else (operand, None, None))
+        for _name, msg, sig in signals:
+            if sig is None or guarded or sig.minimum is not None or sig.maximum is not None:
+                continue
+            if sig.is_float or sig.choices:
+                continue  # a float or a value table: no "not available" raw to guess
+            full = (1 << sig.length) - 1
+            config.warnings.append(
+                f"metrics.{metric}: signal {msg.name}.{sig.name} has no range in the "
+                f"database ([0|0]), so it cannot drop invalid values (raw 0x{full:X} would "
+                f"read as {full * sig.scale + sig.offset:g}); set metrics.{metric}.minimum/"
+                f"maximum or invalid_raw"
+            )
 
 
 def _frame_id_clashes(config: AgentConfig, db: Any, notice_db: Any | None) -> list[str]:
@@ -480,16 +704,21 @@ def resolve_operand(db: cantools.database.Database, name: str) -> tuple[Any, Any
         try:
             msg = db.get_message_by_name(message_name)
         except KeyError:
-            raise OperandError(f"message {message_name!r} is not in the database(s)") from None
+            hint = closest(message_name, (m.name for m in db.messages))
+            raise OperandError(
+                f"message {message_name!r} is not in the database(s){hint}"
+            ) from None
         try:
             return msg, msg.get_signal_by_name(signal_name)
         except KeyError:
+            hint = closest(signal_name, (s.name for s in msg.signals))
             raise OperandError(
-                f"signal {signal_name!r} is not in message {message_name!r}"
+                f"signal {signal_name!r} is not in message {message_name!r}{hint}"
             ) from None
     found = [(m, s) for m in db.messages for s in m.signals if s.name == name]
     if not found:
-        raise OperandError(f"unknown signal {name!r}")
+        hint = closest(name, sorted({s.name for m in db.messages for s in m.signals}))
+        raise OperandError(f"unknown signal {name!r}{hint}")
     if len(found) > 1:
         where = ", ".join(sorted(m.name for m, _ in found))
         raise OperandError(
@@ -571,6 +800,8 @@ def load_all(config: AgentConfig) -> Databases:
         findings += more
     if problems:
         raise ConfigError(problems, _source(config))
+    # printed by check-config, logged by the daemon at start, like every other finding
+    config.warnings += [f for f in findings if f not in config.warnings]
     return Databases(vehicle, notice, findings)
 
 

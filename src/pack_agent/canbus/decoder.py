@@ -125,7 +125,9 @@ class _Route:
 class _Derived:
     metric: str
     expression: Expression
-    keys: dict[str, str]  # operand as written -> "Message.Signal"
+    keys: dict[str, str]  # operand as written -> "Message.Signal" (+ its invalid_raw)
+    lo: float = -math.inf  # the metric's own minimum/maximum
+    hi: float = math.inf
 
 
 @dataclass
@@ -152,6 +154,7 @@ class Decoder:
 
     def __init__(self, config: AgentConfig, db: cantools.database.Database) -> None:
         self.stats = DecoderStats()
+        self.database = db  # the ignition's value table and cycle (dbc.resolve_ignition)
         self._routes: dict[tuple[str, int], _Route] = {}
         self._max_age = config.health.bms_timeout_s
         self._operands: dict[str, tuple[float, float]] = {}  # key -> (value, time)
@@ -159,18 +162,29 @@ class Decoder:
         default_bus = config.buses[0].name
         for metric, ref in config.metrics.items():
             bus = ref.bus or default_bus
+            limits = (ref.minimum, ref.maximum)
             if ref.message is not None and ref.signal is not None:
                 msg = db.get_message_by_name(ref.message)
                 sig = msg.get_signal_by_name(ref.signal)
-                self._add(bus, msg, sig, metric, None, frozenset(ref.invalid_raw))
+                invalid = ref.invalid_raw if isinstance(ref.invalid_raw, list) else []
+                self._add(bus, msg, sig, metric, None, frozenset(invalid), limits)
             elif ref.expression is not None:
                 expr = parse_expression(ref.expression)
                 keys = {}
                 for operand in expr.operands:
                     msg, sig = resolve_operand(db, operand)
-                    keys[operand] = key = f"{msg.name}.{sig.name}"
-                    self._add(bus, msg, sig, None, key, frozenset())
-                derived = _Derived(metric, expr, keys)
+                    raw = ref.invalid_raw
+                    invalid = frozenset(raw.get(operand, ()) if isinstance(raw, dict) else raw)
+                    key = f"{msg.name}.{sig.name}"
+                    if invalid:  # its own guard: not shared with an unguarded use
+                        key += "#" + ",".join(str(v) for v in sorted(invalid))
+                    keys[operand] = key
+                    if key not in self._derived_by_operand:
+                        self._add(bus, msg, sig, None, key, invalid)
+                    self._derived_by_operand.setdefault(key, [])
+                lo = -math.inf if ref.minimum is None else ref.minimum - 1e-9
+                hi = math.inf if ref.maximum is None else ref.maximum + 1e-9
+                derived = _Derived(metric, expr, keys, lo, hi)
                 for key in set(keys.values()):
                     self._derived_by_operand.setdefault(key, []).append(derived)
         pc = config.pack_code
@@ -205,7 +219,9 @@ class Decoder:
         metric: str | None,
         operand: str | None,
         invalid_raw: frozenset[int],
+        limits: tuple[float | None, float | None] = (None, None),
     ) -> None:
+        """``limits``: the metric's own minimum and maximum, on top of the DBC range."""
         route = self._route(bus, message)
         reader = FieldReader.compile(message, sig)
         for r in (reader, reader.mux):
@@ -219,6 +235,10 @@ class Decoder:
         mux = None if r.mux is None else (r.mux.big_endian, r.mux.shift, r.mux.mask, r.mux_ids)
         lo = -math.inf if r.minimum is None else r.minimum - 1e-9
         hi = math.inf if r.maximum is None else r.maximum + 1e-9
+        if limits[0] is not None:
+            lo = max(lo, limits[0] - 1e-9)
+        if limits[1] is not None:
+            hi = min(hi, limits[1] + 1e-9)
         route.plan.append(
             (metric, operand, invalid_raw or None, r.big_endian, r.shift, r.mask, r.sign_bit,
              r.divisor, r.scale, r.offset, lo, hi, mux, r.is_float, target)
@@ -277,10 +297,14 @@ class Decoder:
                     raw -= mask + 1
                 if invalid and raw in invalid:
                     self._drop(f"{message.name}.{t.field.name}: raw {raw} is invalid_raw", metric)
+                    if operand is not None:  # "not available": no stale value stands in
+                        self._operands.pop(operand, None)
                     continue
                 value = raw / divisor + offset if divisor else raw * scale + offset
             if value < lo or value > hi:
-                self._drop(f"{message.name}.{t.field.name}: {value:g} outside DBC range", metric)
+                self._drop(f"{message.name}.{t.field.name}: {value:g} outside its range", metric)
+                if operand is not None:
+                    self._operands.pop(operand, None)
                 continue
             if metric is not None:
                 out.append(Reading(metric, value, now))
@@ -331,10 +355,12 @@ class Decoder:
                         value = d.expression.evaluate(operands)
                     except (ArithmeticError, ValueError):
                         value = math.nan
-                    if math.isfinite(value):
-                        out.append(Reading(d.metric, value, now))
-                    else:
+                    if not math.isfinite(value):
                         self._drop(f"{d.metric}: {d.expression.text} not computable", d.metric)
+                    elif value < d.lo or value > d.hi:
+                        self._drop(f"{d.metric}: {value:g} outside its range", d.metric)
+                    else:
+                        out.append(Reading(d.metric, value, now))
         return out
 
     def _drop(self, reason: str, metric: str | None = None) -> None:

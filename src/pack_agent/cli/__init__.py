@@ -13,8 +13,25 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from pack_agent import __version__
 from pack_agent.errors import PackAgentError
+
+
+class _Version(argparse.Action):
+    """``--version``: the version is looked up only when asked (``pack_agent.__version__``)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings,
+            dest=argparse.SUPPRESS,
+            nargs=0,
+            help="show program's version number and exit",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        import pack_agent
+
+        sys.stdout.write(f"pack-agent {pack_agent.__version__}\n")
+        parser.exit()
 
 
 def subcommands() -> dict[str, str]:
@@ -32,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pack-agent",
         description="Traction-battery traceability agent for vehicle gateways.",
     )
-    parser.add_argument("--version", action="version", version=f"pack-agent {__version__}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in subcommands().items():
         module = importlib.import_module(f"pack_agent.cli.{module_name}")

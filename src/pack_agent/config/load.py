@@ -31,13 +31,71 @@ def parse_config(
     ``isolated.load_config_isolated`` so pydantic never enters its memory."""
     from pack_agent.config.check import validate
 
-    cfg = validate(data, source)
+    migrated, warnings = migrate_deprecated(data)
+    cfg = validate(migrated, source)
     cfg.base_dir = base_dir
     cfg.source = source
+    cfg.warnings = warnings
     problems = _cross_checks(cfg)
     if problems:
         raise ConfigError(problems, source)
+    _uds_limits(cfg)
     return cfg
+
+
+def _uds_limits(cfg: AgentConfig) -> None:
+    """A UDS metric's own ``minimum``/``maximum`` guard its answers too: the tighter of
+    them and ``uds.minimum``/``uds.maximum`` is the one the poller checks."""
+    for ref in cfg.metrics.values():
+        u = ref.uds
+        if u is None:
+            continue
+        if ref.minimum is not None:
+            u.minimum = ref.minimum if u.minimum is None else max(u.minimum, ref.minimum)
+        if ref.maximum is not None:
+            u.maximum = ref.maximum if u.maximum is None else min(u.maximum, ref.maximum)
+
+
+# old key -> new key. The old one still loads; a warning names the new one.
+DEPRECATED_KEYS: dict[tuple[str, str], tuple[str, str]] = {
+    ("policy", "ignition_metric"): ("ignition", "metric"),
+    ("policy", "ignition_on_values"): ("ignition", "on_values"),
+    ("policy", "ignition_window_s"): ("ignition", "window_s"),
+    ("notice", "ignition_on_min"): ("ignition", "on_min"),
+}
+
+
+def migrate_deprecated(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Renamed keys moved to their new place (a copy; ``data`` is left as it is), with one
+    warning each that names the new key. A new key given too wins over the old one."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    warnings: list[str] = []
+    for (old_sec, old_key), (new_sec, new_key) in DEPRECATED_KEYS.items():
+        section = out.get(old_sec)
+        if not isinstance(section, dict) or old_key not in section:
+            continue
+        value = section.pop(old_key)
+        target = out.setdefault(new_sec, {})
+        if not isinstance(target, dict):
+            continue  # a wrong type: the check reports it
+        old, new = f"{old_sec}.{old_key}", f"{new_sec}.{new_key}"
+        if new_key == "on_min" and "on_values" in target:
+            warnings.append(
+                f"{old}: deprecated and ignored: {new_sec}.on_values (given, or from "
+                "policy.ignition_on_values) says when the ignition is on, for the notices too"
+            )
+        elif new_key in target:
+            warnings.append(f"{old}: deprecated and ignored: {new} is given")
+        else:
+            target[new_key] = value
+            if new_key == "on_min":  # the notices' threshold becomes the one definition
+                warnings.append(
+                    f"{old}: deprecated, read as {new} (the policy's gate uses it too); "
+                    f"write {new} or {new_sec}.on_values"
+                )
+            else:
+                warnings.append(f"{old}: deprecated, read as {new}; write {new}")
+    return out, warnings
 
 
 def _cross_checks(cfg: AgentConfig) -> list[str]:
@@ -70,8 +128,15 @@ def _cross_checks(cfg: AgentConfig) -> list[str]:
             problems.append(f"metrics.{k}.signal: required with message")
         if v.signal is not None and v.message is None:
             problems.append(f"metrics.{k}.message: required with signal")
-        if v.invalid_raw and v.message is None:
-            problems.append(f"metrics.{k}.invalid_raw: only for a message signal")
+        if v.invalid_raw and v.uds is not None:
+            problems.append(f"metrics.{k}.invalid_raw: not for a UDS value (use minimum/maximum)")
+        if isinstance(v.invalid_raw, dict) and v.expression is None:
+            problems.append(
+                f"metrics.{k}.invalid_raw: a table (operand -> raw values) is only for an "
+                "expression; give a list"
+            )
+        if v.minimum is not None and v.maximum is not None and v.minimum > v.maximum:
+            problems.append(f"metrics.{k}.minimum: must be <= maximum")
     pc = cfg.pack_code
     if pc.source == "uds" and pc.uds is None:
         problems.append("pack_code.uds: required when pack_code.source is 'uds'")
@@ -84,9 +149,44 @@ def _cross_checks(cfg: AgentConfig) -> list[str]:
     if pc.page_signals and pc.source != "pages":
         problems.append("pack_code.page_signals: only with source = 'pages'")
     problems += rule_problems(cfg.rules, set(cfg.metrics), cfg.policy.trend_metric)
+    problems += _ignition_checks(cfg)
+    if cfg.policy.trend_metric not in cfg.metrics and not any(
+        p.startswith("policy.trend_metric") for p in problems
+    ):
+        finding = (
+            f"policy.trend_metric: {cfg.policy.trend_metric!r} is not a mapped metric "
+            f"(mapped: {', '.join(sorted(cfg.metrics)) or 'none'})"
+        )
+        if cfg.policy.trend_metric != "soh":  # a name the file chose
+            problems.append(finding)
+        else:  # the default, in a file that maps no SOH: pack.health carries no trend
+            cfg.warnings.append(finding + ": pack.health carries no SOH trend")
     problems += _notice_checks(cfg)
     if cfg.mqtt.reconnect_max_s < cfg.mqtt.reconnect_min_s:
         problems.append("mqtt.reconnect_max_s: must be >= mqtt.reconnect_min_s")
+    return problems
+
+
+def _ignition_checks(cfg: AgentConfig) -> list[str]:
+    """The ignition metric is mapped (or, left at its default, the gate is off: a finding),
+    and ``on_values`` or ``on_min``, not both. Values against the signal: ``dbc``."""
+    ign = cfg.ignition
+    problems: list[str] = []
+    if ign.on_min is not None and ign.on_values is not None:
+        problems.append("ignition.on_min: give ignition.on_values or ignition.on_min, not both")
+    if ign.metric not in cfg.metrics:
+        mapped = ", ".join(sorted(cfg.metrics)) or "none"
+        finding = f"ignition.metric: {ign.metric!r} is not a mapped metric (mapped: {mapped})"
+        if ign.metric != "ignition":  # a name the file chose
+            problems.append(finding)
+        else:
+            cfg.warnings.append(
+                f"{finding}: rules with ignition_on_only judge every reading, notices are "
+                "shown without waiting for the ignition, and bms.silent cannot tell a parked "
+                "car from a silent BMS"
+            )
+    elif cfg.metrics[ign.metric].uds is not None:
+        problems.append(f"ignition.metric: {ign.metric!r} is a UDS value; map a CAN signal")
     return problems
 
 

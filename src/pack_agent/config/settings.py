@@ -39,6 +39,8 @@ Vin = Annotated[
     str, matches(VIN_RE.pattern[1:-1], "a VIN is 17 characters, A-Z and 0-9 without I, O, Q")
 ]
 
+RawValues = Annotated[list[int], OneOrMany()]
+
 # Every section refuses keys it does not know (a typo is an error, not a silent default).
 _STRICT: dict[str, Any] = {"extra": "forbid"}
 
@@ -102,7 +104,12 @@ class SignalRef:
     signal: str | None = None
     bus: str | None = None
     expression: str | None = None
-    invalid_raw: Annotated[list[int], OneOrMany()] = field(default_factory=list)
+    # raw values that mean "not available" (0x7FF): dropped, never a reading. For an
+    # expression: a list applies to every operand, a table to the operands it names
+    invalid_raw: RawValues | dict[str, RawValues] = field(default_factory=list)
+    # the metric's own plausible range (after scaling or the expression): outside, dropped
+    minimum: float | None = None
+    maximum: float | None = None
     uds: UdsValue | None = None
 
     def kind(self) -> str:
@@ -138,16 +145,41 @@ class PackCodeSource:
     bus: str | None = None
 
 
-
 @dataclass
-class PolicySettings:
-    """How the policy reads the stream: ignition gating, trend, persistence cadence."""
+class IgnitionSettings:
+    """The ignition, defined once for the policy's gate, the owner notices and the BMS
+    silence watch (docs/configuration.md, ``[ignition]``).
+
+    A state: it holds its last value until a new frame changes it, while its frame is
+    at most ``stale_cycles`` cycles overdue (the cycle: ``cycle_s``, else the DBC's
+    ``GenMsgCycleTime``, else measured)."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
-    ignition_metric: str = "ignition"
-    ignition_on_values: Annotated[list[float], MinLen(1)] = field(default_factory=lambda: [2.0])
-    ignition_window_s: Positive = 5.0
+    metric: str = "ignition"
+    # values (or value-table labels, "KeyOn") that mean On, or ``on_min``: every value
+    # from it (a terminal-15 voltage); neither: [2] (0 Off, 1 Acc, 2 On, 3 Start)
+    on_values: Annotated[list[float | str], MinLen(1)] | None = None
+    on_min: float | None = None
+    stale_cycles: Annotated[float, Ge(1)] = 3.0
+    cycle_s: Positive | None = None
+    # a reading that comes before the state is known waits this long for it
+    window_s: Positive = 5.0
+
+    DEFAULT_ON: ClassVar[tuple[float, ...]] = (2.0,)
+
+    def on(self) -> list[float | str]:
+        """``on_values``, or the default when neither it nor ``on_min`` is given."""
+        return list(self.on_values) if self.on_values is not None else list(self.DEFAULT_ON)
+
+
+@dataclass
+class PolicySettings:
+    """How the policy reads the stream: trend, persistence cadence (the ignition gate:
+    ``[ignition]``)."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
     trend_metric: str = "soh"
     trend_min_days: Positive = 60.0
     persist_interval_s: Positive = 3600.0
@@ -172,7 +204,6 @@ class NoticeSettings:
     critical_repeat_interval_s: Positive = 3600.0
     slow_repeat_interval_s: Positive = 7 * 86400.0
     repeat_on_ignition: bool = True
-    ignition_on_min: float = 2.0
     max_attempts: Annotated[int, Ge(1)] = 60
     max_per_period: Annotated[int, Ge(1)] = 3
     critical_max_per_period: Annotated[int, Ge(1)] = 12
@@ -273,6 +304,7 @@ class AgentConfig:
     metrics: dict[str, SignalRef] = field(default_factory=dict)
     pack_code: PackCodeSource = field(default_factory=PackCodeSource)
     rules: list[RuleConfig] = field(default_factory=list)
+    ignition: IgnitionSettings = field(default_factory=IgnitionSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     notice: NoticeSettings = field(default_factory=NoticeSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
@@ -281,6 +313,9 @@ class AgentConfig:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     base_dir: Path = field(default=Path("."), init=False, compare=False)
     source: str = field(default="configuration", init=False, compare=False)
+    # findings that do not stop the agent (deprecated keys, DBC ranges...): printed by
+    # check-config, logged by the daemon at start
+    warnings: list[str] = field(default_factory=list, init=False, compare=False)
 
     def database_paths(self) -> list[Path]:
         return [resolve_path(p, self.base_dir) for p in self.databases]

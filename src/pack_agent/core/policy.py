@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pack_agent.config.rules import CapacityRule, ForecastRule, combination_order
 from pack_agent.core.events import PLAUSIBLE_SINCE, iso_date, iso_time
-from pack_agent.core.ignition import IgnitionGate
+from pack_agent.core.ignition import IgnitionGate, IgnitionSpec
 from pack_agent.core.policy_state import (
     CHECKPOINT_GAP_S,
     IGNITION_OFF_SAVE_GAP_S,
@@ -107,12 +107,20 @@ class ScrapPolicy(PolicyState):
         ignition_metric: str | None = None,
         ignition_on_values: Sequence[float] = (2.0,),
         ignition_window_s: float = 5.0,
+        ignition: IgnitionSpec | None = None,
         trend_metric: str = "soh",
         trend_min_days: float = 60.0,
     ) -> None:
+        """``ignition`` (the configuration's ``[ignition]``, resolved) gates the rules
+        with ``ignition_on_only``; ``ignition_metric``/``ignition_on_values``/
+        ``ignition_window_s`` are the short form (tests) of the same."""
         self._rules = {r.id: r for r in rules}
-        self._ignition_metric = ignition_metric
-        self._gate_args = (ignition_on_values, ignition_window_s)
+        if ignition is None and ignition_metric is not None:
+            ignition = IgnitionSpec.of(
+                ignition_metric, ignition_on_values, window_s=ignition_window_s
+            )
+        self._ignition = ignition
+        self._ignition_metric = ignition.metric if ignition is not None else None
         self._trend_metric = trend_metric
         self._trend_min_days = trend_min_days
         self._combos = combination_order(list(rules))
@@ -136,17 +144,23 @@ class ScrapPolicy(PolicyState):
         state: dict[str, Any] | None,
         latched: Iterable[str],
         pack_code: str | None,
+        ignition: IgnitionSpec | None = None,
     ) -> ScrapPolicy:
-        """The policy for a configuration, with the state the store kept (if any)."""
+        """The policy for a configuration, with the state the store kept (if any).
+        ``ignition``: the ``[ignition]`` resolved against the DBC (labels, the cycle);
+        without it, the numbers in the configuration."""
         p = config.policy
+        if ignition is None and config.ignition.metric in config.metrics:
+            i = config.ignition
+            ignition = IgnitionSpec.of(
+                i.metric, i.on(), i.on_min, i.stale_cycles, i.cycle_s, i.window_s
+            )
         return cls(
             config.rules,
             latched,
             state=state,
             pack_code=pack_code,
-            ignition_metric=p.ignition_metric if p.ignition_metric in config.metrics else None,
-            ignition_on_values=p.ignition_on_values,
-            ignition_window_s=p.ignition_window_s,
+            ignition=ignition,
             trend_metric=p.trend_metric,
             trend_min_days=p.trend_min_days,
         )
@@ -164,7 +178,7 @@ class ScrapPolicy(PolicyState):
                 self._every.append(rid)
             else:
                 self._by_metric.setdefault(eng.metric, []).append(rid)
-        self._gate = IgnitionGate(*self._gate_args) if self._ignition_metric else None
+        self._gate = IgnitionGate(self._ignition) if self._ignition else None
         self.history = SohHistory()
         self._trend_stream = Stream()
         self._forecast_since: dict[str, float | None] = {r.id: None for r in self._forecasts}

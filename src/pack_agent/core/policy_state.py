@@ -12,11 +12,10 @@ clock, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from pack_agent.config.rules import ForecastRule
-from pack_agent.core.ignition import IgnitionGate
+from pack_agent.core.ignition import IgnitionGate, IgnitionSpec
 from pack_agent.core.rules import RuleEngine, Stream, engine_for
 from pack_agent.core.timeline import TimeLine
 from pack_agent.core.trend import SohHistory, day_of
@@ -57,7 +56,7 @@ class PolicyState:
     _engines: dict[str, RuleEngine]
     _latched: dict[str, dict[str, Any]]
     _ignition_metric: str | None
-    _gate_args: tuple[Sequence[float], float]
+    _ignition: IgnitionSpec | None
     _gate: IgnitionGate | None
     _trend_stream: Stream
     _forecasts: list[ForecastRule]
@@ -101,7 +100,7 @@ class PolicyState:
             engine = engine_for(self._rules[rid])
             assert engine is not None
             self._engines[rid] = engine
-        self._gate = IgnitionGate(*self._gate_args) if self._ignition_metric else None
+        self._gate = IgnitionGate(self._ignition) if self._ignition else None
         self._trend_stream = Stream()
         self._forecast_since = {r.id: None for r in self._forecasts}
         self._forecast_week = None

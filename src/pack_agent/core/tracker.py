@@ -20,13 +20,20 @@ class PackTracker:
         known_code: str | None,
         bms_timeout_s: float,
         max_age: dict[str, float] | None = None,
+        ignition_mapped: bool = False,
     ) -> None:
+        """``ignition_mapped``: the ignition tells when the vehicle is awake (without it,
+        and without any other ECU's frame, silence alone makes ``bms.silent``)."""
         self.code = known_code
+        self.ignition_mapped = ignition_mapped
         self.latest: dict[str, Reading] = {}
         self._timeout = bms_timeout_s
         self._max_age = max_age or {}  # per metric, for polled (UDS) metrics
         self._silent_sources: set[str] = set()
         self._last_frame: float | None = None
+        # the newest frame of another ECU on the bus (the ignition, the head unit...):
+        # proof that the vehicle is awake while the BMS says nothing
+        self._last_other: float | None = None
         self._longest_age = max([bms_timeout_s, *self._max_age.values()])
         self._silent = False
         self._last_invalid: str | None = None
@@ -68,21 +75,37 @@ class PackTracker:
             return [("bms.recovered", {"pack_code": self.code})]
         return []
 
+    def on_other_frame(self, now: float) -> None:
+        """A frame of another ECU (the ignition's, the head unit's): the vehicle is awake."""
+        self._last_other = now if self._last_other is None else max(self._last_other, now)
+
+    def on_vehicle_reading(self, reading: Reading, on_bms_bus: bool = True) -> None:
+        """A reading from another ECU (the ignition, the odometer): kept for the health
+        sample, and (on the BMS's bus) proof that the vehicle is awake; it says nothing of
+        the BMS."""
+        self.latest[reading.metric] = reading
+        if on_bms_bus:
+            self.on_other_frame(reading.time)
+
     def rebase(self, now: float) -> None:
         """A clock step back was adopted: what was stamped after ``now`` came from the
         abandoned time line (it would look fresh for years, and the BMS never silent)."""
         if self._last_frame is not None and self._last_frame > now:
             self._last_frame = now
+        if self._last_other is not None and self._last_other > now:
+            self._last_other = now
         if self.awake_since is not None and self.awake_since > now:
             self.awake_since = now
         if self.code_heard_at is not None and self.code_heard_at > now:
             self.code_heard_at = None
         self.latest = {m: r for m, r in self.latest.items() if r.time <= now}
 
-    def check_silence(self, now: float) -> list[Happening]:
+    def check_silence(self, now: float, ignition: bool | None = None) -> list[Happening]:
+        """``bms.silent`` once when the BMS stopped while the vehicle is awake. ``ignition``
+        is the ignition's state now (None: not mapped, or its frame is overdue)."""
         if self._silent or self._last_frame is None:
             return []
-        if now - self._last_frame > self._timeout:
+        if now - self._last_frame > self._timeout and self.vehicle_awake(now, ignition):
             self._silent = True
             return [
                 (
@@ -105,6 +128,20 @@ class PackTracker:
             return []
         self._silent_sources.add(source)
         return [("bms.silent", {"pack_code": self.code, "source": source, "detail": detail})]
+
+    def vehicle_awake(self, now: float, ignition: bool | None) -> bool:
+        """Whether the BMS should be speaking: the ignition is On; or, while its state is
+        unknown, other frames still flow on the bus longer than the timeout after the
+        BMS's last one. A car that parks (everything stops together, or the ignition
+        goes Off first) is asleep, not a silent BMS. With no ignition mapped and no other
+        frame ever heard nothing tells the two apart: silence alone counts (as before)."""
+        if ignition is not None:
+            return ignition
+        other, last = self._last_other, self._last_frame
+        if other is None:
+            return not self.ignition_mapped
+        assert last is not None
+        return now - other <= self._timeout and other - last > self._timeout
 
     @property
     def bms_silent(self) -> bool:

@@ -37,13 +37,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# what SIGHUP applies; every other change is logged as needing a restart
-RELOADABLE = (
-    "daemon.log_level",
-    "daemon.status_interval_s",
-    "daemon.shutdown_timeout_s",
-    "health.publish_interval_s",
-)
+
+def _take(daemon: Daemon, new: AgentConfig, key: str) -> None:
+    """The running configuration takes the new value: whoever reads it next uses it."""
+    section, name = key.split(".")
+    setattr(getattr(daemon.config, section), name, getattr(getattr(new, section), name))
+
+
+def _take_log_level(daemon: Daemon, new: AgentConfig, key: str) -> None:
+    from pack_agent.runtime.logsetup import set_level
+
+    _take(daemon, new, key)
+    if new.daemon.log_level is not None and not daemon.log_level_fixed:
+        set_level(new.daemon.log_level)  # --log-level on the command line wins
+
+
+# What SIGHUP applies, and how (each is read live where it is used: the main loop, the
+# health sampler). The one list: a changed key that is not here is logged as needing a
+# restart (``daemon.clock`` and ``daemon.status_file`` among them: both are taken once,
+# when the daemon starts), and the running configuration keeps its old value.
+RELOADABLE: dict[str, Callable[[Daemon, AgentConfig, str], None]] = {
+    "daemon.log_level": _take_log_level,
+    "daemon.status_interval_s": _take,
+    "daemon.shutdown_timeout_s": _take,
+    "health.publish_interval_s": _take,
+}
 # the latest event of these types is kept in the store's state for `pack-agent status`
 REMEMBERED = (
     "pack.health",
@@ -89,9 +107,9 @@ class Daemon:
         self.log_level_fixed = False  # True: --log-level given, a reload keeps it
         self.stop_reason = "stop requested"
         self.status_file: Path | None = status_path(config.daemon.status_file)
-        dbs = load_all(config)
-        for finding in dbs.findings:  # once per start; `pack-agent check-config` lists them
-            log.warning("configuration: %s", finding)
+        dbs = load_all(config)  # its findings join config.warnings
+        for warning in config.warnings:  # deprecated keys, DBC findings (as check-config)
+            log.warning("%s: %s", config.source, warning)
         decoder = Decoder(config, dbs.vehicle)
         notice_bus = config.notice.bus or config.buses[0].name
         ack = None  # no CAN channel to the head unit: no answer frames to receive
@@ -209,7 +227,7 @@ class Daemon:
         is reported and the running configuration is kept."""
         from pack_agent.config.isolated import load_config_isolated
         from pack_agent.errors import ConfigError
-        from pack_agent.runtime.logsetup import add_secrets, set_level
+        from pack_agent.runtime.logsetup import add_secrets
 
         if self.config_path is None:
             log.warning("SIGHUP: no configuration file to reload")
@@ -223,13 +241,10 @@ class Daemon:
             return []
         if new.mqtt.password is not None:
             add_secrets([new.mqtt.password.get_secret_value()])
-        old = self.config
-        old.daemon = new.daemon
-        old.health.publish_interval_s = new.health.publish_interval_s
-        if new.daemon.log_level is not None and not self.log_level_fixed:
-            set_level(new.daemon.log_level)
+        for key, apply in RELOADABLE.items():
+            apply(self, new, key)
         self._next_status = 0.0
-        restart = _changed_keys(old, new)
+        restart = [k for k in _changed_keys(self.config, new) if k not in RELOADABLE]
         if restart:
             log.warning(
                 "SIGHUP: reloaded; these changes take effect after a restart: %s",
@@ -329,10 +344,9 @@ class Daemon:
 
 
 def _changed_keys(old: AgentConfig, new: AgentConfig) -> list[str]:
-    """Dotted keys (to the section level) whose change needs a restart."""
+    """Dotted keys (to the section level) that differ."""
     a = as_data(old, reveal_secrets=True)  # a new password needs a restart too
     b = as_data(new, reveal_secrets=True)
-    del a["daemon"], b["daemon"]
     changed = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key), b.get(key)

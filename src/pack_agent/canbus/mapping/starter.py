@@ -89,14 +89,14 @@ def starter_toml(
             f"mux_signal = {_q(code.mux_signal)}",
             "pages = [" + ", ".join(_q(p) for p in code.pages) + "]",
         ]
-    lines += ["", "[policy]"]
     if "ignition" in mapped:
         sig = db.get_message_by_name(mapped["ignition"].message).get_signal_by_name(
             mapped["ignition"].signal
         )
         values = ignition_on_values(sig)
-        lines += ['ignition_metric = "ignition"', f"ignition_on_values = {values}"]
-    else:
+        lines += ["", "[ignition]", 'metric = "ignition"', f"on_values = {values}"]
+    lines += ["", "[policy]"]
+    if "ignition" not in mapped:
         lines += ["# no ignition found: every reading is judged, parked or driving"]
     if "soh" in mapped:
         lines += [

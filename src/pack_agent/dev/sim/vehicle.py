@@ -118,7 +118,7 @@ def day_bursts(db: cantools.database.Database, s: DayState) -> list[Burst]:
         odo_off = s.odometer_km + 48.3 * (k + 1) / len(trips)
         ignition_on = {"VCU_Odometer": odo_on, "VCU_Ignition": IGNITION_ON}
         # the first 2.3 s after the wake-up; the VCU's ignition On arrives last (the agent
-        # holds the readings that came before it for ``policy.ignition_window_s``)
+        # holds the readings that came before it for ``ignition.window_s``)
         wake = [
             *code_pages(db, s.code, on),
             *code_pages(db, s.code, on + 1.0),
