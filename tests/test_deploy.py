@@ -54,3 +54,20 @@ def test_vcan_script_is_executable_and_strict():
     script = DEPLOY / "vcan-setup.sh"
     assert script.stat().st_mode & 0o111
     assert "set -euo pipefail" in script.read_text(encoding="utf-8")
+
+
+def test_the_broker_acl_lets_only_the_backend_write_commands():
+    """Static: no pattern lets a vehicle write under commands/ (the live refusal, with
+    the deploy PKI and a real mosquitto: tests/delivery/test_broker_acl.py)."""
+    lines = [
+        line.split()
+        for line in (DEPLOY / "mosquitto" / "acl").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    patterns = [(w[1], w[2]) for w in lines if w[0] == "pattern"]
+    assert ("read", "pack-agent/v1/%u/commands/#") in patterns
+    for access, topic in patterns:
+        if access in ("write", "readwrite"):
+            assert "/commands" not in topic and not topic.endswith("%u/#"), topic
+    user = lines.index(["user", "backend"])
+    assert ["topic", "write", "pack-agent/v1/+/commands/#"] in lines[user:]

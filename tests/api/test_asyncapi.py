@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pack_agent.api.schema import StatusPayload
+from pack_agent.core.commands import COMMANDS
 from pack_agent.core.events import EVENT_TYPES
 
 yaml = pytest.importorskip("yaml")
@@ -43,12 +44,21 @@ def resolve(doc: dict[str, Any], pointer: str) -> Any:
 def test_one_message_per_event_type_in_channel_and_operation() -> None:
     doc = load()
     assert doc["asyncapi"].startswith("3.")
-    names = {m["name"] for k, m in doc["components"]["messages"].items() if k != "status"}
+    events = doc["channels"]["events"]["messages"].values()
+    names = {resolve(doc, m["$ref"])["name"] for m in events}
     assert names == set(EVENT_TYPES), "add the new event type to docs/asyncapi.yaml"
     assert len(doc["channels"]["events"]["messages"]) == len(EVENT_TYPES)
     assert len(doc["operations"]["sendEvent"]["messages"]) == len(EVENT_TYPES)
     assert doc["operations"]["sendEvent"]["bindings"]["mqtt"]["qos"] == 1
     assert doc["operations"]["sendStatus"]["bindings"]["mqtt"]["retain"] is True
+
+
+def test_every_command_is_received_with_a_reply() -> None:
+    doc = load()
+    op = doc["operations"]["receiveCommand"]
+    assert op["action"] == "receive" and op["reply"]["channel"]["$ref"] == "#/channels/responses"
+    names = {resolve(doc, resolve(doc, m["$ref"])["$ref"])["name"] for m in op["messages"]}
+    assert names == set(COMMANDS), "add the new command to docs/asyncapi.yaml"
 
 
 def test_every_reference_resolves() -> None:

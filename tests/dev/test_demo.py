@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 import xml.etree.ElementTree as ET
-from datetime import datetime
 from itertools import pairwise
 
 import pytest
 
+from pack_agent.core.events import parse_time
 from pack_agent.dev.demo import run_demo, soh_rate_per_year
 from pack_agent.dev.sim import SCENARIOS
 from pack_agent.dev.sim.scenario import DAY, FORGED_CODE
@@ -68,7 +68,7 @@ def test_safety_fault_story_end_to_end(mosquitto_binary, scenario, rule_id, noti
     assert (d["rule_id"], d["severity"]) == (rule_id, "critical")
     rule = next(x for x in r.config.rules if x.id == rule_id)
     first, last = (
-        datetime.fromisoformat(d[k]).timestamp()
+        parse_time(d[k]).timestamp()
         for k in ("first_reading_time", "last_reading_time")
     )
     assert first == fault_at  # the stray frame on day 60 decided nothing
@@ -93,7 +93,7 @@ def test_safety_fault_story_end_to_end(mosquitto_binary, scenario, rule_id, noti
 
 
 def _t(event: dict) -> float:
-    return datetime.fromisoformat(event["time"]).timestamp()
+    return parse_time(event["time"]).timestamp()
 
 
 def test_forged_code_story(mosquitto_binary):

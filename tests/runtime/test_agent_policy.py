@@ -158,9 +158,9 @@ def test_a_restart_neither_forgets_nor_repeats(tmp_path, ageing_frames, uninterr
 
 
 def _t(iso: str) -> float:
-    from datetime import datetime
+    from pack_agent.core.events import parse_time
 
-    return datetime.fromisoformat(iso).timestamp()
+    return parse_time(iso).timestamp()
 
 
 def test_one_life_a_day_decides_as_an_uninterrupted_run(tmp_path, ageing_frames, uninterrupted):

@@ -7,11 +7,11 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 
 from conftest import Subscriber
 from pack_agent.config import load_config, reference_config_path
+from pack_agent.core.events import parse_time
 from pack_agent.dev.sim import SCENARIOS
 from pack_agent.dev.sim.rig import rig_config, write_config
 
@@ -82,7 +82,7 @@ def test_simulator_and_agent_as_separate_processes(broker, tmp_path):
     last: dict[int, float] = {}
     early = []
     for e in shown:
-        t = datetime.fromisoformat(e["time"]).timestamp()
+        t = parse_time(e["time"]).timestamp()
         seq = e["data"]["seq"]
         if seq in last and t - last[seq] < 86400:
             early.append(e["time"])

@@ -361,6 +361,6 @@ def load_and_check_from(path: Path) -> Any:
 
 
 def _t(text: str) -> float:
-    from datetime import datetime
+    from pack_agent.core.events import parse_time
 
-    return datetime.fromisoformat(text).timestamp()
+    return parse_time(text).timestamp()

@@ -223,8 +223,9 @@ class _NoticeData(_Data):
     rule_id: str
     attempt: int = Field(ge=0, description="How many times it has been shown.")
     channel: str | None = Field(
-        description='Where: "can" (the head unit) or "mqtt" (the app; the only one when '
-        '[notice] channel = "none").'
+        description='Where: "can" (the head unit), "mqtt" (the copy for the app; the only '
+        'one when [notice] channel = "none"), or, for an answer, "app" (given in the '
+        "maker's app, sent by the backend as owner.answer)."
     )
     opened_at: str | None = Field(default=None, description="When the notice was opened.")
     pack_code: str | None
@@ -239,7 +240,9 @@ class OwnerNotified(_NoticeData):
 
 @data_model("owner.acknowledged")
 class OwnerAcknowledged(_NoticeData):
-    """The owner answered the notice on the head unit: the proof that they were told."""
+    """The owner answered the notice on the head unit (``channel`` "can") or in the maker's
+    app (``channel`` "app", the backend's ``owner.answer`` command): the proof that they
+    were told. Either answer has the same effect."""
 
     response: Literal["seen", "dismissed", "service_booked"]
     acknowledged_at: str = Field(description="ISO 8601, UTC.")
@@ -309,3 +312,22 @@ class StoreReset(_Data):
 
     moved_to: str = Field(description="Where the unreadable file is kept, for a post-mortem.")
     error: str = Field(description="What SQLite said about it.")
+
+
+@data_model("command.applied")
+class CommandApplied(_Data):
+    """A backend command was applied (once: a repeated id is answered, not applied again)."""
+
+    command_id: str = Field(description="The backend's id of the command.")
+    command: Literal["notice.contact", "owner.answer", "report.now"]
+    args: dict[str, Any] = Field(description="The command's checked arguments.")
+    result: dict[str, Any] = Field(description="What it did; the same as in the response.")
+
+
+@data_model("command.refused")
+class CommandRefused(_Data):
+    """A backend command was refused and changed nothing."""
+
+    command_id: str | None = Field(description="Its id; null when it had no usable one.")
+    command: str = Field(description="The command topic's last level, as received.")
+    reason: str = Field(description="What is wrong, naming the field.")

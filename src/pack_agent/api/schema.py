@@ -34,6 +34,10 @@ class StatusPayload(BaseModel):
     reason: str | None = Field(
         default=None, description='offline only: "stopped" (clean) or "connection lost" (will).'
     )
+    notice_overrides: dict[str, str] | None = Field(
+        default=None,
+        description="The [notice] fields the backend set (notice.contact command), when any.",
+    )
 
 
 def _dump(schema: dict[str, Any]) -> str:

@@ -122,7 +122,8 @@ class J1939Transport:
         if sa != self.source_address or ps != GLOBAL:
             return None
         if pf == TP_CM_PF:
-            return self._connection(data, now)
+            self._connection(data, now)  # announces a transfer: no code yet
+            return None
         if pf == TP_DT_PF:
             return self._packet(data, now)
         return None

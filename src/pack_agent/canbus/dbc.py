@@ -765,6 +765,14 @@ def complete_values(message: Any, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def decode_signals(message: cantools.database.Message, data: bytes) -> dict[str, Any]:
+    """The raw signal values of one frame of a plain (not container) message: cantools'
+    ``decode`` is typed for containers too, whose result is a list, not a mapping."""
+    values = message.decode(data, decode_choices=False)
+    assert isinstance(values, dict), f"{message.name} is a container message"
+    return values
+
+
 def encode_message(
     db: cantools.database.Database, name: str, values: dict[str, Any], t: float
 ) -> can.Message:

@@ -166,8 +166,8 @@ class Decoder:
             if ref.message is not None and ref.signal is not None:
                 msg = db.get_message_by_name(ref.message)
                 sig = msg.get_signal_by_name(ref.signal)
-                invalid = ref.invalid_raw if isinstance(ref.invalid_raw, list) else []
-                self._add(bus, msg, sig, metric, None, frozenset(invalid), limits)
+                invalid = frozenset(ref.invalid_raw if isinstance(ref.invalid_raw, list) else [])
+                self._add(bus, msg, sig, metric, None, invalid, limits)
             elif ref.expression is not None:
                 expr = parse_expression(ref.expression)
                 keys = {}

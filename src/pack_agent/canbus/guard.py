@@ -40,7 +40,7 @@ class GuardedBus:
     ) -> None:
         self.name = name
         self._opener = opener
-        self._bus = bus if bus is not None else opener()
+        self._bus: can.BusABC | None = bus if bus is not None else opener()
         self._lock = threading.Lock()
         self._min, self._max = backoff_min_s, backoff_max_s
         self._clock = clock

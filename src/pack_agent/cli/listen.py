@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         EventSubscriber,
         JsonlSink,
         PrintSink,
+        Sink,
         SqliteSink,
         SubscriberSettings,
     )
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         password=args.password,
         allow_insecure=args.allow_insecure,
     )
+    sink: Sink
     if args.store:
         sink = SqliteSink(args.store)
     elif args.jsonl:

@@ -13,6 +13,7 @@ Point a real agent, candump or ``cantools monitor`` at it. Two clocks:
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 HELP = "run the virtual vehicle (BMS, VCU, head unit) alone on a CAN bus"
 
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     # simulated time travels in the frames' time stamps where the interface can carry them
     # (an agent with [daemon] clock = "frames" lives through the scenario's days)
     keeps_time = args.bus_interface in ("virtual", "localbus")
-    options = {"preserve_timestamps": True} if keeps_time else {}
+    options: dict[str, Any] = {"preserve_timestamps": True} if keeps_time else {}
     try:
         bus = can.Bus(interface=args.bus_interface, channel=args.channel, **options)
     except Exception as exc:

@@ -242,7 +242,7 @@ def read_toml(p: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError([f"cannot read: {exc.strerror}"], str(p)) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        data: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError([f"not UTF-8 text (byte {exc.start})"], str(p)) from None
     except tomllib.TOMLDecodeError as exc:

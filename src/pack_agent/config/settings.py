@@ -332,7 +332,8 @@ class AgentConfig:
         def resolved(value: str | None) -> str | None:
             return None if value is None else str(resolve_path(value, self.base_dir))
 
-        files = TlsSettings(resolved(tls.ca_file), resolved(tls.cert_file), resolved(tls.key_file))
+        ca_file = str(resolve_path(tls.ca_file, self.base_dir))
+        files = TlsSettings(ca_file, resolved(tls.cert_file), resolved(tls.key_file))
         return replace(self.mqtt, tls=files)
 
     def bus_names(self) -> list[str]:

@@ -34,6 +34,8 @@ EventType = Literal[
     "bms.silent",
     "bms.recovered",
     "store.reset",
+    "command.applied",
+    "command.refused",
 ]
 
 EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
@@ -162,6 +164,8 @@ def format_time(t: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
+    """Reads ``format_time``'s text back; ``datetime.fromisoformat`` accepts the ``Z`` only
+    from Python 3.11 on, and pack-agent runs on 3.10 too."""
     return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
 
 

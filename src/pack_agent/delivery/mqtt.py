@@ -38,6 +38,7 @@ This module is the drain loop. Split off along its seams: ``mqtt_connection``
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import random
@@ -66,7 +67,7 @@ from pack_agent.delivery.mqtt_messages import (
     status_properties,
     will_payload,
 )
-from pack_agent.delivery.uplink import Uplink
+from pack_agent.delivery.uplink import CommandRequest, Uplink
 from pack_agent.loopback import is_loopback
 from pack_agent.store.database import Store
 
@@ -76,6 +77,7 @@ __all__ = [
     "QUEUED_IN_PAHO",
     "READ_AHEAD",
     "ClientFactory",
+    "CommandRequest",
     "EventProperties",
     "MqttUplink",
     "Uplink",
@@ -123,6 +125,11 @@ class MqttUplink(Uplink):
         self.agent_version = agent_version
         self.client_id = settings.client_id or f"pack-agent-{vin}"
         self.status_topic = f"{settings.topic_prefix}/{vin}/status"
+        # the backend's commands to this vehicle (see docs/mqtt-api.md, "Commands")
+        self.command_filter = f"{settings.topic_prefix}/{vin}/commands/+"
+        self.responses_prefix = f"{settings.topic_prefix}/{vin}/responses/"
+        self._commands: list[CommandRequest] = []
+        self.status_fields: dict[str, Any] = {}  # carried by every retained status
         self._v5 = settings.protocol == "5"
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._inflight: dict[int, tuple[str, int]] = {}  # paho mid -> (event_id, outbox row)
@@ -155,6 +162,7 @@ class MqttUplink(Uplink):
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     # -- paho's thread: hand over, nothing else -------------------------------
@@ -164,6 +172,8 @@ class MqttUplink(Uplink):
         if sock is not None:  # small MQTT packets go out now, not when the last one is ACKed
             with contextlib.suppress(OSError, AttributeError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not rc.is_failure:  # every connect: a clean session forgets subscriptions
+            client.subscribe(self.command_filter, qos=1)
         self._events.put(("connect", rc))
 
     def _on_connect_fail(self, _c: Any, _u: Any) -> None:
@@ -176,6 +186,17 @@ class MqttUplink(Uplink):
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
         self._events.put(("puback", mid, rc))
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        name = msg.topic.rsplit("/", 1)[-1]
+        request = CommandRequest(
+            name,
+            bytes(msg.payload),
+            getattr(props, "ResponseTopic", None) or None,
+            getattr(props, "CorrelationData", None),
+        )
+        self._events.put(("command", request))
 
     # -- main thread ------------------------------------------------------------
 
@@ -292,6 +313,8 @@ class MqttUplink(Uplink):
                 break
             if kind == "puback":
                 self._puback(args[0], args[1], acked)
+            elif kind == "command":
+                self._commands.append(args[0])
             elif kind == "connect":
                 self._connected_event(args[0])
             elif kind == "connect_fail":
@@ -365,13 +388,38 @@ class MqttUplink(Uplink):
     def _publish_status(self, state: str, **extra: Any) -> int:
         # queue_depth: pending_count() leaves out acknowledged events awaiting their delete
         depth = self.store.pending_count()
-        payload = status_payload(state, self.agent_version, depth, time.time(), **extra)
+        payload = status_payload(
+            state, self.agent_version, depth, time.time(), **self.status_fields, **extra
+        )
         props = status_properties(self._v5)
         info = self._client.publish(
             self.status_topic, payload, qos=1, retain=True, properties=props
         )
         self._status_mids.add(info.mid)
         return info.mid
+
+    def take_commands(self) -> list[CommandRequest]:
+        taken, self._commands = self._commands, []
+        return taken
+
+    def respond(self, request: CommandRequest, body: dict[str, Any]) -> None:
+        """On the v5 response topic with its correlation data; else (3.1.1, or none set) on
+        ``<prefix>/<vin>/responses/<command>``, where the body's ``id`` correlates."""
+        if not self._connected:
+            log.info("command %s not answered: not connected", request.name)
+            return
+        topic = request.response_topic or self.responses_prefix + request.name
+        props = None
+        if self._v5:
+            props = status_properties(True)
+            if request.correlation_data is not None:
+                props.CorrelationData = request.correlation_data  # type: ignore[union-attr]
+        self._client.publish(topic, json.dumps(body), qos=1, properties=props)
+
+    def announce(self, **fields: Any) -> None:
+        self.status_fields.update(fields)
+        if self._connected:
+            self._publish_status("online")
 
     def stop(self, timeout: float = 5.0) -> None:
         if not self._started or self._stopped:

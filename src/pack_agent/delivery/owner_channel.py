@@ -14,7 +14,7 @@ import math
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
-from pack_agent.canbus.dbc import complete_values
+from pack_agent.canbus.dbc import complete_values, decode_signals
 from pack_agent.core.notices import (
     ACK_RESPONSES,
     MAX_TEXT_BYTES,
@@ -164,7 +164,7 @@ class CanOwnerChannel(OwnerChannel):
         if not self.is_ack_frame(bus, frame) or len(frame.data) < self._ack.length:
             return None
         try:
-            v = self._ack.decode(bytes(frame.data), decode_choices=False)
+            v = decode_signals(self._ack, bytes(frame.data))
         except Exception:
             return None
         response = ACK_RESPONSES.get(int(v["HU_AckResponse"]))

@@ -8,9 +8,22 @@ agent depends on it and not on paho; the one real implementation is
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Uplink"]
+__all__ = ["CommandRequest", "Uplink"]
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    """A command as it came from the backend: its name (the topic's last level), the raw
+    payload, and where to answer (MQTT v5 response topic and correlation data; with
+    3.1.1, or when the backend set none, the agent's own responses topic)."""
+
+    name: str
+    payload: bytes
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
 
 
 class Uplink(ABC):
@@ -31,6 +44,16 @@ class Uplink(ABC):
         """True while there is work that ``poll(wait)`` can make progress on now (a
         backlog and a link that moves): the main loop then polls without sleeping."""
         return False
+
+    def take_commands(self) -> list[CommandRequest]:
+        """Commands received since the last call (main thread); none by default."""
+        return []
+
+    def respond(self, request: CommandRequest, body: dict[str, Any]) -> None:  # noqa: B027
+        """Answer ``request`` (best effort: a lost answer is asked again with the same id)."""
+
+    def announce(self, **fields: Any) -> None:  # noqa: B027
+        """Publish the retained status now, with ``fields`` in every later one too."""
 
     @abstractmethod
     def stop(self, timeout: float = 5.0) -> None:

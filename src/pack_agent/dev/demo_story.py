@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pack_agent.config import AgentConfig
+from pack_agent.core.events import parse_time as parse_event_time
 from pack_agent.core.events import utc_from_timestamp
 from pack_agent.dev.sim.story import Showing, delivery_problems, story_problems
 
@@ -192,9 +193,7 @@ def _rule_lines(rules: dict[str, Any] | None, rule_id: Any) -> list[str]:
 
 
 def parse_time(text: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(text).timestamp()
+    return parse_event_time(text).timestamp()
 
 
 def _clock(t: float) -> str:

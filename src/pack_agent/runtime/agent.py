@@ -34,6 +34,7 @@ from pack_agent.core.policy import ScrapDecision, ScrapPolicy
 from pack_agent.core.readings import CodePage, Reading
 from pack_agent.core.tracker import Happening, PackTracker
 from pack_agent.runtime.clock_rebase import AgentClock
+from pack_agent.runtime.commands import CommandHandler
 from pack_agent.runtime.health_sampler import HEALTH_SAMPLED_KEY, HealthSampler
 from pack_agent.runtime.notice_dispatch import NoticeDispatcher
 from pack_agent.runtime.save_schedule import SaveSchedule
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.05
 PUMP_WAIT_S = 0.005  # longest wait for a PUBACK before the bus is looked at again
-__all__ = ["HEALTH_SAMPLED_KEY", "TICK_S", "Agent", "run_loop"]
+__all__ = ["HEALTH_SAMPLED_KEY", "TICK_S", "Agent", "run_loop", "serve_commands"]
 
 
 class Agent:
@@ -103,6 +104,8 @@ class Agent:
         )
         self.notices = self.dispatch.book
         self.health = HealthSampler(config, store, self.tracker, self.policy)
+        # the backend's commands (runtime/commands.py); puts its overrides into config.notice
+        self.commands = CommandHandler(config, store, self.dispatch, self._emit, self._health_now)
         self.saves = SaveSchedule(config, store, self.policy, self.tracker, [self.dispatch])
         self._on_event = on_event
         self.frame_errors = 0
@@ -261,6 +264,26 @@ class Agent:
         self.dispatch.send_due(now)
         self.dispatch.check_failures(now)
 
+    def _health_now(self, now: float) -> bool:
+        """A ``pack.health`` now (the backend's ``report.now``, in its commit); False when
+        there is no fresh reading to report. The next scheduled one is an interval later."""
+        snapshot = self.tracker.health_snapshot(now)
+        if not snapshot["metrics"]:
+            return False
+        snapshot["trend"] = self.policy.trend(now)
+        self._emit("pack.health", snapshot, now)
+        self.health.taken(now)
+        return True
+
+    def replace_notifiers(
+        self, notifier: OwnerChannel | None, extra: Sequence[OwnerChannel] = ()
+    ) -> None:
+        """New owner channels (the backend changed the notice contact): the next send uses
+        them; notices and their attempts are the dispatcher's and stay."""
+        self.notifier = notifier
+        self.notifiers = ([notifier] if notifier else []) + list(extra)
+        self.dispatch.notifiers = list(self.notifiers)
+
     def flush(self, now: float | None = None) -> None:
         """Persist the rules' windows, the SOH history, the ignition and when the head
         unit was last heard (``SaveSchedule``); the daemon calls it at shutdown."""
@@ -381,5 +404,22 @@ def run_loop(
                 agent.tick(clock())
             if uplink is not None:
                 uplink.poll()
+                serve_commands(agent, uplink, clock)
             if housekeeping is not None:
                 housekeeping()
+
+
+def serve_commands(agent: Agent, uplink: Uplink, clock: Callable[[], float] | None) -> None:
+    """The backend's commands the uplink received, applied on this thread and answered.
+
+    Their time is the agent's: the clock, or (frames as the clock) the newest frame's
+    time, or the wall clock before the first frame."""
+    for request in uplink.take_commands():
+        if clock is not None:
+            now = clock()
+        else:
+            now = agent.latest_time if agent.clock.newest is not None else time.time()
+        uplink.respond(request, agent.commands.handle(request, now))
+    if agent.commands.wants_status:
+        agent.commands.wants_status = False
+        uplink.announce()

@@ -145,6 +145,7 @@ class Daemon:
         self.source = BusSource(opened)
         self.uds = self._uds_poller(config)
         self.notifier, extra = owner_notifiers(config, notice_bus, opened[notice_bus], dbs.notice)
+        self._notice_bus = (notice_bus, opened[notice_bus], dbs.notice)  # to rebuild the channels
         self.uplink = MqttUplink(
             config.mqtt_settings(), self.store, config.vin, agent_version=__version__
         )
@@ -159,6 +160,19 @@ class Daemon:
         )
         if reset is not None:
             self.agent.record("store.reset", reset, time.time())
+        # the backend's notice.contact: the owner channels take the stored overrides now
+        # (the agent put them into config.notice) and every new value later
+        self.agent.commands.contact_changed = self._contact_changed
+        if self.agent.commands.overrides:
+            self._contact_changed()
+
+    def _contact_changed(self) -> None:
+        from pack_agent.delivery.owner_channel import owner_notifiers
+
+        notifier, extra = owner_notifiers(self.config, *self._notice_bus)
+        self.notifier = notifier
+        self.agent.replace_notifiers(notifier, extra)
+        self.uplink.announce(notice_overrides=dict(sorted(self.agent.commands.overrides.items())))
 
     def _uds_poller(self, config: AgentConfig) -> UdsPoller | None:
         """Diagnostic requests, each on its own bus handle filtered to its response id."""
@@ -227,6 +241,7 @@ class Daemon:
         is reported and the running configuration is kept."""
         from pack_agent.config.isolated import load_config_isolated
         from pack_agent.errors import ConfigError
+        from pack_agent.runtime.commands import apply_overrides
         from pack_agent.runtime.logsetup import add_secrets
 
         if self.config_path is None:
@@ -241,6 +256,8 @@ class Daemon:
             return []
         if new.mqtt.password is not None:
             add_secrets([new.mqtt.password.get_secret_value()])
+        # the backend's notice overrides win over the file's values (and are no change)
+        apply_overrides(new.notice, self.agent.commands.overrides)
         for key, apply in RELOADABLE.items():
             apply(self, new, key)
         self._next_status = 0.0
@@ -297,6 +314,7 @@ class Daemon:
                 "stale_readings": self.agent.stale_readings,
                 "clock_rebased": self.agent.clock_rebased,
                 "notice_failures": self.agent.notice_failures,
+                "commands": self.agent.commands.status(),
                 "latest": {
                     k: {"value": r.value, "time": r.time} for k, r in sorted(tracker.latest.items())
                 },

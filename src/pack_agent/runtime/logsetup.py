@@ -32,8 +32,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info or record.exc_text:
-            out["exception"] = record.exc_text or self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exception"] = record.exc_text
+        elif record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
 
 

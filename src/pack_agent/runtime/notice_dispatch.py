@@ -135,9 +135,15 @@ class NoticeDispatcher:
             self._head_unit_saved = now
 
     def _on_ack(self, ack: NoticeAck, channel: str, now: float) -> None:
+        self.answer(ack, channel, now)
+
+    def answer(self, ack: NoticeAck, channel: str, now: float) -> Notice | None:
+        """The owner's answer, from the head unit (``can``) or the maker's app (``app``, a
+        backend command): the same effect either way. Returns the notice answered; None
+        for an answer to nothing open (a repeat, or a stray frame): nothing changes."""
         notice = self.book.on_ack(ack, now)
         if notice is None:
-            return  # an answer to nothing open: a repeat, or a stray frame
+            return None
         self._count(f"answer.{ack.response}")
         with self.store.transaction():
             self.store.put_state("notices", self.book.to_state())
@@ -146,6 +152,7 @@ class NoticeDispatcher:
             data["acknowledged_at"] = utc_from_timestamp(now).isoformat()
             data["follow_up"] = notice.follow_up
             self._emit("owner.acknowledged", data, now)
+        return notice
 
     # -- sending ----------------------------------------------------------------
 

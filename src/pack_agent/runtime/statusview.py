@@ -9,11 +9,10 @@ the report says so instead of failing.
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
 from pack_agent.config import AgentConfig
-from pack_agent.core.events import iso_time
+from pack_agent.core.events import iso_time, parse_time
 from pack_agent.runtime.status import LAST_EVENT_KEY, read_status, status_path
 
 
@@ -100,7 +99,7 @@ def _live(live: dict[str, Any] | None, path: Any, now: float) -> dict[str, Any]:
     if live is None:
         return {"file": str(path), "daemon": "unknown (no status file: not running, or not here)"}
     try:
-        age = now - datetime.fromisoformat(live["time"]).timestamp()
+        age = now - parse_time(live["time"]).timestamp()
     except (KeyError, ValueError):
         age = None
     interval = float(live.get("status_interval_s") or 5.0)

@@ -24,6 +24,7 @@ from pack_agent.errors import StoreError
 log = logging.getLogger("pack_agent.store.database")  # the store's messages, as before
 
 SQLITE_FULL = 13
+SQLITE_FULL_MESSAGE = "database or disk is full"  # sqlite3_errstr(SQLITE_FULL)
 MAX_HELD = 10_000  # transactions held in memory while the disk is full (then StoreError)
 HELD_RETRY_S = 1.0
 _APPEND = "INSERT INTO outbox"  # a write that numbers an event
@@ -39,9 +40,16 @@ class NotWritten:
 
 def is_disk_full(exc: StoreError) -> bool:
     """The store's error came from SQLite finding the disk (or its page limit) full."""
-    return isinstance(exc.__context__, sqlite3.Error) and (
-        getattr(exc.__context__, "sqlite_errorcode", None) == SQLITE_FULL
-    )
+    return isinstance(exc.__context__, sqlite3.Error) and _sqlite_full(exc.__context__)
+
+
+def _sqlite_full(exc: sqlite3.Error) -> bool:
+    """SQLITE_FULL: by its code where Python gives it (3.11+), else (3.10, whose exceptions
+    carry no code) by SQLite's own message for that code."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code == SQLITE_FULL)
+    return str(exc) == SQLITE_FULL_MESSAGE
 
 
 class HeldWrites:
@@ -99,7 +107,7 @@ class HeldWrites:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            if getattr(exc, "sqlite_errorcode", None) != SQLITE_FULL:
+            if not _sqlite_full(exc):
                 raise StoreError(f"{self.path}: held events not written: {exc}") from None
             return False
         log.warning(

@@ -92,8 +92,8 @@ def check_against_log(
         for c in found:
             wanted.setdefault(c.frame_id, db.get_message_by_name(c.message))
     for cc in proposal.code:
-        msg = db.get_message_by_name(cc.message)
-        wanted.setdefault(msg.frame_id, msg)
+        code_msg = db.get_message_by_name(cc.message)
+        wanted.setdefault(code_msg.frame_id, code_msg)
     seen: dict[tuple[str, str, str], Seen] = {}  # (log channel, message, signal)
     counts: dict[tuple[str, str], int] = {}  # (log channel, message)
     pages: dict[str, dict[str, str]] = {}
@@ -130,13 +130,13 @@ def check_against_log(
     busiest = {name: ch for ch, name in counts if ch == bus}
     for metric, found in proposal.candidates.items():
         for c in found:
-            channel = busiest.get(c.message)
-            c.seen = counts.get((channel, c.message), 0) if channel is not None else 0
-            if c.seen == 0:
+            on = busiest.get(c.message)
+            c.seen = counts.get((on, c.message), 0) if on is not None else 0
+            if on is None or c.seen == 0:
                 c.score = round(max(0.0, c.score - 0.1), 2)
                 c.reasons.append("its message is not in the log")
                 continue
-            s = seen.get((channel, c.message, c.signal), Seen())
+            s = seen.get((on, c.message, c.signal), Seen())
             c.contradiction = contradiction(metric, s)
             if c.contradiction is None:
                 c.score = round(min(1.0, c.score + 0.15), 2)

@@ -93,7 +93,11 @@ class WindowEngine(RuleEngine):
             if stat > 0:
                 self.baseline = stat
             return None
-        judged = stat if isinstance(rule, CapacityRule) else 100.0 * (stat / self.baseline - 1)
+        if isinstance(rule, CapacityRule):
+            judged = stat
+        else:
+            assert self.baseline is not None  # configured, or the first window's (set above)
+            judged = 100.0 * (stat / self.baseline - 1)
         if not compare(judged, rule.comparison, rule.threshold):
             self.bad_since = None
             return None

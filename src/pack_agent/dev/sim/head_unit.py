@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pack_agent.canbus.dbc import encode_message
+from pack_agent.canbus.dbc import decode_signals, encode_message
 from pack_agent.core.catalogue import DEFAULT_CATALOGUE, NoticeText, load_catalogue
 from pack_agent.core.notices import ACK_RESPONSES
 
@@ -78,7 +78,7 @@ class VirtualHeadUnit:
 
     def on_frame(self, frame: can.Message, now: float) -> None:
         if frame.arbitration_id == self._text_msg.frame_id:
-            v = self._text_msg.decode(bytes(frame.data), decode_choices=False)
+            v = decode_signals(self._text_msg, bytes(frame.data))
             seq, count = int(v["PA_TextSeq"]), int(v["PA_TextPageCount"])
             if self._page_counts.get(seq) != count:  # a new text for this notice
                 self._pages[seq], self._page_counts[seq] = {}, count
@@ -87,7 +87,7 @@ class VirtualHeadUnit:
             return
         if frame.arbitration_id != self._notice.frame_id:
             return
-        v = self._notice.decode(bytes(frame.data), decode_choices=False)
+        v = decode_signals(self._notice, bytes(frame.data))
         key = seq, nid = int(v["PA_NoticeSeq"]), int(v["PA_NoticeId"])
         if int(v["PA_NoticeAction"]) != 1:
             self._pending.pop(key, None)

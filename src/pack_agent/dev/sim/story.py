@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from itertools import pairwise
 from typing import Any
 
+from pack_agent.core.events import parse_time
 from pack_agent.core.notices import default_notice_id
 from pack_agent.dev.sim.scenario import DAY, Scenario
 
@@ -32,7 +32,7 @@ class Showing:
 
 
 def event_time(event: dict[str, Any]) -> float:
-    return datetime.fromisoformat(event["time"]).timestamp()
+    return parse_time(event["time"]).timestamp()
 
 
 def delivery_problems(events: Sequence[dict[str, Any]], emitted: int) -> list[str]:
@@ -86,7 +86,7 @@ def _safety_problems(
         return [f"{len(decisions)} scrap.condition_met for rule {rule.id}, expected 1"]
     d = decisions[0]["data"]
     first, last = (
-        datetime.fromisoformat(d[k]).timestamp()
+        parse_time(d[k]).timestamp()
         for k in ("first_reading_time", "last_reading_time")
     )
     if d.get("severity") != rule.severity:
