@@ -8,7 +8,6 @@ from pack_agent.config import as_data, load_config, parse_config, reference_conf
 from pack_agent.errors import ConfigError
 
 REFERENCE = reference_config_path().read_text(encoding="utf-8")
-DATABASES = 'databases = ["builtin:pack_agent_reference.dbc"]'  # the vehicle's, not [notice]
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -65,14 +64,14 @@ def test_unknown_signal_and_message_are_named(tmp_path):
 
 
 def test_missing_database_file_is_named(tmp_path):
-    text = REFERENCE.replace(DATABASES, 'databases = ["nowhere.dbc"]')
+    text = REFERENCE.replace('"builtin:pack_agent_reference.dbc"', '"nowhere.dbc"')
     found = problems(write(tmp_path, text))
     assert found == [f"databases[0]: file not found: {tmp_path / 'nowhere.dbc'}"]
 
 
 def test_broken_database_file_is_named(tmp_path):
     (tmp_path / "bad.dbc").write_text("BO_ this is not a dbc\n")
-    text = REFERENCE.replace(DATABASES, 'databases = ["bad.dbc"]')
+    text = REFERENCE.replace('"builtin:pack_agent_reference.dbc"', '"bad.dbc"')
     found = problems(write(tmp_path, text))
     assert len(found) == 1 and found[0].startswith("databases[0]: cannot load bad.dbc")
 

@@ -438,3 +438,19 @@ def test_the_mapping_assistant_moves_the_agents_frames_off_the_vehicles_ids(tmp_
     dbs = load_all(load_config(out))
     assert dbs.notice is not None
     assert dbs.notice.get_message_by_name("PA_OwnerNotice").frame_id == 0x3C3
+
+
+def test_a_vehicle_database_that_describes_the_agents_frames_is_no_clash(tmp_path):
+    """A maker's copy of the reference database (the agent's frames in it, same names and
+    ids) is the agent's frames described, not another sender; a frame of another name on
+    the same id still is one."""
+    copy = tmp_path / "copy.dbc"
+    copy.write_bytes((DATA_DIR / "pack_agent_reference.dbc").read_bytes())
+    dbs = load_all(load_config(write_config(tmp_path, config_data(tmp_path, [str(copy)]))))
+    assert dbs.findings == []
+    text = copy.read_text(encoding="cp1252").replace("PA_OwnerNotice", "Body_Status")
+    copy.write_text(text, encoding="cp1252")
+    data = config_data(tmp_path, [str(copy)])
+    with pytest.raises(ConfigError) as info:
+        load_all(load_config(write_config(tmp_path, data)))
+    assert any("the id of 'Body_Status' in databases[0]" in p for p in info.value.problems)

@@ -621,7 +621,9 @@ def own_id_clashes(
     also uses (two senders on one id: both frames are garbage to every receiver) is an
     error; the answer id shared with a vehicle message is a finding (those frames are
     taken for answers). The agent's own messages in its own file, when an older
-    configuration lists it in ``databases``, are not the vehicle's."""
+    configuration lists it in ``databases``, are not the vehicle's; nor is a vehicle
+    message of the same name on the same id (a vehicle database that describes the
+    agent's frames, a copy of the reference one)."""
     n = config.notice
     bus = n.bus or config.buses[0].name
     own_file = resolve_path(n.database, config.base_dir)
@@ -644,7 +646,10 @@ def own_id_clashes(
         msg = notice_db.get_message_by_name(name)
         where = f"0x{msg.frame_id:X}{' (extended)' if msg.is_extended_frame else ''}"
         for key, file, other in vehicle.get((msg.frame_id, msg.is_extended_frame), []):
+            if other == name:
+                continue  # the vehicle's database describes the agent's frame itself
             free = _free_id(msg.frame_id, msg.is_extended_frame, taken)
+            taken.add(free)  # two moves are never offered the same id
             change = (
                 f"choose another id with [notice] {id_key} (0x{free:X} is free in every "
                 "database) or use the maker's own head-unit messages ([notice] database, "
