@@ -454,3 +454,34 @@ def test_a_vehicle_database_that_describes_the_agents_frames_is_no_clash(tmp_pat
     with pytest.raises(ConfigError) as info:
         load_all(load_config(write_config(tmp_path, data)))
     assert any("the id of 'Body_Status' in databases[0]" in p for p in info.value.problems)
+
+
+def test_without_the_can_channel_the_app_answers_and_no_silence_is_reported(tmp_path):
+    """CAN channel off, in simulated time: each attempt is an owner.notice event with
+    owner.notified on "mqtt", nothing reaches the bus, a week without any head unit is no
+    "head_unit_silent", and the app's answer (the backend's owner.answer command) is the
+    proof on "app"."""
+    from test_agent_notices import DAY, HOUR, T0, Rig
+    from test_commands import command
+
+    r = Rig(tmp_path, response="seen", head_unit_silent_s=DAY)
+    try:
+        r.cfg.notice.channel = "none"  # (Rig's own `channel` is its bus's)
+        r.restart()
+        r.decide(T0)
+        r.run(T0, T0 + 8 * DAY, 6 * HOUR)
+        notified = r.of("owner.notified")
+        assert len(notified) >= 2 and {n["channel"] for n in notified} == {"mqtt"}
+        assert len(r.of("owner.notice")) == len(notified)
+        assert r.hu.shown == [] and r.hu_bus.recv(0) is None  # nothing on the bus
+        assert r.of("owner.notice_failed") == []
+        (notice,) = r.agent.notice_status()["open"]
+        answer = command(
+            r, "owner.answer", T0 + 8 * DAY + HOUR, id="a-1", seq=notice["seq"],
+            notice_id=notice["notice_id"], response="service_booked",
+        )  # fmt: skip
+        assert answer["status"] == "applied"
+        (ack,) = r.of("owner.acknowledged")
+        assert ack["channel"] == "app" and ack["response"] == "service_booked"
+    finally:
+        r.close()
