@@ -96,14 +96,22 @@ class CommandHandler:
         try:
             with self.store.transaction():
                 result = self._apply(command, now)
-                answer = {"id": command.id, "command": command.name, "status": "applied"}
-                answer["result"] = result
+                answer: dict[str, Any] = {
+                    "id": command.id,
+                    "command": command.name,
+                    "status": "applied",
+                    "result": result,
+                }
                 applied[command.id] = answer
                 while len(applied) > KEEP_APPLIED:
                     del applied[next(iter(applied))]
                 self.store.put_state(APPLIED_KEY, applied)
-                data = {"command_id": command.id, "command": command.name, "args": command.args}
-                data["result"] = result
+                data: dict[str, Any] = {
+                    "command_id": command.id,
+                    "command": command.name,
+                    "args": command.args,
+                    "result": result,
+                }
                 self._emit("command.applied", data, now)
         except CommandRefused as exc:  # refused while applying: the transaction undid it
             self._restore()
