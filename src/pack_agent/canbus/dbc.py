@@ -375,7 +375,7 @@ def notice_problems(config: AgentConfig, notice_db: Any) -> list[str]:
     and have three different ids."""
     problems: list[str] = []
     n = config.notice
-    own = [("notice.message", n.message, NOTICE_SIGNALS)]
+    own: list[tuple[str, str, tuple[str, ...]]] = [("notice.message", n.message, NOTICE_SIGNALS)]
     own.append(("notice.ack_message", n.ack_message, ACK_SIGNALS))
     if n.text_message:
         own.append(("notice.text_message", n.text_message, TEXT_SIGNALS))
