@@ -78,10 +78,14 @@ def _load_vehicle(
             loaded.append((f"databases[{i}]", path, db))
     several = len(loaded) > 1
     mapped = _mapped_names(config)
+    n = config.notice
+    agents = {n.message, n.text_message, n.ack_message}
     chosen: dict[str, tuple[str, Path, Any]] = {}
     for key, path, db in loaded:
         for message in db.messages:
             name = message.name
+            if several and name in agents and _same_file(path, own):
+                continue  # the agent's own frames live in their own namespace
             first = chosen.get(name)
             if first is None:
                 chosen[name] = (key, path, message)
@@ -90,10 +94,12 @@ def _load_vehicle(
             if fkey == key:
                 continue  # twice in one file: cantools' own warning is a finding already
             if several and _same_file(fpath, own) and not _same_file(path, own):
+                if not _same_message(first[2], message):
+                    findings.append(_own_name_finding(config, fkey, key, path, name))
                 chosen[name] = (key, path, message)  # the vehicle's message wins
-                findings.append(_own_name_finding(config, fkey, key, path, name))
             elif several and _same_file(path, own) and not _same_file(fpath, own):
-                findings.append(_own_name_finding(config, key, fkey, fpath, name))
+                if not _same_message(first[2], message):
+                    findings.append(_own_name_finding(config, key, fkey, fpath, name))
             elif name in mapped:
                 problems.append(
                     f"{key}: message {name!r} is also in {fkey} ({fpath.name}): the mapping "
@@ -109,6 +115,18 @@ def _load_vehicle(
     with _cantools_findings("databases", findings):
         db.refresh()
     return db, loaded
+
+
+def _same_message(a: Any, b: Any) -> bool:
+    """One frame described twice (a vehicle file that copies the reference one)."""
+
+    def layout(m: Any) -> tuple[Any, ...]:
+        signals = sorted(
+            (x.name, x.start, x.length, x.byte_order, x.scale, x.offset) for x in m.signals
+        )
+        return (m.frame_id, m.is_extended_frame, m.length, signals)
+
+    return layout(a) == layout(b)
 
 
 def _own_name_finding(config: AgentConfig, own_key: str, key: str, path: Path, name: str) -> str:
