@@ -172,6 +172,11 @@ def test_a_vehicle_message_named_like_the_reference_one_keeps_its_own_signals(
     cfg = load_config(path)
     dbs = load_all(cfg)
     assert dbs.vehicle.get_message_by_name("BMS_Health").frame_id == 0x4A1
+    # the messages both files describe alike are no finding; the agent's own are not the
+    # vehicle's
+    assert len(dbs.findings) == 1
+    assert dbs.findings[0].startswith("databases[1]: message 'BMS_Health' of builtin:")
+    assert not {m.name for m in dbs.vehicle.messages} & set(AGENT_MESSAGES)
     assert dbs.notice is not None
     assert dbs.notice.get_message_by_name("PA_OwnerNotice").frame_id == 0x3C0
 
