@@ -15,7 +15,8 @@ use. Measured from /proc/PID of the agent:
 - CPU (``utime + stime``) per second of bus time, real-time phases and simulated ones;
 - writes over a simulated steady day (healthy pack, broker connected): ``/proc/PID/io``
   (``syscw``, ``wchar``, ``write_bytes``) and, when strace is installed, the write and
-  sync system calls on the SQLite files;
+  sync system calls on the SQLite files; the same over a decision day that follows it
+  (the pack passes 3,000 full cycles: a decision, the owner's notice, its events);
 - a long life (``--life-days``): a second, fresh agent process lives the ``ageing``
   scenario (about three years: the SOH trend and forecast, the decision, the owner's
   notices and answers, the pack swap) with the simulator's head unit answering;
@@ -189,10 +190,12 @@ class Agent:
 class Traffic:
     """Frames of simulated time: mapped BMS/VCU at their cycle times, optional busy ids."""
 
-    def __init__(self, config_path: Path, busy_fps: int) -> None:
+    def __init__(self, config_path: Path, busy_fps: int, full_cycles: int | None = None) -> None:
         cfg = load_config(config_path)
         self.db = load_and_check(cfg)
         state = SCENARIOS["healthy"].states()[0]
+        if full_cycles is not None:  # past the reference rule cycles-3000: a decision day
+            state = dataclasses.replace(state, full_cycles=full_cycles)
         values = cyclic_values(state)
         self.cycles: list[tuple[float, list[can.Message]]] = []
         for m in self.db.messages:
@@ -370,6 +373,25 @@ def life(broker: LocalBroker, days: int) -> dict[str, Any]:
 # -- phases ------------------------------------------------------------------------
 
 
+def day_writes(
+    agent: Agent, bus: can.BusABC, frames: Iterator[can.Message], trace_path: Path
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """One simulated day fed at the agent's pace: the phase's figures and its writes
+    (``/proc/PID/io`` deltas, and the SQLite files' write and sync calls under strace)."""
+    io0 = proc_io(agent.pid)
+    tracer = strace_day(agent.pid, trace_path)
+    phase = measure(agent, lambda: feed_simulated(bus, agent, frames, 1200.0), 86400.0)
+    time.sleep(2.0)  # the last events' sync, PUBACK and delete
+    io1 = proc_io(agent.pid)
+    if tracer is not None:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(10)
+    writes = {k: io1[k] - io0[k] for k in ("syscw", "wchar", "write_bytes")}
+    if tracer is not None:
+        writes.update(strace_counts(trace_path))
+    return phase, writes
+
+
 def measure(agent: Agent, run: Any, bus_seconds: float) -> dict[str, Any]:
     cpu0, t0 = cpu_s(agent.pid), time.monotonic()
     frames = run()
@@ -523,30 +545,21 @@ def main() -> int:
             phases["sim_busy"] = measure(agent, busy_run, sim)
             t += sim
             # a steady day: healthy pack, broker connected, every message every few s
-            io0 = proc_io(agent.pid)
-            trace_path = tmp / "strace.txt"
-            tracer = strace_day(agent.pid, trace_path)
             day = 86400.0
-            phases["sim_day"] = measure(
-                agent,
-                lambda: feed_simulated(
-                    bus, agent, traffic.frames(t, day, False, args.day_step_s), 1200.0
-                ),
-                day,
+            frames = traffic.frames(t, day, False, args.day_step_s)
+            phases["sim_day"], writes = day_writes(agent, bus, frames, tmp / "strace.txt")
+            t += day
+            # then a decision day: the same, past 3,000 full cycles (rule cycles-3000)
+            deciding = Traffic(config, 0, full_cycles=3100)
+            frames = deciding.frames(t, day, False, args.day_step_s)
+            phases["sim_decision_day"], decision_writes = day_writes(
+                agent, bus, frames, tmp / "strace-decision.txt"
             )
-            time.sleep(1.0)  # the last health sample's PUBACK and delete
-            io1 = proc_io(agent.pid)
-            if tracer is not None:
-                tracer.send_signal(signal.SIGINT)
-                tracer.wait(10)
             hwm = proc_status(agent.pid)["VmHWM"]
         finally:
             stop_s = agent.stop()
             dropped = getattr(bus, "dropped", 0)
             bus.shutdown()
-        writes = {k: io1[k] - io0[k] for k in ("syscw", "wchar", "write_bytes")}
-        if tracer is not None:
-            writes.update(strace_counts(trace_path))
         log_lines = (tmp / "agent.log").read_text(errors="replace").splitlines()
         long_life = life(broker, args.life_days) if args.life_days > 0 else None
 
@@ -570,6 +583,10 @@ def main() -> int:
         "busy_fps": args.busy_fps,
         "phases": phases,
         "day_writes": writes,
+        "decision_day_writes": decision_writes,
+        "events": dict(
+            sorted(Counter(m for x in log_lines for m in EVENT_LINE.findall(x)).items())
+        ),
         "life": long_life,
         "stop_s": round(stop_s, 3),
         "frames_dropped_by_localbus": dropped,
@@ -598,6 +615,8 @@ def main() -> int:
             f"CPU {p['cpu_per_bus_s'] * 1000:8.2f} ms per bus-s  RSS {p['rss_mib']} MiB"
         )
     print(f"  steady day writes: {writes}")
+    print(f"  decision day writes: {decision_writes}")
+    print(f"  events of the run: {result['events']}")
     if long_life is not None:
         by_day = ", ".join(f"{d}: {r}" for d, r in long_life["rss_by_day_mib"].items())
         print(

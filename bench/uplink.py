@@ -40,7 +40,7 @@ from pack_agent.core.events import EventDraft, topic_for, utc_from_timestamp
 from pack_agent.delivery.mqtt import MqttUplink
 from pack_agent.dev.broker import LocalBroker
 from pack_agent.runtime.agent import run_loop
-from pack_agent.store.database import Store
+from pack_agent.store import Store
 
 VIN = "LPACK2026AGENT001"
 PREFIX = "pack-agent/v1"

@@ -48,6 +48,9 @@ FILE_KINDS: dict[str, tuple[str, ...]] = {
         "subprocess",
     ),
     "api/test_subscriber.py::test_listen_refuses_plaintext_to_a_remote_broker": ("subprocess",),
+    "api/test_subscriber.py::test_listen_reports_and_stores_a_seq_that_arrives_with_a_second_event_id": (  # noqa: E501
+        "subprocess",
+    ),
     "cli/test_cli_code.py::test_real_subprocess_json": ("subprocess",),
     "cli/test_cli_imports.py": ("subprocess",),
     "cli/test_cli_run.py": ("subprocess",),
@@ -70,6 +73,8 @@ FILE_KINDS: dict[str, tuple[str, ...]] = {
     "dev/test_demo.py": ("broker", "slow"),
     # the stories: agents SIGKILLed, two processes, simulated years
     "store/test_crash_consistency.py": ("broker", "subprocess", "slow"),
+    "store/test_powercut.py": ("subprocess",),  # the agent or the store under an LD_PRELOAD shim
+    "store/test_powercut.py::test_power_cuts_over_a_story": ("broker", "subprocess", "slow"),
     "runtime/test_two_processes.py": ("broker", "subprocess", "slow"),
     # no process, but seconds each: simulated days through a whole agent, fuzzing,
     # property tests with many examples

@@ -55,3 +55,13 @@ def test_footprint_bench_runs() -> None:
     # two trips a day, a health sample each, all delivered through the real broker
     assert life["events"]["pack.health"] == 240, life["events"]
     assert life["delivered_total"] == sum(life["events"].values()), life
+
+
+def test_powercut_bench_runs() -> None:
+    figures = run_bench(
+        "bench/powercut.py", *("--cuts", "20", "--days", "50", "--real-restarts", "1")
+    )
+    assert figures["cuts"] == 20 and figures["failed_to_start"] == 0
+    for key in ("essential_lost", "store_reset", "unexplained_gaps"):
+        assert isinstance(figures[key], int), key
+    assert figures["story"]["syncs"] > 0 and len(figures["real_restarts"]) == 1

@@ -36,3 +36,20 @@ def test_every_configuration_key_is_documented():
     assert {"vin", "threshold", "confirm_days", "ca_file", "start_byte"} <= found  # walks deep
     missing = sorted(k for k in found if not any(f.format(k=k) in text for f in forms))
     assert missing == []
+
+
+def test_the_owner_notice_table_is_the_catalogue():
+    """docs/owner-notices.md lists every notice with its causes, articles and texts."""
+    from pack_agent.core.catalogue import NoticeValues, load_catalogue
+
+    text = (DOCS / "owner-notices.md").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.startswith("| 0x")]
+    rows = {line.split("|")[1].strip(): line for line in lines}
+    catalogue = load_catalogue(values=NoticeValues(within_days=90))
+    assert set(rows) == {f"0x{nid:04X}" for nid in catalogue}
+    for nid, entry in catalogue.items():
+        row = rows[f"0x{nid:04X}"]
+        assert f"`{entry.name}`" in row and ", ".join(entry.articles) in row
+        assert ", ".join(f"`{c}`" for c in entry.causes) in row
+        for lang in ("zh", "en"):
+            assert entry.texts[lang].title in row and entry.texts[lang].happened in row

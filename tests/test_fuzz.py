@@ -12,7 +12,7 @@ channel on a virtual bus. Promises checked:
   instant, as garbage on a bus does; every rule wants readings spread over time
   (``confirm_s``, days), so a burst of even well-formed alarms is never enough;
 - every assembled code that is not a valid GB/T 34014 code is reported once as
-  ``pack.code_invalid`` with the errors ``check_code`` finds;
+  ``pack.code_invalid`` with the errors ``check_pack_code`` finds;
 - a configuration file of any content loads or fails with ``ConfigError``.
 
 ``FUZZ_FRAMES`` (default 100,000) sets how many frames the frame fuzzer sends.
@@ -34,12 +34,12 @@ from hypothesis import strategies as st
 from pack_agent.canbus.dbc import load_and_check
 from pack_agent.canbus.decoder import Decoder
 from pack_agent.config import as_data, load_config, parse_config, reference_config_path
-from pack_agent.core.codes import check_code
+from pack_agent.core.codes import check_pack_code
 from pack_agent.delivery.owner_channel import owner_notifiers
 from pack_agent.dev.sim.vehicle import encode
 from pack_agent.errors import ConfigError
 from pack_agent.runtime.agent import Agent
-from pack_agent.store.database import Store
+from pack_agent.store import Store
 
 T0 = 1_800_000_000.0
 FRAMES = int(os.environ.get("FUZZ_FRAMES", "100000"))
@@ -160,7 +160,7 @@ def test_fuzzed_frames_never_raise_decide_or_notify(rig: Rig) -> None:
     assert rig.head_unit.recv(0) is None, "a notice frame reached the head unit's bus"
     invalid = [e for e in rig.events if e.type == "pack.code_invalid"]
     for e in invalid:
-        assert e.data["errors"] == check_code(e.data["raw"]).errors
+        assert e.data["errors"] == check_pack_code(e.data["raw"]).errors
 
 
 # the code-page and configuration-file fuzzers: fixed examples (CI reruns see the same)
@@ -204,18 +204,18 @@ def test_every_assembled_code_is_judged_and_every_invalid_one_reported(
     assert not {e.type for e in new} & {*DECISIONS, "owner.notified"}
     for e in new:
         if e.type == "pack.code_invalid":
-            report = check_code(e.data["raw"])
+            report = check_pack_code(e.data["raw"])  # a module or cell code is not the pack's
             assert not report.valid and e.data["errors"] == report.errors
     reported = [e.data["raw"] for e in new if e.type == "pack.code_invalid"]
     judged = raw.decode("ascii", errors="strict" if raw.isascii() else "replace").rstrip("\x00 ")
-    if raw.isascii() and check_code(judged).valid:
+    if raw.isascii() and check_pack_code(judged).valid:
         assert rig.agent.tracker.code == judged and not reported
     elif LAST_INVALID and LAST_INVALID[-1] == judged and raw.isascii():
         assert not reported  # the same invalid code again: reported once, not per frame
     else:
         assert len(reported) == 1, (raw, new)
         LAST_INVALID.append(judged if raw.isascii() else reported[0])
-    if raw.isascii() and not check_code(judged).valid:
+    if raw.isascii() and not check_pack_code(judged).valid:
         LAST_INVALID.append(judged)
 
 

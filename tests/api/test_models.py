@@ -29,7 +29,9 @@ def test_tracker_happenings_match_their_models() -> None:
     tracker = PackTracker(None, bms_timeout_s=10)
     happenings = tracker.on_code(CODE, 0.0)
     happenings += tracker.on_code(OTHER[:-1] + "X", 0.0)  # not a valid code
-    happenings += tracker.on_code(OTHER, 0.0)
+    for trip in (50.0, 60.0):  # another code in two trips: a replacement
+        tracker.on_trip_start(trip)
+        happenings += tracker.on_code(OTHER, trip)
     tracker.on_reading(Reading("soh", 91.5, 100.0))
     tracker.on_reading(Reading("soc", 63.0, 100.0))
     happenings += tracker.check_silence(200.0)

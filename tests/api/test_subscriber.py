@@ -15,7 +15,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pack_agent.api.subscriber import Deduplicator, Gap, JsonlSink, SeqTracker
+from pack_agent.api.subscriber import (
+    Deduplicator,
+    Gap,
+    JsonlSink,
+    SeqConflict,
+    SeqIds,
+    SeqTracker,
+)
 from pack_agent.core.events import Event, EventDraft, utc_from_timestamp
 from pack_agent.dev.broker import LocalBroker
 from pack_agent.errors import PackAgentError
@@ -132,6 +139,59 @@ def test_listen_deduplicates_reports_gaps_and_stores(broker: LocalBroker, tmp_pa
     summary = json.loads(err.strip().splitlines()[-1])
     assert summary["unique"] == 1 and summary["duplicates"] == 1
     assert summary["gaps_open"] == [f"{VIN_A}: seq 6"]
+
+
+def test_seq_ids_tell_a_reused_seq_from_a_redelivery(tmp_path: Path) -> None:
+    ids = SeqIds([("e1", VIN_A, 1)])  # what a sink already holds
+    assert ids.observe(VIN_A, 1, "e1") is None  # the same event again: at least once
+    assert ids.observe(VIN_B, 1, "e9") is None  # another vehicle's seq 1
+    conflict = ids.observe(VIN_A, 1, "e2")
+    assert conflict == SeqConflict(VIN_A, 1, "e1", "e2")
+    assert str(conflict) == f"{VIN_A}: seq 1 arrived with a second event_id e2 (first e1)"
+    assert ids.observe(VIN_A, 1, "e3") == SeqConflict(VIN_A, 1, "e1", "e3")  # the first wins
+    sink = JsonlSink(tmp_path / "events.jsonl")
+    sink.conflict(conflict)
+    sink.close()
+    kept = json.loads((tmp_path / "events.jsonl.conflicts").read_text())
+    assert kept["seq"] == 1 and (kept["first_event_id"], kept["second_event_id"]) == ("e1", "e2")
+    assert list(JsonlSink(tmp_path / "events.jsonl").seen()) == []  # events file: events only
+
+
+def test_listen_reports_and_stores_a_seq_that_arrives_with_a_second_event_id(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """What a vehicle whose store lost its last commits in a power cut would send (before
+    the store synced essential events): seq 2 twice, as two different events."""
+    db = tmp_path / "backend.sqlite"
+    first = events_for(VIN_A, [1, 2])
+    again = events_for(VIN_A, [2, 3])  # numbered again after the cut: new event_ids
+    proc = listen("--broker", f"127.0.0.1:{broker.port}", "--store", str(db), "--count", "4",
+                  "--timeout", "20")  # fmt: skip
+    wait_ready(proc)
+    publish(broker, [*first, first[1], *again])  # first[1] again: a redelivery, no conflict
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    line = f"seq conflict {VIN_A}: seq 2 arrived with a second event_id {again[0].event_id}"
+    assert line in err
+    summary = json.loads(err.strip().splitlines()[-1])
+    assert summary["unique"] == 4 and summary["duplicates"] == 1
+    assert summary["seq_conflicts"] == [
+        str(SeqConflict(VIN_A, 2, first[1].event_id, again[0].event_id))
+    ]
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT vin, seq, first_event_id, second_event_id FROM seq_conflicts")
+        assert stored.fetchall() == [(VIN_A, 2, first[1].event_id, again[0].event_id)]
+        both = conn.execute("SELECT count(*) FROM events WHERE seq = 2").fetchone()[0]
+    assert both == 2  # both events kept: the backend decides
+
+    # a restarted listener knows the seqs it holds: a third id for seq 3 is a conflict too
+    proc = listen("--broker", f"127.0.0.1:{broker.port}", "--store", str(db), "--count", "1",
+                  "--timeout", "20")  # fmt: skip
+    wait_ready(proc)
+    third = events_for(VIN_A, [3])
+    publish(broker, third)
+    _, err = proc.communicate(timeout=20)
+    assert f"seq 3 arrived with a second event_id {third[0].event_id}" in err
 
 
 def test_listen_prints_jsonl_and_fails_when_count_is_not_reached(broker: LocalBroker) -> None:

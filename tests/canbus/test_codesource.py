@@ -245,3 +245,30 @@ def test_a_page_signal_wider_than_a_byte_is_named(tmp_path: Path) -> None:
                 "page_count": 4,
             },
         )
+
+
+SERIAL = "SN-2026-000042-BMS-PK-07"  # a maker's serial: 24 characters, not GB/T 34014
+
+
+def test_a_serial_format_identifies_and_swaps_without_gbt_validation(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from pack_agent.core.codes import check_serial
+
+    assert check_serial(SERIAL).valid and check_serial(SERIAL).fields is None
+    assert not check_serial("").valid and not check_serial("A\x00B").valid
+    assert "at most 64" in check_serial("X" * 65).errors[0]
+    serial_run = replace(FAST, code=SERIAL, days=3)
+    cfg, db = _config(tmp_path, {"source": "pages", "format": "serial"})
+    result = _replay(cfg, frames_of(db, serial_run), tmp_path)
+    identified = [e for e in result.events if e.type == "pack.identified"]
+    assert [(e.data["pack_code"], e.data["valid"], e.data["fields"]) for e in identified] == [
+        (SERIAL, True, None)
+    ]
+    assert not [e for e in result.events if e.type == "pack.code_invalid"]
+    # the same frames with the default format: not a GB/T 34014 code, reported as such
+    (tmp_path / "gbt").mkdir()
+    cfg, db = _config(tmp_path / "gbt", {"source": "pages"})
+    result = _replay(cfg, frames_of(db, serial_run), tmp_path / "gbt")
+    assert [e.data["raw"] for e in result.events if e.type == "pack.code_invalid"] == [SERIAL]
+    assert not [e for e in result.events if e.type == "pack.identified"]

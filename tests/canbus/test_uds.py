@@ -161,7 +161,7 @@ def test_a_late_uds_answer_never_feeds_the_rules(tmp_path):
     from pack_agent.canbus.decoder import Decoder
     from pack_agent.canbus.uds import UdsResult, jobs_from_config
     from pack_agent.runtime.agent import Agent
-    from pack_agent.store.database import Store
+    from pack_agent.store import Store
 
     cfg = uds_config(tmp_path, "unused")
     soh_job = next(j for j in jobs_from_config(cfg) if j.target == "soh")

@@ -168,3 +168,20 @@ def test_json_key_order_is_the_same_for_valid_and_invalid(
     assert list(json.loads(valid_out)) == list(json.loads(invalid_out))
     assert list(json.loads(valid_out))[:2] == ["valid", "code"]
     assert list(json.loads(valid_out))[-1] == "errors"
+
+
+def test_a_production_date_after_today_is_said(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 16: a code made in the future is still a well-formed code (exit 0), but the
+    command says so instead of accepting it silently."""
+    future = "0RJPEA00HAU0AAJ5K0004242"  # made 2028-05-19
+    rc, out = run_cli(capsys, future, "--today", "2026-12-07")
+    assert rc == 0
+    assert out.splitlines()[-1] == (
+        "warning: production date 2028-05-19 is after today's date 2026-12-07"
+    )
+    rc, out = run_cli(capsys, future, "--today", "2028-05-19", "--json")
+    assert json.loads(out)["warnings"] == []
+    rc, out = run_cli(capsys, future, "--today", "2028-05-18", "--json")
+    assert json.loads(out)["warnings"] == [
+        "production date 2028-05-19 is after today's date 2028-05-18"
+    ]

@@ -134,7 +134,7 @@ def test_outlet_too_long_for_the_text_pages_and_bad_catalogue(tmp_path):
     )
     found = problems(write(tmp_path, text))
     assert len(found) == 1 and "at most 1275 fit in the CAN text pages" in found[0]
-    assert found[0].startswith("notice.service_outlet: outlet and phone are")
+    assert found[0].startswith("notice.service_outlet: outlet, phone, procedure_url and")
     text = REFERENCE.replace('"builtin:notices.toml"', '"mine.toml"')
     found = problems(write(tmp_path, text))
     assert found == [
@@ -261,3 +261,38 @@ def test_invalid_raw_takes_one_integer_or_a_list_of_them(tmp_path):
     for wrong in ('"255"', "255.5"):
         found = problems(metric(wrong))
         assert found and all(p.startswith("metrics.soc.invalid_raw") for p in found), found
+
+
+def test_a_notice_that_speaks_of_another_cause_is_refused(tmp_path):
+    """Issue 16 item 1: the capacity text on a resistance rule, and a rule no catalogue
+    entry speaks of, are configuration errors naming the rule."""
+    text = REFERENCE.replace('baseline = "first"', 'baseline = "first"\nnotice_id = 0x0101', 1)
+    assert problems(write(tmp_path, text)) == [
+        "rules[2].notice_id: notice 0x0101 (CapacityEndOfLifeAdvisory) speaks of capacity, "
+        "consecutive:soh, consecutive:capacity, not of a resistance rule on "
+        "'internal_resistance'"
+    ]
+    held = "persistence_days = 14        # ...has stayed below 80 % for 14 days\n"
+    text = REFERENCE.replace(held + 'severity = "advisory"', held + 'severity = "critical"')
+    assert text != REFERENCE
+    assert problems(write(tmp_path, text)) == [
+        "rules[0].notice_id: no critical notice in the catalogue builtin:notices.toml speaks "
+        "of a capacity rule on 'soh': name one"
+    ]
+
+
+def test_every_reference_rule_gets_the_notice_of_its_cause():
+    cfg = load_config(reference_config_path())
+    kinds = {r.id: r.kind for r in cfg.rules}
+    assert cfg.notice_ids == {
+        "capacity-80": 0x0101,
+        "capacity-80-forecast": 0x0102,
+        "resistance-growth-60": 0x0104,
+        "cycles-3000": 0x0106,
+        "age-15": 0x0105,
+        "thermal-event": 0x0202,
+        "insulation-fault": 0x0203,
+        "cell-imbalance": 0x0201,
+        "bms-end-of-life": 0x0107,
+    }
+    assert 0x0101 not in {cfg.notice_ids[r] for r, k in kinds.items() if k != "capacity"}

@@ -35,7 +35,7 @@ from pack_agent.core.timeline import (
 )
 from pack_agent.dev.sim.vehicle import code_pages, encode
 from pack_agent.runtime.agent import Agent, run_loop
-from pack_agent.store.database import Store
+from pack_agent.store import Store
 
 __all__ = ["ageing_frames", "uninterrupted"]  # the fixtures, shared with test_agent_policy
 

@@ -5,21 +5,121 @@ A = "0RJPEA00HAU0AAF131001955"
 B = "0RJPEA00HAU0AAJ5K0004242"
 
 
-def test_identified_then_same_then_replaced():
+def trip(t: PackTracker, at: float) -> None:
+    """A trip: BMS frames after a silence longer than the timeout (10 s here)."""
+    t.on_frame(at)
+    assert t.awake_since == at
+
+
+def test_identified_then_same_then_replaced_after_two_trips():
     t = PackTracker(None, 10)
+    trip(t, 0.0)
     [(kind, data)] = t.on_code(A, 0.0)
-    assert kind == "pack.identified" and data["pack_code"] == A
+    assert kind == "pack.identified" and data["pack_code"] == A and data["valid"] is True
     assert data["fields"]["product_type"] in ("pack", "P")
     assert t.on_code(A, 0.0) == []
-    [(kind, data)] = t.on_code(B, 0.0)
-    assert kind == "pack.replaced"
+    assert t.on_code(B, 1.0) == []  # trip 1 with B: not yet a replacement
+    assert t.code == A and not t.attributed
+    assert t.on_code(B, 5.0) == []  # the same trip again: still one trip
+    trip(t, 100.0)
+    [(kind, data)] = t.on_code(B, 100.0)  # trip 2 with B, A never in between
+    assert kind == "pack.replaced" and data["valid"] is True and data["errors"] == []
     assert data["previous_code"] == A and data["pack_code"] == B
+    assert t.code == B and t.attributed
 
 
 def test_replacement_is_seen_across_a_restart():
     t = PackTracker(A, 10)  # the code the store remembered
+    trip(t, 0.0)
     assert t.on_code(A, 0.0) == []
-    assert t.on_code(B, 0.0)[0][0] == "pack.replaced"
+    assert t.on_code(B, 1.0) == []
+    saved = t.to_state()
+    t2 = PackTracker(A, 10, state=saved)  # a reboot: the trip count is kept
+    assert not t2.attributed
+    trip(t2, 50.0)
+    assert t2.on_code(B, 50.0)[0][0] == "pack.replaced"
+
+
+def test_readings_under_another_code_are_never_the_known_packs():
+    t = PackTracker(A, 10)
+    trip(t, 0.0)
+    t.on_code(A, 0.0)
+    t.on_reading(Reading("soh", 91, 1.0))
+    t.on_code(B, 2.0)  # another pack presents itself
+    t.on_reading(Reading("soh", 55, 3.0))
+    assert t.latest["soh"].value == 91  # B's 55 % is not A's
+    assert t.health_snapshot(4.0) == {"pack_code": A, "metrics": {"soh": 91}}
+
+
+def test_a_short_lived_different_code_is_forgotten():
+    t = PackTracker(A, 10, replaced_after_trips=2)
+    trip(t, 0.0)
+    t.on_code(B, 0.0)  # a glitch, or a pack tried and taken out
+    trip(t, 100.0)
+    assert t.on_code(A, 100.0) == [] and t.attributed
+    trip(t, 200.0)
+    assert t.on_code(B, 200.0) == []  # counting starts again: one trip
+    assert t.code == A
+
+
+def test_replacement_trips_are_configurable():
+    t = PackTracker(A, 10, replaced_after_trips=3)
+    for at in (0.0, 100.0):
+        trip(t, at)
+        assert t.on_code(B, at) == []
+    trip(t, 200.0)
+    assert t.on_code(B, 200.0)[0][0] == "pack.replaced"
+
+
+def test_an_invalid_code_that_persists_is_a_replacement_with_its_errors():
+    bad = "0RJXEA00HAU0AAZ131001955"  # forged or corrupted
+    t = PackTracker(A, 10)
+    trip(t, 0.0)
+    [(kind, data)] = t.on_code(bad, 0.0)
+    assert kind == "pack.code_invalid" and not t.attributed and t.code == A
+    trip(t, 100.0)
+    events = t.on_code(bad, 100.0)
+    [(kind, data)] = [e for e in events if e[0] == "pack.replaced"]
+    assert data["pack_code"] == bad and data["previous_code"] == A
+    assert data["valid"] is False and len(data["errors"]) >= 2 and data["fields"] is None
+
+
+def test_an_uncoded_first_pack_is_not_taken_at_once():
+    t = PackTracker(None, 10)
+    trip(t, 0.0)
+    [(kind, _)] = t.on_code("", 0.0)
+    assert kind == "pack.code_invalid" and t.code is None
+    trip(t, 100.0)
+    [(kind, data)] = t.on_code("", 100.0)
+    assert kind == "pack.identified" and data["valid"] is False and t.code == ""
+
+
+def test_a_module_code_is_not_the_packs():
+    module = A[:3] + "M" + A[4:]
+    t = PackTracker(A, 10)
+    trip(t, 0.0)
+    [(kind, data)] = t.on_code(module, 0.0)
+    assert kind == "pack.code_invalid"
+    assert any(e.startswith("position 4:") and "module" in e for e in data["errors"])
+    assert not t.attributed
+
+
+def test_a_production_date_after_the_vehicles_date_is_reported():
+    import datetime as dt
+
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc).timestamp()
+    future = "0RJPEA00HAU0AAJ5K0004242"  # made 2028-05-19
+    t = PackTracker(None, 10)
+    trip(t, now)
+    [(kind, data)] = t.on_code(future, now)
+    assert kind == "pack.identified" and data["valid"] is True
+    assert data["production_date_in_future"] is True
+    assert data["warnings"] == ["production date 2028-05-19 is after the vehicle's date 2026-06-01"]
+    later = dt.datetime(2029, 1, 1, tzinfo=dt.timezone.utc).timestamp()
+    t2 = PackTracker(None, 10)
+    trip(t2, later)
+    [(_, data)] = t2.on_code(future, later)
+    assert data["production_date_in_future"] is False and data["warnings"] == []
 
 
 def test_invalid_code_reported_once_with_every_reason():
@@ -100,6 +200,38 @@ def test_the_code_heard_time_and_a_rebase():
     t.on_code(A, 4000.0)
     t.rebase(70.0)
     assert t.code_heard_at is None  # heard on the abandoned line: not since the wake-up
+
+
+def test_an_ignition_cycle_is_a_trip_too():
+    t = PackTracker(A, 3 * 86400)  # a long BMS timeout: no wake-up between days
+    trip(t, 0.0)
+    assert t.on_code(B, 10.0) == []
+    t.on_frame(86400.0)  # the next day, no silence longer than the timeout
+    assert t.on_code(B, 86400.0) == []
+    t.on_trip_start(86401.0)  # ignition Off->On
+    assert t.on_code(B, 86402.0)[0][0] == "pack.replaced"
+
+
+def test_after_a_wake_up_readings_wait_for_the_code():
+    """The first seconds of a trip come before the code: they are held, then given to the
+    known pack if it is the one presented, never if another code is."""
+    t = PackTracker(A, 10, code_wait_s=60)
+    trip(t, 0.0)
+    t.on_code(A, 0.0)
+    trip(t, 1000.0)
+    t.on_reading(Reading("soh", 55, 1000.5))
+    assert t.awaiting_code(1000.5) and "soh" not in t.latest
+    t.hold(Reading("soh", 55, 1000.5))
+    t.on_code(B, 1007.0)  # another pack
+    assert [r.value for r in t.release(1007.0, code_heard=True)] == [55]
+    assert not t.attributed and "soh" not in t.latest
+    trip(t, 2000.0)
+    t.on_reading(Reading("soh", 90, 2000.5))
+    t.hold(Reading("soh", 90, 2000.5))
+    assert t.release(2030.0) == []  # still waiting
+    assert [r.value for r in t.release(2061.0)] == [90]  # no code came: the wait is over
+    t.on_code(A, 2062.0)
+    assert t.attributed
 
 
 # -- bms.silent: only while the vehicle is awake -----------------------------------------

@@ -35,7 +35,7 @@ from pack_agent.delivery import mqtt as uplink
 from pack_agent.dev.broker import LocalBroker
 from pack_agent.dev.sim.rig import rig_config
 from pack_agent.dev.sim.rig import write_config as rig_write
-from pack_agent.store.database import DELETE_BATCH, Store
+from pack_agent.store import DELETE_BATCH, Store
 
 if TYPE_CHECKING:
     from conftest import Subscriber

@@ -33,7 +33,7 @@ from pack_agent.core.events import EVENT_TYPES, Event, EventDraft, utc_from_time
 from pack_agent.delivery.mqtt import QUEUED_IN_PAHO, MqttUplink, Uplink, check_transport_security
 from pack_agent.dev.broker import LocalBroker, free_port
 from pack_agent.errors import PackAgentError
-from pack_agent.store.database import Store
+from pack_agent.store import Store
 
 if TYPE_CHECKING:
     from conftest import Subscriber
@@ -228,7 +228,7 @@ CRASHING_AGENT = textwrap.dedent(
     import sys, time
     from pydantic import TypeAdapter
     from pack_agent.config import MqttSettings
-    from pack_agent.store.database import Store
+    from pack_agent.store import Store
     from pack_agent.delivery.mqtt import MqttUplink
     settings = TypeAdapter(MqttSettings).validate_json(sys.argv[2])
     up = MqttUplink(settings, Store(sys.argv[1]), sys.argv[3], agent_version="crash")

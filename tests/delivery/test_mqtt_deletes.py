@@ -22,7 +22,7 @@ from pack_agent.core.events import EventDraft, utc_from_timestamp
 from pack_agent.delivery import mqtt as uplink_module
 from pack_agent.delivery.mqtt import MqttUplink
 from pack_agent.dev.broker import LocalBroker
-from pack_agent.store.database import DELETE_BATCH, Store
+from pack_agent.store import DELETE_BATCH, Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -59,7 +59,7 @@ DELIVER_THEN_WAIT = textwrap.dedent(
     import sys, time
     from pack_agent.config import MqttSettings
     from pack_agent.core.events import EventDraft, utc_from_timestamp
-    from pack_agent.store.database import Store
+    from pack_agent.store import Store
     from pack_agent.delivery.mqtt import MqttUplink
 
     store = Store(sys.argv[1])

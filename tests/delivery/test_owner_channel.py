@@ -146,3 +146,36 @@ def test_outbox_copy_carries_the_catalogue_texts_and_outlet():
     assert set(data["texts"]) == {"zh", "en"}
     assert data["texts"]["en"]["now"] and "Outlet A" in data["texts"]["zh"]["action"]
     assert n.parse_ack("p", can.Message(arbitration_id=0x3C1, data=bytes(8))) is None
+
+
+def test_the_early_notices_horizon_and_the_procedure_travel_to_the_head_unit(channel):
+    """Issue 16 item 2: the text lines carry the maker's procedure, the emergency phone,
+    the ownership and the notice's own horizon; the head unit fills the texts with them."""
+    from dataclasses import replace
+
+    from pack_agent.core.catalogue import NoticeValues
+
+    values = NoticeValues("Outlet A", "123", "https://maker.example/p", "12122", "lease")
+    tx = can.Bus(interface="virtual", channel=channel)
+    rx = can.Bus(interface="virtual", channel=channel)
+    try:
+        n = CanOwnerChannel(
+            "p", tx, DB, "PA_OwnerNotice", "HU_NoticeAck", "PA_NoticeText", values=values
+        )
+        early = replace(notice(seq=4), notice_id=0x0102, within_days=45.0)
+        n.send(early, 0.0)
+        frames = []
+        while (f := rx.recv(0.5)) is not None:
+            frames.append(f)
+    finally:
+        tx.shutdown()
+        rx.shutdown()
+    hu = VirtualHeadUnit(DB, response=None)
+    for f in frames:
+        hu.on_frame(f, 1.0)
+    (shown,) = hu.shown
+    assert shown.outlet == "Outlet A\n123\nhttps://maker.example/p\n12122\nlease\n45"
+    assert shown.text is not None
+    en = shown.text.texts["en"]
+    assert "within 45 days" in en.happened
+    assert "https://maker.example/p" in en.action and "lessor" in en.action

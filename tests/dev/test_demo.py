@@ -49,7 +49,7 @@ def test_ageing_story_end_to_end(mosquitto_binary, tmp_path):
     ("scenario", "rule_id", "notice_id", "title"),
     [
         ("safety-fault", "thermal-event", 0x0202, "动力电池热事件警告：请立即停车离开车辆"),
-        ("insulation-fault", "insulation-fault", 0x0203, "动力电池绝缘故障：请安全停车"),
+        ("insulation-fault", "insulation-fault", 0x0203, "高压系统绝缘故障：请安全停车"),
     ],
     ids=["thermal", "insulation"],
 )
@@ -102,6 +102,17 @@ def test_forged_code_story(mosquitto_binary):
     assert r.ok, out.getvalue()
     assert "pack.code_invalid" in r.types()
     assert f"broadcasts pack code {FORGED_CODE} (NOT a valid GB/T 34014 code" in out.getvalue()
+    # issue 16: the invalid code that lasts is a replacement, with its errors; nothing of
+    # the forged pack's is reported under the old code
+    events = {e["event_id"]: e for e in r.received}.values()
+    (replaced,) = [e["data"] for e in events if e["type"] == "pack.replaced"]
+    assert replaced["pack_code"] == FORGED_CODE and replaced["valid"] is False
+    assert replaced["errors"] and replaced["fields"] is None
+    swapped_at = min(_t(e) for e in events if e["type"] == "pack.code_invalid")
+    old_pack = {soh for t, soh in r.history if t < swapped_at - 3600}  # broadcast before
+    for e in events:
+        if e["type"] == "pack.health" and e["data"]["pack_code"] == r.scenario.code:
+            assert e["data"]["metrics"].get("soh", 0.0) in old_pack | {0.0}, e
 
 
 def test_trend_is_per_year():

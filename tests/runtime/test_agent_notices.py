@@ -19,7 +19,7 @@ from pack_agent.delivery.owner_channel import owner_notifiers
 from pack_agent.dev.sim.head_unit import VirtualHeadUnit
 from pack_agent.dev.sim.vehicle import code_pages, encode
 from pack_agent.runtime.agent import Agent
-from pack_agent.store.database import Store
+from pack_agent.store import Store
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -28,6 +28,8 @@ CODE = "0RJPEA00HAU0AAF131001955"
 NEW_CODE = "0RJPEA00HAU0AAJ8L0004242"
 OUTLET = "回收服务网点，上海市示例路88号 / Recycling outlet, 88 Example Road"
 PHONE = "+86 400 000 0000"
+PROCEDURE = "https://maker.example/battery-recycling"
+EMERGENCY = "+86 400 111 2222"
 
 
 class FailingBus(VirtualBus):
@@ -41,7 +43,9 @@ class FailingBus(VirtualBus):
         super().send(msg, timeout)
 
 
-def make_config(tmp_path: Path, channel: str, **notice: Any) -> AgentConfig:
+def make_config(
+    tmp_path: Path, channel: str, pack_code: dict[str, Any] | None = None, **notice: Any
+) -> AgentConfig:
     data = as_data(load_config(reference_config_path()))
     data["ignition"].update(notice.pop("ignition", {}))
     data["buses"] = [{"name": "powertrain", "interface": "virtual", "channel": channel}]
@@ -59,19 +63,28 @@ def make_config(tmp_path: Path, channel: str, **notice: Any) -> AgentConfig:
         },
         {
             "id": "soh-critical",
+            "kind": "safety",
             "metric": "soh",
-            "below": 40.0,
-            "consecutive": 2,
+            "comparison": "below",
+            "threshold": 40.0,
+            "confirm_readings": 2,
+            "confirm_s": 0,
             "severity": "critical",
-            "notice_id": 0x0202,
+            "notice_id": 0x0201,  # SafetyCritical: a safety rule (0x0202 is for thermal events)
             "description_en": "test",
             "description_zh": "测试",
         },
     ]
     data["notice"].update(
-        service_outlet=OUTLET, service_phone=PHONE, mqtt_copy=False, head_unit_silent_s=1000 * DAY
+        service_outlet=OUTLET,
+        service_phone=PHONE,
+        procedure_url=PROCEDURE,
+        emergency_phone=EMERGENCY,
+        mqtt_copy=False,
+        head_unit_silent_s=1000 * DAY,
     )
     data["notice"].update(notice)
+    data["pack_code"].update(pack_code or {})
     return parse_config(data, reference_config_path().parent, "test")
 
 
@@ -84,10 +97,11 @@ class Rig:
         response: str | Sequence[str | None] | None = "seen",
         delay_s: float = HOUR,
         failing: bool = False,
+        pack_code: dict[str, Any] | None = None,
         **notice: Any,
     ) -> None:
         self.channel = f"notice-{uuid.uuid4().hex[:12]}"
-        self.cfg = make_config(tmp_path, self.channel, **notice)
+        self.cfg = make_config(tmp_path, self.channel, pack_code, **notice)
         self.db = load_and_check(self.cfg)
         self.events: list[Any] = []
         self.hu = VirtualHeadUnit(self.db, response=response, delay_s=delay_s)
@@ -212,7 +226,7 @@ def test_decision_shows_the_notice_with_the_outlet_sent_over_can(rig_factory):
     assert notified["seq"] == 1 and notified["retries"] == 0
     (shown,) = r.hu.shown
     assert (shown.seq, shown.notice_id, shown.attempt) == (1, 0x0101, 1)
-    assert shown.outlet == f"{OUTLET}\n{PHONE}"
+    assert shown.outlet == f"{OUTLET}\n{PHONE}\n{PROCEDURE}\n{EMERGENCY}"
     assert shown.text is not None and OUTLET in shown.text.body_zh and PHONE in shown.text.body_en
     types = [e.type for e in r.events]
     assert types.index("scrap.condition_met") < types.index("owner.notified")
@@ -264,10 +278,10 @@ def test_a_critical_notice_goes_out_with_the_ignition_off(rig_factory):
     r.ignition(False, T0)
     r.decide(T0 + 60, soh=30.0)  # both rules met while parked
     sent = {(n["notice_id"], n["channel"]) for n in r.of("owner.notified")}
-    assert sent == {(0x0202, "can"), (0x0202, "mqtt")}
+    assert sent == {(0x0201, "can"), (0x0201, "mqtt")}
     r.ignition(True, T0 + HOUR)
     sent = [(n["notice_id"], n["attempt"]) for n in r.of("owner.notified", "can")]
-    assert sent == [(0x0202, 1), (0x0101, 1), (0x0202, 2)]
+    assert sent == [(0x0201, 1), (0x0101, 1), (0x0201, 2)]
 
 
 def test_seen_then_slow_reminders_then_service_booked_stops(rig_factory):
@@ -435,18 +449,18 @@ def test_critical_notice_uses_its_id_and_repeats_hourly(rig_factory):
     r = rig_factory(response="seen", delay_s=10 * 60, critical_repeat_interval_s=HOUR)
     r.decide(T0, soh=30.0)  # both rules: advisory and critical
     ids = sorted({n["notice_id"] for n in r.of("owner.notified")})
-    assert ids == [0x0101, 0x0202]
+    assert ids == [0x0101, 0x0201]
     r.run(T0 + 60, T0 + 3 * HOUR + 120, 10 * 60)
-    critical = [n for n in r.of("owner.notified") if n["notice_id"] == 0x0202]
+    critical = [n for n in r.of("owner.notified") if n["notice_id"] == 0x0201]
     advisory = [n for n in r.of("owner.notified") if n["notice_id"] == 0x0101]
     assert len(critical) >= 3 and len(advisory) == 1  # seen: critical goes on, advisory slows
-    shown = [s for s in r.hu.shown if s.notice_id == 0x0202]
+    shown = [s for s in r.hu.shown if s.notice_id == 0x0201]
     assert shown[0].text is not None and shown[0].text.severity == "critical"
     assert "119" in shown[0].text.body_zh
 
 
 def test_pack_replacement_withdraws_the_open_notice(rig_factory):
-    r = rig_factory(response=None)
+    r = rig_factory(response=None, pack_code={"replaced_after_trips": 1})
     r.decide(T0)
     r.identify(T0 + DAY / 2, NEW_CODE)
     r.pump(T0 + DAY / 2)
@@ -466,3 +480,70 @@ def test_bad_answer_frames_are_ignored_but_prove_the_head_unit_is_alive(rig_fact
         )
     assert r.of("owner.acknowledged") == [] and r.agent.frame_errors == 0
     assert r.agent.notice_status()["head_unit_last_heard"] is not None
+
+
+def test_readings_under_another_code_never_decide_for_the_known_pack(rig_factory):
+    """Issue 16 item 3: a different code (here one trip of it) withholds the readings;
+    the known code back, its readings count again."""
+    r = rig_factory(response=None)
+    r.identify(T0)
+    r.identify(T0 + 100, NEW_CODE)  # one trip: not yet a replacement
+    r.soh(75.0, T0 + 110)
+    r.soh(75.0, T0 + 120)
+    r.pump(T0 + 120)
+    assert r.of("scrap.condition_met") == [] and r.of("owner.notified") == []
+    per_frame = sum(1 for m in r.cfg.metrics.values() if m.message == "BMS_Health")
+    assert r.of("pack.replaced") == [] and r.agent.unattributed_readings == 2 * per_frame
+    r.identify(T0 + 200, CODE)
+    r.soh(75.0, T0 + 210)
+    r.soh(75.0, T0 + 220)
+    r.pump(T0 + 220)
+    (met,) = r.of("scrap.condition_met")
+    assert met["pack_code"] == CODE
+
+
+def test_a_pack_that_comes_back_gets_its_rules_and_notices_back(rig_factory):
+    r = rig_factory(response=None, pack_code={"replaced_after_trips": 1})
+    r.decide(T0)  # CODE: capacity-80 met, notice seq 1 shown
+    r.identify(T0 + DAY / 2, NEW_CODE)
+    r.pump(T0 + DAY / 2)
+    assert r.hu.withdrawn == [(1, 0x0101)]
+    assert r.agent.notice_status()["open"] == [] and r.agent.policy.latched_rules == set()
+    r.identify(T0 + DAY, CODE)  # the swap undone
+    (back,) = r.agent.notice_status()["open"]
+    assert back["seq"] == 1 and back["attempts"] == 1
+    assert r.agent.policy.latched_rules == {"capacity-80"}
+    r.run(T0 + 2 * DAY, T0 + 2 * DAY + HOUR)
+    attempts = [(n["seq"], n["attempt"], n["pack_code"]) for n in r.of("owner.notified")]
+    assert attempts == [(1, 1, CODE), (1, 2, CODE)]  # its own notice, due again
+    assert len(r.of("scrap.condition_met")) == 1  # its latch came back: not decided again
+    replaced = [(e["previous_code"], e["pack_code"]) for e in r.of("pack.replaced")]
+    assert replaced == [(CODE, NEW_CODE), (NEW_CODE, CODE)]
+
+
+def test_each_rule_shows_the_notice_of_its_cause_with_the_procedure(rig_factory):
+    """Issue 16 items 1 and 2 end to end: the reference rules' notices, the early notice
+    with its horizon, the procedure and the e-bike ban in the app copy."""
+    r = rig_factory(response=None, mqtt_copy=True, pack_ownership="swap_operator")
+    ids = r.cfg.notice_ids
+    assert ids["capacity-80"] == 0x0101 and ids["soh-critical"] == 0x0201
+    ref = load_config(reference_config_path()).notice_ids
+    assert ref == {
+        "capacity-80": 0x0101,
+        "capacity-80-forecast": 0x0102,
+        "resistance-growth-60": 0x0104,
+        "cycles-3000": 0x0106,
+        "age-15": 0x0105,
+        "thermal-event": 0x0202,
+        "insulation-fault": 0x0203,
+        "cell-imbalance": 0x0201,
+        "bms-end-of-life": 0x0107,
+    }
+    r.decide(T0)
+    (copy,) = r.of("owner.notice")
+    assert copy["procedure_url"] == PROCEDURE and copy["pack_ownership"] == "swap_operator"
+    action = copy["texts"]["en"]["action"]
+    assert PROCEDURE in action and "electric bicycle" in action
+    assert "battery-swap operator" in action
+    (shown,) = r.hu.shown
+    assert shown.text is not None and shown.text.texts["en"].action == action

@@ -56,7 +56,8 @@ def test_contact_is_used_by_the_next_notice_persisted_and_applied_once(rig_facto
     assert r.cfg.notice.service_phone == "+86 21 5555 0000"
     r.decide(T0 + HOUR)
     (shown,) = r.hu.shown
-    assert shown.outlet is not None and shown.outlet.endswith("\n+86 21 5555 0000")
+    assert shown.outlet is not None  # the text lines: outlet, phone, procedure...
+    assert shown.outlet.split("\n")[1] == "+86 21 5555 0000"
     # a restart: the override is the store's, the configured value stays under it
     fresh = make_config(tmp_path / "r0", r.channel)
     assert fresh.notice.service_phone == PHONE
@@ -167,3 +168,30 @@ def test_report_now_publishes_a_health_sample_or_says_there_is_none(rig_factory)
     assert answer["result"]["pack_health"] is True
     (health,) = r.of("pack.health")
     assert health["metrics"]["soh"] == 91.0
+
+
+def test_the_emergency_phone_and_procedure_reach_the_next_notice_and_must_fit(rig_factory):
+    r = rig_factory(response=None)
+    wire(r)
+    r.decide(T0)
+    url = "https://service.example.com/battery/recycling"
+    answer = command(
+        r,
+        "notice.contact",
+        T0 + HOUR,
+        id="e-1",
+        fields={"emergency_phone": "+86 400 000 0119", "procedure_url": url},
+    )
+    assert answer["status"] == "applied", answer
+    assert r.cfg.notice.emergency_phone == "+86 400 000 0119"
+    assert r.cfg.notice.procedure_url == url
+    # every text line must still fit the head unit's pages: a long outlet is refused whole
+    before = snapshot(r)
+    too_long = command(
+        r, "notice.contact", T0 + 2 * HOUR, id="e-2", fields={"service_outlet": "长" * 420}
+    )
+    assert too_long["status"] == "refused"
+    assert "bytes of UTF-8, at most 1275" in too_long["reason"]
+    assert snapshot(r) == before and r.cfg.notice.procedure_url == url
+    bad_url = command(r, "notice.contact", T0 + 2 * HOUR, id="e-3", fields={"procedure_url": "x"})
+    assert bad_url["status"] == "refused" and bad_url["reason"].startswith("fields.procedure_url")

@@ -19,7 +19,7 @@ from pack_agent.config import AgentConfig, load_config, reference_config_path
 from pack_agent.dev.demo import demo_config
 from pack_agent.dev.sim import Scenario, VirtualHeadUnit, VirtualVehicle
 from pack_agent.runtime.daemon import Daemon
-from pack_agent.store.database import Store
+from pack_agent.store import Store
 
 DAY = 86400.0
 # crosses the 80 % line about day 10; the 28-day median is below it about day 21 and
@@ -166,7 +166,9 @@ def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
     copies = [e["data"] for e in events if e["type"] == "owner.notice"]
     assert [c["attempt"] for c in copies] == [n["attempt"] for n in can_notified]
     assert copies[0]["service_outlet"]["phone"] == cfg.notice.service_phone
-    assert copies[0]["texts"]["zh"]["title"] == "动力电池已达到推荐报废条件"
+    assert copies[0]["texts"]["zh"]["title"] == "动力电池已达到推荐报废条件（容量）"
+    assert copies[0]["procedure_url"] == cfg.notice.procedure_url  # Art. 15(3), to the app
+    assert cfg.notice.procedure_url in copies[0]["texts"]["en"]["action"]
     assert f"pack-agent/v1/{cfg.vin}/events/owner.notice" in topics
 
     identified = next(e for e in events if e["type"] == "pack.identified")
@@ -197,7 +199,9 @@ def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
     }
     assert [n["PA_NoticeAttempt"] for n in notices] == list(range(1, len(notices) + 1))
     assert hu.shown and hu.shown[0].text is not None
-    assert hu.shown[0].outlet == f"{cfg.notice.service_outlet}\n{cfg.notice.service_phone}"
+    n = cfg.notice  # the text lines: outlet, phone, procedure, emergency phone
+    lines = (n.service_outlet, n.service_phone, n.procedure_url, n.emergency_phone)
+    assert hu.shown[0].outlet == "\n".join(lines)
 
     # every event was acknowledged by the broker: the outbox is empty
     store = Store(cfg.store_path())
@@ -309,7 +313,11 @@ def test_a_failing_bus_is_reported_retried_and_the_notice_delivered(broker, tmp_
                 agent_bus.failing = False
 
         try:
-            VirtualVehicle(bus, db, FAST, hu, pace_s=0.004, on_day=heal).run()
+            # paced by the agent (as run_vehicle does): each synced commit costs an fdatasync,
+            # and a loaded machine must slow the vehicle down, not outrun the head unit
+            VirtualVehicle(
+                bus, db, FAST, hu, pace_s=0.004, on_day=heal, sync=agent.read_until
+            ).run()
             backend.wait_for(
                 lambda s: (
                     "owner.acknowledged" in {e["type"] for e in s.events}

@@ -124,7 +124,7 @@ def test_commands_over_mqtt_v5_answered_on_the_response_topic(broker, tmp_path):
         assert backend.statuses()[-1]["notice_overrides"] == {"service_phone": "+86 21 5555"}
         # the owner channel the next notice goes out on carries the new phone
         assert agent.daemon.agent.dispatch.notifiers[0] is agent.daemon.notifier
-        assert "+86 21 5555" in b"".join(agent.daemon.notifier._pages).decode()
+        assert "+86 21 5555" in agent.daemon.notifier.base_text
 
         backend.send("notice.contact", {"id": "c-1", "fields": {"service_phone": "+1"}}, b"k2")
         msg, again = backend.response(lambda b: b["id"] == "c-1" and b.get("repeated"))

@@ -17,7 +17,7 @@ from pack_agent.config import load_config, reference_config_path
 from pack_agent.dev.demo import demo_config
 from pack_agent.dev.sim import SCENARIOS
 from pack_agent.dev.sim.vehicle import code_pages, cyclic_values, encode
-from pack_agent.store.database import read_only_view
+from pack_agent.store import read_only_view
 
 HOUR = 3600.0
 DAY = 24 * HOUR

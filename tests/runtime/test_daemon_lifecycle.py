@@ -11,7 +11,7 @@ from conftest import Subscriber
 from pack_agent.config import AgentConfig
 from pack_agent.runtime.status import LAST_EVENT_KEY, read_status
 from pack_agent.runtime.statusview import gather, render
-from pack_agent.store.database import read_only_view
+from pack_agent.store import read_only_view
 
 
 def quick_status(cfg: AgentConfig, tmp_path) -> None:

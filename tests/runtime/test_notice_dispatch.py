@@ -194,7 +194,7 @@ def test_a_critical_notice_goes_out_with_the_ignition_off(desk: Desk) -> None:
         desk.d.open(decision("soh-critical", "critical"), T0)
     desk.d.send_due(T0)
     [notified] = desk.of("owner.notified")
-    assert notified["severity"] == "critical" and notified["notice_id"] == 0x0202
+    assert notified["severity"] == "critical" and notified["notice_id"] == 0x0201
     interval = desk.d.book.cadence.interval(desk.d.book.active()[0])
     desk.d.send_due(T0 + interval - 1)  # not again before its interval
     assert len(desk.of("owner.notified")) == 1

@@ -22,7 +22,7 @@ def published(rig: Rig) -> list[dict]:
 
 
 def test_a_gateway_at_1970_then_a_year_forward_then_back(tmp_path):
-    rig = Rig(tmp_path)
+    rig = Rig(tmp_path, pack_code={"replaced_after_trips": 1})  # each code a swap at once
     try:
         rig.identify(1000.0)  # booted at 1970, no NTP yet
         rig.soh(90.0, 1010.0)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pack_agent.core.events import ESSENTIAL_TYPES, EventDraft, utc_from_timestamp
 from pack_agent.errors import StoreError
-from pack_agent.store.database import DELETE_BATCH, Store
+from pack_agent.store import DELETE_BATCH, Store
 
 VIN_A = "LSVAX4AB1PN000001"
 VIN_B = "LSVAX4AB1PN000002"
@@ -204,7 +204,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import sys
     from pack_agent.core.events import EventDraft, utc_from_timestamp
-    from pack_agent.store.database import Store
+    from pack_agent.store import Store
     store = Store(sys.argv[1])
     for i in range(100_000):
         with store.transaction():  # what the agent does: event and state together

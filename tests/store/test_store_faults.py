@@ -21,7 +21,7 @@ from pack_agent.config import load_config, reference_config_path
 from pack_agent.core.events import EventDraft, utc_from_timestamp
 from pack_agent.dev.demo import demo_config
 from pack_agent.errors import StoreError
-from pack_agent.store.database import Store, open_store
+from pack_agent.store import Store, open_store
 
 VIN = "LPACK2026AGENT001"
 

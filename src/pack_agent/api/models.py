@@ -70,29 +70,54 @@ class PackFields(_Data):
     cascade_product_type: Literal["pack", "module", "cell"] | None
 
 
-@data_model("pack.identified")
-class PackIdentified(_Data):
-    """The first valid pack code read on this vehicle (confirmed by repeated reads)."""
+class _Identity(_Data):
+    """What a pack event says about the code: valid or not, why, and warnings."""
 
-    pack_code: str = PackCode
-    fields: PackFields
+    valid: bool = Field(
+        default=True,
+        description="False: the code is not a valid GB/T 34014 pack code (errors say why).",
+    )
+    errors: list[str] = Field(
+        default_factory=list, description="Every problem, with its position and rule."
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="True of a valid code but worth checking: a production date after the "
+        "vehicle's trusted date.",
+    )
+    production_date_in_future: bool = Field(
+        default=False,
+        description="The code's production date is after the vehicle's date (its clock "
+        "plausible): a forged or mis-coded label, or a wrong clock.",
+    )
+
+
+@data_model("pack.identified")
+class PackIdentified(_Identity):
+    """The first pack code of this vehicle: a valid one at once, an invalid one once it
+    has been presented in pack_code.replaced_after_trips trips."""
+
+    pack_code: str = Field(description="The code as presented (the raw text when not valid).")
+    fields: PackFields | None = Field(description="The code's fields; null when not valid.")
 
 
 @data_model("pack.replaced")
-class PackReplaced(_Data):
-    """A different valid pack code on the same vehicle: the pack was swapped."""
+class PackReplaced(_Identity):
+    """A different code (valid or not) presented in pack_code.replaced_after_trips trips in
+    a row on the same vehicle, the known code never in between: the pack was replaced.
+    Rules and notices start afresh for it (or resume, for a pack that comes back)."""
 
     previous_code: str
-    pack_code: str = PackCode
-    fields: PackFields
+    pack_code: str = Field(description="The new code as presented (raw when not valid).")
+    fields: PackFields | None = Field(description="The code's fields; null when not valid.")
 
 
 @data_model("pack.code_invalid")
-class PackCodeInvalid(_Data):
-    """The BMS reported a code that is not a valid GB/T 34014 code."""
+class PackCodeInvalid(_Identity):
+    """The BMS presented a code that is not a valid GB/T 34014 pack code (a module or cell
+    code included); reported each time it differs from the last invalid one."""
 
     raw: str = Field(description="The text as read, unchanged.")
-    errors: list[str] = Field(description="Every problem, with its position and rule.")
 
 
 class TrendForecast(_Data):
@@ -283,6 +308,16 @@ class OwnerNotice(_Data):
     rule_id: str
     attempt: int
     service_outlet: ServiceOutlet
+    procedure_url: str = Field(
+        default="",
+        description="[notice] procedure_url: the maker's published maintenance, replacement "
+        "and recycling procedure (Art. 15(3)).",
+    )
+    emergency_phone: str = Field(default="", description="[notice] emergency_phone.")
+    pack_ownership: Literal["owner", "swap_operator", "lease"] = "owner"
+    within_days: float | None = Field(
+        default=None, description="An early notice's horizon (its forecast rule's)."
+    )
     texts: dict[str, NoticeTexts] = Field(description='Language ("zh", "en") -> texts.')
 
 
@@ -302,6 +337,18 @@ class BmsRecovered(_Data):
 
     pack_code: str | None
     source: str | None = None
+
+
+@data_model("store.space_low")
+class StoreSpaceLow(_Data):
+    """The store's volume went under ``store.reserve_bytes`` free (once per episode):
+    ``pack.health`` samples are refused until a quarter of the reserve more is free
+    again; essential events and the agent's state are still written, into the reserve."""
+
+    free_bytes: int | None = Field(description="Free bytes on the volume when measured.")
+    reserve_bytes: int = Field(description="store.reserve_bytes.")
+    wal_bytes: int = Field(description="The size of the store's -wal file.")
+    refused_total: int = Field(description="pack.health samples refused so far in this run.")
 
 
 @data_model("store.reset")

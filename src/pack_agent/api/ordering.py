@@ -2,8 +2,9 @@
 
 Owns :class:`SeqTracker` (per-vehicle ``seq`` bookkeeping: gaps opened when events
 arrive out of order, closed when the missing ones arrive) and :class:`Deduplicator`
-(by ``event_id``). Pure: no I/O, time passed in. The paho adapter that feeds them
-is :class:`pack_agent.api.subscriber.EventSubscriber`.
+(by ``event_id``), and :class:`SeqIds` (a ``seq`` that arrives with a second, different
+``event_id``: the vehicle numbered two events alike). Pure: no I/O, time passed in.
+The paho adapter that feeds them is :class:`pack_agent.api.subscriber.EventSubscriber`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["Deduplicator", "Gap", "SeqTracker"]
+__all__ = ["Deduplicator", "Gap", "SeqConflict", "SeqIds", "SeqTracker"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,38 @@ class SeqTracker:
     def contiguous(self) -> dict[str, int]:
         """Per vehicle, the seq up to which nothing is missing."""
         return {vin: v.contiguous for vin, v in self._vehicles.items()}
+
+
+@dataclass(frozen=True)
+class SeqConflict:
+    """``seq`` of ``vin`` arrived as ``first_event_id`` and again as ``second_event_id``."""
+
+    vin: str
+    seq: int
+    first_event_id: str
+    second_event_id: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.vin}: seq {self.seq} arrived with a second event_id "
+            f"{self.second_event_id} (first {self.first_event_id})"
+        )
+
+
+class SeqIds:
+    """The ``event_id`` each vehicle's ``seq`` first arrived with (seeded from what a sink
+    holds). At least once delivery repeats an event with its own id: not a conflict. A
+    second id means the vehicle numbered two events alike (a store that lost its last
+    commits in a power cut, or a store copied to another gateway)."""
+
+    def __init__(self, seen: Iterable[tuple[str, str, int]] = ()) -> None:
+        self._ids: dict[tuple[str, int], str] = {}
+        for event_id, vin, seq in seen:
+            self._ids.setdefault((vin, seq), event_id)
+
+    def observe(self, vin: str, seq: int, event_id: str) -> SeqConflict | None:
+        first = self._ids.setdefault((vin, seq), event_id)
+        return None if first == event_id else SeqConflict(vin, seq, first, event_id)
 
 
 class Deduplicator:

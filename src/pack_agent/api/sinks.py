@@ -12,9 +12,11 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from pack_agent.api.ordering import SeqConflict
 from pack_agent.core.events import Event
 from pack_agent.errors import PackAgentError
 
@@ -26,6 +28,9 @@ class Sink(Protocol):
         """(event_id, vin, seq) of every event already kept."""
 
     def keep(self, event: Event, raw: str) -> None: ...
+
+    def conflict(self, conflict: SeqConflict) -> None:
+        """Keep a ``seq`` that arrived with a second ``event_id`` (both events are kept)."""
 
     def close(self) -> None: ...
 
@@ -41,6 +46,9 @@ class PrintSink:
 
     def keep(self, event: Event, raw: str) -> None:
         print(raw, file=self.out, flush=True)
+
+    def conflict(self, conflict: SeqConflict) -> None:
+        pass  # reported (stderr): stdout stays one event per line
 
     def close(self) -> None:
         pass
@@ -69,6 +77,12 @@ class JsonlSink:
         self._file.write(raw.strip() + "\n")
         self._file.flush()
 
+    def conflict(self, conflict: SeqConflict) -> None:
+        """One JSON line in ``<path>.conflicts`` (the events file stays events only)."""
+        line = json.dumps({**asdict(conflict), "received_at": time.time()})
+        with self.path.with_name(self.path.name + ".conflicts").open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
     def close(self) -> None:
         self._file.close()
 
@@ -87,6 +101,11 @@ class SqliteSink:
                 " received_at REAL NOT NULL)"
             )
             self._conn.execute("CREATE INDEX IF NOT EXISTS events_vin_seq ON events (vin, seq)")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS seq_conflicts (vin TEXT NOT NULL, seq INTEGER NOT NULL,"
+                " first_event_id TEXT NOT NULL, second_event_id TEXT NOT NULL,"
+                " received_at REAL NOT NULL)"
+            )
         except sqlite3.Error as exc:
             raise PackAgentError(f"{self.path}: cannot use as an event store: {exc}") from None
 
@@ -99,6 +118,13 @@ class SqliteSink:
             (event.event_id, event.vin, event.seq, event.type, event.time.isoformat(), raw,
              time.time()),
         )  # fmt: skip
+
+    def conflict(self, conflict: SeqConflict) -> None:
+        c = conflict
+        self._conn.execute(
+            "INSERT INTO seq_conflicts VALUES (?, ?, ?, ?, ?)",
+            (c.vin, c.seq, c.first_event_id, c.second_event_id, time.time()),
+        )
 
     def close(self) -> None:
         self._conn.close()

@@ -6,6 +6,8 @@ It shows what a vehicle maker's backend has to do with pack-agent's events:
 - order each vehicle's events by ``seq`` and notice gaps (``SeqTracker``): a gap
   is an event still on its way (or lost by the backend's own subscription), and it
   closes when the missing events arrive;
+- notice a ``seq`` that arrives with a second, different ``event_id`` (``SeqIds``):
+  reported, both events kept, and the conflict stored by the sink;
 - keep the events (SQLite or JSON lines), or print them.
 
 Split along its seams: ``ordering`` (the pure ``SeqTracker`` and ``Deduplicator``),
@@ -33,7 +35,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import TypeAdapter, ValidationError
 
-from pack_agent.api.ordering import Deduplicator, Gap, SeqTracker
+from pack_agent.api.ordering import Deduplicator, Gap, SeqConflict, SeqIds, SeqTracker
 from pack_agent.api.sinks import JsonlSink, PrintSink, Sink, SqliteSink
 from pack_agent.core.events import Event
 from pack_agent.errors import PackAgentError
@@ -45,6 +47,8 @@ __all__ = [
     "Gap",
     "JsonlSink",
     "PrintSink",
+    "SeqConflict",
+    "SeqIds",
     "SeqTracker",
     "Sink",
     "SqliteSink",
@@ -87,6 +91,7 @@ class Summary:
     unique: int = 0
     duplicates: int = 0
     invalid: int = 0
+    seq_conflicts: list[str] = field(default_factory=list)
     gaps_open: list[str] = field(default_factory=list)
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -96,6 +101,7 @@ class Summary:
             "unique": self.unique,
             "duplicates": self.duplicates,
             "invalid": self.invalid,
+            "seq_conflicts": self.seq_conflicts,
             "gaps_open": self.gaps_open,
             "statuses": self.statuses,
         }
@@ -121,8 +127,10 @@ class EventSubscriber:
         self.summary = Summary()
         self.dedup = Deduplicator()
         baseline: dict[str, int] = {}
+        self.seq_ids = SeqIds()
         for event_id, vin, seq in sink.seen():
             self.dedup.first_time(event_id)
+            self.seq_ids.observe(vin, seq, event_id)
             baseline.setdefault(vin, 0)
             baseline[vin] = max(baseline[vin], seq)  # kept events are the baseline
         self.seqs = SeqTracker(baseline)
@@ -237,6 +245,12 @@ class EventSubscriber:
             self.summary.duplicates += 1
             return
         self.summary.unique += 1
+        conflict = self.seq_ids.observe(event.vin, event.seq, event.event_id)
+        if conflict is not None:
+            self.summary.seq_conflicts.append(str(conflict))
+            self.report(f"seq conflict {conflict}")
+            log.warning("seq conflict %s", conflict)
+            self.sink.conflict(conflict)
         opened, closed = self.seqs.observe(event.vin, event.seq, time.monotonic())
         for gap in opened:
             self.report(f"gap {gap} missing (received seq {event.seq})")

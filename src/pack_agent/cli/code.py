@@ -29,6 +29,22 @@ _ROWS: tuple[tuple[str, str], ...] = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("code", metavar="CODE", help="the code, exactly as printed or read")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument(
+        "--today",
+        metavar="YYYY-MM-DD",
+        type=_date,
+        default=None,
+        help="the date a production date is checked against (default: today, UTC)",
+    )
+
+
+def _date(text: str) -> Any:
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def _value(data: dict[str, Any], key: str) -> str:
@@ -57,13 +73,20 @@ def render_text(data: dict[str, Any]) -> str:
     if errors:
         lines.append(f"{len(errors)} problem(s):")
         lines += [f"  - {error}" for error in errors]
+    lines += [f"warning: {w}" for w in data.get("warnings", [])]
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pack_agent.core.codes import check_code
+    import datetime as dt
+
+    from pack_agent.core.codes import check_code, future_date_warnings
 
     report = check_code(args.code)
+    today = args.today or dt.datetime.now(dt.timezone.utc).date()
     data = report.to_dict()
+    errors = data.pop("errors")  # errors stay last (the key order is the same for all codes)
+    data["warnings"] = future_date_warnings(report, today)
+    data["errors"] = errors
     print(json.dumps(data, ensure_ascii=False) if args.json else render_text(data))
     return 0 if report.valid else 1

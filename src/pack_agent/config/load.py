@@ -167,6 +167,14 @@ def _cross_checks(cfg: AgentConfig) -> list[str]:
     return problems
 
 
+def resolve_notices(cfg: AgentConfig) -> list[str]:
+    """Fill ``cfg.notice_ids`` (each rule's notice: its ``notice_id`` or the catalogue
+    entry of its cause) for a configuration changed after it was checked; the problems
+    found, as the check would report them."""
+    cfg.notice_ids.clear()
+    return _notice_checks(cfg)
+
+
 def _ignition_checks(cfg: AgentConfig) -> list[str]:
     """The ignition metric is mapped (or, left at its default, the gate is off: a finding),
     and ``on_values`` or ``on_min``, not both. Values against the signal: ``dbc``."""
@@ -191,10 +199,17 @@ def _ignition_checks(cfg: AgentConfig) -> list[str]:
 
 
 def _notice_checks(cfg: AgentConfig) -> list[str]:
-    """The catalogue loads, every rule's notice is in it with the rule's severity, and the
-    outlet text fits the CAN text pages."""
-    from pack_agent.core.catalogue import CatalogueError, load_catalogue
-    from pack_agent.core.notices import MAX_TEXT_BYTES, default_notice_id, outlet_text
+    """The catalogue loads; every rule's notice is in it, has the rule's severity and
+    speaks of the rule's cause (the entry's ``for``); a rule without ``notice_id`` gets the
+    entry that fits it (``cfg.notice_ids``); the text lines fit the CAN text pages."""
+    from pack_agent.core.catalogue import (
+        CatalogueError,
+        default_notice_for,
+        fits,
+        load_catalogue,
+        rule_causes,
+    )
+    from pack_agent.core.notices import MAX_TEXT_BYTES, text_bytes
 
     n = cfg.notice
     try:
@@ -202,9 +217,21 @@ def _notice_checks(cfg: AgentConfig) -> list[str]:
     except CatalogueError as exc:
         return [f"notice.catalogue: {exc}"]
     problems = []
+    by_id = {r.id: r for r in cfg.rules}
     for i, rule in enumerate(cfg.rules):
-        nid = rule.notice_id or default_notice_id(rule.severity)
-        key = f"rules[{i}].notice_id" if rule.notice_id else f"rules[{i}].severity"
+        kind, metric = rule_causes(rule)
+        cause = f"{kind} rule" + (f" on {metric!r}" if metric else "")
+        if not rule.notice_id:
+            nid = default_notice_for(rule, by_id, catalogue)
+            if nid is None:
+                problems.append(
+                    f"rules[{i}].notice_id: no {rule.severity} notice in the catalogue "
+                    f"{n.catalogue} speaks of a {cause}: name one"
+                )
+            else:
+                cfg.notice_ids[rule.id] = nid
+            continue
+        nid, key = rule.notice_id, f"rules[{i}].notice_id"
         entry = catalogue.get(nid)
         if entry is None:
             problems.append(f"{key}: notice 0x{nid:04X} is not in the catalogue {n.catalogue}")
@@ -212,18 +239,25 @@ def _notice_checks(cfg: AgentConfig) -> list[str]:
             problems.append(
                 f"{key}: notice 0x{nid:04X} is {entry.severity}, the rule is {rule.severity}"
             )
+        elif fits(entry, rule, by_id) is None:
+            problems.append(
+                f"{key}: notice 0x{nid:04X} ({entry.name}) speaks of "
+                f"{', '.join(entry.causes)}, not of a {cause}"
+            )
+        else:
+            cfg.notice_ids[rule.id] = nid
     ids: dict[int, str] = {}
-    for key in ("message_id", "text_message_id", "ack_message_id"):
-        value = getattr(n, key)
+    for id_key in ("message_id", "text_message_id", "ack_message_id"):
+        value = getattr(n, id_key)
         if value is not None and value in ids:
-            problems.append(f"notice.{key}: 0x{value:X} is already notice.{ids[value]}")
+            problems.append(f"notice.{id_key}: 0x{value:X} is already notice.{ids[value]}")
         elif value is not None:
-            ids[value] = key
-    size = len(outlet_text(n.service_outlet, n.service_phone).encode("utf-8"))
+            ids[value] = id_key
+    size = text_bytes(n, (getattr(r, "within_days", None) for r in cfg.rules))
     if size > MAX_TEXT_BYTES:
         problems.append(
-            f"notice.service_outlet: outlet and phone are {size} bytes of UTF-8, "
-            f"at most {MAX_TEXT_BYTES} fit in the CAN text pages"
+            f"notice.service_outlet: outlet, phone, procedure_url and emergency_phone are "
+            f"{size} bytes of UTF-8, at most {MAX_TEXT_BYTES} fit in the CAN text pages"
         )
     return problems
 

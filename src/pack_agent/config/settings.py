@@ -143,7 +143,9 @@ class PackCodeSource:
     j1939_field: Annotated[int, Ge(0), Le(63)] | None = None  # the n-th "*"-separated field
     confirmations: Annotated[int, Ge(1)] = 2  # complete, equal sets needed
     bus: str | None = None
-
+    # a different code (valid or not) presented in this many trips (BMS wake-ups) in a
+    # row, the known code never in between, is a replaced pack (docs/configuration.md)
+    replaced_after_trips: Annotated[int, Ge(1)] = 2
 
 @dataclass
 class IgnitionSettings:
@@ -216,6 +218,11 @@ class NoticeSettings:
     head_unit_silent_s: Positive = 7 * 86400.0
     service_outlet: OneLine = ""
     service_phone: OneLine = ""
+    # the maker's published maintenance, replacement and recycling procedure (Art. 15(3)):
+    # a URL or an app page, shown in every notice and sent to the head unit
+    procedure_url: OneLine = ""
+    emergency_phone: OneLine = ""  # roadside service for critical notices (never the outlet)
+    pack_ownership: Literal["owner", "swap_operator", "lease"] = "owner"  # who takes it back
     mqtt_copy: bool = False
     # the agent's own frames (docs/can-database.md): their database, loaded on its own and
     # never merged with the vehicle's; their ids; "none": no head unit on CAN, the MQTT copy
@@ -263,6 +270,9 @@ class StoreSettings:
     max_events: Annotated[int, Ge(100)] = 100_000
     # FULL also survives power loss, at a cost in writes
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # under this many bytes free on the store's volume, pack.health samples are refused
+    # and the rest is kept for essential events (store.space_low says so)
+    reserve_bytes: Annotated[int, Ge(0)] = 8 * 1024 * 1024
 
 
 @dataclass
@@ -313,6 +323,9 @@ class AgentConfig:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     base_dir: Path = field(default=Path("."), init=False, compare=False)
     source: str = field(default="configuration", init=False, compare=False)
+    # rule id -> the catalogue notice it shows (its notice_id, else the fitting default);
+    # filled by the configuration check (config.load), not a key
+    notice_ids: dict[str, int] = field(default_factory=dict, init=False, compare=False)
     # findings that do not stop the agent (deprecated keys, DBC ranges...): printed by
     # check-config, logged by the daemon at start
     warnings: list[str] = field(default_factory=list, init=False, compare=False)

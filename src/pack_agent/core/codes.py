@@ -127,6 +127,7 @@ class CodeReport:
     errors: list[str]
     problems: tuple[CodeProblem, ...] = ()
     readable: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # true of a valid code, but worth saying (a future date)
 
     def to_dict(self) -> dict[str, Any]:
         """One JSON-ready object: valid, code, each field (None if unreadable), errors."""
@@ -187,6 +188,84 @@ def check_code(text: str) -> CodeReport:
         errors=[],
         readable=MappingProxyType(fields),
     )
+
+
+PRODUCT_NAMES = {"P": "pack", "M": "module", "C": "cell"}
+
+
+MAX_SERIAL_CHARS = 64
+
+
+def check_serial(text: str) -> CodeReport:
+    """A maker's pack serial (``[pack_code] format = "serial"``), not a GB/T 34014 code:
+    identity and swap detection need only that it is printable ASCII text of 1-64
+    characters, the same every time; it has no fields to parse."""
+    problems = []
+    if not text:
+        problems.append(CodeProblem(None, "empty", "no characters: not a serial"))
+    elif len(text) > MAX_SERIAL_CHARS:
+        problems.append(
+            CodeProblem(None, "too_long", f"{len(text)} characters, at most {MAX_SERIAL_CHARS}")
+        )
+    for i, ch in enumerate(text[:MAX_SERIAL_CHARS], start=1):
+        if not (ch.isascii() and ch.isprintable()):
+            problems.append(
+                CodeProblem((i, i), "not_printable", f"{ch!r} is not printable ASCII")
+            )
+            break
+    return CodeReport(not problems, text, None, [str(p) for p in problems], tuple(problems))
+
+
+def check_pack_code(text: str, today: dt.date | None = None) -> CodeReport:
+    """A code the BMS presents as its *pack's*: everything ``check_code`` checks, and
+    position 4 must say P (a module or cell code is not the pack's identity). With
+    ``today`` (the vehicle's trusted date), a production date after it is a warning: the
+    code stays valid (a clock can be wrong too), but it is reported, not silently taken."""
+    report = check_code(text)
+    problems = list(report.problems)
+    # position 4 is the product type only in a code of a code's length (24, cascade 19)
+    product = text[3] if isinstance(text, str) and len(text) in (19, 24) else None
+    if product in ("M", "C"):
+        problems.append(
+            CodeProblem(
+                (4, 4),
+                "not_a_pack_code",
+                f"product type {product} ({PRODUCT_NAMES[product]}) is not P (pack): "
+                f"the BMS presented a {PRODUCT_NAMES[product]} code, not the pack's",
+            )
+        )
+    warnings = list(report.warnings)
+    if today is not None:
+        warnings += future_date_warnings(report, today, "the vehicle's date")
+    if len(problems) == len(report.problems):
+        return CodeReport(
+            report.valid,
+            report.code,
+            report.fields,
+            report.errors,
+            report.problems,
+            report.readable,
+            tuple(warnings),
+        )
+    return CodeReport(
+        valid=False,
+        code=report.code,
+        fields=None,
+        errors=[str(p) for p in problems],
+        problems=tuple(problems),
+        readable=report.readable,
+        warnings=tuple(warnings),
+    )
+
+
+def future_date_warnings(
+    report: CodeReport, today: dt.date, whose: str = "today's date"
+) -> list[str]:
+    """A valid code whose production date is after ``today``: the warning to show."""
+    if report.fields is None or report.fields.production_date <= today:
+        return []
+    made = report.fields.production_date.isoformat()
+    return [f"production date {made} is after {whose} {today.isoformat()}"]
 
 
 def normalise_raw(raw: str | bytes) -> str:

@@ -71,7 +71,7 @@ def _phone(value: str) -> str | None:
     return None
 
 
-def _url(value: str) -> str | None:  # for [notice] procedure_url once it exists
+def _url(value: str) -> str | None:
     if value == "":
         return None
     if len(value) > MAX_URL_CHARS:
@@ -86,6 +86,8 @@ def _url(value: str) -> str | None:  # for [notice] procedure_url once it exists
 NOTICE_FIELDS: dict[str, Callable[[str], str | None]] = {
     "service_outlet": _outlet,
     "service_phone": _phone,
+    "emergency_phone": _phone,
+    "procedure_url": _url,
 }
 
 

@@ -34,6 +34,7 @@ EventType = Literal[
     "bms.silent",
     "bms.recovered",
     "store.reset",
+    "store.space_low",
     "command.applied",
     "command.refused",
 ]

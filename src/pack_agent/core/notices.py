@@ -12,13 +12,17 @@ sliding period and ``max_attempts`` in all. Each answer sets a follow-up:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from pack_agent.core.catalogue import NoticeValues
 
 if TYPE_CHECKING:
     from pack_agent.config import NoticeSettings
 
-# Notice ids the head unit resolves through the message catalogue, when a rule names none.
+# The last resort when no notice was resolved for a rule (a configuration built without
+# the check); the check (config.load) gives every rule the catalogue entry of its cause.
 NOTICE_ID_BY_SEVERITY = {"advisory": 0x0101, "critical": 0x0201}
 SEVERITY_CODE = {"info": 0, "advisory": 1, "critical": 2}
 ACK_RESPONSES = {1: "seen", 2: "dismissed", 3: "service_booked"}
@@ -39,8 +43,27 @@ def default_notice_id(severity: str) -> int:
 
 
 def outlet_text(outlet: str, phone: str) -> str:
-    """The long content sent with each notice: outlet name/address, LF, phone; '' when unset."""
-    return f"{outlet}\n{phone}" if outlet or phone else ""
+    """The long content of the first format: outlet name/address, LF, phone; '' when unset."""
+    return NoticeValues(outlet=outlet, phone=phone).to_text()
+
+
+def notice_values(settings: NoticeSettings, within_days: float | None = None) -> NoticeValues:
+    """What fills a notice's texts, from ``[notice]`` and (an early notice) its horizon."""
+    return NoticeValues(
+        outlet=settings.service_outlet,
+        phone=settings.service_phone,
+        procedure=settings.procedure_url,
+        emergency_phone=settings.emergency_phone,
+        ownership=settings.pack_ownership,
+        within_days=within_days,
+    )
+
+
+def text_bytes(settings: NoticeSettings, horizons: Iterable[float | None] = ()) -> int:
+    """UTF-8 bytes of the lines the head unit's text pages carry for these settings, with
+    the longest early-notice horizon among ``horizons``: at most ``MAX_TEXT_BYTES`` fit."""
+    longest = max((h for h in horizons if h is not None), key=lambda h: len(str(h)), default=None)
+    return len(notice_values(settings, longest).to_text().encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -109,6 +132,7 @@ class Notice:
     closed_at: float | None = None
     closed_reason: str | None = None
     reported: list[str] = field(default_factory=list)  # failure reasons already reported
+    within_days: float | None = None  # an early notice's horizon (its forecast rule's)
 
     @property
     def open(self) -> bool:
@@ -133,7 +157,12 @@ class NoticeBook:
         return {"next_seq": self._next_seq, "notices": [asdict(n) for n in self.notices]}
 
     def open_notice(
-        self, rule_id: str, severity: str, now: float, notice_id: int | None = None
+        self,
+        rule_id: str,
+        severity: str,
+        now: float,
+        notice_id: int | None = None,
+        within_days: float | None = None,
     ) -> Notice:
         notice = Notice(
             notice_id=notice_id or default_notice_id(severity),
@@ -141,6 +170,7 @@ class NoticeBook:
             rule_id=rule_id,
             seq=self._next_seq,
             opened_at=now,
+            within_days=within_days,
         )
         self._next_seq = self._next_seq % 255 + 1  # 1..255; 0 means "none" on the bus
         self.notices.append(notice)
@@ -257,6 +287,19 @@ class NoticeBook:
         gone = self.active()
         self.notices = [n for n in self.notices if not n.open]
         return gone
+
+    def park(self) -> tuple[list[Notice], list[dict[str, Any]]]:
+        """Another pack is in the vehicle: its open notices leave the book, to be kept with
+        the pack's saved state (``restore`` when the pack comes back). Returns the notices
+        (to withdraw from the head unit) and their saved form."""
+        gone = self.clear()
+        return gone, [asdict(n) for n in gone]
+
+    def restore(self, saved: list[dict[str, Any]]) -> list[Notice]:
+        """A pack came back: its open notices return, due again as they were."""
+        back = [_load(raw) for raw in saved]
+        self.notices.extend(back)
+        return back
 
 
 def _load(raw: dict[str, Any]) -> Notice:

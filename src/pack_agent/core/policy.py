@@ -204,6 +204,13 @@ class ScrapPolicy(PolicyState):
         self._build()
         self.pack_code = pack_code
 
+    def restore(self, pack_code: str | None, state: dict[str, Any] | None) -> None:
+        """Another pack in the vehicle: start afresh for it, or (a pack that comes back)
+        from the state saved for it when it left (``to_state``)."""
+        self.reset(pack_code)
+        if state and state.get("version") == STATE_VERSION and state.get("pack_code") == pack_code:
+            self._load(state)
+
     # -- readings --------------------------------------------------------------------
 
     def observe(self, reading: Reading, pack_code: str | None) -> list[ScrapDecision]:

@@ -2,16 +2,45 @@
 
 Pure: it takes codes, readings and time, and returns what happened as
 ``(event type, data)`` pairs; the agent turns them into stored events.
+
+Identity never misattributes (docs/mqtt-api.md, "Pack identity"): ``code`` is the
+known pack; while the BMS presents any other code (valid or not) its readings are
+not the known pack's (``attributed`` is False). A different code presented in
+``replaced_after_trips`` trips in a row (a trip starts at an ignition Off->On, or
+with BMS frames after a silence longer than the BMS timeout), the known one never
+in between, is a replaced pack; a
+different code that does not last is forgotten, and the known pack carries on.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from pack_agent.core.codes import check_code
+from pack_agent.core.codes import CodeReport, check_pack_code, check_serial
+from pack_agent.core.events import PLAUSIBLE_SINCE
 from pack_agent.core.readings import Reading
 
 Happening = tuple[str, dict[str, Any]]
+CODE_WAIT_S = 60.0  # after a wake-up, the longest readings wait for the code
+MAX_HELD = 20_000  # readings held while waiting (the oldest go beyond)
+
+
+def _trusted_date(now: float) -> dt.date | None:
+    """The vehicle's date, when its clock is plausible (else no date check)."""
+    if now < PLAUSIBLE_SINCE:
+        return None
+    return dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+
+
+def _identity(report: CodeReport) -> dict[str, Any]:
+    """What a pack event says about a code: valid or not, why, and its warnings."""
+    return {
+        "valid": report.valid,
+        "errors": list(report.errors),
+        "warnings": list(report.warnings),
+        "production_date_in_future": any("production date" in w for w in report.warnings),
+    }
 
 
 class PackTracker:
@@ -20,11 +49,31 @@ class PackTracker:
         known_code: str | None,
         bms_timeout_s: float,
         max_age: dict[str, float] | None = None,
+        replaced_after_trips: int = 2,
+        state: dict[str, Any] | None = None,
+        code_wait_s: float | None = None,
         ignition_mapped: bool = False,
+        code_format: str = "gbt34014",
     ) -> None:
         """``ignition_mapped``: the ignition tells when the vehicle is awake (without it,
-        and without any other ECU's frame, silence alone makes ``bms.silent``)."""
+        and without any other ECU's frame, silence alone makes ``bms.silent``).
+        ``code_format``: ``"serial"`` for a BMS whose identity is a maker's serial (no
+        GB/T 34014 validation; identity and swaps work the same)."""
         self.code = known_code
+        self._serial = code_format == "serial"
+        self._replaced_after = replaced_after_trips
+        # after a wake-up, readings wait for the code (None: no code is read, never wait):
+        # the BMS may present another pack, whose first readings must not be the known one's
+        self._code_wait = code_wait_s
+        self._awaiting_since: float | None = None
+        self._held: list[Reading] = []
+        self.held_dropped = 0
+        state = state or {}
+        same = state.get("known") == known_code
+        # the code the BMS presents now (None: none heard since the known pack was)
+        self.presented: str | None = state.get("presented") if same else None
+        # a different code on its way to a replacement: code, trips counted, last trip
+        self._candidate: dict[str, Any] | None = state.get("candidate") if same else None
         self.ignition_mapped = ignition_mapped
         self.latest: dict[str, Reading] = {}
         self._timeout = bms_timeout_s
@@ -41,34 +90,105 @@ class PackTracker:
         # the last time a code was confirmed (the same, a new or an invalid one)
         self.awake_since: float | None = None
         self.code_heard_at: float | None = None
+        self.trip_started: float | None = None  # the current trip's start (this life)
+
+    def to_state(self) -> dict[str, Any]:
+        """What must survive a restart: the code presented and a replacement on its way."""
+        return {"known": self.code, "presented": self.presented, "candidate": self._candidate}
+
+    @property
+    def attributed(self) -> bool:
+        """Readings now are the known pack's: the BMS presents its code (or none yet)."""
+        return self.presented is None or self.presented == self.code
 
     def on_code(self, text: str, now: float) -> list[Happening]:
-        """A confirmed code from the BMS: new, the same, a different pack, or not a valid code."""
+        """A confirmed code from the BMS: the known pack, a first pack, another code (not
+        yet a replacement), a replacement, or not a valid pack code (reported once each
+        time it differs from the last invalid one)."""
         self.code_heard_at = now
-        report = check_code(text)
+        self._awaiting_since = None
+        report = check_serial(text) if self._serial else check_pack_code(text, _trusted_date(now))
+        out: list[Happening] = []
         if not report.valid:
-            if text == self._last_invalid:
-                return []
-            self._last_invalid = text
-            return [("pack.code_invalid", {"raw": text, "errors": list(report.errors)})]
-        self._last_invalid = None
+            if text != self._last_invalid:
+                self._last_invalid = text
+                out.append(("pack.code_invalid", {"raw": text, **_identity(report)}))
+        else:
+            self._last_invalid = None
+        self.presented = text
         if text == self.code:
-            return []
-        fields = report.fields.to_dict() if report.fields is not None else {}
+            self._candidate = None  # a different code that did not last: forgotten
+            return out
+        if self.code is None and report.valid:
+            return out + self._adopt(text, report)
+        if self.trip_started is None:
+            self.trip_started = now  # this life's first trip
+        trip = self.trip_started
+        cand = self._candidate
+        if cand is None or cand["code"] != text:
+            cand = {"code": text, "trips": 0, "trip": None}
+        if cand["trip"] != trip:
+            cand["trips"] += 1
+            cand["trip"] = trip
+        self._candidate = cand
+        if cand["trips"] >= self._replaced_after:
+            return out + self._adopt(text, report)
+        return out
+
+    def _adopt(self, text: str, report: CodeReport) -> list[Happening]:
+        fields = report.fields.to_dict() if report.fields is not None else None
         previous, self.code = self.code, text
+        self._candidate = None
         self.latest.clear()
+        data = {"pack_code": text, **_identity(report), "fields": fields}
         if previous is None:
-            return [("pack.identified", {"pack_code": text, "fields": fields})]
-        return [("pack.replaced", {"previous_code": previous, "pack_code": text, "fields": fields})]
+            return [("pack.identified", data)]
+        return [("pack.replaced", {"previous_code": previous, **data})]
 
     def on_reading(self, reading: Reading) -> list[Happening]:
-        self.latest[reading.metric] = reading
-        return self.on_frame(reading.time)
+        """Liveness from any reading; the reading is the known pack's only if its code is
+        the one presented (``attributed``) and no wake-up waits for the code."""
+        out = self.on_frame(reading.time)
+        if self.attributed and self._awaiting_since is None:
+            self.latest[reading.metric] = reading
+        return out
+
+    def awaiting_code(self, now: float) -> bool:
+        """A wake-up, and no code confirmed since (for at most ``code_wait_s``): whose the
+        readings are is not known yet, so they are held (``hold``)."""
+        since = self._awaiting_since
+        return since is not None and self._code_wait is not None and now - since <= self._code_wait
+
+    def hold(self, reading: Reading) -> None:
+        self._held.append(reading)
+        if len(self._held) > MAX_HELD:
+            del self._held[0]
+            self.held_dropped += 1
+
+    def release(self, now: float, code_heard: bool = False) -> list[Reading]:
+        """The held readings, once the code is confirmed (``code_heard``) or the wait is
+        over (no code came: nothing says another pack is there). Those the agent may
+        attribute go into ``latest`` too."""
+        if not self._held or (not code_heard and self.awaiting_code(now)):
+            return []
+        self._awaiting_since = None
+        out, self._held = self._held, []
+        if self.attributed:
+            for r in out:
+                self.latest[r.metric] = r
+        return out
+
+    def on_trip_start(self, now: float) -> None:
+        """An ignition Off->On: a new trip (for counting a different code's trips)."""
+        self.trip_started = now
 
     def on_frame(self, now: float) -> list[Happening]:
         """Any mapped BMS frame proves the BMS is alive."""
         if self._last_frame is None or now - self._last_frame > self._timeout:
             self.awake_since = now
+            self.trip_started = now
+            if self._code_wait is not None and self.code is not None:
+                self._awaiting_since = now  # (no known pack: nothing to misattribute)
         self._last_frame = now if self._last_frame is None else max(self._last_frame, now)
         if self._silent:
             self._silent = False
@@ -96,6 +216,8 @@ class PackTracker:
             self._last_other = now
         if self.awake_since is not None and self.awake_since > now:
             self.awake_since = now
+        if self.trip_started is not None and self.trip_started > now:
+            self.trip_started = now
         if self.code_heard_at is not None and self.code_heard_at > now:
             self.code_heard_at = None
         self.latest = {m: r for m, r in self.latest.items() if r.time <= now}

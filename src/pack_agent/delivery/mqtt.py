@@ -69,7 +69,7 @@ from pack_agent.delivery.mqtt_messages import (
 )
 from pack_agent.delivery.uplink import CommandRequest, Uplink
 from pack_agent.loopback import is_loopback
-from pack_agent.store.database import Store
+from pack_agent.store import Store
 
 __all__ = [
     "DELETE_EVERY_S",
@@ -249,7 +249,8 @@ class MqttUplink(Uplink):
         return bool(self._inflight) and time.monotonic() - self._progress_at < 1.0
 
     def _has_new(self) -> bool:
-        return self.store.pending_count() > len(self._inflight)
+        # events not yet on the medium wait for a sync (``_fill``), not in a busy loop
+        return self.store.publishable_count() > len(self._inflight)
 
     def _fill(self) -> None:
         """Publish pending events until the in-flight window is full.
@@ -257,6 +258,7 @@ class MqttUplink(Uplink):
         Rows are read ahead, ``READ_AHEAD`` at a time, into ``_ahead``: one query per
         few hundred events rather than one per freed slot (each SQLite call gives
         paho's thread the GIL, and getting it back costs more than the query)."""
+        self.store.sync_if_due()  # cheap events leave only once on the medium (bounded)
         free = self._handoff - len(self._inflight)
         if free <= 0 or time.monotonic() < self._hold_until or not self._has_new():
             return
@@ -268,7 +270,7 @@ class MqttUplink(Uplink):
             if not self._ahead:
                 # after a rescan, rows past the cursor may still be in flight: skip them
                 skip = {r for _, r in self._inflight.values() if r > self._cursor}
-                rows = self.store.pending_rows(self._cursor, READ_AHEAD + len(skip))
+                rows = self.store.publishable_rows(self._cursor, READ_AHEAD + len(skip))
                 if not rows:
                     return
                 self._cursor = rows[-1][0]

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pack_agent.canbus.dbc import complete_values, decode_signals
+from pack_agent.core.catalogue import NoticeValues
 from pack_agent.core.notices import (
     ACK_RESPONSES,
     MAX_TEXT_BYTES,
@@ -76,7 +78,9 @@ def text_pages(text: str) -> list[bytes]:
 
 
 class CanOwnerChannel(OwnerChannel):
-    """One attempt = the outlet text pages (``PA_NoticeText``), then ``PA_OwnerNotice``."""
+    """One attempt = the text pages (``PA_NoticeText``: the lines of ``NoticeValues``, with
+    the notice's own horizon), then ``PA_OwnerNotice``. ``text`` (the first format: outlet
+    LF phone) is used as is when no ``values`` are given."""
 
     channel = "can"
 
@@ -89,14 +93,35 @@ class CanOwnerChannel(OwnerChannel):
         ack_message: str,
         text_message: str | None = "PA_NoticeText",
         text: str = "",
+        values: NoticeValues | None = None,
     ) -> None:
         self._bus_name = bus_name
         self._bus = bus
         self._notice = db.get_message_by_name(notice_message)
         self._ack = db.get_message_by_name(ack_message)
-        self._text = db.get_message_by_name(text_message) if text_message and text else None
-        self._pages = text_pages(text) if self._text is not None else []
-        self._text_len = len(text.encode("utf-8")) if self._text is not None else 0
+        self._values = values
+        self._fixed = text if values is None else None
+        self._text = db.get_message_by_name(text_message) if text_message else None
+        self._texts: dict[float | None, bytes] = {}
+
+    @property
+    def base_text(self) -> str:
+        """The text lines sent with a notice that has no horizon of its own."""
+        if self._fixed is not None:
+            return self._fixed
+        return self._values.to_text() if self._values is not None else ""
+
+    def text_for(self, notice: Notice) -> bytes:
+        """The UTF-8 text sent with ``notice`` (b'' = none)."""
+        if self._text is None:
+            return b""
+        if self._fixed is not None:
+            return self._fixed.encode("utf-8")
+        days = notice.within_days
+        if days not in self._texts:
+            assert self._values is not None
+            self._texts[days] = replace(self._values, within_days=days).to_text().encode()
+        return self._texts[days]
 
     def frame_ids(self, bus: str) -> list[tuple[int, bool]]:
         if bus != self._bus_name:
@@ -110,19 +135,21 @@ class CanOwnerChannel(OwnerChannel):
             "PA_NoticeSeverity": SEVERITY_CODE[notice.severity],
             "PA_NoticeAction": action,
             "PA_NoticeAttempt": min(max(notice.attempts, 1), 255),
-            "PA_NoticeTextLength": self._text_len if action == 1 else 0,
+            "PA_NoticeTextLength": len(self.text_for(notice)) if action == 1 else 0,
         }
         return bytes(self._notice.encode(complete_values(self._notice, values)))
 
     def encode_text(self, notice: Notice) -> list[bytes]:
-        if self._text is None:
+        text = self.text_for(notice)
+        if self._text is None or not text:
             return []
+        pages = text_pages(text.decode("utf-8"))
         out = []
-        for i, chunk in enumerate(self._pages):
+        for i, chunk in enumerate(pages):
             values = {
                 "PA_TextSeq": notice.seq,
                 "PA_TextPage": i,
-                "PA_TextPageCount": len(self._pages),
+                "PA_TextPageCount": len(pages),
                 "PA_TextData": int.from_bytes(chunk, "little"),
             }
             out.append(bytes(self._text.encode(complete_values(self._text, values))))
@@ -181,13 +208,22 @@ class OutboxOwnerChannel(OwnerChannel):
 
     channel = "mqtt"
 
-    def __init__(self, catalogue: dict[int, NoticeText], outlet: str, phone: str) -> None:
+    def __init__(
+        self,
+        catalogue: dict[int, NoticeText],
+        outlet: str,
+        phone: str,
+        values: NoticeValues | None = None,
+    ) -> None:
         self._catalogue = catalogue
         self._outlet = outlet
         self._phone = phone
+        self._values = values or NoticeValues(outlet=outlet, phone=phone)
 
     def send(self, notice: Notice, now: float) -> list[Extra]:
         entry = self._catalogue.get(notice.notice_id)
+        if entry is not None:
+            entry = entry.render(replace(self._values, within_days=notice.within_days))
         data: dict[str, Any] = {
             "notice_id": notice.notice_id,
             "name": entry.name if entry else None,
@@ -196,6 +232,10 @@ class OutboxOwnerChannel(OwnerChannel):
             "rule_id": notice.rule_id,
             "attempt": notice.attempts,
             "service_outlet": {"name": self._outlet, "phone": self._phone},
+            "procedure_url": self._values.procedure,
+            "emergency_phone": self._values.emergency_phone,
+            "pack_ownership": self._values.ownership,
+            "within_days": notice.within_days,
             "texts": entry.as_dict() if entry else {},
         }
         return [("owner.notice", data)]
@@ -210,26 +250,19 @@ def owner_notifiers(
     channel and the copy is the notice (always on)."""
     from pack_agent.config import resolve_path
     from pack_agent.core.catalogue import load_catalogue
-    from pack_agent.core.notices import outlet_text
+    from pack_agent.core.notices import notice_values
 
     n = config.notice
+    values = notice_values(n)
     can_notifier = None
     if n.channel == "can":
         if db is None:
             raise ValueError("the CAN owner channel needs the notice database")
         can_notifier = CanOwnerChannel(
-            bus_name,
-            bus,
-            db,
-            n.message,
-            n.ack_message,
-            n.text_message,
-            outlet_text(n.service_outlet, n.service_phone),
+            bus_name, bus, db, n.message, n.ack_message, n.text_message, values=values
         )
     extra: list[OwnerChannel] = []
     if n.mqtt_copy or can_notifier is None:
-        catalogue = load_catalogue(
-            resolve_path(n.catalogue, config.base_dir), n.service_outlet, n.service_phone
-        )
-        extra.append(OutboxOwnerChannel(catalogue, n.service_outlet, n.service_phone))
+        catalogue = load_catalogue(resolve_path(n.catalogue, config.base_dir), values=values)
+        extra.append(OutboxOwnerChannel(catalogue, n.service_outlet, n.service_phone, values))
     return can_notifier, extra

@@ -32,12 +32,20 @@ from pack_agent.core.ignition import IgnitionState
 from pack_agent.core.notices import Notice
 from pack_agent.core.policy import ScrapDecision, ScrapPolicy
 from pack_agent.core.readings import CodePage, Reading
-from pack_agent.core.tracker import Happening, PackTracker
+from pack_agent.core.tracker import CODE_WAIT_S, Happening, PackTracker
 from pack_agent.runtime.clock_rebase import AgentClock
 from pack_agent.runtime.commands import CommandHandler
 from pack_agent.runtime.health_sampler import HEALTH_SAMPLED_KEY, HealthSampler
 from pack_agent.runtime.notice_dispatch import NoticeDispatcher
 from pack_agent.runtime.save_schedule import SaveSchedule
+from pack_agent.store.diskfull import StoreSpaceShort
+from pack_agent.store.state import (
+    PACK_CODE,
+    PACK_SAVED_PREFIX,
+    PACK_TRACKER,
+    POLICY_LATCHED,
+    POLICY_STATE,
+)
 
 if TYPE_CHECKING:
     import can
@@ -84,15 +92,20 @@ class Agent:
             m for m, ref in config.metrics.items() if (ref.bus or default_bus) != self._bms_bus
         )
         self.tracker = PackTracker(
-            store.get_state("pack.code"),
+            store.get_state(PACK_CODE),
             config.health.bms_timeout_s,
             _uds_max_age(config),
             ignition_mapped=spec is not None,
+            replaced_after_trips=config.pack_code.replaced_after_trips,
+            state=store.get_state(PACK_TRACKER),
+            code_wait_s=None if config.pack_code.source == "none" else CODE_WAIT_S,
+            code_format=config.pack_code.format,
         )
+        self.unattributed_readings = 0  # taken while the BMS presented another code
         self.policy = ScrapPolicy.from_config(
             config,
-            store.get_state("policy.state"),
-            store.get_state("policy.latched", []),
+            store.get_state(POLICY_STATE),
+            store.get_state(POLICY_LATCHED, []),
             self.tracker.code,
             ignition=spec,
         )
@@ -155,26 +168,50 @@ class Agent:
             self._warn("frame", f"frame 0x{frame.arbitration_id:X} on {bus} not handled", exc=True)
 
     def _on_code(self, code: str, now: float) -> None:
-        before = self.tracker.code
+        before, tracked = self.tracker.code, self.tracker.to_state()
         happenings = self.tracker.on_code(code, now)
-        if not happenings:
+        if not happenings and self.tracker.to_state() == tracked:
+            self._release_held(now, code_heard=True)
             return
         with self.store.transaction():
             withdrawn: list[Notice] = []
             if self.tracker.code != before:
-                self.policy.reset(self.tracker.code)
-                withdrawn = self.dispatch.clear()
-                self.store.put_state("pack.code", self.tracker.code)
-                self.store.put_state("policy.latched", [])
-                self.store.put_state("policy.state", self.policy.to_state())
+                withdrawn = self._switch_pack(before, self.tracker.code)
+            self.store.put_state(PACK_TRACKER, self.tracker.to_state())
             self._apply(happenings, now)
         self.dispatch.withdraw(withdrawn)
+        self._release_held(now, code_heard=True)
+
+    def _release_held(self, now: float, code_heard: bool = False) -> None:
+        """Readings held after a wake-up until the code said whose they are."""
+        for reading in self.tracker.release(now, code_heard):
+            if self.tracker.attributed:  # judged as if it had not waited: at its own time
+                self._judge(reading, min(reading.time, now))
+            else:
+                self.unattributed_readings += 1
+
+    def _switch_pack(self, old: str | None, new: str | None) -> list[Notice]:
+        """Another pack is the vehicle's: the old one's rules and open notices are saved
+        under its code, the new one starts afresh or, if it was here before (a swap
+        undone), gets its own saved state back. Returns the notices to withdraw."""
+        withdrawn, parked = self.dispatch.park()
+        if old is not None:
+            saved = {"policy": self.policy.to_state(), "notices": parked}
+            self.store.put_state(PACK_SAVED_PREFIX + old, saved)
+        back = (self.store.get_state(PACK_SAVED_PREFIX + new) if new is not None else None) or {}
+        self.policy.restore(new, back.get("policy"))
+        self.dispatch.restore(back.get("notices", []))
+        self.store.put_state(PACK_CODE, new)
+        self.store.put_state(POLICY_LATCHED, sorted(self.policy.latched_rules))
+        self.store.put_state(POLICY_STATE, self.policy.to_state())
+        return withdrawn
 
     def _on_reading(self, reading: Reading, now: float, held: bool = False) -> None:
         """``held``: stamped ahead of the time line (the tracker does not take it)."""
         if self.tracker.is_stale(reading, now):
             self.stale_readings += 1  # judged by its own time: never feeds a rule
             return
+        self._release_held(now)  # the wait is over: held readings go first, in order
         if held:
             pass
         elif reading.metric in self._vehicle_metrics:
@@ -184,8 +221,22 @@ class Agent:
             self._apply(self.tracker.on_reading(reading), now)
         ignition = self.ignition
         if ignition is not None and reading.metric == ignition.spec.metric:
+            was = ignition.on
             ignition.update(reading.time, reading.value)
+            if ignition.on and was is False:
+                self.tracker.on_trip_start(now)  # a trip, for counting another code's trips
             self.dispatch.on_ignition(ignition.on, now)
+        if reading.metric not in self._vehicle_metrics:  # the pack's reading: whose pack?
+            if self.tracker.awaiting_code(now):  # a wake-up: the code will tell
+                self.tracker.hold(reading)
+                return
+            if not self.tracker.attributed:  # another pack's: never the known pack's
+                self.unattributed_readings += 1
+                return
+        self._judge(reading, now)
+
+    def _judge(self, reading: Reading, now: float) -> None:
+        """A reading through the rules (the known pack's, or the vehicle's)."""
         for decision in self.policy.observe(reading, self.tracker.code):
             self._decide(decision, now)
         rebased = self.policy.take_rebase()
@@ -194,8 +245,8 @@ class Agent:
 
     def _decide(self, decision: ScrapDecision, now: float) -> None:
         with self.store.transaction():
-            self.store.put_state("policy.latched", sorted(self.policy.latched_rules))
-            self.store.put_state("policy.state", self.policy.to_state())
+            self.store.put_state(POLICY_LATCHED, sorted(self.policy.latched_rules))
+            self.store.put_state(POLICY_STATE, self.policy.to_state())
             if decision.publish:
                 self._emit(decision.event_type, decision.evidence(), now)
             if decision.notify:
@@ -245,6 +296,7 @@ class Agent:
                 self.handle_uds(result, now)
         ignition = self.ignition.at(now) if self.ignition is not None else None
         self._apply(self.tracker.check_silence(now, ignition), now)
+        self._release_held(now)
         snapshot, waiting = self.health.due(now)
         hourly, asked = self.saves.due(now, waiting)
         if snapshot is not None or hourly or asked:
@@ -316,7 +368,10 @@ class Agent:
             data=data,
             time_unsure=unsure,
         )
-        event = self.store.append(draft)
+        try:
+            event = self.store.append(draft)
+        except StoreSpaceShort:
+            return  # a cheap event on a volume under store.reserve_bytes: counted, logged
         log.info("event %s seq=%d %s", event.type, event.seq, event.event_id)
         if self._on_event is not None:
             self._on_event(event)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pack_agent.config import AgentConfig
@@ -29,7 +30,8 @@ from pack_agent.core.commands import (
     command_id,
     parse_command,
 )
-from pack_agent.core.notices import NoticeAck
+from pack_agent.core.notices import MAX_TEXT_BYTES, NoticeAck, text_bytes
+from pack_agent.store.state import COMMANDS_APPLIED, NOTICE_OVERRIDES
 
 if TYPE_CHECKING:
     from pack_agent.delivery.uplink import CommandRequest
@@ -38,8 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-APPLIED_KEY = "commands.applied"  # id -> the answer given, the newest KEEP_APPLIED
-OVERRIDES_KEY = "notice.overrides"  # [notice] field -> the backend's value
+APPLIED_KEY = COMMANDS_APPLIED  # id -> the answer given, the newest KEEP_APPLIED
+OVERRIDES_KEY = NOTICE_OVERRIDES  # [notice] field -> the backend's value
 KEEP_APPLIED = 500  # ids remembered: a backend retries within minutes, not 500 commands later
 
 Emit = Callable[[str, dict[str, Any], float], None]
@@ -91,6 +93,8 @@ class CommandHandler:
             return {**applied[cid], "repeated": True}
         try:
             command = parse_command(request.name, request.payload, self.contact())
+            if command.name == "notice.contact":
+                self._check_text_size(command.id, command.args["fields"])
         except CommandRefused as exc:
             return self._refuse(request.name, exc.command_id, exc.reason, now)
         try:
@@ -121,6 +125,19 @@ class CommandHandler:
         if command.name == "notice.contact" and self.contact_changed is not None:
             self.contact_changed()
         return answer
+
+    def _check_text_size(self, command_id: str, fields: dict[str, str | None]) -> None:
+        """Every line the head unit's text pages would carry, with the new values, fits."""
+        settings = replace(self.config.notice)  # a copy: the running settings stay as they are
+        for key, value in fields.items():
+            setattr(settings, key, self._configured[key] if value is None else value)
+        size = text_bytes(settings, (getattr(r, "within_days", None) for r in self.config.rules))
+        if size > MAX_TEXT_BYTES:
+            raise CommandRefused(
+                f"fields: the notice's text lines would be {size} bytes of UTF-8, at most "
+                f"{MAX_TEXT_BYTES} fit in the head unit's text pages",
+                command_id,
+            )
 
     def contact(self) -> dict[str, str]:
         """The notice fields in force (configured, or the backend's override)."""

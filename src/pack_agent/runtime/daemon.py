@@ -90,7 +90,7 @@ class Daemon:
     ) -> None:
         from pack_agent.delivery.mqtt import MqttUplink
         from pack_agent.delivery.owner_channel import owner_notifiers
-        from pack_agent.store.database import open_store
+        from pack_agent.store import open_store
 
         self.config = config
         self.config_path = Path(config_path) if config_path is not None else None
@@ -102,6 +102,7 @@ class Daemon:
         self.started_at = time.time()
         self._reload_requested = threading.Event()
         self._next_status = 0.0
+        self._space_reported: float | None = None  # the short-space episode reported
         self._state = "starting"
         self._user_on_event = on_event
         self.log_level_fixed = False  # True: --log-level given, a reload keeps it
@@ -119,6 +120,7 @@ class Daemon:
             config.store_path(),
             max_events=config.store.max_events,
             synchronous=config.store.synchronous,
+            reserve_bytes=config.store.reserve_bytes,
         )
         opened: dict[str, can.BusABC] = {}
         self.guards: dict[str, GuardedBus] = {}
@@ -221,6 +223,7 @@ class Daemon:
         """Called by the main loop every tick: watchdog, reload, live status."""
         self.systemd.watchdog()
         self.store.write_held()  # a full disk: held events go to the file once it has room
+        self._report_space()
         if self._reload_requested.is_set():
             self._reload_requested.clear()
             self.reload()
@@ -229,6 +232,15 @@ class Daemon:
             self._next_status = now + self.config.daemon.status_interval_s
             self.write_status()
             self.systemd.status(self._status_line())
+
+    def _report_space(self) -> None:
+        """One ``store.space_low`` per episode of a volume under ``store.reserve_bytes``
+        (an essential event: it is written into the reserve)."""
+        since = self.store.space_short_since
+        if since is None or since == self._space_reported:
+            return
+        self._space_reported = since
+        self.agent.record("store.space_low", self.store.space(), time.time())
 
     def request_reload(self) -> None:
         """Safe from a signal handler: the main loop reloads at its next tick."""

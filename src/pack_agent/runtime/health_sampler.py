@@ -17,11 +17,12 @@ from pack_agent.config import AgentConfig
 from pack_agent.core.events import PLAUSIBLE_SINCE
 from pack_agent.core.policy import ScrapPolicy
 from pack_agent.core.tracker import PackTracker
+from pack_agent.store.state import HEALTH_SAMPLED_AT
 
 if TYPE_CHECKING:
     from pack_agent.store.database import Store
 
-HEALTH_SAMPLED_KEY = "health.sampled_at"  # the last pack.health's time, with the sample
+HEALTH_SAMPLED_KEY = HEALTH_SAMPLED_AT  # the state key, by its old name (tests, bench)
 SAMPLE_WAIT_S = 60.0  # after a wake-up, the longest a sample waits for the SOH or the code
 
 

@@ -27,6 +27,11 @@ from pack_agent.core.events import utc_from_timestamp
 from pack_agent.core.notices import Cadence, Notice, NoticeAck, NoticeBook
 from pack_agent.core.policy import IGNITION_OFF_SAVE_GAP_S, ScrapDecision
 from pack_agent.errors import BusError
+from pack_agent.store.state import (
+    HEAD_UNIT_HEARD_AT,
+    IGNITION_ON,
+    NOTICES,
+)
 
 if TYPE_CHECKING:
     import can
@@ -56,12 +61,19 @@ class NoticeDispatcher:
         self._emit = emit
         self._warn = warn
         self._pack_code = pack_code
-        self.book = NoticeBook(Cadence.from_settings(config.notice), store.get_state("notices"))
-        self._rule_notice = {r.id: r.notice_id for r in config.rules}
-        self.ignition_on: bool | None = store.get_state("ignition.on")
+        self.book = NoticeBook(Cadence.from_settings(config.notice), store.get_state(NOTICES))
+        # the notice of each rule's cause (resolved by the configuration check; again for a
+        # configuration whose rules changed after it, as tests and the demo do)
+        if any(r.id not in config.notice_ids for r in config.rules):
+            from pack_agent.config.load import resolve_notices
+
+            resolve_notices(config)
+        self._rule_notice = {r.id: config.notice_ids.get(r.id, r.notice_id) for r in config.rules}
+        self._rule_horizon = {r.id: getattr(r, "within_days", None) for r in config.rules}
+        self.ignition_on: bool | None = store.get_state(IGNITION_ON)
         self._ignition_saved = self.ignition_on
         self._ignition_saved_at = -math.inf
-        self.head_unit_heard_at: float | None = store.get_state("notices.head_unit_heard_at")
+        self.head_unit_heard_at: float | None = store.get_state(HEAD_UNIT_HEARD_AT)
         self._head_unit_saved = self.head_unit_heard_at
         self._retry_at: dict[tuple[int, str], float] = {}
         self._failing: dict[tuple[int, str], int] = {}  # failed sends of the current attempt
@@ -89,14 +101,27 @@ class NoticeDispatcher:
             decision.severity,
             now,
             self._rule_notice.get(decision.rule_id),
+            self._rule_horizon.get(decision.rule_id),
         )
-        self.store.put_state("notices", self.book.to_state())
+        self.store.put_state(NOTICES, self.book.to_state())
 
     def clear(self) -> list[Notice]:
         """A new pack: the old pack's notices are dropped (in the caller's commit)."""
         withdrawn = self.book.clear()
-        self.store.put_state("notices", self.book.to_state())
+        self.store.put_state(NOTICES, self.book.to_state())
         return withdrawn
+
+    def park(self) -> tuple[list[Notice], list[dict[str, Any]]]:
+        """Another pack: the old pack's open notices leave the book, to be saved with that
+        pack (in the caller's commit). Returns them (to withdraw) and their saved form."""
+        withdrawn, saved = self.book.park()
+        self.store.put_state(NOTICES, self.book.to_state())
+        return withdrawn, saved
+
+    def restore(self, saved: list[dict[str, Any]]) -> None:
+        """A pack that comes back: its open notices return (in the caller's commit)."""
+        self.book.restore(saved)
+        self.store.put_state(NOTICES, self.book.to_state())
 
     def withdraw(self, notices: Sequence[Notice]) -> None:
         """Best effort: the old pack's notices leave the screen."""
@@ -117,9 +142,9 @@ class NoticeDispatcher:
         reopened = on and not was and self.book.on_ignition_on()
         if reopened or now - self._ignition_saved_at >= IGNITION_OFF_SAVE_GAP_S:
             with self.store.transaction():
-                self.store.put_state("ignition.on", on)
+                self.store.put_state(IGNITION_ON, on)
                 if reopened:
-                    self.store.put_state("notices", self.book.to_state())
+                    self.store.put_state(NOTICES, self.book.to_state())
             self._ignition_saved, self._ignition_saved_at = on, now
         if on:
             self.send_due(now)
@@ -131,7 +156,7 @@ class NoticeDispatcher:
         first = self.head_unit_heard_at is None
         self.head_unit_heard_at = now
         if first:
-            self.store.put_state("notices.head_unit_heard_at", now)
+            self.store.put_state(HEAD_UNIT_HEARD_AT, now)
             self._head_unit_saved = now
 
     def _on_ack(self, ack: NoticeAck, channel: str, now: float) -> None:
@@ -146,7 +171,7 @@ class NoticeDispatcher:
             return None
         self._count(f"answer.{ack.response}")
         with self.store.transaction():
-            self.store.put_state("notices", self.book.to_state())
+            self.store.put_state(NOTICES, self.book.to_state())
             data = self._notice_data(notice, channel)
             data["response"] = notice.response
             data["acknowledged_at"] = utc_from_timestamp(now).isoformat()
@@ -164,7 +189,7 @@ class NoticeDispatcher:
         channels = [n.channel for n in self.notifiers]
         for notice in self.book.due(now, self.ignition_on):
             self.book.start_attempt(notice, now, channels)
-            self.store.put_state("notices", self.book.to_state())
+            self.store.put_state(NOTICES, self.book.to_state())
         by_channel = {n.channel: n for n in self.notifiers}
         for notice in self.book.active():
             for channel in list(notice.undelivered):
@@ -174,7 +199,7 @@ class NoticeDispatcher:
                 notifier = by_channel.get(channel)
                 if notifier is None:  # the channel left the configuration
                     self.book.delivered(notice, channel)
-                    self.store.put_state("notices", self.book.to_state())
+                    self.store.put_state(NOTICES, self.book.to_state())
                     continue
                 try:
                     extras = notifier.send(notice, now)
@@ -186,7 +211,7 @@ class NoticeDispatcher:
                 self.book.delivered(notice, channel)
                 self._count(f"notified.{channel}")
                 with self.store.transaction():
-                    self.store.put_state("notices", self.book.to_state())
+                    self.store.put_state(NOTICES, self.book.to_state())
                     data = self._notice_data(notice, channel)
                     data["retries"] = retries
                     self._emit("owner.notified", data, now)
@@ -215,7 +240,7 @@ class NoticeDispatcher:
         if not found:
             return
         with self.store.transaction():
-            self.store.put_state("notices", self.book.to_state())
+            self.store.put_state(NOTICES, self.book.to_state())
             for notice, reason in found:
                 self._count(f"failed.{reason}")
                 data = self._notice_data(notice, self.notifiers[0].channel)
@@ -254,10 +279,10 @@ class NoticeDispatcher:
     def save(self) -> None:
         """Writes what changed (called inside the ``SaveSchedule``'s commit)."""
         if self.head_unit_heard_at != self._head_unit_saved:
-            self.store.put_state("notices.head_unit_heard_at", self.head_unit_heard_at)
+            self.store.put_state(HEAD_UNIT_HEARD_AT, self.head_unit_heard_at)
             self._head_unit_saved = self.head_unit_heard_at
         if self.ignition_on != self._ignition_saved:
-            self.store.put_state("ignition.on", self.ignition_on)
+            self.store.put_state(IGNITION_ON, self.ignition_on)
             self._ignition_saved = self.ignition_on
 
     def rebase(self, now: float) -> None:

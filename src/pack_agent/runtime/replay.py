@@ -24,9 +24,9 @@ from pack_agent.config import AgentConfig
 from pack_agent.delivery.owner_channel import CanOwnerChannel
 
 if TYPE_CHECKING:
-
     from pack_agent.core.events import Event
     from pack_agent.core.notices import Notice
+
 
 class ReplayOwnerChannel(CanOwnerChannel):
     """Keeps the notices the agent would have shown; reads head-unit answers from the log."""
@@ -94,7 +94,7 @@ def replay(
     from pack_agent.canbus.decoder import Decoder
     from pack_agent.delivery.owner_channel import OwnerChannel, owner_notifiers
     from pack_agent.runtime.agent import Agent, run_loop
-    from pack_agent.store.database import Store
+    from pack_agent.store import Store
 
     dbs = load_all(config)
     digest = file_digest(log) if deterministic_ids else ""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from pack_agent.config import AgentConfig
 from pack_agent.core.policy import ScrapPolicy
 from pack_agent.core.tracker import PackTracker
+from pack_agent.store.state import POLICY_STATE
 
 if TYPE_CHECKING:
     from pack_agent.store.database import Store
@@ -90,7 +91,7 @@ class SaveSchedule:
         """Persist the rules' windows, the SOH history and the lazy owners' values.
         ``now`` restarts the hourly schedule."""
         with self.store.transaction():
-            self.store.put_state("policy.state", self.policy.to_state())
+            self.store.put_state(POLICY_STATE, self.policy.to_state())
             self._saved_frame_at = self.tracker.last_frame
             for owner in self.lazy:
                 owner.save()

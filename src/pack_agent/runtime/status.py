@@ -14,10 +14,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pack_agent.store.state import LAST_EVENT_KEY
+
 DEFAULT_RUNTIME_DIR = "/run/pack-agent"
 FILE_NAME = "status.json"
-# the store state key prefix under which the daemon keeps the latest event of a type
-LAST_EVENT_KEY = "status.last_event."
+# LAST_EVENT_KEY: the store state key prefix under which the daemon keeps the latest event
+# of a type (named with the other keys, in store.state; re-exported here)
+__all__ = ["LAST_EVENT_KEY", "read_status", "status_path", "write_status"]
 
 
 def status_path(configured: str | None) -> Path:

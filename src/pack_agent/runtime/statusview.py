@@ -20,7 +20,15 @@ def gather(config: AgentConfig, now: float | None = None) -> dict[str, Any]:
     """One JSON-ready report; never writes anything."""
     from pack_agent.core.codes import check_code
     from pack_agent.errors import StoreError
-    from pack_agent.store.database import read_only_view
+    from pack_agent.store import read_only_view
+    from pack_agent.store.state import (
+        DELIVERED_TOTAL,
+        DROPPED_TOTAL,
+        LAST_DELIVERED_AT,
+        NOTICES,
+        PACK_CODE,
+        POLICY_LATCHED,
+    )
 
     now = time.time() if now is None else now
     report: dict[str, Any] = {"vin": config.vin, "store": str(config.store_path())}
@@ -30,7 +38,7 @@ def gather(config: AgentConfig, now: float | None = None) -> dict[str, Any]:
         view = None
         report["store_error"] = str(exc)
     state = view["state"] if view else {}
-    code = state.get("pack.code")
+    code = state.get(PACK_CODE)
     report["pack"] = {"code": code, "fields": None}
     if code:
         parsed = check_code(code)
@@ -49,10 +57,10 @@ def gather(config: AgentConfig, now: float | None = None) -> dict[str, Any]:
     )
     decision = last.get("scrap.condition_met")
     report["decisions"] = {
-        "latched_rules": state.get("policy.latched", []),
+        "latched_rules": state.get(POLICY_LATCHED, []),
         "last": {"time": decision["time"], **decision["data"]} if decision else None,
     }
-    notices = (state.get("notices") or {}).get("notices", [])
+    notices = (state.get(NOTICES) or {}).get("notices", [])
     report["notices"] = [
         {
             "rule_id": n.get("rule_id"),
@@ -71,9 +79,9 @@ def gather(config: AgentConfig, now: float | None = None) -> dict[str, Any]:
         "pending": view["pending"] if view else None,
         "pending_by_type": view["pending_by_type"] if view else {},
         "pending_seq": view["pending_seq"] if view else None,
-        "delivered_total": state.get("store.delivered_total", 0),
-        "dropped_total": state.get("store.dropped_total", 0),
-        "last_delivered_at": state.get("store.last_delivered_at"),
+        "delivered_total": state.get(DELIVERED_TOTAL, 0),
+        "dropped_total": state.get(DROPPED_TOTAL, 0),
+        "last_delivered_at": state.get(LAST_DELIVERED_AT),
     }
     report["last_events"] = {k: {"seq": v["seq"], "time": v["time"]} for k, v in last.items()}
     path = status_path(config.daemon.status_file)
@@ -93,6 +101,8 @@ def _queue_from_live(queue: dict[str, Any], live: dict[str, Any] | None) -> None
     queue["delivered_total"] = counts.get("delivered_total", queue["delivered_total"])
     queue["last_delivered_at"] = counts.get("last_delivered_at") or queue["last_delivered_at"]
     queue["awaiting_delete"] = counts.get("delivered_not_deleted", 0)
+    for key in ("space_short_since", "free_bytes", "reserve_bytes", "refused_total"):
+        queue[key] = counts.get(key)  # the volume, as the running store last measured it
 
 
 def _live(live: dict[str, Any] | None, path: Any, now: float) -> dict[str, Any]:
@@ -196,6 +206,13 @@ def render(r: dict[str, Any]) -> str:
         f"{q['delivered_total']} in total, last at {q['last_delivered_at'] or 'never'}"
         + (f"; {q['dropped_total']} health event(s) dropped" if q["dropped_total"] else ""),
     )
+    if q.get("space_short_since"):
+        row(
+            "space",
+            f"under store.reserve_bytes since {q['space_short_since']}: {q['free_bytes']} "
+            f"bytes free of {q['reserve_bytes']} kept; {q['refused_total']} health "
+            "sample(s) refused, essential events still stored",
+        )
     for name, b in live.get("buses", {}).items():
         extra = f", last error: {b['last_error']}" if b.get("last_error") else ""
         row(

@@ -1,26 +1,26 @@
-"""The agent's disk: the event outbox and its own small state, in one SQLite file.
+"""The agent's disk: one SQLite file (WAL) with the outbox and the agent's own state.
 
 Nothing else in pack-agent touches SQLite (``diskfull`` replays this store's
-transactions on its connection, after a full disk). An event is numbered (per-vehicle
-``seq``) and written here before anyone tries to send it, and leaves only when
-the broker has acknowledged it, so crashes, power cuts and weeks offline lose
-nothing.
+transactions on its connection, after a full disk). This module holds the
+connection, its pragmas, the schema and the transactions; the ``Store`` is put
+together from ``store.outbox`` (events until the broker acknowledges them) and
+``store.state`` (the key/value state and the name of every key). A damaged file is
+moved aside by ``store.recovery``; ``store.view`` reads a store without writing.
 
-Durability: the file is in WAL mode. ``synchronous="NORMAL"`` (the default)
-survives any crash of the process; after a power cut the last few commits may
-be missing (the file stays consistent). ``"FULL"`` syncs every commit and
-survives power loss too, at about a fifth of the write rate and more flash
-wear. Delivered events are deleted, not flagged: the file stays as small as the
-backlog (SQLite reuses the freed pages) and nobody needs delivered events here.
+Durability (docs/reliability.md): the file is in WAL mode. ``synchronous="NORMAL"``
+(the default) survives any crash of the process, but a commit reaches the medium only
+at the next sync of the WAL. So a transaction that appends an essential event
+(``core.events.ESSENTIAL_TYPES``) or writes a state key that latches one
+(``state.DURABLE_KEYS``) is synced before ``transaction`` returns: the agent acts
+only on what a power cut cannot take back. Cheap commits (``pack.health``, the
+hourly windows) are not; they become durable with the next synced commit or when the
+uplink asks for them (``sync_if_due``, at its next poll while connected). The uplink
+publishes only rows up to ``durable_upto``, so a ``seq`` that left the vehicle is
+never numbered again after a cut. ``"FULL"`` syncs every commit.
 
-Deferred deletes: ``mark_delivered`` (the broker's PUBACK) only notes the rows in
-memory; they are no longer pending (``pending``, ``pending_rows`` and
-``pending_count`` leave them out) and are deleted in the next write transaction
-the store makes anyway (the next event, the hourly state save), or in one of
-their own once ``DELETE_BATCH`` have gathered, when the uplink asks while a
-backlog drains (``flush_delivered``), and at ``close``. So a steady agent writes
-once per event, not twice. A crash in between only sends those events again
-after the restart (same ``event_id`` and ``seq``: at least once).
+Space: after each commit the volume's free space is measured (``diskfull.Space``);
+while it is tight the WAL is checkpointed and truncated, under ``reserve_bytes`` cheap
+events are refused (``StoreSpaceShort``) and ``stats`` says so.
 
 Ownership: one thread (the main loop) owns a ``Store``; sqlite3 enforces it.
 """
@@ -28,19 +28,27 @@ Ownership: one thread (the main loop) owns a ``Store``; sqlite3 enforces it.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sqlite3
-import sys
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pack_agent.core.events import Event, EventDraft, utc_from_timestamp
+from pack_agent.core.events import utc_from_timestamp
 from pack_agent.errors import StoreError
-from pack_agent.store.diskfull import HeldWrites, NotWritten, Write, is_disk_full
+from pack_agent.store.diskfull import (
+    RESERVE_BYTES,
+    HeldWrites,
+    NotWritten,
+    Space,
+    Write,
+    is_disk_full,
+)
+from pack_agent.store.durable import SYNC_DELAY_S, Durable
+from pack_agent.store.outbox import DELETE_BATCH, Outbox
+from pack_agent.store.state import LAST_DELIVERED_AT, State
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +57,7 @@ log = logging.getLogger(__name__)
 # more random page (write amplification on flash, and most of the cost of a drain)
 SCHEMA_VERSION = 2
 SYNCHRONOUS_MODES = ("NORMAL", "FULL")
-_DROPPABLE = "pack.health"  # the only type the size bound may drop; see ESSENTIAL_TYPES
-_K_DELIVERED, _K_DROPPED = "store.delivered_total", "store.dropped_total"
-_K_LAST = "store.last_delivered_at"
-_IN_CHUNK = 500  # values per IN (...): under SQLite's variable limit
-DELETE_BATCH = 256  # delivered events noted in memory before their delete gets its own commit
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024  # the -wal file is truncated back to this
 _SCHEMA = """
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- append order, never reused
@@ -68,7 +72,7 @@ CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID
 """
 
 
-class Store:
+class Store(Durable, Outbox, State):
     """The outbox and the agent state. Every method raises ``StoreError`` (naming the
     file) for any SQLite failure, so the caller sees one kind of error."""
 
@@ -79,6 +83,7 @@ class Store:
         max_events: int = 100_000,
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 5000,
+        reserve_bytes: int = RESERVE_BYTES,
     ) -> None:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
@@ -102,6 +107,18 @@ class Store:
         self._ops: list[Write] = []  # the open transaction's writes
         self._holding = False  # the open transaction is kept in memory (disk full)
         self._held = HeldWrites(self.path)  # transactions not yet written (disk full)
+        self._space = Space(self.path, reserve_bytes)
+        self._wal = self.path.with_name(self.path.name + "-wal")
+        self._full = synchronous.upper() == "FULL"  # SQLite syncs every commit itself
+        self._tx_durable = False  # the open transaction must be synced at its commit
+        self._tx_rows = 0  # events the open transaction appended (written, not held)
+        self._tx_last_row = 0
+        self._last_row = 0  # the newest outbox row committed
+        self.durable_upto = 0  # outbox rows up to this one are on the medium: publishable
+        self._undurable = 0  # events committed after durable_upto
+        self._unsynced_since: float | None = None  # monotonic time of the oldest unsynced commit
+        self._dir_synced = False  # the directory entry of the -wal file, once per life
+        self.syncs = 0  # syncs of the WAL made by this handle (bench, tests)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if not self.path.exists():  # the file holds the VIN and pack codes: owner only
@@ -144,7 +161,7 @@ class Store:
             if mode.lower() != "wal":
                 log.warning("%s: journal mode is %s, not WAL (filesystem?)", self.path, mode)
             c.execute(f"PRAGMA synchronous = {synchronous}")
-            c.execute("PRAGMA journal_size_limit = 4194304")  # keep the -wal file bounded
+            c.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")  # a bounded -wal
             if version == 0:
                 with self.transaction():
                     for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -152,6 +169,12 @@ class Store:
                     c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version == 1:
                 self._migrate_from_1()
+            c.execute("PRAGMA wal_autocheckpoint = 1000")  # SQLite's default, stated
+            self._last_row = c.execute("SELECT max(id) FROM outbox").fetchone()[0] or 0
+        # what a crashed process left in the WAL may still be only in the page cache
+        self._unsynced_since = time.monotonic()
+        self.sync_after_commit()
+        self._space.measure()
 
     def _migrate_from_1(self) -> None:
         """Schema 1 let SQLite reuse the id of a deleted last row (the uplink keeps a
@@ -175,12 +198,15 @@ class Store:
             raise kind(f"{self.path}: {what}: {exc}") from None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, durable: bool = False) -> Iterator[None]:
         """Everything inside commits together, or (on an exception) not at all.
 
         Nested blocks join the outermost one: an exception caught inside the outer
-        block does not undo the inner block's writes."""
+        block does not undo the inner block's writes. The commit is synced to the medium
+        before this returns when ``durable`` (at any depth), or when the transaction
+        appended an essential event or wrote a key of ``state.DURABLE_KEYS``."""
         if self._depth:
+            self._tx_durable = self._tx_durable or durable
             self._depth += 1
             try:
                 yield
@@ -191,6 +217,7 @@ class Store:
             self.write_held()  # order: what is held goes first (tried once a second)
         seq_before = dict(self._seq)
         self._ops = []
+        self._tx_durable, self._tx_rows, self._tx_last_row = durable, 0, self._last_row
         self._holding = bool(self._held)  # still full: this one is held too, after the rest
         if not self._holding:
             with self._guard("cannot begin a transaction"):
@@ -208,7 +235,7 @@ class Store:
                 try:
                     with self._guard("cannot commit"):
                         self._conn.execute("COMMIT")
-                    self.commits += 1
+                    self._committed()
                 except StoreError as exc:
                     if not is_disk_full(exc):
                         raise
@@ -251,11 +278,16 @@ class Store:
         second unless ``force``. True when nothing is held any more."""
         if not self._held:
             return True
-        if not self._held.write(self._conn, force):
+        events = self._held.events
+        if not self._held.write(self._conn, force, before=self.checkpoint):
             return False
         self.commits += 1
         self._held_acked.clear()
         self._count = None  # the held deletes ran too: count again
+        self._last_row = self._query("SELECT max(id) FROM outbox")[0][0] or 0
+        self._undurable += events
+        self._unsynced_since = time.monotonic()
+        self.sync_after_commit()  # they waited long enough, and may be essential
         return True
 
     @property
@@ -282,214 +314,6 @@ class Store:
         with self._guard("read failed"):  # rows are read lazily: fetch inside the guard
             return self._conn.execute(sql, tuple(params)).fetchall()
 
-    # -- outbox ---------------------------------------------------------------
-
-    def append(self, draft: EventDraft) -> Event:
-        """Number the draft (next ``seq`` for its VIN) and store it.
-
-        When the outbox already holds ``max_events``, the oldest undelivered
-        ``pack.health`` events are deleted to make room (counted in
-        ``dropped_total``). Essential events are never dropped: with an outbox
-        full of them the append still succeeds and the outbox grows past
-        ``max_events``; the caller may compare ``pending_count()`` with
-        ``max_events`` and warn."""
-        with self.transaction():
-            if draft.vin not in self._seq:
-                rows = self._query("SELECT last FROM seq WHERE vin = ?", (draft.vin,))
-                self._seq[draft.vin] = rows[0][0] if rows else 0
-            seq = self._seq[draft.vin] + 1
-            event = Event.from_draft(draft, seq)
-            excess = self.pending_count() + 1 - self.max_events
-            if excess > 0:
-                self._drop_health(excess)
-                self._warn_full(draft.type)
-            self._exec("INSERT OR REPLACE INTO seq (vin, last) VALUES (?, ?)", (draft.vin, seq))
-            self._exec(
-                "INSERT INTO outbox (event_id, vin, seq, type, body) VALUES (?, ?, ?, ?, ?)",
-                (event.event_id, event.vin, seq, event.type, event.to_json()),
-            )
-            self._seq[draft.vin] = seq
-            self._count = (self._count or 0) + 1
-        return event
-
-    def _drop_health(self, n: int) -> None:
-        # an event in flight may be dropped before its PUBACK comes: mark_delivered checks
-        # the rows up to here (held, the drop runs later on rows unknown now: check all)
-        reach = self._query(
-            "SELECT max(id) FROM (SELECT id FROM outbox WHERE type = ? ORDER BY id LIMIT ?)",
-            (_DROPPABLE, n),
-        )[0][0]
-        reach = sys.maxsize if self._holding else reach or 0
-        self._dropped_upto = max(self._dropped_upto, reach)
-        cur = self._exec(
-            "DELETE FROM outbox WHERE id IN "
-            "(SELECT id FROM outbox WHERE type = ? ORDER BY id LIMIT ?)",
-            (_DROPPABLE, n),
-        )
-        if cur.rowcount:
-            self._count = (self._count or 0) - cur.rowcount
-            self._put(_K_DROPPED, self.dropped_total + cur.rowcount)
-
-    def _warn_full(self, incoming: str) -> None:
-        """Say once per episode (until the backlog is under the bound again) that the
-        outbox is full: the backend has not acknowledged anything for a long time."""
-        if self._warned_full:
-            return
-        self._warned_full = True
-        pending = self.pending_count() + 1
-        if pending > self.max_events:
-            log.warning(
-                "%s: outbox over store.max_events (%d events, bound %d) and nothing left to "
-                "drop: every pending event is essential, so it keeps growing (is the broker "
-                "reachable?)",
-                self.path,
-                pending,
-                self.max_events,
-            )
-        else:
-            log.warning(
-                "%s: outbox full (store.max_events = %d): dropping the oldest pack.health "
-                "events to keep %s and every essential event (%d dropped so far)",
-                self.path,
-                self.max_events,
-                incoming,
-                self.dropped_total,
-            )
-
-    def pending(self, limit: int, exclude: Collection[str] = ()) -> list[Event]:
-        """Up to ``limit`` undelivered events, oldest first, skipping ``exclude``
-        (the ids in flight)."""
-        skip = set(exclude)
-        gone = self._acked | self._held_acked  # delivered, not yet deleted
-        rows = self._query(
-            "SELECT id, event_id, body FROM outbox ORDER BY id LIMIT ?",
-            (limit + len(skip) + len(gone),),
-        )
-        bodies = [b for row, event_id, b in rows if event_id not in skip and row not in gone]
-        return [Event.from_json(body) for body in bodies[:limit]]
-
-    def pending_rows(self, after: int, limit: int) -> list[tuple[int, str, str, str, str]]:
-        """Up to ``limit`` undelivered events after outbox row ``after``, oldest first,
-        as ``(row, event_id, vin, type, body)``: the uplink publishes ``body`` as it
-        is, without parsing it again."""
-        # delivered rows not yet deleted are left out; while a backlog drains they all lie
-        # behind ``after`` (the uplink's cursor), so this costs nothing then
-        gone = {r for r in self._acked if r > after} | {r for r in self._held_acked if r > after}
-        rows = self._query(
-            "SELECT id, event_id, vin, type, body FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-            (after, limit + len(gone)),
-        )
-        return [r for r in rows if r[0] not in gone][:limit] if gone else rows
-
-    def mark_delivered(
-        self,
-        event_ids: Iterable[str] = (),
-        *,
-        rows: Iterable[int] = (),
-        now: float | None = None,
-    ) -> int:
-        """Note acknowledged events, named by outbox row (the uplink's way: rows are
-        never reused) or by event id (a table scan per 500 ids: for tools and tests);
-        returns how many were still pending (one that was dropped or already delivered
-        is ignored).
-
-        They stop being pending at once; the rows are deleted later (see the module's
-        docstring): in the next write transaction, or in one of their own when
-        ``DELETE_BATCH`` have gathered."""
-        found = set(rows)
-        names = list(dict.fromkeys(event_ids))
-        for chunk, marks in _in_chunks(names):
-            sql = f"SELECT id FROM outbox WHERE event_id IN ({marks})"
-            found.update(r for (r,) in self._query(sql, chunk))
-        new = found - self._acked - self._held_acked
-        suspect = sorted(r for r in new if r <= self._dropped_upto)
-        for chunk, marks in _in_chunks(suspect):  # dropped by the size bound while in flight?
-            sql = f"SELECT id FROM outbox WHERE id IN ({marks})"
-            new -= set(chunk) - {r for (r,) in self._query(sql, chunk)}
-        if not new:
-            return 0
-        self._acked.update(new)
-        self._unwritten.extend(sorted(new))
-        if self._unwritten_since is None:
-            self._unwritten_since = time.monotonic()
-        if self._count is not None:
-            self._count -= len(new)
-        self._delivered = self.delivered_total + len(new)
-        self._last_delivered_at = time.time() if now is None else now
-        if len(self._unwritten) >= DELETE_BATCH:
-            self.flush_delivered()
-        if self._warned_full and self.pending_count() < self.max_events:
-            self._warned_full = False
-            log.info("%s: outbox under store.max_events again", self.path)
-        return len(new)
-
-    def flush_delivered(self, older_than: float = 0.0) -> bool:
-        """Delete the delivered events noted so far, in one commit of their own; with
-        ``older_than`` only if the oldest was noted at least that many seconds ago (the
-        uplink's pace while a backlog drains). True when a commit was made."""
-        if not self._unwritten or self._depth:
-            return False
-        since = self._unwritten_since
-        if older_than > 0 and since is not None and time.monotonic() - since < older_than:
-            return False
-        with self.transaction():
-            pass  # the transaction writes them (_delete_delivered)
-        return True
-
-    @property
-    def delivered_waiting(self) -> int:
-        """Events delivered but still in the file (their delete is deferred or held)."""
-        return len(self._acked) + len(self._held_acked)
-
-    def _delete_delivered(self, rows: list[int]) -> None:
-        """Inside a transaction: delete ``rows`` (delivered) and write the counters."""
-        if not rows:
-            return
-        self.pending_count()  # a count made later must not subtract these rows twice
-        for chunk, marks in _in_chunks(rows):
-            self._exec(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
-        self._put(_K_DELIVERED, self.delivered_total)
-        if self._last_delivered_at is not None:
-            self._put(_K_LAST, utc_from_timestamp(self._last_delivered_at).isoformat())
-
-    @property
-    def delivered_total(self) -> int:
-        """Events acknowledged by the broker, ever."""
-        if self._delivered is None:
-            self._delivered = int(self._get(_K_DELIVERED) or 0)
-        return self._delivered
-
-    def pending_count(self) -> int:
-        """Events not yet delivered (delivered ones awaiting their delete do not count)."""
-        if self._count is None:
-            rows = int(self._query("SELECT count(*) FROM outbox")[0][0])
-            self._count = rows - len(self._acked) - len(self._held_acked)
-        return self._count
-
-    @property
-    def dropped_total(self) -> int:
-        """``pack.health`` events dropped by the size bound, ever."""
-        return int(self._get(_K_DROPPED) or 0)
-
-    # -- agent state ----------------------------------------------------------
-
-    def _get(self, key: str, default: Any = None) -> Any:
-        rows = self._query("SELECT value FROM state WHERE key = ?", (key,))
-        return json.loads(rows[0][0]) if rows else default
-
-    def _put(self, key: str, value: Any) -> None:
-        sql = "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)"
-        self._exec(sql, (key, json.dumps(value)))
-
-    def get_state(self, key: str, default: Any = None) -> Any:
-        return self._get(key, default)
-
-    def put_state(self, key: str, value: Any) -> None:
-        """Store any JSON value under ``key`` (keys starting with ``store.`` are this
-        module's own counters)."""
-        with self.transaction():
-            self._put(key, value)
-
     def stats(self) -> dict[str, Any]:
         size = sum(
             p.stat().st_size
@@ -502,12 +326,17 @@ class Store:
             "dropped_total": self.dropped_total,
             "last_delivered_at": utc_from_timestamp(self._last_delivered_at).isoformat()
             if self._last_delivered_at is not None
-            else self._get(_K_LAST),
+            else self._get(LAST_DELIVERED_AT),
             "delivered_not_deleted": self.delivered_waiting,
             "file_bytes": size,
             "held_in_memory": self._held.events,
             "disk_full_since": utc_from_timestamp(self._held.since).isoformat()
             if self._held.since is not None
+            else None,
+            "not_durable": self._undurable,
+            **self.space(),
+            "space_short_since": utc_from_timestamp(self._space.short_since).isoformat()
+            if self._space.short_since is not None
             else None,
         }
 
@@ -541,79 +370,8 @@ class Store:
         self.close()
 
 
-def _in_chunks(values: list[Any]) -> Iterator[tuple[list[Any], str]]:
-    """``values`` in slices for ``IN (?, ...)``, each with its placeholders: SQLite
-    limits the variables in one statement."""
-    for i in range(0, len(values), _IN_CHUNK):
-        chunk = values[i : i + _IN_CHUNK]
-        yield chunk, ",".join("?" * len(chunk))
-
-
 class StoreDamaged(StoreError):
     """The file is not a readable SQLite database (truncated, overwritten, corrupt)."""
 
 
-def open_store(path: str | Path, **options: Any) -> tuple[Store, dict[str, Any] | None]:
-    """Open the store; a damaged file is moved aside and a fresh store started.
-
-    A vehicle has nobody to restore a backup, and an agent that refuses to start
-    loses everything that happens from then on. So a file SQLite cannot read
-    (truncated, corrupt, not a database at all) is renamed to
-    ``<name>.corrupt-<UTC time>`` (with its ``-wal`` and ``-shm``), kept for a
-    post-mortem, and a fresh store is opened. The second value says what happened
-    (``moved_to``, ``error``); the daemon publishes it as a ``store.reset`` event,
-    the first event of the fresh store (``seq`` 1). Not reset: a store written by a
-    newer pack-agent, or an SQLite file that is not a pack-agent store (a wrong
-    ``store.path``): those stay errors, nothing is moved."""
-    try:
-        return Store(path, **options), None
-    except StoreDamaged as exc:
-        error = str(exc)
-    p = Path(path)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    moved = p.with_name(f"{p.name}.corrupt-{stamp}")
-    try:
-        for suffix in ("", "-wal", "-shm"):
-            side = p.with_name(p.name + suffix)
-            if side.exists():
-                side.rename(moved.with_name(moved.name + suffix))
-    except OSError as exc:
-        raise StoreError(f"{error}; and it cannot be moved aside: {exc}") from None
-    log.error("%s; moved to %s, starting a fresh store (event store.reset)", error, moved)
-    return Store(path, **options), {"moved_to": str(moved), "error": error}
-
-
-def read_only_view(path: str | Path) -> dict[str, Any]:
-    """What ``pack-agent status`` shows from the store, read without writing a byte.
-
-    Opens the file with SQLite's ``mode=ro`` (safe while the daemon runs: WAL lets a
-    reader see the last commit without blocking the writer). Returns every state
-    key (JSON values), the outbox depth in total and by event type, and the oldest
-    and newest pending ``seq``. Raises ``StoreError`` naming the file."""
-    p = Path(path)
-    if not p.exists():
-        raise StoreError(f"{p}: no store here (has the agent run with this configuration?)")
-    try:
-        conn = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{p}: cannot open read-only: {exc}") from None
-    try:
-        conn.execute("PRAGMA busy_timeout = 2000")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            raise StoreError(f"{p}: not a pack-agent store")
-        state = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM state")}
-        by_type = dict(conn.execute("SELECT type, count(*) FROM outbox GROUP BY type"))
-        lo, hi = conn.execute("SELECT min(seq), max(seq) FROM outbox").fetchone()
-    except sqlite3.Error as exc:
-        raise StoreError(f"{p}: cannot read: {exc}") from None
-    finally:
-        conn.close()
-    return {
-        "path": str(p),
-        "schema": version,
-        "state": state,
-        "pending": sum(by_type.values()),
-        "pending_by_type": by_type,
-        "pending_seq": [lo, hi] if lo is not None else None,
-    }
+__all__ = ["DELETE_BATCH", "SYNC_DELAY_S", "Store", "StoreDamaged"]

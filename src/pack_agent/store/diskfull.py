@@ -8,14 +8,24 @@ its writes to ``HeldWrites``, and every later transaction goes behind it, in ord
 ``write`` replays them all in one transaction once there is room (tried at most once a
 second). Nothing here knows what the writes mean, except which of them append an
 event (to count the events held).
+
+Before it comes to that, ``Space`` watches the volume: under ``store.reserve_bytes``
+free the store refuses cheap events (``pack.health``: ``StoreSpaceShort``) and keeps
+the rest of the room for essential events and the state that latches them; and while
+the volume is tight the store checkpoints its WAL and truncates it, so that the WAL
+cannot grow into the last megabytes (``store.database``). Kept apart from
+``store.recovery`` (a damaged file moved aside at start): this lives inside every
+transaction of an open store and knows nothing of files but their sizes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,11 @@ SQLITE_FULL_MESSAGE = "database or disk is full"  # sqlite3_errstr(SQLITE_FULL)
 MAX_HELD = 10_000  # transactions held in memory while the disk is full (then StoreError)
 HELD_RETRY_S = 1.0
 _APPEND = "INSERT INTO outbox"  # a write that numbers an event
+RESERVE_BYTES = 8 * 1024 * 1024  # store.reserve_bytes by default
+# how far the WAL may grow before SQLite checkpoints it by itself (wal_autocheckpoint 1000
+# pages of 4 KiB; journal_size_limit truncates it back to this after a checkpoint)
+WAL_GROWTH_BYTES = 4 * 1024 * 1024
+TIGHT_WAL_BYTES = 64 * 1024  # on a tight volume the WAL is checkpointed and truncated past this
 
 Write = tuple[str, tuple[Any, ...]]
 
@@ -50,6 +65,78 @@ def _sqlite_full(exc: sqlite3.Error) -> bool:
     if code is not None:
         return bool(code == SQLITE_FULL)
     return str(exc) == SQLITE_FULL_MESSAGE
+
+
+class StoreSpaceShort(StoreError):
+    """A cheap event (``pack.health``) refused: the volume is under ``store.reserve_bytes``
+    free. Nothing was numbered or written."""
+
+
+def free_bytes(directory: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on ``directory``'s volume (None: unknown)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+class Space:
+    """The store's volume against its reserve: ``short`` under ``reserve`` bytes free
+    (until a quarter of the reserve more is free again: no flapping), ``tight`` while the
+    WAL could still grow into the reserve before SQLite's own checkpoint."""
+
+    def __init__(self, path: Path, reserve: int) -> None:
+        if reserve < 0:
+            raise ValueError("reserve_bytes must be >= 0")
+        self.path = path
+        self.reserve = reserve
+        self.free: int | None = None  # at the last measure
+        self.short_since: float | None = None  # wall time the volume went under the reserve
+        self.refused = 0  # cheap events refused, this life (also logged)
+
+    def measure(self) -> int | None:
+        """Free bytes now; enters or leaves the short state (logged once each way)."""
+        free = self.free = free_bytes(self.path.parent)
+        if free is None:
+            return None
+        if free < self.reserve:
+            if self.short_since is None:
+                self.short_since = time.time()
+                log.warning(
+                    "%s: %d bytes free, under store.reserve_bytes (%d): pack.health samples "
+                    "are refused; the rest is kept for essential events",
+                    self.path,
+                    free,
+                    self.reserve,
+                )
+        elif self.short_since is not None and free >= self.reserve + self.reserve // 4:
+            log.warning(
+                "%s: %d bytes free again: pack.health samples stored again (%d refused)",
+                self.path,
+                free,
+                self.refused,
+            )
+            self.short_since = None
+        return free
+
+    @property
+    def tight(self) -> bool:
+        return self.free is not None and self.free < self.reserve + WAL_GROWTH_BYTES
+
+    def refuse(self, event_type: str) -> None:
+        """A cheap event while short: measured again (room may have come back); raises
+        ``StoreSpaceShort`` when still short."""
+        if self.short_since is None:
+            return
+        self.measure()
+        if self.short_since is None:
+            return
+        self.refused += 1
+        raise StoreSpaceShort(
+            f"{self.path}: {self.free} bytes free, under store.reserve_bytes ({self.reserve}): "
+            f"{event_type} not stored ({self.refused} refused)"
+        )
 
 
 class HeldWrites:
@@ -88,15 +175,23 @@ class HeldWrites:
         self._held.append(writes)
         self.events += sum(1 for sql, _ in writes if sql.startswith(_APPEND))
 
-    def write(self, conn: sqlite3.Connection, force: bool = False) -> bool:
+    def write(
+        self,
+        conn: sqlite3.Connection,
+        force: bool = False,
+        before: Callable[[], object] | None = None,
+    ) -> bool:
         """Write what is held, oldest first, in one transaction on ``conn``; at most once
-        a second unless ``force``. True when it was written now."""
+        a second unless ``force``. ``before`` runs first (the store's checkpoint: a WAL
+        that filled the volume is truncated). True when it was written now."""
         if not self._held:
             return False
         now = time.monotonic()
         if not force and now < self._retry_at:
             return False
         self._retry_at = now + HELD_RETRY_S
+        if before is not None:
+            before()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for writes in self._held:

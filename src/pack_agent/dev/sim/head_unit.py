@@ -1,6 +1,8 @@
 """The virtual head unit: shows owner notices from the catalogue and answers them.
 
-It reassembles the service outlet from ``PA_NoticeText`` pages, resolves
+It reassembles the text lines (outlet, phone, the maker's procedure, the
+emergency phone, pack ownership, an early notice's horizon) from ``PA_NoticeText``
+pages, resolves
 ``PA_NoticeId`` through the same catalogue file the agent ships, and answers
 each showing after ``delay_s`` of simulated time with the next answer of its
 script (``"seen"``, ``"dismissed"``, ``"service_booked"``, or None: no answer).
@@ -14,7 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pack_agent.canbus.dbc import decode_signals, encode_message
-from pack_agent.core.catalogue import DEFAULT_CATALOGUE, NoticeText, load_catalogue
+from pack_agent.core.catalogue import (
+    DEFAULT_CATALOGUE,
+    NoticeText,
+    NoticeValues,
+    load_catalogue,
+)
 from pack_agent.core.notices import ACK_RESPONSES
 
 if TYPE_CHECKING:
@@ -60,7 +67,7 @@ class VirtualHeadUnit:
         self._delay = delay_s
         self._catalogue_path = catalogue
         self._own = (outlet, phone)  # used when no outlet text arrives
-        self._catalogues: dict[tuple[str, str], dict[int, NoticeText]] = {}
+        self._entries: dict[int, NoticeText] | None = None
         self._on_show = on_show
         self._pages: dict[int, dict[int, bytes]] = {}  # seq -> page -> 5 bytes
         self._page_counts: dict[int, int] = {}
@@ -70,11 +77,11 @@ class VirtualHeadUnit:
         self.answered: list[tuple[float, int, int, str]] = []  # (time, seq, id, answer)
         self.withdrawn: list[tuple[int, int]] = []
 
-    def _catalogue(self, outlet: str, phone: str) -> dict[int, NoticeText]:
-        key = (outlet, phone)
-        if key not in self._catalogues:
-            self._catalogues[key] = load_catalogue(self._catalogue_path, outlet, phone)
-        return self._catalogues[key]
+    def _resolve(self, nid: int, values: NoticeValues) -> NoticeText | None:
+        if self._entries is None:
+            self._entries = load_catalogue(self._catalogue_path)
+        entry = self._entries.get(nid)
+        return entry.render(values) if entry is not None else None
 
     def on_frame(self, frame: can.Message, now: float) -> None:
         if frame.arbitration_id == self._text_msg.frame_id:
@@ -94,8 +101,11 @@ class VirtualHeadUnit:
             self.withdrawn.append(key)
             return
         received = self._outlet_text(seq, int(v.get("PA_NoticeTextLength", 0)))
-        outlet, phone = received.split("\n", 1) if received else self._own
-        text = self._catalogue(outlet, phone).get(nid)
+        if received:
+            values = NoticeValues.from_text(received)
+        else:
+            values = NoticeValues(outlet=self._own[0], phone=self._own[1])
+        text = self._resolve(nid, values)
         shown = Shown(now, seq, nid, int(v["PA_NoticeAttempt"]), text, received)
         self.shown.append(shown)
         if self._on_show is not None:

@@ -186,11 +186,11 @@ SCENARIOS: dict[str, Scenario] = {
     "forged-code": Scenario(
         name="forged-code",
         description="on day 60 the BMS starts reporting an invalid GB/T 34014 code "
-        f"({FORGED_CODE}): a forged or re-labelled pack",
+        f"({FORGED_CODE}): a forged or re-labelled pack, a replacement once it lasts",
         days=120,
         soh_per_year=3.0,
         swap_day=60,
         new_code=FORGED_CODE,
-        expect=("pack.identified", "pack.code_invalid"),
+        expect=("pack.identified", "pack.code_invalid", "pack.replaced"),
     ),
 }

@@ -64,6 +64,31 @@ def story_problems(
         out += _safety_problems(scenario, config, unique, shown)
     if scenario.expect_ignition_repeat:
         out += _ignition_problems(config, unique, sorted(ignition_ons))
+    out += notice_cause_problems(config, unique)
+    return out
+
+
+def expected_notice(config: Any, rule: Any) -> int:
+    """The notice a rule shows: the one the configuration check resolved (its
+    ``notice_id`` or the catalogue entry of its cause)."""
+    resolved = getattr(config, "notice_ids", {}).get(rule.id)
+    return resolved or rule.notice_id or default_notice_id(rule.severity)
+
+
+def notice_cause_problems(config: Any, events: Sequence[dict[str, Any]]) -> list[str]:
+    """Every notice shown for a decision is the one of its rule's cause (issue 16: no
+    capacity text for a resistance, cycle, age or BMS-verdict rule)."""
+    rules = {r.id: r for r in getattr(config, "rules", [])}
+    out = []
+    for e in events:
+        if e["type"] != "owner.notified" or e["data"].get("rule_id") not in rules:
+            continue
+        rule = rules[e["data"]["rule_id"]]
+        want, got = expected_notice(config, rule), e["data"]["notice_id"]
+        if got != want:
+            msg = f"rule {rule.id} ({rule.kind}) showed notice 0x{got:04X}, expected 0x{want:04X}"
+            if msg not in out:
+                out.append(msg)
     return out
 
 
@@ -98,7 +123,7 @@ def _safety_problems(
         out.append(f"decision evidence spans {last - first:.1f} s < confirm_s {rule.confirm_s}")
     if first < fault_at:
         out.append("decision evidence starts before the fault (a stray frame decided)")
-    notice_id = rule.notice_id or default_notice_id(rule.severity)
+    notice_id = expected_notice(config, rule)
     notified = [
         e
         for e in events
