@@ -8,9 +8,11 @@ channel on a virtual bus. Promises checked:
   tracker handle every length, flag and payload themselves, they do not lean on the
   agent's last-resort ``except``);
 - garbage never becomes a decision or an owner notice: no ``scrap.*`` or ``owner.*``
-  event and no frame on the head unit's bus. Fuzzed frames arrive in a burst at one
-  instant, as garbage on a bus does; every rule wants readings spread over time
-  (``confirm_s``, days), so a burst of even well-formed alarms is never enough;
+  event and no frame on the head unit's bus. Fuzzed frames are spread over time, 50 ms
+  apart, so each mapped id gets random payloads at about its own cycle (the alarm frame's
+  2 Hz) for hours: the alarm and health frames' CRC and alive counter (``[e2e.*]``, and
+  two good frames in a row after a bad one) keep every one of them from a rule, and the
+  messages without protection feed no rule;
 - every assembled code that is not a valid GB/T 34014 code is reported once as
   ``pack.code_invalid`` with the errors ``check_pack_code`` finds;
 - a configuration file of any content loads or fails with ``ConfigError``.
@@ -20,9 +22,12 @@ channel on a virtual bus. Promises checked:
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,7 @@ from pack_agent.store import Store
 T0 = 1_800_000_000.0
 FRAMES = int(os.environ.get("FUZZ_FRAMES", "100000"))
 BATCH = 500
+STEP_S = 0.05
 DECISIONS = ("scrap.condition_met", "scrap.forecast")
 CODE_CHARS = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ IO\x00-_é"
 
@@ -71,9 +77,9 @@ class Rig:
         self.ids = sorted({m.frame_id for m in self.db.messages})
         self.frames = 0
 
-    def feed(self, frames: list[can.Message], now: float) -> None:
-        for frame in frames:
-            self.agent.handle_frame("powertrain", frame, now)
+    def feed(self, frames: list[can.Message], now: float, step: float = 0.0) -> None:
+        for i, frame in enumerate(frames):
+            self.agent.handle_frame("powertrain", frame, now + i * step)
         self.frames += len(frames)
 
     def close(self) -> None:
@@ -148,12 +154,21 @@ def test_fuzzed_frames_never_raise_decide_or_notify(rig: Rig) -> None:
     )
     @given(frames_strategy(rig.ids))
     def run(frames: list[can.Message]) -> None:
+        start = T0 + n[0] * (BATCH + 12) * STEP_S
         n[0] += 1
-        rig.feed(frames, T0)  # one burst a day: no rule can confirm
+        rig.feed(frames, start, STEP_S)  # one frame every 50 ms: hours of garbage
 
     run()
     types = {e.type for e in rig.events}
-    print(f"fuzzed frames: {rig.frames} ({rig.agent.decoder.stats.frames} on mapped ids)")
+    stats = rig.agent.decoder.stats
+    print(f"fuzzed frames: {rig.frames} ({stats.frames} on mapped ids), readings {stats.readings}")
+    by_reason: Counter[str] = Counter()
+    for reason, count in stats.dropped.items():  # "X.Y: 3028.5 outside DBC range" -> one line
+        by_reason[re.sub(r": -?[0-9.e+]+ outside", ": (value) outside", reason)] += count
+    print("refused by reason:", json.dumps(dict(by_reason.most_common()), indent=1))
+    print("answers refused:", dict(rig.agent.notice_status()["answers_refused"]))
+    alarms = [r for r in rig.agent.tracker.latest if r in ("thermal_event", "insulation_alarm")]
+    assert not alarms, "a random alarm frame was read"
     assert rig.frames >= FRAMES
     assert rig.agent.frame_errors == 0
     assert not types & {*DECISIONS, "owner.notified", "owner.notice", "owner.acknowledged"}
@@ -253,3 +268,64 @@ def test_any_configuration_file_loads_or_fails_with_a_config_error(
         load_config(path)
     except ConfigError as exc:
         assert str(path) in str(exc) or "fuzz.toml" in str(exc), str(exc)
+
+
+# -- log files: every format, any bytes ---------------------------------------------
+
+LOG_SEEDS: dict[str, bytes] = {
+    "gvret": b"Time Stamp,ID,Extended,Bus,LEN,D1,D2,D3,D4,D5,D6,D7,D8\n"
+    b"1000,000003A1,false,0,8,10,C3,24,B9,83,65,50,F4\n",
+    "asc": b"date Mon Dec 7 01:00:00.000 am 2026\nbase hex  timestamps absolute\n"
+    b"   0.000000 1  3A1             Rx   d 8 10 C3 24 B9 83 65 50 F4\n",
+    "candump": b"(1800000000.000000) can0 3A1#10C324B9836550F4\n",
+    "trc": b";$FILEVERSION=1.1\n;$STARTTIME=45000.0\n"
+    b"     1)         0.0  Rx         03A1  8  10 C3 24 B9 83 65 50 F4\n",
+    "csv": b"timestamp,arbitration_id,extended,remote,error,dlc,data\n"
+    b"1800000000.0,0x3A1,0,0,0,8,EMMkuYNlUPQ=\n",
+}
+SUFFIX = {"gvret": ".csv", "asc": ".asc", "candump": ".log", "trc": ".trc", "csv": ".csv"}
+
+
+def _blf_seed(tmp: Path) -> bytes:
+    path = tmp / "seed.blf"
+    writer = can.BLFWriter(str(path))
+    for i in range(50):
+        writer.on_message_received(
+            can.Message(arbitration_id=0x3A1, is_extended_id=False, data=bytes(8), timestamp=i)
+        )
+    writer.stop()
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@FILES_AND_CODES
+@given(
+    fmt=st.sampled_from([*SUFFIX, "blf"]),
+    cut=st.floats(0.0, 1.0),
+    flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=6),
+    tail=st.binary(max_size=40),
+)
+def test_any_log_file_reads_or_fails_with_a_log_error_naming_the_place(
+    log_dir: Path, fmt: str, cut: float, flips: list[tuple[float, int]], tail: bytes
+) -> None:
+    """A valid log of each format, cut short, with bytes changed and garbage appended:
+    the reader yields frames or raises ``LogError`` naming the file (and, past the
+    header, the line or frame); never another exception, never a NaN time stamp."""
+    from pack_agent.canbus.logs import LogError, read_log
+
+    seed = _blf_seed(log_dir) if fmt == "blf" else LOG_SEEDS[fmt]
+    data = bytearray(seed[: max(1, int(len(seed) * cut))] if cut < 1.0 else seed)
+    for where, value in flips:
+        data[min(int(where * len(data)), len(data) - 1)] = value
+    data += tail
+    path = log_dir / f"fuzz{SUFFIX.get(fmt, '.blf')}"
+    path.write_bytes(bytes(data))
+    try:
+        for msg in read_log(path, fmt):
+            assert msg.timestamp == msg.timestamp and abs(msg.timestamp) != float("inf")
+    except LogError as exc:
+        assert str(path) in str(exc), str(exc)

@@ -13,9 +13,10 @@ __all__ = ["is_loopback"]
 
 
 def is_loopback(host: str) -> bool:
-    """True for ``localhost`` (and ``*.localhost``) and loopback addresses (127/8, ::1)."""
-    name = host.lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    """True for ``localhost`` and loopback addresses (127/8, ::1). Not ``*.localhost``:
+    paho and the subscriber hand such a name to the resolver, which may send it anywhere,
+    so it needs TLS like any remote name."""
+    if host.lower().rstrip(".") == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

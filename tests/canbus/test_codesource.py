@@ -271,4 +271,5 @@ def test_a_serial_format_identifies_and_swaps_without_gbt_validation(tmp_path: P
     cfg, db = _config(tmp_path / "gbt", {"source": "pages"})
     result = _replay(cfg, frames_of(db, serial_run), tmp_path / "gbt")
     assert [e.data["raw"] for e in result.events if e.type == "pack.code_invalid"] == [SERIAL]
-    assert not [e for e in result.events if e.type == "pack.identified"]
+    identified = [e.data for e in result.events if e.type == "pack.identified"]
+    assert [(d["valid"], bool(d["errors"])) for d in identified] == [(False, True)]

@@ -31,6 +31,7 @@ MESSAGES: dict[str, tuple[int, str, set[str], int | None]] = {
     "BMS_Status": (0x3A2, "BMS", {"PACK_AGENT"}, 100),
     "BMS_Alarms": (0x3A3, "BMS", {"PACK_AGENT"}, 500),
     "BMS_CellVoltage": (0x3A4, "BMS", {"PACK_AGENT"}, 100),
+    "BMS_Lifetime": (0x3A5, "BMS", {"PACK_AGENT"}, 1000),
     "VCU_Vehicle": (0x3B0, "VCU", {"PACK_AGENT"}, 100),
     "PA_OwnerNotice": (0x3C0, "PACK_AGENT", {"HEAD_UNIT"}, None),
     "HU_NoticeAck": (0x3C1, "HEAD_UNIT", {"PACK_AGENT"}, None),
@@ -51,9 +52,11 @@ SIGNALS: dict[str, set[str]] = {
         "BMS_Capacity",
         "BMS_InternalResistance",
         "BMS_FullCycles",
-        "BMS_EnergyThroughput",
         "BMS_EndOfLife",
+        "BMS_HealthCounter",
+        "BMS_HealthCrc",
     },
+    "BMS_Lifetime": {"BMS_EnergyThroughput"},
     "BMS_Status": {
         "BMS_SOC",
         "BMS_PackVoltage",
@@ -86,6 +89,8 @@ SIGNALS: dict[str, set[str]] = {
         "BMS_MaxAlarmLevel",
         "BMS_InsulationResistance",
         "BMS_CellVoltDelta",
+        "BMS_AlarmCounter",
+        "BMS_AlarmCrc",
     },
     "VCU_Vehicle": {"VCU_Odometer", "VCU_Ignition"},
     "PA_OwnerNotice": {
@@ -95,8 +100,17 @@ SIGNALS: dict[str, set[str]] = {
         "PA_NoticeAction",
         "PA_NoticeAttempt",
         "PA_NoticeTextLength",
+        "PA_NoticeChallenge",
     },
-    "HU_NoticeAck": {"HU_AckSeq", "HU_AckNoticeId", "HU_AckResponse"},
+    "HU_NoticeAck": {
+        "HU_AckSeq",
+        "HU_AckResponse",
+        "HU_AckCounter",
+        "HU_AckChallenge",
+        "HU_AckCrc",
+        "HU_AckFreshness",
+        "HU_AckMac",
+    },
     "PA_NoticeText": {"PA_TextSeq", "PA_TextPage", "PA_TextPageCount", "PA_TextData"},
 }
 
@@ -156,7 +170,7 @@ def test_loads_strict_without_warnings(caplog: pytest.LogCaptureFixture) -> None
         with caplog.at_level(logging.DEBUG, logger="cantools"):
             db = cantools.database.load_file(str(DBC_PATH), strict=True)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert db.version == "1.1.0"
+    assert db.version == "2.0.0"
     assert {n.name for n in db.nodes} == {"BMS", "VCU", "PACK_AGENT", "HEAD_UNIT"}
     assert all(n.comment for n in db.nodes)
 
@@ -232,6 +246,7 @@ def test_value_tables(db: Any) -> None:
         1: "Seen",
         2: "Dismissed",
         3: "ServiceBooked",
+        4: "Displayed",
     }
     assert choices("PA_OwnerNotice", "PA_NoticeSeverity") == {
         0: "Info",
@@ -294,6 +309,7 @@ def test_notice_ack_handshake_echo(db: Any) -> None:
                 "PA_NoticeAction": 1,
                 "PA_NoticeAttempt": 3,
                 "PA_NoticeTextLength": 0,
+                "PA_NoticeChallenge": 0xBEEF,
             }
         ),
         decode_choices=False,
@@ -302,13 +318,17 @@ def test_notice_ack_handshake_echo(db: Any) -> None:
         ack.encode(
             {
                 "HU_AckSeq": sent["PA_NoticeSeq"],
-                "HU_AckNoticeId": sent["PA_NoticeId"],
                 "HU_AckResponse": "ServiceBooked",
+                "HU_AckCounter": 0,
+                "HU_AckChallenge": sent["PA_NoticeChallenge"],
+                "HU_AckCrc": 0,
+                "HU_AckFreshness": 1,
+                "HU_AckMac": 0,
             }
         )
     )
     assert answer["HU_AckSeq"] == 42
-    assert answer["HU_AckNoticeId"] == 0x0101
+    assert answer["HU_AckChallenge"] == 0xBEEF
     assert answer["HU_AckResponse"] == "ServiceBooked"
 
 
@@ -368,10 +388,12 @@ DOC_EXAMPLES: dict[str, tuple[dict[str, Any], str]] = {
             "BMS_Capacity": 117.6,
             "BMS_InternalResistance": 95.3,
             "BMS_FullCycles": 812,
-            "BMS_EnergyThroughput": 61,
+            "BMS_HealthCounter": 5,
+            "BMS_HealthCrc": 0xF4,
         },
-        "10 C3 24 B9 83 65 E8 01",
+        "10 C3 24 B9 83 65 50 F4",
     ),
+    "BMS_Lifetime": ({"BMS_EnergyThroughput": 61}, "3D 00 00 00 00 00 00 00"),
     "BMS_Status": (
         {
             "BMS_SOC": 55.5,
@@ -400,8 +422,9 @@ DOC_EXAMPLES: dict[str, tuple[dict[str, Any], str]] = {
             "PA_NoticeAction": "Show",
             "PA_NoticeAttempt": 1,
             "PA_NoticeTextLength": 16,
+            "PA_NoticeChallenge": 0xBEEF,
         },
-        "07 01 01 11 01 10 00 00",
+        "07 01 01 05 01 01 EF BE",
     ),
     "PA_NoticeText": (
         {
@@ -413,8 +436,16 @@ DOC_EXAMPLES: dict[str, tuple[dict[str, Any], str]] = {
         "07 00 04 4F 75 74 6C 65",
     ),
     "HU_NoticeAck": (
-        {"HU_AckSeq": 7, "HU_AckNoticeId": 0x0101, "HU_AckResponse": "ServiceBooked"},
-        "07 01 01 03 00 00 00 00",
+        {
+            "HU_AckSeq": 7,
+            "HU_AckResponse": "ServiceBooked",
+            "HU_AckCounter": 1,
+            "HU_AckChallenge": 0xBEEF,
+            "HU_AckCrc": 0x8D,
+            "HU_AckFreshness": 2,
+            "HU_AckMac": 0,
+        },
+        "07 13 EF BE 8D 02 00 00",
     ),
 }
 
@@ -448,11 +479,30 @@ def test_doc_alarm_example(db: Any) -> None:
         BMS_MaxAlarmLevel="Level4ThermalEvent",
         BMS_CellVoltDelta=312,
         BMS_InsulationResistance=2500,
+        BMS_AlarmCounter=3,
+        BMS_AlarmCrc=0xF0,
     )
     data = msg.encode(values)
-    assert data.hex(" ").upper() == "00 04 80 00 84 13 C4 09"
-    assert int.from_bytes(data[0:4], "little") == 0x00800400
-    assert "00 04 80 00 84 13 C4 09" in _doc()
+    assert data.hex(" ").upper() == "00 34 80 F0 84 13 C4 09"
+    # the GB/T word once the counter (bits 12-15) and the CRC (bits 24-31) are masked
+    assert int.from_bytes(data[0:4], "little") & 0x00FF0FFF == 0x00800400
+    assert "00 34 80 F0 84 13 C4 09" in _doc()
+
+
+@pytest.mark.parametrize("name", ["BMS_Health", "BMS_Alarms", "HU_NoticeAck"])
+def test_documented_crcs_are_what_the_e2e_check_computes(db: Any, name: str) -> None:
+    """The reference configuration's [e2e] sections accept the documented frames, and
+    refuse them with any single bit flipped (CRC-8 finds every 1-bit error)."""
+    from pack_agent.canbus.e2e import E2EStats, Protection
+    from pack_agent.dev.sim.protect import reference_e2e
+
+    msg = db.get_message_by_name(name)
+    alarm = "00 34 80 F0 84 13 C4 09"  # test_doc_alarm_example
+    data = bytes.fromhex(alarm if name == "BMS_Alarms" else DOC_EXAMPLES[name][1])
+    assert Protection(msg, reference_e2e()[name]).check(data, 0.0, E2EStats()) is None
+    for bit in range(64):
+        flipped = (int.from_bytes(data, "little") ^ (1 << bit)).to_bytes(8, "little")
+        assert Protection(msg, reference_e2e()[name]).check(flipped, 0.0, E2EStats()) == "crc"
 
 
 def test_doc_names_every_signal(db: Any) -> None:
@@ -553,7 +603,8 @@ def test_virtual_bus_round_trip(db: Any) -> None:
             "BMS_Capacity": 117.6,
             "BMS_InternalResistance": 95.3,
             "BMS_FullCycles": 812,
-            "BMS_EnergyThroughput": 61,
+            "BMS_HealthCounter": 0,
+            "BMS_HealthCrc": 0,
         }
         tx.send(
             can.Message(

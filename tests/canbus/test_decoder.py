@@ -9,6 +9,7 @@ from pack_agent.canbus.dbc import load_and_check
 from pack_agent.canbus.decoder import CodeAssembler, Decoder
 from pack_agent.config import as_data, load_config, parse_config, reference_config_path
 from pack_agent.core.readings import CodePage, Reading
+from pack_agent.dev.sim.protect import seal
 from pack_agent.dev.sim.vehicle import code_pages, encode
 
 CODE = "0RJPEA00HAU0AAF131001955"
@@ -42,8 +43,9 @@ def test_health_frame_decodes_to_mapped_metrics(ref):
 def test_unmapped_ids_wrong_length_and_other_bus_are_ignored(ref):
     cfg, db = ref
     d = Decoder(cfg, db)
-    assert d.decode("powertrain", can.Message(arbitration_id=0x123, data=b"\0" * 8), 0) == []
-    short = can.Message(arbitration_id=0x3A1, data=b"\1\2")
+    other = can.Message(arbitration_id=0x123, is_extended_id=False, data=b"\0" * 8)
+    assert d.decode("powertrain", other, 0) == []
+    short = can.Message(arbitration_id=0x3A1, is_extended_id=False, data=b"\1\2")
     assert d.decode("powertrain", short, 0) == []
     assert sum(d.stats.dropped.values()) == 1
     frame = encode(db, "BMS_Health", {"BMS_SOH": 90.0}, 0)
@@ -58,7 +60,8 @@ def test_raw_invalid_soh_is_dropped_not_passed_on(ref):
     data = bytearray(encode(db, "BMS_Health", {"BMS_SOH": 90.0}, 0).data)
     # set every bit of BMS_SOH: the DBC's "invalid" raw value
     raw = int.from_bytes(data, "little") | (((1 << soh.length) - 1) << soh.start)
-    frame = can.Message(arbitration_id=0x3A1, data=raw.to_bytes(8, "little"))
+    data = seal(db, "BMS_Health", raw.to_bytes(8, "little"))  # a BMS that sends it
+    frame = can.Message(arbitration_id=0x3A1, is_extended_id=False, data=data)
     metrics = [r.metric for r in d.decode("powertrain", frame, 0) if isinstance(r, Reading)]
     assert "soh" not in metrics
     assert any("BMS_SOH" in k for k in d.stats.dropped)
@@ -67,7 +70,7 @@ def test_raw_invalid_soh_is_dropped_not_passed_on(ref):
 def test_frame_ids_are_exactly_the_mapped_ones(ref):
     cfg, db = ref
     ids = {fid for fid, _ in Decoder(cfg, db).frame_ids("powertrain")}
-    assert ids == {0x3A0, 0x3A1, 0x3A2, 0x3A3, 0x3B0}
+    assert ids == {0x3A0, 0x3A1, 0x3A2, 0x3A3, 0x3A5, 0x3B0}
 
 
 def test_code_pages_assemble_in_any_order_after_confirmation(ref):
@@ -114,7 +117,8 @@ def test_garbage_on_mapped_ids_never_raises(fid, data):
         cfg = load_config(reference_config_path())
         _DECODER["d"] = Decoder(cfg, load_and_check(cfg))
     d = _DECODER["d"]
-    for item in d.decode("powertrain", can.Message(arbitration_id=fid, data=data), 1.0):
+    frame = can.Message(arbitration_id=fid, is_extended_id=False, data=data)
+    for item in d.decode("powertrain", frame, 1.0):
         if isinstance(item, Reading):
             assert item.value == item.value  # never NaN
 
@@ -225,14 +229,17 @@ def test_derived_metric_needs_every_operand_fresh(ref):
     cfg = _cfg_with(cfg, fade={"expression": "100 * BMS_Capacity / BMS_Status.BMS_PackVoltage"})
     d = Decoder(cfg, db)
     assert {fid for fid, _ in d.frame_ids("powertrain")} == {0x3A1, 0x3A2, 0x3A0}
-    health = encode(db, "BMS_Health", {"BMS_Capacity": 120.0}, 0)
+
+    def health():  # a new frame each time: BMS_Health carries an alive counter
+        return encode(db, "BMS_Health", {"BMS_Capacity": 120.0}, 0)
+
     status = encode(db, "BMS_Status", {"BMS_PackVoltage": 400.0}, 0)
-    assert d.decode("powertrain", health, 100.0) == []  # the other operand is unknown
+    assert d.decode("powertrain", health(), 100.0) == []  # the other operand is unknown
     [r] = d.decode("powertrain", status, 101.0)
     assert (r.metric, r.value, r.time) == ("fade", pytest.approx(30.0), 101.0)
     # the capacity is now 20 s old (timeout 10 s): no value from a stale operand
     assert d.decode("powertrain", status, 121.0) == []
-    [r] = d.decode("powertrain", health, 122.0)
+    [r] = d.decode("powertrain", health(), 122.0)
     assert r.value == pytest.approx(30.0)
 
 
@@ -277,6 +284,7 @@ def test_a_metric_from_a_multiplexed_signal_only_on_its_page():
     d = Decoder(cfg, db)
     frame0 = can.Message(
         arbitration_id=msg.frame_id,
+        is_extended_id=False,
         data=msg.encode(
             {
                 "f_StringStateEstimation_Mux": 0,
@@ -293,7 +301,8 @@ def test_a_metric_from_a_multiplexed_signal_only_on_its_page():
     assert r.value == pytest.approx(87.4)
     other = bytearray(frame0.data)
     other[0] = (other[0] & 0x0F) | 0x10  # mux 1: another string, no Soh of string 0 here
-    assert d.decode("powertrain", can.Message(arbitration_id=msg.frame_id, data=other), 0) == []
+    frame1 = can.Message(arbitration_id=msg.frame_id, is_extended_id=False, data=other)
+    assert d.decode("powertrain", frame1, 0) == []
 
 
 def test_decimal_scales_come_out_without_binary_noise(ref):

@@ -42,7 +42,8 @@ def test_filters_are_exact_per_bus(tmp_path):
     try:
         bms_ids = {f["can_id"] for f in daemon.source.bus("bms").filters}
         body_ids = {f["can_id"] for f in daemon.source.bus("body").filters}
-        assert bms_ids == {0x3A0, 0x3A1, 0x3A2, 0x3A3}  # code pages, health, status, alarms
+        # code pages, health, status, alarms, lifetime
+        assert bms_ids == {0x3A0, 0x3A1, 0x3A2, 0x3A3, 0x3A5}
         assert body_ids == {0x3B0, 0x3C1}  # vehicle, the head unit's answer
         assert all(f["can_mask"] == 0x7FF for f in daemon.source.bus("bms").filters)
     finally:

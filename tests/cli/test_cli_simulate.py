@@ -85,8 +85,11 @@ def test_healthy_alarms_are_all_zero(db):
     assert rc == 0
     alarms = decoded(db, frames, "BMS_Alarms")
     assert len(alarms) == 20 * 2 * 2  # two trips a day: at ignition On and at Off
-    flags = [k for k in alarms[0] if k.startswith("BMS_Alarm")] + ["BMS_MaxAlarmLevel"]
-    assert all(a[k] == 0 for a in alarms for k in flags)
+    e2e = {"BMS_AlarmCounter", "BMS_AlarmCrc"}  # the frame's own counter and CRC
+    flags = [k for k in alarms[0] if k.startswith("BMS_Alarm") and k not in e2e]
+    assert all(a[k] == 0 for a in alarms for k in [*flags, "BMS_MaxAlarmLevel"])
+    counters = [a["BMS_AlarmCounter"] for a in alarms]
+    assert counters[:16] == [*range(15), 0]  # one step per frame, 14 then 0
     assert set(codes(db, frames)) == {SCENARIOS["healthy"].code}
 
 

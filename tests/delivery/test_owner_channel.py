@@ -40,8 +40,9 @@ def test_notice_frame_matches_the_documented_example(channel):
     bus = can.Bus(interface="virtual", channel=channel)
     try:
         n = CanOwnerChannel("p", bus, DB, "PA_OwnerNotice", "HU_NoticeAck", text="")
-        assert n.encode(notice()).hex(" ") == "07 01 01 11 01 00 00 00"
-        assert n.encode(notice(), action=0).hex(" ") == "07 01 01 01 01 00 00 00"
+        assert n.encode(notice()).hex(" ") == "07 01 01 05 00 01 00 00"
+        assert n.encode(notice(), action=0).hex(" ") == "07 01 01 01 00 01 00 00"
+        assert n.encode(notice(), challenge=0xBEEF).hex(" ") == "07 01 01 05 00 01 ef be"
     finally:
         bus.shutdown()
 
@@ -94,18 +95,23 @@ def test_text_pages_then_notice_reach_the_head_unit(channel):
     hu.on_frame(frames[-1], 1.0)
     assert hu.shown[0].outlet == text
     assert "+86 400 000 0000" in hu.shown[0].text.body_en  # type: ignore[union-attr]
-    (answer,) = hu.answers_due(1.0)
-    assert n.parse_ack("p", answer) == NoticeAck(9, 0x0101, "seen")
+    shown, answer = hu.answers_due(1.0)  # on screen, then the owner's answer
     assert n.parse_ack("other-bus", answer) is None
+    assert n.parse_ack("p", shown) == NoticeAck(9, 0x0101, "displayed", 3)
+    assert n.parse_ack("p", answer) == NoticeAck(9, 0x0101, "seen", 3)
+    assert n.parse_ack("p", answer) is None  # the same frame again: its freshness is used
+    assert n.refused == {"freshness": 1}
 
 
 def test_head_unit_without_the_text_uses_its_own_outlet():
     hu = VirtualHeadUnit(DB, response=None, outlet="Own outlet", phone="110")
-    frame = can.Message(arbitration_id=0x3C0, data=bytes.fromhex("0701011101050000"))
+    data = bytes.fromhex("0701015500010000")
+    frame = can.Message(arbitration_id=0x3C0, is_extended_id=False, data=data)
     hu.on_frame(frame, 0.0)  # says 5 bytes of text follow, none came
     assert hu.shown[0].outlet is None
     assert "Own outlet" in hu.shown[0].text.body_en  # type: ignore[union-attr]
-    assert hu.answers_due(1e9) == []
+    (displayed,) = hu.answers_due(1e9)  # on screen, and no answer from the owner
+    assert DB.decode_message(0x3C1, displayed.data)["HU_AckResponse"] == "Displayed"
 
 
 def test_a_failing_bus_raises_bus_error_naming_the_frame(channel):
@@ -121,16 +127,26 @@ def test_a_failing_bus_raises_bus_error_naming_the_frame(channel):
 
 
 @pytest.mark.parametrize(
-    "data",
-    [b"", b"\x07\x01", bytes.fromhex("0701010000000000"), bytes.fromhex("0701010400000000")],
+    ("data", "extended", "reason"),
+    [
+        (b"", False, "0 bytes, expected 8"),
+        (b"\x07\x01", False, "2 bytes, expected 8"),
+        (bytes.fromhex("0701000000000000"), True, "extended id"),
+        (bytes.fromhex("0700000000000000"), False, "response invalid"),
+        (bytes.fromhex("0705000000000000"), False, "response invalid"),
+        (bytes.fromhex("0701000000000100"), False, "no open attempt"),
+    ],
 )
-def test_bad_answers_are_not_answers(channel, data):
+def test_bad_answers_are_not_answers(channel, data, extended, reason):
     bus = can.Bus(interface="virtual", channel=channel)
     try:
         n = CanOwnerChannel("p", bus, DB, "PA_OwnerNotice", "HU_NoticeAck", text="")
-        frame = can.Message(arbitration_id=0x3C1, data=data)
+        frame = can.Message(arbitration_id=0x3C1, is_extended_id=extended, data=data)
         assert n.is_ack_frame("p", frame)
-        assert n.parse_ack("p", frame) is None
+        alive, ack = n.read_ack("p", frame, 0.0)
+        assert ack is None and n.refused == {reason: 1}
+        # an empty or wrongly shaped frame at the answer id is no sign of a live head unit
+        assert alive == (reason in ("response invalid", "no open attempt"))
     finally:
         bus.shutdown()
 

@@ -68,8 +68,7 @@ def test_safety_fault_story_end_to_end(mosquitto_binary, scenario, rule_id, noti
     assert (d["rule_id"], d["severity"]) == (rule_id, "critical")
     rule = next(x for x in r.config.rules if x.id == rule_id)
     first, last = (
-        parse_time(d[k]).timestamp()
-        for k in ("first_reading_time", "last_reading_time")
+        parse_time(d[k]).timestamp() for k in ("first_reading_time", "last_reading_time")
     )
     assert first == fault_at  # the stray frame on day 60 decided nothing
     assert d["sample_count"] == rule.confirm_readings and last - first >= rule.confirm_s

@@ -15,7 +15,7 @@ from can.interfaces.virtual import VirtualBus
 from pack_agent.canbus.dbc import load_and_check
 from pack_agent.canbus.decoder import Decoder
 from pack_agent.config import AgentConfig, as_data, load_config, parse_config, reference_config_path
-from pack_agent.delivery.owner_channel import owner_notifiers
+from pack_agent.delivery.owner_channel import RECENT_CHALLENGES, owner_notifiers
 from pack_agent.dev.sim.head_unit import VirtualHeadUnit
 from pack_agent.dev.sim.vehicle import code_pages, encode
 from pack_agent.runtime.agent import Agent
@@ -97,6 +97,8 @@ class Rig:
         response: str | Sequence[str | None] | None = "seen",
         delay_s: float = HOUR,
         failing: bool = False,
+        display: bool = True,
+        hu_key: bytes | None = None,
         pack_code: dict[str, Any] | None = None,
         **notice: Any,
     ) -> None:
@@ -104,7 +106,9 @@ class Rig:
         self.cfg = make_config(tmp_path, self.channel, pack_code, **notice)
         self.db = load_and_check(self.cfg)
         self.events: list[Any] = []
-        self.hu = VirtualHeadUnit(self.db, response=response, delay_s=delay_s)
+        self.hu = VirtualHeadUnit(
+            self.db, response=response, delay_s=delay_s, display=display, key=hu_key
+        )
         self.hu_bus = can.Bus(interface="virtual", channel=self.channel)
         self.failing = failing
         self._start()
@@ -151,7 +155,6 @@ class Rig:
             "BMS_Capacity": 100.0,
             "BMS_InternalResistance": 70.0,
             "BMS_FullCycles": 500,
-            "BMS_EnergyThroughput": 30,
             "BMS_EndOfLife": 0,
         }
         self.feed([encode(self.db, "BMS_Health", health, t)], t)
@@ -412,7 +415,8 @@ def test_failing_bus_survives_a_restart_and_is_not_lost(rig_factory):
 
 
 def test_silent_head_unit_and_exhausted_attempts_are_events(rig_factory):
-    r = rig_factory(response=None, head_unit_silent_s=2 * DAY, max_attempts=4)
+    # a head unit that says nothing at all: not even that a notice is on its screen
+    r = rig_factory(response=None, display=False, head_unit_silent_s=2 * DAY, max_attempts=4)
     r.decide(T0)
     r.run(T0, T0 + 6 * DAY, 6 * HOUR)
     reasons = [f["reason"] for f in r.of("owner.notice_failed")]
@@ -470,16 +474,203 @@ def test_pack_replacement_withdraws_the_open_notice(rig_factory):
     assert r.agent.notice_status()["open"] == []
 
 
-def test_bad_answer_frames_are_ignored_but_prove_the_head_unit_is_alive(rig_factory):
-    r = rig_factory(response=None)
+def test_only_well_formed_answer_frames_prove_the_head_unit_alive(rig_factory):
+    """An empty, short, extended or corrupted frame at the answer id is refused and says
+    nothing about the head unit; a well-formed answer to no open attempt proves it alive
+    (and answers nothing)."""
+    r = rig_factory(response=None, display=False)
     r.decide(T0)
     ack = r.db.get_message_by_name("HU_NoticeAck")
-    for data in (b"\x01\x01", b"\x01\x01\x01\x00\x00\x00\x00\x00", b"\x09\x01\x01\x01" + bytes(4)):
-        r.agent.handle_frame(
-            "powertrain", can.Message(arbitration_id=ack.frame_id, data=data), T0 + 100
-        )
-    assert r.of("owner.acknowledged") == [] and r.agent.frame_errors == 0
+    bad = [
+        can.Message(arbitration_id=ack.frame_id, is_extended_id=False, data=b""),
+        can.Message(arbitration_id=ack.frame_id, is_extended_id=False, data=b"\x01\x01"),
+        can.Message(arbitration_id=ack.frame_id, is_extended_id=True, data=bytes(8)),
+        can.Message(arbitration_id=ack.frame_id, is_extended_id=False, data=bytes(8)),  # CRC
+    ]
+    for frame in bad:
+        r.agent.handle_frame("powertrain", frame, T0 + 100)
+    status = r.agent.notice_status()
+    assert status["head_unit_last_heard"] is None
+    assert status["answers_refused"] == {
+        "0 bytes, expected 8": 1,
+        "2 bytes, expected 8": 1,
+        "extended id": 1,
+        "e2e crc": 1,
+    }
+    stray = answer_frame(r.db, seq=9, code=1, challenge=1, fresh=1, counter=0)
+    r.agent.handle_frame("powertrain", stray, T0 + 101)
     assert r.agent.notice_status()["head_unit_last_heard"] is not None
+    assert r.of("owner.acknowledged") == [] and r.agent.frame_errors == 0
+
+
+def answer_frame(
+    db: Any,
+    seq: int,
+    code: int,
+    challenge: int,
+    fresh: int,
+    counter: int,
+    key: bytes | None = None,
+    mac: int | None = None,
+) -> can.Message:
+    """An HU_NoticeAck as anyone on the bus can build it: the CRC is public, the MAC
+    needs the key (``mac`` forces a value: a guess)."""
+    from pack_agent.canbus.e2e import Protection
+    from pack_agent.delivery.secoc import AnswerMac
+    from pack_agent.dev.sim.protect import reference_e2e
+
+    msg = db.get_message_by_name("HU_NoticeAck")
+    if mac is None:
+        mac = AnswerMac(key, msg.frame_id).mac(seq, code, challenge, fresh) if key else 0
+    values = {
+        "HU_AckSeq": seq,
+        "HU_AckResponse": code,
+        "HU_AckCounter": 0,
+        "HU_AckChallenge": challenge,
+        "HU_AckCrc": 0,
+        "HU_AckFreshness": fresh,
+        "HU_AckMac": mac,
+    }
+    data = Protection(msg, reference_e2e()["HU_NoticeAck"]).protect(msg.encode(values), counter)
+    return can.Message(arbitration_id=msg.frame_id, is_extended_id=False, data=data)
+
+
+def test_displayed_is_reported_once_per_attempt_before_the_answer(rig_factory):
+    r = rig_factory(response="dismissed", delay_s=2 * HOUR)
+    r.decide(T0)
+    r.run(T0 + HOUR, T0 + 3 * HOUR)
+    (shown,) = r.of("owner.notice_displayed")
+    (notified,) = r.of("owner.notified")
+    assert shown["attempt"] == notified["attempt"] == 1 and shown["channel"] == "can"
+    assert shown["displayed_at"] < r.of("owner.acknowledged")[0]["acknowledged_at"]
+    r.drive_days(T0 + DAY, 1)  # dismissed: shown again at the next ignition-on
+    assert [d["attempt"] for d in r.of("owner.notice_displayed")] == [1, 2]
+    assert r.agent.notice_status()["counters"]["displayed"] == 2
+
+
+KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "head-unit.key"
+    path.write_text(KEY.hex() + "\n", encoding="ascii")
+    return path
+
+
+def _open_critical(r: Any) -> Any:
+    r.decide(T0, soh=35.0)  # both rules: an advisory (seq 1) and a critical notice (seq 2)
+    (critical,) = [n for n in r.agent.notices.active() if n.severity == "critical"]
+    return critical
+
+
+def latest(notice: Any) -> int:
+    """The challenge of the notice's latest attempt (sniffed from its notice frame)."""
+    return notice.challenges[-1][0]
+
+
+def test_forged_answers_are_refused_counted_and_the_notice_keeps_repeating(rig_factory, key_file):
+    """With a shared key: a replayed answer, an answer to an attempt long gone, an answer
+    moved to another notice, guessed MACs are refused and counted; nothing is answered,
+    and the critical notice goes on repeating."""
+    r = rig_factory(
+        response=None,
+        display=False,
+        key_file=str(key_file),
+        max_bad_macs=4,
+        critical_max_per_period=24,  # every two hours, for days
+        max_attempts=100,
+    )
+    critical = _open_critical(r)
+    seq, first = critical.seq, latest(critical)
+    # the genuine head unit reports attempt 1 on its screen (it has the key): taken
+    genuine = answer_frame(r.db, seq, 4, first, 1, 0, key=KEY)
+    r.agent.handle_frame("powertrain", genuine, T0 + 30)
+    assert [d["attempt"] for d in r.of("owner.notice_displayed")] == [1]
+    # the same frame again: the E2E counter repeats; re-sealed with the next counter: the
+    # freshness value is not above the last one taken for that challenge
+    r.agent.handle_frame("powertrain", genuine, T0 + 31)
+    again = answer_frame(r.db, seq, 4, first, 1, 1, key=KEY)
+    r.agent.handle_frame("powertrain", again, T0 + 32)
+    now = T0
+    while first in [c[0] for c in critical.challenges]:  # attempts, two hours apart, until
+        now += 2 * HOUR  # attempt 1 has left the window of recent ones
+        r.run(now, now)
+    assert critical.attempts == RECENT_CHALLENGES + 1
+    # a genuine answer to attempt 1, never delivered then (its MAC is right): too old now
+    old = answer_frame(r.db, seq, 3, first, 2, 2, key=KEY)
+    r.agent.handle_frame("powertrain", old, now + 1)
+    # the advisory notice's answer (MAC and all) with the critical notice's sequence number
+    from pack_agent.delivery.secoc import AnswerMac
+
+    advisory = next(n for n in r.agent.notices.active() if n.severity == "advisory")
+    advisory_mac = AnswerMac(KEY, 0x3C1).mac(advisory.seq, 3, latest(advisory), 1)
+    moved = answer_frame(r.db, seq, 3, latest(advisory), 1, 3, mac=advisory_mac)
+    r.agent.handle_frame("powertrain", moved, now + 2)
+    # blind guesses with the right challenge (it is on the bus): the attempt is voided
+    for i in range(4):
+        guess = answer_frame(r.db, seq, 3, latest(critical), 1, 4 + i, mac=0x1234 + i)
+        r.agent.handle_frame("powertrain", guess, now + 3 + i)
+    late = answer_frame(r.db, seq, 3, latest(critical), 1, 8, key=KEY)
+    r.agent.handle_frame("powertrain", late, now + 10)
+    refused = r.agent.notice_status()["answers_refused"]
+    assert refused == {
+        "e2e counter repeated": 1,
+        "freshness": 1,
+        "challenge": 1,
+        "mac": 5,
+        "challenge voided": 1,
+    }
+    assert r.of("owner.acknowledged") == [] and r.agent.frame_errors == 0
+    r.run(now + 2 * HOUR, now + 2 * HOUR)
+    assert critical.attempts == RECENT_CHALLENGES + 2  # still repeating
+    assert critical.follow_up == "repeat"
+    taken = answer_frame(r.db, seq, 3, latest(critical), 1, 9, key=KEY)
+    r.agent.handle_frame("powertrain", taken, now + 2 * HOUR + 5)
+    (ack,) = r.of("owner.acknowledged")
+    assert ack["seq"] == seq and ack["response"] == "service_booked"
+    assert ack["attempt"] == RECENT_CHALLENGES + 2
+
+
+def test_without_a_key_the_challenge_and_freshness_still_stop_replays(rig_factory):
+    r = rig_factory(response=None, display=False)
+    critical = _open_critical(r)
+    seq, first = critical.seq, latest(critical)
+    shown = answer_frame(r.db, seq, 4, first, 1, 0)
+    r.agent.handle_frame("powertrain", shown, T0 + 30)
+    r.run(T0 + 2 * HOUR, T0 + 2 * HOUR)  # attempt 2
+    replay = answer_frame(r.db, seq, 4, first, 1, 1)  # the answer taken, re-sealed
+    r.agent.handle_frame("powertrain", replay, T0 + 2 * HOUR + 1)
+    advisory = next(n for n in r.agent.notices.active() if n.severity == "advisory")
+    moved = answer_frame(r.db, seq, 3, latest(advisory), 1, 2)  # another notice's answer
+    r.agent.handle_frame("powertrain", moved, T0 + 2 * HOUR + 2)
+    assert r.agent.notice_status()["answers_refused"] == {"freshness": 1, "challenge": 1}
+    assert r.of("owner.acknowledged") == []
+    # the owner answers the first showing after the second went out: still their answer
+    late = answer_frame(r.db, seq, 3, first, 2, 3)
+    r.agent.handle_frame("powertrain", late, T0 + 2 * HOUR + 3)
+    (ack,) = r.of("owner.acknowledged")
+    assert ack["seq"] == seq and ack["response"] == "service_booked"
+
+
+def test_the_simulated_head_unit_with_the_key_is_answered_end_to_end(rig_factory, key_file):
+    r = rig_factory(response="service_booked", delay_s=HOUR, key_file=str(key_file), hu_key=KEY)
+    r.decide(T0)
+    r.run(T0 + HOUR, T0 + 2 * HOUR)
+    assert len(r.of("owner.notice_displayed")) == 1
+    (ack,) = r.of("owner.acknowledged")
+    assert ack["response"] == "service_booked"
+    assert r.agent.notice_status()["answers_refused"] == {}
+
+
+def test_a_head_unit_with_the_wrong_key_is_never_answered(rig_factory, key_file):
+    r = rig_factory(
+        response="service_booked", delay_s=HOUR, key_file=str(key_file), hu_key=b"k" * 16
+    )
+    r.decide(T0)
+    r.run(T0 + HOUR, T0 + 2 * HOUR)
+    assert r.of("owner.acknowledged") == [] and r.of("owner.notice_displayed") == []
+    assert r.agent.notice_status()["answers_refused"]["mac"] >= 2
 
 
 def test_readings_under_another_code_never_decide_for_the_known_pack(rig_factory):

@@ -88,6 +88,7 @@ def run_vehicle(
     scenario: Scenario,
     response: Any,
     agent: AgentThread | None = None,
+    display: bool = True,
 ):
     """The simulated vehicle at a day every 4 ms; with ``agent``, each trip waits (up to
     2 s) until the agent has read it, so a loaded machine slows the test down instead of
@@ -95,7 +96,7 @@ def run_vehicle(
     db = load_and_check(cfg)
     watcher = can.Bus(interface="virtual", channel=channel)  # what a CAN logger would see
     bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
-    hu = VirtualHeadUnit(db, response=response, delay_s=1.5 * DAY)
+    hu = VirtualHeadUnit(db, response=response, delay_s=1.5 * DAY, display=display)
     try:
         vehicle = VirtualVehicle(
             bus, db, scenario, hu, pace_s=0.004, sync=None if agent is None else agent.read_until
@@ -153,6 +154,7 @@ def test_code_decision_notice_ack_reach_the_backend(broker, tmp_path):
         "pack.health",
         "scrap.condition_met",
         "owner.notified",
+        "owner.notice_displayed",
         "owner.acknowledged",
         "owner.notice",
     }
@@ -216,7 +218,8 @@ def test_no_answer_means_notices_repeat_daily_and_are_kept(broker, tmp_path):
     with Subscriber(broker) as backend:
         agent = AgentThread(cfg)
         try:
-            _, notices = run_vehicle(cfg, channel, FAST, response=None, agent=agent)
+            # a head unit that sends nothing at all, not even that it shows the notice
+            _, notices = run_vehicle(cfg, channel, FAST, response=None, agent=agent, display=False)
             backend.wait_for(
                 lambda s: len({e["event_id"] for e in s.events}) >= len(agent.emitted), 15
             )

@@ -16,6 +16,7 @@ from pack_agent.canbus.dbc import load_and_check
 from pack_agent.config import load_config, reference_config_path
 from pack_agent.dev.demo import demo_config
 from pack_agent.dev.sim import SCENARIOS
+from pack_agent.dev.sim.protect import sender
 from pack_agent.dev.sim.vehicle import code_pages, cyclic_values, encode
 from pack_agent.store import read_only_view
 
@@ -37,28 +38,22 @@ def steady_day(db, start: float) -> list[can.Message]:
     cyclic = sorted(cyclic_values(state).items(), key=lambda kv: kv[0] == "BMS_Health")
     templates = [encode(db, name, values, 0.0) for name, values in cyclic]
     templates += code_pages(db, state.code, 0.0)
-    ack = db.get_message_by_name("HU_NoticeAck")
-    templates.append(
-        can.Message(
-            arbitration_id=ack.frame_id,
-            data=ack.encode({"HU_AckSeq": 0, "HU_AckNoticeId": 0, "HU_AckResponse": 1}),
-            is_extended_id=False,
-        )
-    )
+    templates.append(encode(db, "HU_NoticeAck", {"HU_AckSeq": 0, "HU_AckResponse": 1}, 0.0))
     pages = templates[-5:-1]
     cyclic = templates[:-5]
+    names = {m.frame_id: m.name for m in db.messages}
     frames = []
     for i in range(int(DAY / STEP_S) + 12):
         t = start + i * STEP_S
         for k, tpl in enumerate([*cyclic, pages[i % 4], templates[-1]]):
-            frames.append(
-                can.Message(
-                    arbitration_id=tpl.arbitration_id,
-                    data=tpl.data,
-                    is_extended_id=tpl.is_extended_id,
-                    timestamp=t + k * 0.001,
-                )
+            frame = can.Message(
+                arbitration_id=tpl.arbitration_id,
+                data=tpl.data,
+                is_extended_id=tpl.is_extended_id,
+                timestamp=t + k * 0.001,
             )
+            # the next alive counter and its CRC, as the sending ECU does
+            frames.append(sender(db).protect(names[tpl.arbitration_id], frame))
     return frames
 
 

@@ -94,18 +94,21 @@ def test_a_decision_is_shown_answered_and_both_are_events(desk: Desk) -> None:
     [notified] = desk.of("owner.notified")
     assert notified["rule_id"] == "capacity-80" and notified["pack_code"] == CODE
     assert notified["retries"] == 0 and notified["attempt"] == 1
-    desk.exchange(T0)  # the head unit shows it
+    desk.exchange(T0)  # the head unit shows it, and says so
     assert desk.hu.shown and desk.of("owner.acknowledged") == []
+    [displayed] = desk.of("owner.notice_displayed")
+    assert displayed["attempt"] == 1 and displayed["seq"] == notified["seq"]
     desk.exchange(T0 + 60)  # and answers a minute later
     [ack] = desk.of("owner.acknowledged")
     assert ack["response"] == "seen" and ack["seq"] == notified["seq"]
     status = desk.d.notice_status()
-    assert status["counters"] == {"answer.seen": 1, "notified.can": 1}
-    assert status["head_unit_last_heard"] is not None
-    # the notice and the first answer ever survive a restart
+    assert status["counters"] == {"answer.seen": 1, "displayed": 1, "notified.can": 1}
+    assert status["head_unit_last_heard"] is not None and status["answers_refused"] == {}
+    # the notice and the first frame ever heard from the head unit (its Displayed) survive
+    # a restart
     desk.restart()
     assert [n.response for n in desk.d.book.notices] == ["seen"]
-    assert desk.d.head_unit_heard_at == T0 + 60
+    assert desk.d.head_unit_heard_at == T0
 
 
 def test_a_frame_that_is_not_an_answer_is_left_to_the_decoder(desk: Desk) -> None:

@@ -227,3 +227,50 @@ def test_silence_is_seen_while_other_traffic_goes_on_filtered_or_not(ref, tmp_pa
         assert cfg.health.bms_timeout_s < gap <= cfg.health.bms_timeout_s + 0.2 + 1e-3
         assert [e.type for e in run.events].count("bms.recovered") == 1
     assert summary(filtered_run.events) == summary(unfiltered_run.events)
+
+
+def _blf(path: Path, frames: list[can.Message]) -> Path:
+    writer = can.BLFWriter(str(path))
+    for f in frames:
+        writer.on_message_received(f)
+    writer.stop()
+    return path
+
+
+def test_truncated_or_garbage_blf_logs_fail_with_the_position(ref, tmp_path, capsys):
+    """python-can reads a cut BLF up to the cut and stops without a word; the replay
+    refuses it (exit 2) before any frame, naming the byte where the file ends."""
+    _, db = ref
+    whole = _blf(tmp_path / "whole.blf", frames_of(db, FAST)[:3000])
+    assert main(["replay", str(whole), "-c", str(config_file(tmp_path)), "--json"]) == 0
+    capsys.readouterr()
+    raw = whole.read_bytes()
+    cut = tmp_path / "cut.blf"
+    cut.write_bytes(raw[: len(raw) // 2])
+    assert main(["replay", str(cut), "-c", str(config_file(tmp_path)), "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and f"cut.blf: truncated at byte {len(raw) // 2}" in err
+    garbage = tmp_path / "garbage.blf"
+    garbage.write_bytes(b"not a blf file at all" * 20)
+    assert main(["replay", str(garbage), "-c", str(config_file(tmp_path))]) == 2
+    assert "garbage.blf: cannot read as blf: Unexpected file format" in capsys.readouterr().err
+    garbage.write_bytes(raw[:144] + bytes(range(256)) * 40)  # a BLF header, then garbage
+    assert main(["replay", str(garbage), "-c", str(config_file(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert "garbage.blf" in err and ("BLFParseError" in err or "truncated at byte" in err), err
+
+
+def test_a_time_stamp_that_is_not_a_number_stops_the_replay_at_its_frame(ref, tmp_path, capsys):
+    """A NaN (or infinite) stamp must not reach the time rules (python-can's candump and
+    CSV readers hand it over as it is)."""
+    _, db = ref
+    path = tmp_path / "nan.log"
+    writer = can.CanutilsLogWriter(str(path))
+    for f in frames_of(db, FAST)[:20]:
+        writer.on_message_received(f)
+    writer.stop()
+    lines = path.read_text().splitlines()
+    lines[5] = "(nan)" + lines[5].split(")", 1)[1]
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["replay", str(path), "-c", str(config_file(tmp_path))]) == 2
+    assert "nan.log: frame 6: time stamp nan is not a time" in capsys.readouterr().err

@@ -258,9 +258,19 @@ class _NoticeData(_Data):
 
 @data_model("owner.notified")
 class OwnerNotified(_NoticeData):
-    """The owner notice was shown (once per attempt and channel)."""
+    """The owner notice was sent (once per attempt and channel): on CAN the bus took the
+    frames, for the app the notice was stored for the uplink. That it was on the screen
+    is ``owner.notice_displayed``; that the owner read it, ``owner.acknowledged``."""
 
     retries: int = Field(default=0, description="Failed sends before this one succeeded.")
+
+
+@data_model("owner.notice_displayed")
+class OwnerNoticeDisplayed(_NoticeData):
+    """The head unit reports the notice on its screen (``HU_AckResponse`` Displayed, with
+    the attempt's challenge): the proof it was shown, not only sent. Once per attempt."""
+
+    displayed_at: str = Field(description="ISO 8601, UTC.")
 
 
 @data_model("owner.acknowledged")

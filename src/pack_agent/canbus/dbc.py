@@ -29,8 +29,9 @@ NOTICE_SIGNALS = (
     "PA_NoticeSeverity",
     "PA_NoticeAction",
     "PA_NoticeAttempt",
+    "PA_NoticeChallenge",
 )
-ACK_SIGNALS = ("HU_AckSeq", "HU_AckNoticeId", "HU_AckResponse")
+ACK_SIGNALS = ("HU_AckSeq", "HU_AckResponse", "HU_AckChallenge", "HU_AckFreshness", "HU_AckMac")
 TEXT_SIGNALS = ("PA_TextSeq", "PA_TextPage", "PA_TextPageCount", "PA_TextData")
 
 
@@ -381,6 +382,7 @@ def check_against_database(
                 problems.append(f"pack_code.pages[{i}]: signal {page!r} is not multiplexed")
             if sig.length % 8:
                 problems.append(f"pack_code.pages[{i}]: signal {page!r} is not whole bytes")
+    problems += _e2e_problems(config, db, notice_db)
     if not problems:
         problems += _frame_id_clashes(config, db, notice_db)
         problems += _ignition_problems(config, db)
@@ -415,6 +417,30 @@ def notice_problems(config: AgentConfig, notice_db: Any) -> list[str]:
             problems.append(
                 f"{key}: message {name!r} has frame id 0x{msg.frame_id:X}, like {other!r}"
             )
+    return problems
+
+
+def _e2e_problems(
+    config: AgentConfig, db: cantools.database.Database, notice_db: Any | None = None
+) -> list[str]:
+    """Each ``[e2e.<message>]`` names a message of the databases, with fitting signals. A
+    section for a message no metric reads is allowed (a reference configuration whose
+    metrics moved to UDS keeps working); it checks nothing. The agent's own messages (the
+    answer) are looked up in their own namespace, ``notice_db``."""
+    from pack_agent.canbus.e2e import config_problems
+
+    problems: list[str] = []
+    for name, settings in config.e2e.items():
+        key = f"e2e.{name}"
+        n = config.notice
+        own = name in (n.message, n.ack_message, n.text_message)
+        source = notice_db if own and notice_db is not None else db
+        try:
+            msg = source.get_message_by_name(name)
+        except KeyError:
+            problems.append(f"{key}: message {name!r} is not in the database(s)")
+            continue
+        problems += config_problems(key, msg, settings)
     return problems
 
 
@@ -617,8 +643,8 @@ def _frame_id_clashes(config: AgentConfig, db: Any, notice_db: Any | None) -> li
     pc = config.pack_code
     if pc.source == "pages":
         use("pack_code.message", pc.bus or default, pc.message)
-    if notice_db is not None:
-        n = config.notice
+    n = config.notice
+    if notice_db is not None and n.ack_message in {m.name for m in notice_db.messages}:
         use("notice.ack_message", n.bus or default, n.ack_message, notice_db)
     seen: dict[tuple[str, int], tuple[str, str]] = {}
     problems = []
@@ -823,8 +849,7 @@ def load_all(config: AgentConfig) -> Databases:
         raise ConfigError(problems, _source(config))
     if notice is not None:
         problems += notice_problems(config, notice)
-    # the answer id joins the mapped messages' id check once the agent's messages are sound
-    problems += check_against_database(config, vehicle, None if problems else notice)
+    problems += check_against_database(config, vehicle, notice)
     if notice is not None and not problems:
         clashes, more = own_id_clashes(config, loaded, notice)
         problems += clashes

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pack_agent.canbus.codesource import CodeReader, code_reader
 from pack_agent.canbus.dbc import resolve_operand
+from pack_agent.canbus.e2e import E2EStats, Protection
 from pack_agent.canbus.expression import Expression, parse_expression
 from pack_agent.config import AgentConfig
 from pack_agent.core.readings import CodePage, Reading
@@ -119,6 +120,9 @@ class _Route:
     plan: list[tuple[Any, ...]] = field(default_factory=list)  # the targets, flat, for speed
     code_pages: dict[int, int] | None = None  # mux value -> page index
     code_signals: dict[int, Any] | None = None  # mux value -> cantools Signal
+    extended: bool = False  # the frame's id must carry the same extended flag
+    fd: bool = False
+    e2e: Protection | None = None  # checksum and alive counter, when configured
 
 
 @dataclass(slots=True)
@@ -204,11 +208,25 @@ class Decoder:
                 for mux_value in sig.multiplexer_ids or ():
                     route.code_pages[mux_value] = index
                     route.code_signals[mux_value] = sig
+        self.e2e = E2EStats()
+        known = {m.name for m in db.messages}
+        for name, e2e in config.e2e.items():
+            if name not in known:  # the agent's answer frame: in its own namespace
+                continue
+            where = (e2e.bus or default_bus, db.get_message_by_name(name).frame_id)
+            if where in self._routes:  # the answer frame is checked by the owner channel
+                self._routes[where].e2e = Protection(self._routes[where].message, e2e)
 
     def _route(self, bus: str, message: Any) -> _Route:
         key = (bus, message.frame_id)
         if key not in self._routes:
-            self._routes[key] = _Route(message=message, targets=[], length=message.length)
+            self._routes[key] = _Route(
+                message=message,
+                targets=[],
+                length=message.length,
+                extended=bool(message.is_extended_frame),
+                fd=bool(getattr(message, "is_fd", False)),
+            )
         return self._routes[key]
 
     def _add(
@@ -258,18 +276,35 @@ class Decoder:
 
     def decode(self, bus: str, frame: can.Message, now: float) -> list[Reading | CodePage]:
         route = self._routes.get((bus, frame.arbitration_id))
-        if route is None or frame.is_error_frame or frame.is_remote_frame:
-            if self._code_readers and not (frame.is_error_frame or frame.is_remote_frame):
+        if route is None:
+            if frame.is_error_frame:
+                self._drop("error frame")
+            elif self._code_readers and (bus, frame.arbitration_id) in self._code_readers:
+                if frame.is_remote_frame:
+                    self._drop(f"0x{frame.arbitration_id:X}: remote frame")
+                    return []
                 return self._code_pages(bus, frame, now)
             return []
         self.stats.frames += 1
         message = route.message
+        if (
+            frame.is_extended_id is not route.extended
+            or frame.is_fd is not route.fd
+            or frame.is_remote_frame
+            or frame.is_error_frame
+            or len(frame.data) != route.length
+        ):  # inline: the one check every mapped frame pays; the reason only when it fails
+            self._drop(
+                f"{message.name}: {frame_problem(frame, route.extended, route.fd, route.length)}"
+            )
+            return []
         data = bytes(frame.data)
-        if len(data) != route.length:
-            if len(data) < route.length:
-                self._drop(f"{message.name}: {len(data)} bytes, expected {route.length}")
+        if route.e2e is not None:
+            reason = route.e2e.check(data, now, self.e2e)
+            if reason is not None:
+                self.e2e.refused[f"{message.name}: {reason}"] += 1
+                self._drop(f"{message.name}: e2e {reason}")
                 return []
-            data = data[: route.length]
         little = int.from_bytes(data, "little") if route.needs_little else 0
         big = int.from_bytes(data, "big") if route.needs_big else 0
         values: dict[str, Any] | None = None
@@ -367,6 +402,23 @@ class Decoder:
         self.stats.dropped[reason] += 1
         if metric is not None:
             self.stats.dropped_by_metric[metric] += 1
+
+
+def frame_problem(frame: can.Message, extended: bool, fd: bool, length: int) -> str | None:
+    """Why a frame on a mapped id is not the database's message, or None: an error or
+    remote frame, the other id format (an extended 0x3A3 is not the standard 0x3A3),
+    CAN FD where the message is classic (or the reverse), another length."""
+    if frame.is_error_frame:
+        return "error frame"
+    if frame.is_remote_frame:
+        return "remote frame"
+    if frame.is_extended_id != extended:
+        return "extended id" if frame.is_extended_id else "standard id"
+    if frame.is_fd != fd:
+        return "CAN FD frame" if frame.is_fd else "classic frame"
+    if len(frame.data) != length:
+        return f"{len(frame.data)} bytes, expected {length}"
+    return None
 
 
 def _divisor(scale: float) -> float:

@@ -157,7 +157,10 @@ def read_gvret(
 
 
 def filtered(
-    messages: Iterator[can.Message], log_filter: LogFilter | None, stats: ReadStats
+    messages: Iterator[can.Message],
+    log_filter: LogFilter | None,
+    stats: ReadStats,
+    path: Path | None = None,
 ) -> Iterator[can.Message]:
     """The same filter and counts for python-can's readers (after the Message is built)."""
     last = -math.inf
@@ -166,6 +169,10 @@ def filtered(
         ch = str(msg.channel)
         counts[ch] = counts.get(ch, 0) + 1
         stats.frames += 1
+        if not math.isfinite(msg.timestamp):  # NaN or inf: every time rule would misjudge
+            raise LogError(
+                f"{path or 'log'}: frame {stats.frames}: time stamp {msg.timestamp} is not a time"
+            )
         if log_filter is not None:
             wanted = log_filter.ids(msg.channel)
             if wanted is None:
@@ -218,6 +225,7 @@ def read_python_can(path: Path, fmt: str) -> Iterator[can.Message]:
             reader = text_readers[fmt](counting)
         elif fmt == "blf":
             reader = can.BLFReader(str(path))
+            _check_blf_size(path, reader)
         elif fmt == "mf4":
             reader = can.MF4Reader(str(path))
         else:
@@ -227,7 +235,7 @@ def read_python_can(path: Path, fmt: str) -> Iterator[can.Message]:
     except OSError as exc:
         raise LogError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except Exception as exc:  # python-can raises ValueError, ImportError (mf4), BLFParseError...
-        raise LogError(f"{path}: cannot read as {fmt}: {exc}") from None
+        raise LogError(f"{path}: cannot read as {fmt}: {_why(exc)}") from None
     n = 0
     try:
         for msg in reader:
@@ -235,9 +243,28 @@ def read_python_can(path: Path, fmt: str) -> Iterator[can.Message]:
             yield msg
     except Exception as exc:
         where = f"{path}:{counting.lineno}" if counting is not None else f"{path}: frame {n + 1}"
-        raise LogError(f"{where}: bad {fmt} record: {exc}") from None
+        raise LogError(f"{where}: bad {fmt} record: {_why(exc)}") from None
     finally:
         reader.stop()
+
+
+def _why(exc: Exception) -> str:
+    """python-can's message, or the exception's name when it has none (BLFParseError())."""
+    return str(exc).strip() or type(exc).__name__
+
+
+def _check_blf_size(path: Path, reader: Any) -> None:
+    """A BLF header states the file's size: a shorter file was cut (a copy that stopped,
+    a recording never closed). python-can would read the frames up to the cut and stop
+    without a word; refuse the log before any frame is replayed."""
+    stated = int(getattr(reader, "file_size", 0) or 0)
+    actual = path.stat().st_size
+    if stated and actual < stated:
+        reader.stop()
+        raise LogError(
+            f"{path}: truncated at byte {actual}: the BLF header says {stated} bytes "
+            f"({getattr(reader, 'object_count', '?')} objects)"
+        )
 
 
 def read_log(
@@ -252,7 +279,7 @@ def read_log(
     stats = stats if stats is not None else ReadStats()
     if fmt == "gvret":
         return read_gvret(path, log_filter, stats)
-    return filtered(read_python_can(path, fmt), log_filter, stats)
+    return filtered(read_python_can(path, fmt), log_filter, stats, path)
 
 
 # -- the source -------------------------------------------------------------------

@@ -22,10 +22,14 @@ def run(args: argparse.Namespace) -> int:
     from pack_agent.config import as_data, load_config
     from pack_agent.config.load import dump_toml
     from pack_agent.errors import ConfigError
+    from pack_agent.runtime.preflight import preflight_problems
 
     try:
         config = load_config(args.config)
         dbs = load_all(config)
+        problems = preflight_problems(config)  # what `run` would refuse besides
+        if problems:
+            raise ConfigError(problems, config.source)
     except ConfigError as exc:
         print(exc.render())
         return 1

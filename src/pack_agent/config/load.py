@@ -107,6 +107,7 @@ def _cross_checks(cfg: AgentConfig) -> list[str]:
         (f"metrics.{k}.bus", v.bus) for k, v in cfg.metrics.items()
     ]
     refs += [("pack_code.bus", cfg.pack_code.bus), ("notice.bus", cfg.notice.bus)]
+    refs += [(f"e2e.{k}.bus", v.bus) for k, v in cfg.e2e.items()]
     refs += [(f"metrics.{k}.uds.bus", v.uds.bus) for k, v in cfg.metrics.items() if v.uds]
     if cfg.pack_code.uds is not None:
         refs.append(("pack_code.uds.bus", cfg.pack_code.uds.bus))
@@ -253,6 +254,11 @@ def _notice_checks(cfg: AgentConfig) -> list[str]:
             problems.append(f"notice.{id_key}: 0x{value:X} is already notice.{ids[value]}")
         elif value is not None:
             ids[value] = id_key
+    if n.key_file is not None:
+        try:
+            read_key(resolve_path(n.key_file, cfg.base_dir))
+        except ValueError as exc:
+            problems.append(f"notice.key_file: {exc}")
     size = text_bytes(n, (getattr(r, "within_days", None) for r in cfg.rules))
     if size > MAX_TEXT_BYTES:
         problems.append(
@@ -260,6 +266,30 @@ def _notice_checks(cfg: AgentConfig) -> list[str]:
             f"{size} bytes of UTF-8, at most {MAX_TEXT_BYTES} fit in the CAN text pages"
         )
     return problems
+
+
+KEY_BYTES = 16  # AES-128, as AUTOSAR SecOC's CMAC
+
+
+def read_key(path: Path) -> bytes:
+    """The head unit's shared key: 16 raw bytes, or 32 hexadecimal digits (a line feed
+    after them is allowed). Raises ``ValueError`` saying what is wrong."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) == KEY_BYTES:
+        return raw
+    text = raw.strip()
+    if len(text) == 2 * KEY_BYTES:
+        try:
+            return bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            pass
+    raise ValueError(
+        f"{path} must hold a {KEY_BYTES}-byte AES key: {KEY_BYTES} raw bytes or "
+        f"{2 * KEY_BYTES} hexadecimal digits (it has {len(raw)} bytes)"
+    )
 
 
 def load_config(path: str | Path) -> AgentConfig:
@@ -281,6 +311,8 @@ def read_toml(p: Path) -> dict[str, Any]:
         raise ConfigError([f"not UTF-8 text (byte {exc.start})"], str(p)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], str(p)) from None
+    except RecursionError:
+        raise ConfigError(["not valid TOML: nested too deeply"], str(p)) from None
     return data
 
 

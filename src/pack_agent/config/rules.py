@@ -38,7 +38,7 @@ NoticeId = Annotated[int, Ge(1), Le(0xFFFF)]
 
 @dataclass(kw_only=True)
 class _RuleBase:
-    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid", "allow_inf_nan": False}
 
     id: RuleId
     description_en: str

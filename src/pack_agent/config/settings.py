@@ -28,6 +28,8 @@ CanId = Annotated[int, Ge(0), Le(CAN_ID_MAX)]
 OneLine = Annotated[
     str, Check(lambda v: "\n" not in v and "\0" not in v, "must be one line (no line feed or NUL)")
 ]
+# a file name: a NUL would reach the operating system as a traceback, not a key's error
+PathText = Annotated[str, Check(lambda v: "\0" not in v, "must not contain a NUL character")]
 TopicPrefix = Annotated[
     str,
     Check(
@@ -41,8 +43,9 @@ Vin = Annotated[
 
 RawValues = Annotated[list[int], OneOrMany()]
 
-# Every section refuses keys it does not know (a typo is an error, not a silent default).
-_STRICT: dict[str, Any] = {"extra": "forbid"}
+# Every section refuses keys it does not know (a typo is an error, not a silent default),
+# and every number is finite: an infinite interval or a NaN threshold is refused.
+_STRICT: dict[str, Any] = {"extra": "forbid", "allow_inf_nan": False}
 
 
 @dataclass
@@ -147,6 +150,30 @@ class PackCodeSource:
     # row, the known code never in between, is a replaced pack (docs/configuration.md)
     replaced_after_trips: Annotated[int, Ge(1)] = 2
 
+
+E2EProfile = Literal[
+    "autosar_p1", "autosar_p2", "autosar_p4", "autosar_p5", "crc8_j1850", "xor", "sum"
+]
+
+
+@dataclass(kw_only=True)
+class E2ESettings:
+    """``[e2e.<message>]``: the checksum and alive counter a received message carries
+    (pack_agent.canbus.e2e, docs/security.md). A frame that fails is dropped and counted."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    profile: E2EProfile
+    crc_signal: str
+    counter_signal: str | None = None
+    data_id: Annotated[int, Ge(0), Le(0xFFFFFFFF)] = 0
+    data_ids: list[Annotated[int, Ge(0), Le(0xFF)]] = field(default_factory=list)  # autosar_p2
+    max_delta: Annotated[int, Ge(1), Le(0xFFFF)] = 1  # counter steps allowed (lost frames)
+    # good frames in a row needed after a refused one before a frame is taken again
+    min_ok: Annotated[int, Ge(1), Le(16)] = 2
+    bus: str | None = None
+
+
 @dataclass
 class IgnitionSettings:
     """The ignition, defined once for the policy's gate, the owner notices and the BMS
@@ -201,7 +228,7 @@ class NoticeSettings:
     ack_message: str = "HU_NoticeAck"
     text_message: str = "PA_NoticeText"
     bus: str | None = None
-    catalogue: str = "builtin:notices.toml"
+    catalogue: PathText = "builtin:notices.toml"
     repeat_interval_s: Positive = 86400.0
     critical_repeat_interval_s: Positive = 3600.0
     slow_repeat_interval_s: Positive = 7 * 86400.0
@@ -224,6 +251,10 @@ class NoticeSettings:
     emergency_phone: OneLine = ""  # roadside service for critical notices (never the outlet)
     pack_ownership: Literal["owner", "swap_operator", "lease"] = "owner"  # who takes it back
     mqtt_copy: bool = False
+    # a 16-byte AES-128 key shared with the head unit: answers then need a valid MAC
+    key_file: PathText | None = None
+    # how many answers refused for a bad MAC end an attempt's challenge (blind guessing)
+    max_bad_macs: Annotated[int, Ge(1), Le(1000)] = 8
     # the agent's own frames (docs/can-database.md): their database, loaded on its own and
     # never merged with the vehicle's; their ids; "none": no head unit on CAN, the MQTT copy
     # (owner.notice) is the notice
@@ -238,9 +269,9 @@ class NoticeSettings:
 class TlsSettings:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
-    ca_file: str
-    cert_file: str | None = None
-    key_file: str | None = None
+    ca_file: PathText
+    cert_file: PathText | None = None
+    key_file: PathText | None = None
 
 
 @dataclass
@@ -252,7 +283,7 @@ class MqttSettings:
     topic_prefix: TopicPrefix = "pack-agent/v1"
     client_id: str | None = None
     protocol: Literal["5", "3.1.1"] = "5"
-    keepalive_s: Annotated[int, Ge(5)] = 30
+    keepalive_s: Annotated[int, Ge(5), Le(65535)] = 30  # MQTT's field is 16 bits
     max_inflight: Annotated[int, Ge(1), Le(65535)] = 20
     username: str | None = None
     password: Secret | None = None
@@ -266,7 +297,7 @@ class MqttSettings:
 class StoreSettings:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
-    path: str = "/var/lib/pack-agent/pack-agent.db"
+    path: PathText = "/var/lib/pack-agent/pack-agent.db"
     max_events: Annotated[int, Ge(100)] = 100_000
     # FULL also survives power loss, at a cost in writes
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
@@ -293,7 +324,7 @@ class DaemonSettings:
 
     shutdown_timeout_s: Annotated[float, Gt(0), Le(300)] = 5.0  # SIGTERM to exit, at most
     # live status JSON (tmpfs); None: $RUNTIME_DIRECTORY or /run
-    status_file: str | None = None
+    status_file: PathText | None = None
     status_interval_s: Positive = 5.0
     log_level: Literal["debug", "info", "warning", "error"] | None = None
     # frames: time comes from the frames' time stamps
@@ -308,11 +339,12 @@ class AgentConfig:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     vin: Vin
-    databases: list[str]  # the vehicle's; [] where every reading comes over UDS
+    databases: list[PathText]  # the vehicle's; [] where every reading comes over UDS
     strict_databases: bool = True
     buses: Annotated[list[BusSettings], MinLen(1)] = field(default_factory=lambda: [BusSettings()])
     metrics: dict[str, SignalRef] = field(default_factory=dict)
     pack_code: PackCodeSource = field(default_factory=PackCodeSource)
+    e2e: dict[str, E2ESettings] = field(default_factory=dict)  # message name -> protection
     rules: list[RuleConfig] = field(default_factory=list)
     ignition: IgnitionSettings = field(default_factory=IgnitionSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)

@@ -209,9 +209,7 @@ def check_serial(text: str) -> CodeReport:
         )
     for i, ch in enumerate(text[:MAX_SERIAL_CHARS], start=1):
         if not (ch.isascii() and ch.isprintable()):
-            problems.append(
-                CodeProblem((i, i), "not_printable", f"{ch!r} is not printable ASCII")
-            )
+            problems.append(CodeProblem((i, i), "not_printable", f"{ch!r} is not printable ASCII"))
             break
     return CodeReport(not problems, text, None, [str(p) for p in problems], tuple(problems))
 

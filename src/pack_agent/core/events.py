@@ -28,6 +28,7 @@ EventType = Literal[
     "scrap.condition_met",
     "scrap.forecast",
     "owner.notified",
+    "owner.notice_displayed",
     "owner.acknowledged",
     "owner.notice",
     "owner.notice_failed",

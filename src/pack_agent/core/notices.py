@@ -133,6 +133,11 @@ class Notice:
     closed_reason: str | None = None
     reported: list[str] = field(default_factory=list)  # failure reasons already reported
     within_days: float | None = None  # an early notice's horizon (its forecast rule's)
+    # the recent attempts' challenges on the CAN handshake, newest last, each as
+    # [challenge, freshness of the last answer taken for it, attempt number]: an answer
+    # to a showing that a newer attempt followed is still the owner's answer, and they
+    # are kept (with the notice) so an answer across a restart is recognised
+    challenges: list[list[int]] = field(default_factory=list)
 
     @property
     def open(self) -> bool:
@@ -144,6 +149,7 @@ class NoticeAck:
     seq: int
     notice_id: int
     response: str
+    attempt: int | None = None  # the attempt answered, when the answer says (its challenge)
 
 
 class NoticeBook:

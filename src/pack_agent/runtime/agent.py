@@ -17,6 +17,7 @@ schedule). They get the store and an ``emit`` callable, never the agent.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -140,6 +141,9 @@ class Agent:
 
     def handle_frame(self, bus: str, frame: can.Message, now: float) -> None:
         """One frame in; never raises for a bad frame (it is counted and logged, rate-limited)."""
+        if not math.isfinite(now):  # a NaN or infinite stamp must not reach a time rule
+            self.decoder.stats.dropped["time stamp not finite"] += 1
+            return
         try:
             self._judge_time(now)
             # a stamp the line holds ahead (a stray 2035 frame) must not prove the BMS
@@ -263,6 +267,24 @@ class Agent:
     def notice_failures(self) -> int:
         """Failed sends of owner notices since start (the status file shows it)."""
         return self.dispatch.notice_failures
+
+    def e2e_status(self) -> dict[str, Any]:
+        """Frame-integrity findings (a counter that stopped or jumped) and refusals, by
+        message: what a status reader needs to see a failing or attacked sender."""
+        findings = dict(self.decoder.e2e.findings)
+        refused = dict(self.decoder.e2e.refused)
+        for notifier in self.notifiers:
+            e2e = getattr(notifier, "e2e", None)
+            if e2e is not None:
+                findings.update(e2e.findings)
+                refused.update(e2e.refused)
+        return {
+            "refused": dict(sorted(refused.items())),
+            "findings": {
+                name: {**f, "last_at": utc_from_timestamp(f["last_at"]).isoformat()}
+                for name, f in sorted(findings.items())
+            },
+        }
 
     def notice_status(self) -> dict[str, Any]:
         """Owner-notice counters and open notices, for the status command."""

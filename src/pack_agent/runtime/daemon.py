@@ -26,7 +26,9 @@ from pack_agent.canbus.guard import GuardedBus
 from pack_agent.canbus.source import BusSource, can_filters, open_bus
 from pack_agent.config import AgentConfig, as_data
 from pack_agent.core.events import utc_from_timestamp
+from pack_agent.errors import ConfigError
 from pack_agent.runtime.agent import Agent, run_loop
+from pack_agent.runtime.preflight import preflight_problems
 from pack_agent.runtime.sdnotify import SystemdNotifier
 from pack_agent.runtime.status import LAST_EVENT_KEY, status_path, write_status
 
@@ -109,6 +111,9 @@ class Daemon:
         self.stop_reason = "stop requested"
         self.status_file: Path | None = status_path(config.daemon.status_file)
         dbs = load_all(config)  # its findings join config.warnings
+        problems = preflight_problems(config)  # before anything opens, and before READY
+        if problems:
+            raise ConfigError(problems, config.source)
         for warning in config.warnings:  # deprecated keys, DBC findings (as check-config)
             log.warning("%s: %s", config.source, warning)
         decoder = Decoder(config, dbs.vehicle)
@@ -323,6 +328,7 @@ class Daemon:
                 "frame_errors": self.agent.frame_errors,
                 "frames_decoded": self.agent.decoder.stats.frames,
                 "frames_dropped": dict(self.agent.decoder.stats.dropped.most_common(20)),
+                "e2e": self.agent.e2e_status(),
                 "stale_readings": self.agent.stale_readings,
                 "clock_rebased": self.agent.clock_rebased,
                 "notice_failures": self.agent.notice_failures,

@@ -62,6 +62,8 @@ class NoticeDispatcher:
         self._warn = warn
         self._pack_code = pack_code
         self.book = NoticeBook(Cadence.from_settings(config.notice), store.get_state(NOTICES))
+        for channel in self.notifiers:  # answers to attempts made before a restart
+            channel.restore(self.book.active())
         # the notice of each rule's cause (resolved by the configuration check; again for a
         # configuration whose rules changed after it, as tests and the demo do)
         if any(r.id not in config.notice_ids for r in config.rules):
@@ -87,8 +89,11 @@ class NoticeDispatcher:
         """True when ``frame`` is a head unit's answer frame (then it is handled here)."""
         for notifier in self.notifiers:
             if notifier.is_ack_frame(bus, frame):
-                self._heard_head_unit(now)
-                ack = notifier.parse_ack(bus, frame)
+                # only a frame that passes the answer's frame checks proves the head unit
+                # alive (an empty or forged frame at its id does not)
+                alive, ack = notifier.read_ack(bus, frame, now)
+                if alive:
+                    self._heard_head_unit(now)
                 if ack is not None:
                     self._on_ack(ack, notifier.channel, now)
                 return True
@@ -160,6 +165,16 @@ class NoticeDispatcher:
             self._head_unit_saved = now
 
     def _on_ack(self, ack: NoticeAck, channel: str, now: float) -> None:
+        if ack.response == "displayed":  # the head unit shows it: not an owner's answer
+            key = (ack.seq, ack.notice_id)
+            shown = [n for n in self.book.active() if (n.seq, n.notice_id) == key]
+            if shown:
+                self._count("displayed")
+                data = self._notice_data(shown[0], channel)
+                data["attempt"] = ack.attempt or shown[0].attempts
+                data["displayed_at"] = utc_from_timestamp(now).isoformat()
+                self._emit("owner.notice_displayed", data, now)
+            return
         self.answer(ack, channel, now)
 
     def answer(self, ack: NoticeAck, channel: str, now: float) -> Notice | None:
@@ -306,6 +321,11 @@ class NoticeDispatcher:
             "last_error": self._last_notice_error,
             "ignition_on": self.ignition_on,
             "head_unit_last_heard": when(self.head_unit_heard_at),
+            "answers_refused": {
+                reason: n
+                for notifier in self.notifiers
+                for reason, n in sorted(getattr(notifier, "refused", {}).items())
+            },
             "open": [
                 {
                     "seq": n.seq,

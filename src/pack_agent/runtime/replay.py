@@ -32,6 +32,9 @@ class ReplayOwnerChannel(CanOwnerChannel):
     """Keeps the notices the agent would have shown; reads head-unit answers from the log."""
 
     channel = "replay"
+    # the log holds the original attempts' challenges, not the replay's: its answers are
+    # the record, taken for the open notice with their sequence number
+    verify_attempt = False
 
     def __init__(self, bus_name: str, db: Any, notice_message: str, ack_message: str) -> None:
         super().__init__(bus_name, None, db, notice_message, ack_message, None)  # type: ignore[arg-type]
@@ -39,6 +42,7 @@ class ReplayOwnerChannel(CanOwnerChannel):
 
     def send(self, notice: Notice, now: float) -> list[Any]:
         self.sent.append(notice)
+        self.restore([notice])
         return []
 
     def withdraw(self, notice: Notice) -> None:

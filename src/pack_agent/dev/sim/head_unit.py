@@ -6,6 +6,8 @@ pages, resolves
 ``PA_NoticeId`` through the same catalogue file the agent ships, and answers
 each showing after ``delay_s`` of simulated time with the next answer of its
 script (``"seen"``, ``"dismissed"``, ``"service_booked"``, or None: no answer).
+Each showing is first confirmed as ``displayed``. Every answer echoes the attempt's
+challenge with a freshness value, the E2E counter and CRC, and (with ``key``) the MAC.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pack_agent.canbus.dbc import decode_signals, encode_message
+from pack_agent.canbus.dbc import decode_signals
 from pack_agent.core.catalogue import (
     DEFAULT_CATALOGUE,
     NoticeText,
@@ -23,13 +25,14 @@ from pack_agent.core.catalogue import (
     load_catalogue,
 )
 from pack_agent.core.notices import ACK_RESPONSES
+from pack_agent.dev.sim.protect import encode
 
 if TYPE_CHECKING:
     import can
     import cantools.database
 
 DAY = 86400.0
-RESPONSE_CODES = {name: code for code, name in ACK_RESPONSES.items()}
+RESPONSE_CODES = {name: code for code, name in ACK_RESPONSES.items()} | {"displayed": 4}
 
 
 @dataclass
@@ -58,8 +61,18 @@ class VirtualHeadUnit:
         on_show: Callable[[Shown], None] | None = None,
         phone: str = "",
         catalogue: Path = DEFAULT_CATALOGUE,
+        key: bytes | None = None,
+        display: bool = True,
     ) -> None:
         self._db = db
+        self._mac = None
+        if key is not None:
+            from pack_agent.delivery.secoc import AnswerMac
+
+            self._mac = AnswerMac(key, db.get_message_by_name("HU_NoticeAck").frame_id)
+        self._display = display
+        self._challenges: dict[tuple[int, int], tuple[int, int]] = {}  # -> (challenge, fresh)
+        self._displays: list[tuple[int, int]] = []  # showings to confirm as displayed
         self._notice = db.get_message_by_name("PA_OwnerNotice")
         self._text_msg = db.get_message_by_name("PA_NoticeText")
         script = [response] if response is None or isinstance(response, str) else response
@@ -106,6 +119,9 @@ class VirtualHeadUnit:
         else:
             values = NoticeValues(outlet=self._own[0], phone=self._own[1])
         text = self._resolve(nid, values)
+        self._challenges[key] = (int(v.get("PA_NoticeChallenge", 0)), 0)  # a new attempt
+        if self._display:
+            self._displays.append(key)
         shown = Shown(now, seq, nid, int(v["PA_NoticeAttempt"]), text, received)
         self.shown.append(shown)
         if self._on_show is not None:
@@ -130,16 +146,27 @@ class VirtualHeadUnit:
         return min((at for at, _ in self._pending.values()), default=None)
 
     def answers_due(self, now: float) -> list[can.Message]:
-        out = []
+        out = [self._answer(key, "displayed", now) for key in self._displays]
+        self._displays = []
         for key, (at, answer) in list(self._pending.items()):
             if now >= at:
                 del self._pending[key]
                 seq, nid = key
                 self.answered.append((now, seq, nid, answer))
-                values = {
-                    "HU_AckSeq": seq,
-                    "HU_AckNoticeId": nid,
-                    "HU_AckResponse": RESPONSE_CODES[answer],
-                }
-                out.append(encode_message(self._db, "HU_NoticeAck", values, now))
+                out.append(self._answer(key, answer, now))
         return out
+
+    def _answer(self, key: tuple[int, int], answer: str, now: float) -> can.Message:
+        """The answer frame for the latest showing of notice ``key``."""
+        challenge, fresh = self._challenges.get(key, (0, 0))
+        fresh = min(fresh + 1, 255)
+        self._challenges[key] = (challenge, fresh)
+        seq, code = key[0], RESPONSE_CODES[answer]
+        values = {
+            "HU_AckSeq": seq,
+            "HU_AckResponse": code,
+            "HU_AckChallenge": challenge,
+            "HU_AckFreshness": fresh,
+            "HU_AckMac": self._mac.mac(seq, code, challenge, fresh) if self._mac else 0,
+        }
+        return encode(self._db, "HU_NoticeAck", values, now)

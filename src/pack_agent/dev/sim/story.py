@@ -111,8 +111,7 @@ def _safety_problems(
         return [f"{len(decisions)} scrap.condition_met for rule {rule.id}, expected 1"]
     d = decisions[0]["data"]
     first, last = (
-        parse_time(d[k]).timestamp()
-        for k in ("first_reading_time", "last_reading_time")
+        parse_time(d[k]).timestamp() for k in ("first_reading_time", "last_reading_time")
     )
     if d.get("severity") != rule.severity:
         out.append(f"decision severity {d.get('severity')!r}, rule says {rule.severity!r}")

@@ -13,16 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pack_agent.canbus.dbc import encode_message
 from pack_agent.dev.sim.head_unit import Shown, VirtualHeadUnit  # noqa: F401 - re-exported
+from pack_agent.dev.sim.protect import encode
 from pack_agent.dev.sim.scenario import DayState, Scenario
 
 if TYPE_CHECKING:
     import can
     import cantools.database
-
-
-encode = encode_message  # frames for the simulator, tests and benches
 
 
 def code_pages(db: cantools.database.Database, code: str, t: float) -> list[can.Message]:
@@ -70,6 +67,7 @@ def cyclic_values(s: DayState) -> dict[str, dict[str, Any]]:
             "BMS_FullCycles": s.full_cycles,
             "BMS_EndOfLife": 0,
         },
+        "BMS_Lifetime": {"BMS_EnergyThroughput": _throughput(s)},
         "BMS_Status": {
             "BMS_SOC": s.soc,
             "BMS_PackVoltage": 355.0,
@@ -126,6 +124,7 @@ def day_bursts(db: cantools.database.Database, s: DayState) -> list[Burst]:
             encode(db, "BMS_Status", _status(s), on + 2.1),
             encode(db, "VCU_Vehicle", ignition_on, on + 2.2),
             encode(db, "BMS_Alarms", alarm_values(s, on + 2.3), on + 2.3),
+            encode(db, "BMS_Lifetime", {"BMS_EnergyThroughput": _throughput(s)}, on + 2.3),
         ]
         bursts.append(Burst(wake))
         if s.glitch is not None and on < s.glitch[0] < off:
@@ -172,6 +171,11 @@ def _health(s: DayState) -> dict[str, Any]:
         "BMS_FullCycles": s.full_cycles,
         "BMS_EndOfLife": 0,
     }
+
+
+def _throughput(s: DayState) -> int:
+    """Lifetime MWh: the cycles times a 60 kWh pack, rounded down (as the DBC says)."""
+    return min(int(s.full_cycles * 0.06), 8189)
 
 
 def _status(s: DayState) -> dict[str, Any]:
