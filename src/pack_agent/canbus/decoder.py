@@ -213,9 +213,9 @@ class Decoder:
         for name, e2e in config.e2e.items():
             if name not in known:  # the agent's answer frame: in its own namespace
                 continue
-            where = (e2e.bus or default_bus, db.get_message_by_name(name).frame_id)
-            if where in self._routes:  # the answer frame is checked by the owner channel
-                self._routes[where].e2e = Protection(self._routes[where].message, e2e)
+            route_key = (e2e.bus or default_bus, db.get_message_by_name(name).frame_id)
+            if route_key in self._routes:  # the answer frame is checked by the owner channel
+                self._routes[route_key].e2e = Protection(self._routes[route_key].message, e2e)
 
     def _route(self, bus: str, message: Any) -> _Route:
         key = (bus, message.frame_id)

@@ -202,8 +202,12 @@ class Protection:
             word = int.from_bytes(out, "little") & ~(mask << shift)
             out = bytearray((word | ((counter & mask) << shift)).to_bytes(len(out), "little"))
         value = self.compute(bytes(out))
-        order = "big" if self.profile == "autosar_p4" else "little"
-        out[self.crc_at : self.crc_at + self.crc_bytes] = value.to_bytes(self.crc_bytes, order)
+        crc = (
+            value.to_bytes(self.crc_bytes, "big")
+            if self.profile == "autosar_p4"
+            else value.to_bytes(self.crc_bytes, "little")
+        )
+        out[self.crc_at : self.crc_at + self.crc_bytes] = crc
         return bytes(out)
 
     def check(self, data: bytes, now: float, stats: E2EStats) -> str | None:
