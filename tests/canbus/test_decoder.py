@@ -273,12 +273,10 @@ def test_a_metric_from_a_multiplexed_signal_only_on_its_page():
 
     data = {
         "vin": "LPACK2026AGENT001",
-        "databases": [
-            str(REAL / "foxbms-2/foxbms.dbc"),
-            str(DATA_DIR / "pack_agent_reference.dbc"),
-        ],
+        "databases": [str(REAL / "foxbms-2/foxbms.dbc")],
         "metrics": {"soh": {"message": "f_StringStateEstimation", "signal": "Soh"}},
         "pack_code": {"source": "none"},
+        "notice": {"text_message_id": 0x3C3},  # foxBMS uses 0x3C2
     }
     cfg = parse_config(data, DATA_DIR, "test")
     db = load_and_check(cfg)

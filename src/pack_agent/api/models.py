@@ -248,8 +248,9 @@ class _NoticeData(_Data):
     rule_id: str
     attempt: int = Field(ge=0, description="How many times it has been shown.")
     channel: str | None = Field(
-        description='Where: "can" (the head unit), "mqtt" (the copy for the app), or, for an '
-        'answer, "app" (given in the maker\'s app, sent by the backend as owner.answer).'
+        description='Where: "can" (the head unit), "mqtt" (the copy for the app; the only '
+        'one when [notice] channel = "none"), or, for an answer, "app" (given in the '
+        "maker's app, sent by the backend as owner.answer)."
     )
     opened_at: str | None = Field(default=None, description="When the notice was opened.")
     pack_code: str | None

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pack_agent.config import AgentConfig
+from pack_agent.config import AgentConfig, resolve_path
+from pack_agent.config.settings import CAN_ID_MAX
 from pack_agent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -30,35 +35,221 @@ ACK_SIGNALS = ("HU_AckSeq", "HU_AckResponse", "HU_AckChallenge", "HU_AckFreshnes
 TEXT_SIGNALS = ("PA_TextSeq", "PA_TextPage", "PA_TextPageCount", "PA_TextData")
 
 
-def load_databases(config: AgentConfig) -> cantools.database.Database:
-    """All configured files merged into one database; errors name the ``databases[i]`` key."""
-    import cantools
+@dataclass
+class Databases:
+    """The two namespaces a configuration loads. ``vehicle``: every file of ``databases``
+    (what the mapping reads). ``notice``: the agent's own frames from ``[notice] database``
+    alone, with the ``[notice]`` id overrides applied; None when ``[notice] channel`` is
+    "none". Never merged, so a vehicle message cannot replace the agent's and the agent's
+    cannot replace a vehicle's. ``findings``: warnings of the check (cantools' own among
+    them), each naming its key; errors are raised as ``ConfigError`` instead."""
 
-    db = cantools.database.Database(strict=config.strict_databases)
+    vehicle: cantools.database.Database
+    notice: cantools.database.Database | None
+    findings: list[str] = field(default_factory=list)
+
+
+Loaded = list[tuple[str, Path, Any]]  # (key, file, cantools database) per vehicle file
+
+
+def load_databases(config: AgentConfig, findings: list[str] | None = None) -> Any:
+    """The vehicle's namespace: the files of ``databases`` in one cantools database;
+    errors name the ``databases[i]`` key, warnings go to ``findings``."""
     problems: list[str] = []
-    for i, path in enumerate(config.database_paths()):
-        key = f"databases[{i}]"
-        if not path.is_file():
-            problems.append(f"{key}: file not found: {path}")
-            continue
-        try:
-            loaded = load_file(path, config.strict_databases)
-        except Exception as exc:  # cantools raises many types for bad files
-            problems.append(f"{key}: cannot load {path.name}: {_load_error(path, exc, config)}")
-            continue
-        if not isinstance(loaded, cantools.database.can.Database):
-            problems.append(f"{key}: {path.name} is not a CAN database")
-            continue
-        for message in loaded.messages:
-            try:
-                db.get_message_by_name(message.name)
-            except KeyError:
-                db.messages.append(message)
-            else:
-                problems.append(f"{key}: message {message.name!r} is defined twice")
+    db, _ = _load_vehicle(config, [] if findings is None else findings, problems)
     if problems:
         raise ConfigError(problems, _source(config))
-    db.refresh()
+    return db
+
+
+def _load_vehicle(
+    config: AgentConfig, findings: list[str], problems: list[str]
+) -> tuple[Any, Loaded]:
+    """One message per name. A name in two files: where one of them is the agent's own
+    database (listed in ``databases`` by an older configuration), the vehicle's message
+    is kept and the clash is a finding; two vehicle files defining a mapped message is an
+    error (the mapping cannot tell which is meant), an unmapped one a finding."""
+    import cantools
+
+    own = resolve_path(config.notice.database, config.base_dir)
+    loaded: Loaded = []
+    for i, path in enumerate(config.database_paths()):
+        db = _load_one(f"databases[{i}]", path, config, findings, problems)
+        if db is not None:
+            loaded.append((f"databases[{i}]", path, db))
+    several = len(loaded) > 1
+    mapped = _mapped_names(config)
+    n = config.notice
+    agents = {n.message, n.text_message, n.ack_message}
+    chosen: dict[str, tuple[str, Path, Any]] = {}
+    for key, path, db in loaded:
+        for message in db.messages:
+            name = message.name
+            if several and name in agents and _same_file(path, own):
+                continue  # the agent's own frames live in their own namespace
+            first = chosen.get(name)
+            if first is None:
+                chosen[name] = (key, path, message)
+                continue
+            fkey, fpath, _ = first
+            if fkey == key:
+                continue  # twice in one file: cantools' own warning is a finding already
+            if several and _same_file(fpath, own) and not _same_file(path, own):
+                if not _same_message(first[2], message):
+                    findings.append(_own_name_finding(config, fkey, key, path, name))
+                chosen[name] = (key, path, message)  # the vehicle's message wins
+            elif several and _same_file(path, own) and not _same_file(fpath, own):
+                if not _same_message(first[2], message):
+                    findings.append(_own_name_finding(config, key, fkey, fpath, name))
+            elif name in mapped:
+                problems.append(
+                    f"{key}: message {name!r} is also in {fkey} ({fpath.name}): the mapping "
+                    "cannot tell which one is meant; keep one of the files or rename it"
+                )
+            else:
+                findings.append(
+                    f"{key}: message {name!r} is also in {fkey} ({fpath.name}); "
+                    f"{fkey}'s is used (the message is not mapped)"
+                )
+    db = cantools.database.Database(strict=config.strict_databases)
+    db.messages.extend(m for _, _, m in chosen.values())
+    with _cantools_findings("databases", findings):
+        db.refresh()
+    return db, loaded
+
+
+def _same_message(a: Any, b: Any) -> bool:
+    """One frame described twice (a vehicle file that copies the reference one)."""
+
+    def layout(m: Any) -> tuple[Any, ...]:
+        signals = sorted(
+            (x.name, x.start, x.length, x.byte_order, x.scale, x.offset) for x in m.signals
+        )
+        return (m.frame_id, m.is_extended_frame, m.length, signals)
+
+    return layout(a) == layout(b)
+
+
+def _own_name_finding(config: AgentConfig, own_key: str, key: str, path: Path, name: str) -> str:
+    listed = config.databases[int(own_key[len("databases[") : -1])]
+    return (
+        f"{own_key}: message {name!r} of {listed} is also in {key} ({path.name}): the "
+        f"vehicle's is used. The agent's own frames come from [notice] database: {listed} "
+        "need not be in databases"
+    )
+
+
+def _mapped_names(config: AgentConfig) -> set[str]:
+    """The message names the mapping reads (a clash of one of those is an error)."""
+    from pack_agent.canbus.expression import ExpressionError, parse_expression
+
+    names = {ref.message for ref in config.metrics.values() if ref.message is not None}
+    for ref in config.metrics.values():
+        if ref.expression is None:
+            continue
+        try:
+            operands = parse_expression(ref.expression).operands
+        except ExpressionError:
+            continue  # reported by the check
+        names |= {op.split(".", 1)[0] for op in operands if "." in op}
+    if config.pack_code.source == "pages":
+        names.add(config.pack_code.message)
+    return names
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _load_one(
+    key: str, path: Path, config: AgentConfig, findings: list[str], problems: list[str]
+) -> Any | None:
+    import cantools
+
+    if not path.is_file():
+        problems.append(f"{key}: file not found: {path}")
+        return None
+    try:
+        with _cantools_findings(key, findings):
+            loaded = load_file(path, config.strict_databases)
+    except Exception as exc:  # cantools raises many types for bad files
+        problems.append(f"{key}: cannot load {path.name}: {_load_error(path, exc, config)}")
+        return None
+    if not isinstance(loaded, cantools.database.can.Database):
+        problems.append(f"{key}: {path.name} is not a CAN database")
+        return None
+    return loaded
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def _cantools_findings(key: str, findings: list[str]) -> Iterator[None]:
+    """cantools' warnings while loading (its ``logging`` records, Python warnings) become
+    findings named by ``key``, never loose lines on stderr."""
+    logger = logging.getLogger("cantools")
+    handler = _Records()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+        lines = handler.lines + [str(w.message) for w in caught]
+        findings += [f"{key}: cantools: {line}" for line in dict.fromkeys(lines)]
+
+
+OWN_IDS = (
+    ("message", "message_id"),
+    ("text_message", "text_message_id"),
+    ("ack_message", "ack_message_id"),
+)
+
+
+def load_notice_database(config: AgentConfig, findings: list[str] | None = None) -> Any | None:
+    """The agent's own namespace: ``[notice] database`` alone, the ``[notice]`` id
+    overrides applied; None when ``[notice] channel`` is "none"."""
+    problems: list[str] = []
+    db = _load_notice(config, [] if findings is None else findings, problems)
+    if problems:
+        raise ConfigError(problems, _source(config))
+    return db
+
+
+def _load_notice(config: AgentConfig, findings: list[str], problems: list[str]) -> Any | None:
+    n = config.notice
+    if n.channel == "none":
+        return None
+    path = resolve_path(n.database, config.base_dir)
+    db = _load_one("notice.database", path, config, findings, problems)
+    if db is None:
+        return None
+    for name_key, id_key in OWN_IDS:
+        name, frame_id = getattr(n, name_key), getattr(n, id_key)
+        if not name or frame_id is None:
+            continue
+        try:
+            msg = db.get_message_by_name(name)
+        except KeyError:
+            continue  # the check names the missing message
+        msg.is_extended_frame = msg.is_extended_frame or frame_id > 0x7FF
+        msg.frame_id = frame_id
+    with _cantools_findings("notice.database", findings):
+        db.refresh()
     return db
 
 
@@ -140,10 +331,13 @@ def _flag_extended(m: re.Match[str]) -> str:
     return m.group(1) + str(frame_id)
 
 
-def check_against_database(config: AgentConfig, db: cantools.database.Database) -> list[str]:
-    """Every mapped message and signal must exist, the ignition's values must be ones its
-    signal can take; returns problems with their keys. Findings that do not stop the agent
-    (signals without a range) go to ``config.warnings``."""
+def check_against_database(
+    config: AgentConfig, db: cantools.database.Database, notice_db: Any | None = None
+) -> list[str]:
+    """Every mapped message and signal must exist in the vehicle's namespace, the
+    ignition's values must be ones its signal can take; returns problems with their keys.
+    ``notice_db``: the answer id joins the frame-id check. Findings that do not stop the
+    agent (signals without a range) go to ``config.warnings``."""
     problems: list[str] = []
 
     def check(key: str, message: str, signals: list[str], signal_key: str | None = None) -> None:
@@ -188,30 +382,63 @@ def check_against_database(config: AgentConfig, db: cantools.database.Database) 
                 problems.append(f"pack_code.pages[{i}]: signal {page!r} is not multiplexed")
             if sig.length % 8:
                 problems.append(f"pack_code.pages[{i}]: signal {page!r} is not whole bytes")
-    notice = config.notice
-    check("notice.message", notice.message, list(NOTICE_SIGNALS))
-    check("notice.ack_message", notice.ack_message, list(ACK_SIGNALS))
-    if notice.text_message:
-        check("notice.text_message", notice.text_message, list(TEXT_SIGNALS))
-    problems += _e2e_problems(config, db)
+    problems += _e2e_problems(config, db, notice_db)
     if not problems:
-        problems += _frame_id_clashes(config, db)
+        problems += _frame_id_clashes(config, db, notice_db)
         problems += _ignition_problems(config, db)
         _range_findings(config, db)
     return problems
 
 
-def _e2e_problems(config: AgentConfig, db: cantools.database.Database) -> list[str]:
+def notice_problems(config: AgentConfig, notice_db: Any) -> list[str]:
+    """The agent's own messages, in its own namespace, carry the handshake's signals
+    and have three different ids."""
+    problems: list[str] = []
+    n = config.notice
+    own: list[tuple[str, str, tuple[str, ...]]] = [("notice.message", n.message, NOTICE_SIGNALS)]
+    own.append(("notice.ack_message", n.ack_message, ACK_SIGNALS))
+    if n.text_message:
+        own.append(("notice.text_message", n.text_message, TEXT_SIGNALS))
+    ids: dict[tuple[int, bool], str] = {}
+    for key, name, signals in own:
+        try:
+            msg = notice_db.get_message_by_name(name)
+        except KeyError:
+            problems.append(f"{key}: message {name!r} is not in notice.database ({n.database})")
+            continue
+        names = {s.name for s in msg.signals}
+        problems += [
+            f"{key}: signal {sig!r} is not in message {name!r}"
+            for sig in signals
+            if sig not in names
+        ]
+        other = ids.setdefault((msg.frame_id, msg.is_extended_frame), name)
+        if other != name:
+            problems.append(
+                f"{key}: message {name!r} has frame id 0x{msg.frame_id:X}, like {other!r}"
+            )
+    return problems
+
+
+def _e2e_problems(
+    config: AgentConfig, db: cantools.database.Database, notice_db: Any | None = None
+) -> list[str]:
     """Each ``[e2e.<message>]`` names a message of the databases, with fitting signals. A
     section for a message no metric reads is allowed (a reference configuration whose
-    metrics moved to UDS keeps working); it checks nothing."""
+    metrics moved to UDS keeps working); it checks nothing. The agent's own messages (the
+    answer) are looked up in their own namespace, ``notice_db``."""
     from pack_agent.canbus.e2e import config_problems
 
     problems: list[str] = []
     for name, settings in config.e2e.items():
         key = f"e2e.{name}"
+        n = config.notice
+        own = name in (n.message, n.ack_message, n.text_message)
+        if own and notice_db is None:
+            continue  # [notice] channel = "none": no answer frame to check
+        source = notice_db if own and notice_db is not None else db
         try:
-            msg = db.get_message_by_name(name)
+            msg = source.get_message_by_name(name)
         except KeyError:
             problems.append(f"{key}: message {name!r} is not in the database(s)")
             continue
@@ -396,35 +623,125 @@ def _range_findings(config: AgentConfig, db: cantools.database.Database) -> None
             )
 
 
-def _frame_id_clashes(config: AgentConfig, db: cantools.database.Database) -> list[str]:
-    """Two different mapped messages with one frame id on one bus cannot both be decoded."""
+def _frame_id_clashes(config: AgentConfig, db: Any, notice_db: Any | None) -> list[str]:
+    """Two different mapped messages with one frame id on one bus cannot both be decoded
+    (the answer frame counts: the agent takes every frame with its id for an answer)."""
     default = config.buses[0].name
-    used: list[tuple[str, str, str]] = []  # (key, bus, message name)
+    used: list[tuple[str, str, str, int]] = []  # (key, bus, message name, frame id)
+
+    def use(key: str, bus: str, name: str, source: Any = db) -> None:
+        used.append((key, bus, name, source.get_message_by_name(name).frame_id))
+
     for metric, ref in config.metrics.items():
         bus = ref.bus or default
         if ref.message is not None:
-            used.append((f"metrics.{metric}.message", bus, ref.message))
+            use(f"metrics.{metric}.message", bus, ref.message)
         elif ref.expression is not None:
             from pack_agent.canbus.expression import parse_expression
 
             for operand in parse_expression(ref.expression).operands:
                 msg, _ = resolve_operand(db, operand)
-                used.append((f"metrics.{metric}.expression", bus, msg.name))
+                use(f"metrics.{metric}.expression", bus, msg.name)
     pc = config.pack_code
     if pc.source == "pages":
-        used.append(("pack_code.message", pc.bus or default, pc.message))
-    used.append(("notice.ack_message", config.notice.bus or default, config.notice.ack_message))
+        use("pack_code.message", pc.bus or default, pc.message)
+    n = config.notice
+    if notice_db is not None and n.ack_message in {m.name for m in notice_db.messages}:
+        use("notice.ack_message", n.bus or default, n.ack_message, notice_db)
     seen: dict[tuple[str, int], tuple[str, str]] = {}
     problems = []
-    for key, bus, name in used:
-        msg = db.get_message_by_name(name)
-        other = seen.setdefault((bus, msg.frame_id), (key, name))
+    for key, bus, name, frame_id in used:
+        other = seen.setdefault((bus, frame_id), (key, name))
         if other[1] != name:
             problems.append(
-                f"{key}: message {name!r} has frame id 0x{msg.frame_id:X}, like {other[1]!r} "
+                f"{key}: message {name!r} has frame id 0x{frame_id:X}, like {other[1]!r} "
                 f"({other[0]}) on bus {bus!r}"
             )
     return problems
+
+
+def own_id_clashes(
+    config: AgentConfig, loaded: Loaded, notice_db: Any
+) -> tuple[list[str], list[str]]:
+    """(problems, findings): a frame the agent transmits on an id that a vehicle database
+    also uses (two senders on one id: both frames are garbage to every receiver) is an
+    error; the answer id shared with a vehicle message is a finding (those frames are
+    taken for answers). The agent's own messages in its own file, when an older
+    configuration lists it in ``databases``, are not the vehicle's; nor is a vehicle
+    message of the same name on the same id (a vehicle database that describes the
+    agent's frames, a copy of the reference one)."""
+    n = config.notice
+    bus = n.bus or config.buses[0].name
+    own_file = resolve_path(n.database, config.base_dir)
+    own_names = {n.message, n.text_message, n.ack_message}
+    vehicle: dict[tuple[int, bool], list[tuple[str, str, str]]] = {}
+    for key, path, db in loaded:
+        for m in db.messages:
+            if m.name in own_names and _same_file(path, own_file):
+                continue
+            vehicle.setdefault((m.frame_id, m.is_extended_frame), []).append(
+                (key, path.name, m.name)
+            )
+    taken = {fid for fid, _ in vehicle} | {m.frame_id for m in notice_db.messages}
+    problems: list[str] = []
+    findings: list[str] = []
+    for name_key, id_key in OWN_IDS:
+        name = getattr(n, name_key)
+        if not name:
+            continue
+        msg = notice_db.get_message_by_name(name)
+        where = f"0x{msg.frame_id:X}{' (extended)' if msg.is_extended_frame else ''}"
+        for key, file, other in vehicle.get((msg.frame_id, msg.is_extended_frame), []):
+            if other == name:
+                continue  # the vehicle's database describes the agent's frame itself
+            free = _free_id(msg.frame_id, msg.is_extended_frame, taken)
+            taken.add(free)  # two moves are never offered the same id
+            change = (
+                f"choose another id with [notice] {id_key} (0x{free:X} is free in every "
+                "database) or use the maker's own head-unit messages ([notice] database, "
+                "message, text_message, ack_message)"
+            )
+            if id_key == "ack_message_id":
+                findings.append(
+                    f"notice.{name_key}: the agent reads answers from {name!r} at frame id "
+                    f"{where} on bus {bus!r}, the id of {other!r} in {key} ({file}): those "
+                    f"frames would be taken for answers; {change}"
+                )
+            else:
+                problems.append(
+                    f"notice.{name_key}: the agent would transmit {name!r} at frame id "
+                    f"{where} on bus {bus!r}, the id of {other!r} in {key} ({file}): two "
+                    f"senders on one id garble both; {change}"
+                )
+    return problems, findings
+
+
+def own_id_moves(vehicle_db: Any) -> dict[str, int]:
+    """The ``[notice]`` id overrides that keep the agent's default frames (the built-in
+    database's) off every id ``vehicle_db`` uses; {} where none is taken (``pack-agent
+    map`` writes them into a starter configuration)."""
+    from pack_agent.config import DATA_DIR, NoticeSettings
+
+    notice_db = load_file(DATA_DIR / "pack_agent_reference.dbc", True)
+    defaults = NoticeSettings()
+    used = {(m.frame_id, m.is_extended_frame) for m in vehicle_db.messages}
+    taken = {fid for fid, _ in used} | {m.frame_id for m in notice_db.messages}
+    moves: dict[str, int] = {}
+    for name_key, id_key in OWN_IDS:
+        msg = notice_db.get_message_by_name(getattr(defaults, name_key))
+        if (msg.frame_id, msg.is_extended_frame) in used:
+            moves[id_key] = _free_id(msg.frame_id, msg.is_extended_frame, taken)
+            taken.add(moves[id_key])
+    return moves
+
+
+def _free_id(start: int, extended: bool, taken: set[int]) -> int:
+    """The first id above ``start`` that no database uses (wrapping below it if needed)."""
+    top = CAN_ID_MAX if extended else 0x7FF
+    for candidate in [*range(start + 1, top + 1), *range(start - 1, -1, -1)]:
+        if candidate not in taken:
+            return candidate
+    return start  # pragma: no cover - every id taken
 
 
 class OperandError(LookupError):
@@ -522,12 +839,33 @@ def encode_message(
     )
 
 
-def load_and_check(config: AgentConfig) -> cantools.database.Database:
-    db = load_databases(config)
-    problems = check_against_database(config, db)
+def load_all(config: AgentConfig) -> Databases:
+    """Both namespaces, checked: the mapping against the vehicle's, the agent's own
+    messages against theirs, the agent's ids against every vehicle database. Raises
+    ``ConfigError`` listing every problem; warnings come back as ``findings``."""
+    findings: list[str] = []
+    problems: list[str] = []
+    vehicle, loaded = _load_vehicle(config, findings, problems)
+    notice = _load_notice(config, findings, problems)
     if problems:
         raise ConfigError(problems, _source(config))
-    return db
+    if notice is not None:
+        problems += notice_problems(config, notice)
+    problems += check_against_database(config, vehicle, notice)
+    if notice is not None and not problems:
+        clashes, more = own_id_clashes(config, loaded, notice)
+        problems += clashes
+        findings += more
+    if problems:
+        raise ConfigError(problems, _source(config))
+    # printed by check-config, logged by the daemon at start, like every other finding
+    config.warnings += [f for f in findings if f not in config.warnings]
+    return Databases(vehicle, notice, findings)
+
+
+def load_and_check(config: AgentConfig) -> cantools.database.Database:
+    """The vehicle's namespace, checked (``load_all`` for both and the findings)."""
+    return load_all(config).vehicle
 
 
 def _source(config: AgentConfig) -> str:

@@ -209,7 +209,10 @@ class Decoder:
                     route.code_pages[mux_value] = index
                     route.code_signals[mux_value] = sig
         self.e2e = E2EStats()
+        known = {m.name for m in db.messages}
         for name, e2e in config.e2e.items():
+            if name not in known:  # the agent's answer frame: in its own namespace
+                continue
             route_key = (e2e.bus or default_bus, db.get_message_by_name(name).frame_id)
             if route_key in self._routes:  # the answer frame is checked by the owner channel
                 self._routes[route_key].e2e = Protection(self._routes[route_key].message, e2e)

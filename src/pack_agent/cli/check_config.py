@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pack_agent.canbus.dbc import load_and_check
+    from pack_agent.canbus.dbc import load_all
     from pack_agent.config import as_data, load_config
     from pack_agent.config.load import dump_toml
     from pack_agent.errors import ConfigError
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = load_config(args.config)
-        db = load_and_check(config)
+        dbs = load_all(config)
         problems = preflight_problems(config)  # what `run` would refuse besides
         if problems:
             raise ConfigError(problems, config.source)
@@ -40,9 +40,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"# {args.config}, as pack-agent reads it (defaults filled in)")
         print(dump_toml(as_data(config)), end="")
         return 0
+    n = config.notice
+    own = f"{n.database} (own frames)" if dbs.notice is not None else "MQTT copy only"
     print(
-        f"{args.config}: ok — VIN {config.vin}, {len(db.messages)} messages in "
+        f"{args.config}: ok — VIN {config.vin}, {len(dbs.vehicle.messages)} messages in "
         f"{len(config.databases)} database(s), {len(config.metrics)} metrics, "
-        f"{len(config.rules)} rule(s), {len(config.buses)} bus(es)"
+        f"{len(config.rules)} rule(s), {len(config.buses)} bus(es); owner notice: {own}"
     )
     return 0

@@ -247,6 +247,13 @@ def _notice_checks(cfg: AgentConfig) -> list[str]:
             )
         else:
             cfg.notice_ids[rule.id] = nid
+    ids: dict[int, str] = {}
+    for id_key in ("message_id", "text_message_id", "ack_message_id"):
+        value = getattr(n, id_key)
+        if value is not None and value in ids:
+            problems.append(f"notice.{id_key}: 0x{value:X} is already notice.{ids[value]}")
+        elif value is not None:
+            ids[value] = id_key
     if n.key_file is not None:
         try:
             read_key(resolve_path(n.key_file, cfg.base_dir))

@@ -255,6 +255,14 @@ class NoticeSettings:
     key_file: PathText | None = None
     # how many answers refused for a bad MAC end an attempt's challenge (blind guessing)
     max_bad_macs: Annotated[int, Ge(1), Le(1000)] = 8
+    # the agent's own frames (docs/can-database.md): their database, loaded on its own and
+    # never merged with the vehicle's; their ids; "none": no head unit on CAN, the MQTT copy
+    # (owner.notice) is the notice
+    database: str = "builtin:pack_agent_reference.dbc"
+    channel: Literal["can", "none"] = "can"
+    message_id: CanId | None = None
+    text_message_id: CanId | None = None
+    ack_message_id: CanId | None = None
 
 
 @dataclass
@@ -333,7 +341,7 @@ class AgentConfig:
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     vin: Vin
-    databases: Annotated[list[PathText], MinLen(1)]
+    databases: list[PathText]  # the vehicle's; [] where every reading comes over UDS
     strict_databases: bool = True
     buses: Annotated[list[BusSettings], MinLen(1)] = field(default_factory=lambda: [BusSettings()])
     metrics: dict[str, SignalRef] = field(default_factory=dict)

@@ -86,7 +86,10 @@ class Cadence:
 
     @classmethod
     def from_settings(cls, s: NoticeSettings) -> Cadence:
-        return cls(**{f: getattr(s, f) for f in cls.__dataclass_fields__})  # same names
+        values = {f: getattr(s, f) for f in cls.__dataclass_fields__}  # same names
+        if s.channel == "none":  # no head unit on CAN: its silence means nothing
+            values["head_unit_silent_s"] = float("inf")
+        return cls(**values)
 
     def follow_up(self, severity: str, response: str) -> str:
         if severity == "critical" and response == "seen":

@@ -344,10 +344,12 @@ class OutboxOwnerChannel(OwnerChannel):
 
 
 def owner_notifiers(
-    config: AgentConfig, bus_name: str, bus: can.BusABC, db: cantools.database.Database
-) -> tuple[CanOwnerChannel, list[OwnerChannel]]:
-    """The owner channels a configuration asks for: the head unit on ``bus``, and the
-    copy for the maker's app where ``[notice] mqtt_copy`` is on."""
+    config: AgentConfig, bus_name: str, bus: can.BusABC, db: cantools.database.Database | None
+) -> tuple[CanOwnerChannel | None, list[OwnerChannel]]:
+    """The owner channels a configuration asks for: the head unit on ``bus`` (messages from
+    ``db``, the agent's own namespace), and the copy for the maker's app where
+    ``[notice] mqtt_copy`` is on. With ``[notice] channel = "none"`` there is no CAN
+    channel and the copy is the notice (always on)."""
     from pack_agent.config import resolve_path
     from pack_agent.core.catalogue import load_catalogue
     from pack_agent.core.notices import notice_values
@@ -359,20 +361,24 @@ def owner_notifiers(
 
         key = read_key(resolve_path(n.key_file, config.base_dir))
     values = notice_values(n)
-    can_notifier = CanOwnerChannel(
-        bus_name,
-        bus,
-        db,
-        n.message,
-        n.ack_message,
-        n.text_message,
-        values=values,
-        e2e=config.e2e.get(n.ack_message),
-        key=key,
-        max_bad_macs=n.max_bad_macs,
-    )
+    can_notifier = None
+    if n.channel == "can":
+        if db is None:
+            raise ValueError("the CAN owner channel needs the notice database")
+        can_notifier = CanOwnerChannel(
+            bus_name,
+            bus,
+            db,
+            n.message,
+            n.ack_message,
+            n.text_message,
+            values=values,
+            e2e=config.e2e.get(n.ack_message),
+            key=key,
+            max_bad_macs=n.max_bad_macs,
+        )
     extra: list[OwnerChannel] = []
-    if n.mqtt_copy:
+    if n.mqtt_copy or can_notifier is None:
         catalogue = load_catalogue(resolve_path(n.catalogue, config.base_dir), values=values)
         extra.append(OutboxOwnerChannel(catalogue, n.service_outlet, n.service_phone, values))
     return can_notifier, extra

@@ -66,7 +66,7 @@ def run_demo(
     import can
     import paho.mqtt.client as mqtt
 
-    from pack_agent.canbus.dbc import load_and_check
+    from pack_agent.canbus.dbc import load_all
     from pack_agent.core.codes import check_code
     from pack_agent.dev.broker import LocalBroker
     from pack_agent.dev.sim import SCENARIOS, VirtualHeadUnit, VirtualVehicle
@@ -83,7 +83,8 @@ def run_demo(
         channel = f"pack-agent-demo-{uuid.uuid4().hex[:8]}"
         cfg = demo_config(base, channel, broker.port, Path(tmp))
         result.config = cfg
-        db = load_and_check(cfg)
+        dbs = load_all(cfg)
+        db = dbs.vehicle
         prefix = cfg.mqtt.topic_prefix
         rules = {r.id: r for r in cfg.rules}
         tl.line(None, "demo", f"scenario '{scenario.name}': {scenario.description}")
@@ -148,7 +149,7 @@ def run_demo(
                         tl.line(None, "", f"  (outlet received over CAN: {outlet})")
 
         head_unit = VirtualHeadUnit(
-            db,
+            dbs.notice or db,  # the head unit speaks the agent's own frames
             response=list(scenario.answers),  # e.g. not now; seen; booked at the reminder
             delay_s=scenario.answer_delay_s,
             on_show=on_show,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pack_agent import __version__
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.dbc import load_all
 from pack_agent.canbus.decoder import Decoder
 from pack_agent.canbus.guard import GuardedBus
 from pack_agent.canbus.source import BusSource, can_filters, open_bus
@@ -110,15 +110,17 @@ class Daemon:
         self.log_level_fixed = False  # True: --log-level given, a reload keeps it
         self.stop_reason = "stop requested"
         self.status_file: Path | None = status_path(config.daemon.status_file)
-        db = load_and_check(config)
+        dbs = load_all(config)  # its findings join config.warnings
         problems = preflight_problems(config)  # before anything opens, and before READY
         if problems:
             raise ConfigError(problems, config.source)
         for warning in config.warnings:  # deprecated keys, DBC findings (as check-config)
             log.warning("%s: %s", config.source, warning)
-        decoder = Decoder(config, db)
+        decoder = Decoder(config, dbs.vehicle)
         notice_bus = config.notice.bus or config.buses[0].name
-        ack = db.get_message_by_name(config.notice.ack_message)
+        ack = None  # no CAN channel to the head unit: no answer frames to receive
+        if dbs.notice is not None:
+            ack = dbs.notice.get_message_by_name(config.notice.ack_message)
         self.store, reset = open_store(  # an unreadable file is moved aside: store.reset
             config.store_path(),
             max_events=config.store.max_events,
@@ -133,7 +135,7 @@ class Daemon:
                     opened[settings.name] = buses[settings.name]
                     continue
                 ids = decoder.frame_ids(settings.name)
-                if settings.name == notice_bus:
+                if settings.name == notice_bus and ack is not None:
                     ids.append((ack.frame_id, ack.is_extended_frame))
                 filters = can_filters(ids)
                 guard = GuardedBus(
@@ -149,8 +151,8 @@ class Daemon:
             raise
         self.source = BusSource(opened)
         self.uds = self._uds_poller(config)
-        self.notifier, extra = owner_notifiers(config, notice_bus, opened[notice_bus], db)
-        self._notice_bus = (notice_bus, opened[notice_bus], db)  # to rebuild the channels
+        self.notifier, extra = owner_notifiers(config, notice_bus, opened[notice_bus], dbs.notice)
+        self._notice_bus = (notice_bus, opened[notice_bus], dbs.notice)  # to rebuild the channels
         self.uplink = MqttUplink(
             config.mqtt_settings(), self.store, config.vin, agent_version=__version__
         )

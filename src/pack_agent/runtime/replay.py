@@ -94,12 +94,13 @@ def replay(
     Raises ``LogError`` at a bad record, after the events before it were delivered.
     ``filter_ids`` drops unmapped frames while parsing, as the kernel would on a bus.
     """
-    from pack_agent.canbus.dbc import load_and_check
+    from pack_agent.canbus.dbc import load_all
     from pack_agent.canbus.decoder import Decoder
+    from pack_agent.delivery.owner_channel import OwnerChannel, owner_notifiers
     from pack_agent.runtime.agent import Agent, run_loop
     from pack_agent.store import Store
 
-    db = load_and_check(config)
+    dbs = load_all(config)
     digest = file_digest(log) if deterministic_ids else ""
     result = ReplayResult()
 
@@ -113,16 +114,22 @@ def replay(
     with tempfile.TemporaryDirectory(prefix="pack-agent-replay-") as tmp:
         store = Store(state_path or Path(tmp) / "replay.db", max_events=config.store.max_events)
         try:
-            decoder = Decoder(config, db)
-            notifier = ReplayOwnerChannel(
-                config.notice.bus or config.buses[0].name,
-                db,
-                config.notice.message,
-                config.notice.ack_message,
-            )
-            agent = Agent(config, decoder, store, notifier, on_event=emit)
+            decoder = Decoder(config, dbs.vehicle)
+            notifier: OwnerChannel | None = None
+            extra: list[OwnerChannel] = []
+            if dbs.notice is not None:
+                notifier = ReplayOwnerChannel(
+                    config.notice.bus or config.buses[0].name,
+                    dbs.notice,
+                    config.notice.message,
+                    config.notice.ack_message,
+                )
+            else:  # [notice] channel = "none": the MQTT copy is the notice (an event here)
+                _, extra = owner_notifiers(config, "", None, None)  # type: ignore[arg-type]
+            agent = Agent(config, decoder, store, notifier, on_event=emit, extra_notifiers=extra)
             wanted = {
-                b.name: decoder.frame_ids(b.name) + notifier.frame_ids(b.name) for b in config.buses
+                b.name: decoder.frame_ids(b.name) + (notifier.frame_ids(b.name) if notifier else [])
+                for b in config.buses
             }
             stats = ReadStats()
             frames = read_log(log, fmt, log_filter(config, wanted) if filter_ids else None, stats)

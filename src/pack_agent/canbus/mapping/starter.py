@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import cantools.database
 
+from pack_agent.canbus.dbc import own_id_moves
 from pack_agent.canbus.mapping.metrics import PROFILES
 from pack_agent.canbus.mapping.profiles import Candidate, Proposal, words
 
@@ -42,9 +43,7 @@ def starter_toml(
         "# the vehicle before use. Confidence is a rough 0-1 score; reasons follow each entry.",
         "",
         'vin = "LPACK2026AGENT001"   # your vehicle\'s VIN',
-        "databases = ["
-        + ", ".join(_q(p) for p in [*database_paths, "builtin:pack_agent_reference.dbc"])
-        + "]",
+        "databases = [" + ", ".join(_q(p) for p in database_paths) + "]",
         *(
             []
             if strict
@@ -118,7 +117,10 @@ def starter_toml(
         ]
     else:
         lines += ["# no SOH found: no trend and no capacity rule"]
-    lines += ["", "[notice]", 'bus = "vehicle"', ""]
+    lines += ["", "[notice]", 'bus = "vehicle"']
+    for key, frame_id in own_id_moves(db).items():  # the vehicle uses the default id
+        lines.append(f"{key} = 0x{frame_id:X}   # the default id is a message of these databases")
+    lines.append("")
     return "\n".join(lines)
 
 

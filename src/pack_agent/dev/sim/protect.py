@@ -39,9 +39,11 @@ class Sender:
         for name, settings in e2e.items():
             try:
                 message = db.get_message_by_name(name)
+                self._protections[name] = Protection(message, settings)
             except KeyError:
-                continue  # a database without that message (a real-world one)
-            self._protections[name] = Protection(message, settings)
+                # a database without that message (a real-world one), or whose message of
+                # that name has no checksum signals (a vehicle's own BMS_Health)
+                continue
         self._counters: dict[str, int] = {}
 
     def protect(self, name: str, frame: can.Message) -> can.Message:
