@@ -56,7 +56,7 @@ from typing import Any
 
 import can
 
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.config import load_config, reference_config_path
 from pack_agent.dev.broker import LocalBroker
 from pack_agent.dev.sim import SCENARIOS, VirtualHeadUnit, VirtualVehicle

@@ -63,7 +63,7 @@ def read_only(log: Path) -> int:
 
 def read_filtered(log: Path, tmp: Path) -> int:
     """(a) with the same id filter as (c): reading only what the mapping wants."""
-    from pack_agent.canbus.dbc import load_and_check
+    from pack_agent.canbus.checks import load_and_check
     from pack_agent.canbus.decoder import Decoder
     from pack_agent.canbus.logs import ReadStats, log_filter, read_gvret
 
@@ -117,7 +117,7 @@ def pack_agent_pipeline(log: Path, tmp: Path, filter_ids: bool = True) -> int:
 def mapped_frame_decode(tmp: Path, repeat: int = 200) -> tuple[float, float]:
     """Microseconds per mapped frame of the capture: pack-agent's decoder (compiled
     readers, only the mapped signals) and cantools decoding the same message."""
-    from pack_agent.canbus.dbc import load_and_check
+    from pack_agent.canbus.checks import load_and_check
     from pack_agent.canbus.decoder import Decoder
     from pack_agent.canbus.logs import ReadStats, channel_map, read_gvret
 

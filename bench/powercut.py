@@ -82,7 +82,7 @@ import can
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.canbus.decoder import Decoder
 from pack_agent.config import AgentConfig, load_config, reference_config_path
 from pack_agent.core.events import ESSENTIAL_TYPES

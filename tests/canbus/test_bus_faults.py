@@ -16,7 +16,7 @@ from test_daemon import DAY, FAST, AgentThread, make_config, run_vehicle
 from test_daemon_lifecycle import quick_status
 
 from conftest import Subscriber
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.dev.sim.vehicle import code_pages, encode
 from pack_agent.runtime.status import read_status
 

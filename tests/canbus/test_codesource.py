@@ -15,6 +15,7 @@ import can
 import pytest
 from test_replay import FAST, frames_of, write_gvret
 
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.canbus.codesource import (
     BAM,
     GLOBAL,
@@ -23,7 +24,6 @@ from pack_agent.canbus.codesource import (
     J1939Transport,
     j1939_id,
 )
-from pack_agent.canbus.dbc import load_and_check
 from pack_agent.config import as_data, load_config, parse_config, reference_config_path
 from pack_agent.config.load import dump_toml
 from pack_agent.errors import ConfigError

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.canbus.decoder import CodeAssembler, Decoder
 from pack_agent.config import as_data, load_config, parse_config, reference_config_path
 from pack_agent.core.readings import CodePage, Reading

@@ -12,7 +12,7 @@ import pytest
 from cantools.autosar.end_to_end import compute_profile2_crc, compute_profile5_crc
 from cantools.database.can import Message, Signal
 
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.canbus.decoder import Decoder
 from pack_agent.canbus.e2e import E2EStats, Protection, config_problems, crc
 from pack_agent.config import E2ESettings, as_data, load_config, parse_config, reference_config_path

@@ -15,7 +15,8 @@ import cantools
 import pytest
 
 from pack_agent.canbus import mapping
-from pack_agent.canbus.dbc import load_and_check, load_file
+from pack_agent.canbus.checks import load_and_check
+from pack_agent.canbus.dbc import load_file
 from pack_agent.canbus.logs import read_log
 from pack_agent.cli import main
 from pack_agent.config import load_config

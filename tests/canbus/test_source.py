@@ -11,7 +11,7 @@ import can
 import pytest
 
 from agent_thread import RunningDaemon
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.canbus.source import can_filters
 from pack_agent.config import AgentConfig, parse_config, reference_config_path
 from pack_agent.config.load import tomllib

@@ -157,7 +157,7 @@ def test_negative_response_is_counted_and_silence_is_per_source(tmp_path):
 
 
 def test_a_late_uds_answer_never_feeds_the_rules(tmp_path):
-    from pack_agent.canbus.dbc import load_and_check
+    from pack_agent.canbus.checks import load_and_check
     from pack_agent.canbus.decoder import Decoder
     from pack_agent.canbus.uds import UdsResult, jobs_from_config
     from pack_agent.runtime.agent import Agent
@@ -181,7 +181,7 @@ def test_a_late_uds_answer_never_feeds_the_rules(tmp_path):
 
 
 def test_the_virtual_vehicle_bms_answers_its_scenario_over_uds():
-    from pack_agent.canbus.dbc import load_and_check
+    from pack_agent.canbus.checks import load_and_check
     from pack_agent.config import load_config
     from pack_agent.dev.sim import SCENARIOS, VirtualVehicle
     from pack_agent.dev.sim.uds_server import vehicle_dids

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.cli import main
 from pack_agent.config import as_data, load_config, parse_config, reference_config_path
 from pack_agent.errors import ConfigError

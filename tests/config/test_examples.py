@@ -15,7 +15,8 @@ import can
 import pytest
 
 from agent_thread import RunningDaemon
-from pack_agent.canbus.dbc import complete_values, load_and_check
+from pack_agent.canbus.checks import load_and_check
+from pack_agent.canbus.dbc import complete_values
 from pack_agent.config import AgentConfig, parse_config
 from pack_agent.config.load import tomllib
 from pack_agent.runtime.replay import replay

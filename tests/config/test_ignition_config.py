@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.cli import main
 from pack_agent.config import load_config, reference_config_path
 from pack_agent.errors import ConfigError

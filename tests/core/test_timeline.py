@@ -20,7 +20,7 @@ from test_agent_notices import Rig
 from test_agent_policy import AGEING, Run, _health, _t, ageing_frames, config, uninterrupted
 from test_policy import CODE, T0, capacity, make, thermal
 
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.canbus.decoder import Decoder
 from pack_agent.canbus.logs import LogSource
 from pack_agent.core.policy import ScrapPolicy

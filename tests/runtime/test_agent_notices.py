@@ -12,7 +12,7 @@ import can
 import pytest
 from can.interfaces.virtual import VirtualBus
 
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.canbus.decoder import Decoder
 from pack_agent.config import AgentConfig, as_data, load_config, parse_config, reference_config_path
 from pack_agent.delivery.owner_channel import RECENT_CHALLENGES, owner_notifiers

@@ -11,7 +11,7 @@ from typing import Any
 import can
 import pytest
 
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.canbus.decoder import Decoder
 from pack_agent.config import AgentConfig, load_config, reference_config_path
 from pack_agent.core.policy import IGNITION_OFF_SAVE_GAP_S

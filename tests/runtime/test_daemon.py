@@ -14,7 +14,7 @@ import pytest
 from can.interfaces.virtual import VirtualBus
 
 from conftest import Subscriber
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.config import AgentConfig, load_config, reference_config_path
 from pack_agent.dev.demo import demo_config
 from pack_agent.dev.sim import Scenario, VirtualHeadUnit, VirtualVehicle

@@ -12,7 +12,7 @@ import can
 
 from agent_thread import RunningDaemon
 from conftest import Subscriber
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.config import load_config, reference_config_path
 from pack_agent.dev.demo import demo_config
 from pack_agent.dev.sim import SCENARIOS

@@ -16,7 +16,7 @@ import can
 import cantools
 import pytest
 
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.config import parse_config
 from pack_agent.config.load import read_toml
 from pack_agent.errors import ConfigError

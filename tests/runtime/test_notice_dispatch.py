@@ -12,7 +12,7 @@ import can
 import pytest
 from test_agent_notices import CODE, DAY, T0, FailingBus, make_config
 
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.core.policy import ScrapDecision
 from pack_agent.delivery.owner_channel import owner_notifiers
 from pack_agent.dev.sim.head_unit import VirtualHeadUnit

@@ -18,7 +18,7 @@ import pytest
 from cantools.database.can import Message, Signal
 
 from agent_thread import RunningDaemon
-from pack_agent.canbus.dbc import load_all, load_and_check
+from pack_agent.canbus.checks import load_all, load_and_check
 from pack_agent.cli import main
 from pack_agent.config import DATA_DIR, AgentConfig, as_data, load_config, reference_config_path
 from pack_agent.config.load import dump_toml

@@ -8,7 +8,7 @@ from pathlib import Path
 import can
 import pytest
 
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.canbus.logs import LogError, detect_format, read_log
 from pack_agent.cli import main
 from pack_agent.config import load_config, parse_config, reference_config_path

@@ -38,7 +38,7 @@ import can
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pack_agent.canbus.dbc import load_and_check
+from pack_agent.canbus.checks import load_and_check
 from pack_agent.config import AgentConfig, load_config, reference_config_path
 from pack_agent.dev.broker import LocalBroker
 from pack_agent.dev.sim import VirtualHeadUnit

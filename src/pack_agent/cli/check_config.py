@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pack_agent.canbus.dbc import load_all
+    from pack_agent.canbus.checks import load_all
     from pack_agent.config import as_data, load_config
     from pack_agent.config.load import dump_toml
     from pack_agent.errors import ConfigError

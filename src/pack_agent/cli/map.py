@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         strict = False
     text = mapping.starter_toml(proposal, db, paths, args.channel, strict)
     args.out.write_text(text, encoding="utf-8")
-    from pack_agent.canbus.dbc import load_and_check
+    from pack_agent.canbus.checks import load_and_check
     from pack_agent.config import load_config
 
     try:  # what check-config would refuse, refused here

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     import can
 
-    from pack_agent.canbus.dbc import load_and_check
+    from pack_agent.canbus.checks import load_and_check
     from pack_agent.config import load_config, reference_config_path
     from pack_agent.core.events import utc_from_timestamp
     from pack_agent.dev.sim import SCENARIOS, VirtualHeadUnit, VirtualVehicle

@@ -66,7 +66,7 @@ def run_demo(
     import can
     import paho.mqtt.client as mqtt
 
-    from pack_agent.canbus.dbc import load_all
+    from pack_agent.canbus.checks import load_all
     from pack_agent.core.codes import check_code
     from pack_agent.dev.broker import LocalBroker
     from pack_agent.dev.sim import SCENARIOS, VirtualHeadUnit, VirtualVehicle

@@ -11,7 +11,10 @@ module: ``notice_dispatch.NoticeDispatcher`` (owner notices: send, retry, answer
 failures), ``health_sampler.HealthSampler`` (when a ``pack.health`` is due, what it
 carries), ``save_schedule.SaveSchedule`` (when the policy state is saved) and
 ``clock_rebase.AgentClock`` (the time line; an adopted step back restarts every
-schedule). They get the store and an ``emit`` callable, never the agent.
+schedule). They get the store and an ``emit`` callable, never the agent. The next seam,
+at ~500 lines: whose pack a reading is (holding readings after a wake-up, switching
+to another pack's saved state: ``_release_held``, ``_switch_pack``) would make a
+``pack_identity`` module of its own.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pack_agent.canbus.checks import bms_bus, resolve_ignition, vehicle_metrics
 from pack_agent.canbus.codesource import page_total
-from pack_agent.canbus.dbc import bms_bus, resolve_ignition, vehicle_metrics
 from pack_agent.canbus.decoder import CodeAssembler, Decoder
 from pack_agent.config import AgentConfig
 from pack_agent.core.events import PLAUSIBLE_SINCE, EventDraft, utc_from_timestamp

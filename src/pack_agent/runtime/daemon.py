@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pack_agent import __version__
-from pack_agent.canbus.dbc import load_all
+from pack_agent.canbus.checks import load_all
 from pack_agent.canbus.decoder import Decoder
 from pack_agent.canbus.guard import GuardedBus
 from pack_agent.canbus.source import BusSource, can_filters, open_bus

@@ -94,7 +94,7 @@ def replay(
     Raises ``LogError`` at a bad record, after the events before it were delivered.
     ``filter_ids`` drops unmapped frames while parsing, as the kernel would on a bus.
     """
-    from pack_agent.canbus.dbc import load_all
+    from pack_agent.canbus.checks import load_all
     from pack_agent.canbus.decoder import Decoder
     from pack_agent.delivery.owner_channel import OwnerChannel, owner_notifiers
     from pack_agent.runtime.agent import Agent, run_loop

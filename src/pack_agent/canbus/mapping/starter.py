@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import cantools.database
 
-from pack_agent.canbus.dbc import own_id_moves
+from pack_agent.canbus.checks import own_id_moves
 from pack_agent.canbus.mapping.metrics import PROFILES
 from pack_agent.canbus.mapping.profiles import Candidate, Proposal, words
 

@@ -28,7 +28,7 @@ ExtraFrames = Callable[["cantools.database.Database", DayState], Iterable["can.M
 
 
 def reference_database() -> cantools.database.Database:
-    from pack_agent.canbus.dbc import load_and_check
+    from pack_agent.canbus.checks import load_and_check
     from pack_agent.config import load_config, reference_config_path
 
     return load_and_check(load_config(reference_config_path()))
