@@ -159,8 +159,12 @@ class Agent:
             return {}
 
     def frame_time(self) -> float:
-        """The newest reading time the agent reports (its clock, in frames mode)."""
-        latest = self.status().get("agent", {}).get("latest", {})
+        """The newest time the agent has read (its clock, in frames mode): readings may
+        wait for the pack code after a wake-up, so the newest reading lags behind it."""
+        agent = self.status().get("agent", {})
+        if agent.get("frame_time") is not None:
+            return float(agent["frame_time"])
+        latest = agent.get("latest", {})
         return max((r["time"] for r in latest.values()), default=0.0)
 
     def wait_drained(self, timeout: float) -> dict[str, Any]:

@@ -63,14 +63,15 @@ def read_only(log: Path) -> int:
 
 def read_filtered(log: Path, tmp: Path) -> int:
     """(a) with the same id filter as (c): reading only what the mapping wants."""
-    from pack_agent.canbus.checks import load_and_check
+    from pack_agent.canbus.checks import load_all
     from pack_agent.canbus.decoder import Decoder
     from pack_agent.canbus.logs import ReadStats, log_filter, read_gvret
 
     cfg = kona_config(tmp)
-    db = load_and_check(cfg)
-    decoder = Decoder(cfg, db)
-    ack = db.get_message_by_name(cfg.notice.ack_message)
+    dbs = load_all(cfg)
+    decoder = Decoder(cfg, dbs.vehicle)
+    assert dbs.notice is not None  # the agent's own frames: the answer id is read too
+    ack = dbs.notice.get_message_by_name(cfg.notice.ack_message)
     wanted = {b.name: decoder.frame_ids(b.name) for b in cfg.buses}
     wanted[cfg.notice.bus or cfg.buses[0].name].append((ack.frame_id, False))
     stats = ReadStats()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from importlib.metadata import version
 from pathlib import Path
@@ -52,7 +53,12 @@ def test_the_retained_status_and_the_status_file_carry_it(broker, tmp_path) -> N
             backend.wait_for(lambda s: any(x.get("state") == "online" for x in s.statuses), 10)
             online = next(x for x in backend.statuses if x.get("state") == "online")
             assert run.daemon is not None and run.daemon.status_file is not None
-            live = read_status(run.daemon.status_file)
+            # the status file is written at the daemon's first status tick, which may come
+            # after the broker's retained status: wait for it as for the broker's
+            deadline = time.monotonic() + 10
+            while (live := read_status(run.daemon.status_file)) is None:
+                assert time.monotonic() < deadline, "no status file within 10 s"
+                time.sleep(0.05)
         finally:
             run.stop()
     assert online["agent_version"] == INSTALLED

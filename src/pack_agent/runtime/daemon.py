@@ -330,6 +330,9 @@ class Daemon:
                 "frames_dropped": dict(self.agent.decoder.stats.dropped.most_common(20)),
                 "e2e": self.agent.e2e_status(),
                 "stale_readings": self.agent.stale_readings,
+                # the newest time read (frames and ticks): how far a simulated or replayed
+                # run has been read, also while readings wait for the pack code
+                "frame_time": self.agent.clock.newest,
                 "clock_rebased": self.agent.clock_rebased,
                 "notice_failures": self.agent.notice_failures,
                 "commands": self.agent.commands.status(),
