@@ -8,7 +8,8 @@ each vehicle's ``seq`` gaps in a table, so several listeners in one shared
 subscription together store each event once. psycopg is imported only there. A sink also says
 what it already holds (``seen()``), so a restarted listener still de-duplicates and
 knows each vehicle's ``seq``. The subscriber (``pack_agent.api.subscriber``) calls
-``keep`` once per new event; nothing here talks to a broker.
+``keep`` once per new event; nothing here talks to a broker. The seam, at ~430 lines:
+``PostgresSink`` (schema, migrations, batches) would stand alone in ``sinks_postgres``.
 """
 
 from __future__ import annotations

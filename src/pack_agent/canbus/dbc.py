@@ -1,4 +1,9 @@
-"""Loading CAN databases (DBC, KCD, SYM, ARXML) and checking a configuration against them."""
+"""Loading CAN databases (DBC, KCD, SYM, ARXML): the vehicle's and the agent's own.
+
+Checking a configuration against them is ``checks``. The seam, at ~420 lines: the
+tolerant file reader (``load_file`` and its fixes for community DBCs) apart from the two
+namespaces' loading.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 The decoder knows cantools and the metric mapping; it knows nothing of rules,
 events or MQTT. Values outside the signal's DBC range are dropped and counted,
 never passed on: a BMS sending 0x3FF for "SOH unknown" must not look like 102.3 %.
+The seam, at ~470 lines: ``FieldReader`` (signals compiled to shifts and masks) and
+``CodeAssembler`` could each stand in a module of their own.
 """
 
 from __future__ import annotations
