@@ -194,8 +194,8 @@ _MIGRATION_LOCK = 0x7061636B  # pg_advisory_xact_lock key: one listener migrates
 
 _INSERT = (
     "INSERT INTO events (event_id, vin, seq, type, time, body)"
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[],"
-    " %s::timestamptz[], %s::jsonb[]) ON CONFLICT (event_id) DO NOTHING"
+    " SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[],"
+    " %b::timestamptz[], %b::jsonb[]) ON CONFLICT (event_id) DO NOTHING"
     " RETURNING vin, seq, event_id"
 )
 # the events just stored whose vin and seq an earlier (committed or same-batch) row holds
