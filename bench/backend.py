@@ -531,6 +531,94 @@ def payloads_of(events: list[Event]) -> list[tuple[str, str]]:
     return [(topic_for(PREFIX, e.vin, e.type), e.to_json()) for e in events]
 
 
+def forget_sessions(port: int, client_ids: list[str]) -> None:
+    """End these persistent sessions (a clean start with no expiry), so that their shared
+    subscriptions stop queueing copies of the next runs' events."""
+    for client_id in client_ids:
+        done = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id, protocol=mqtt.MQTTv5)
+        c.on_connect = lambda *_, d=done: d.set()
+        c.connect("127.0.0.1", port, clean_start=True)
+        c.loop_start()
+        done.wait(10)
+        c.disconnect()
+        c.loop_stop()
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median rate, and every round's rate and ratios beside it."""
+    best = dict(sorted(runs, key=lambda r: r["events_per_s"])[len(runs) // 2])
+    if len(runs) > 1:
+        best["rounds_events_per_s"] = [r["events_per_s"] for r in runs]
+        for key in ("vs_raw", "vs_print"):
+            if key in best:
+                ratios = [r[key] for r in runs]
+                best[key] = round(statistics.median(ratios), 3)
+                best[f"rounds_{key}"] = ratios
+    return best
+
+
+def listener_phase(
+    broker: LocalBroker, pg: LocalPostgres, events: list[Event], folder: Path, args: Any
+) -> dict[str, Any]:
+    """Each round: raw paho, one printing listener, then 1, 2, 4 listen --database; the
+    ratios are taken within a round (the same machine state), the medians reported."""
+    payloads = payloads_of(events)
+    sizes = [int(x) for x in args.listeners.split(",")]
+    runs: dict[str, list[dict[str, Any]]] = {"raw": [], "print": [], **{str(k): [] for k in sizes}}
+    for r in range(args.rounds):
+        raw = raw_run(broker, payloads, f"r{r}-raw")
+        forget_sessions(broker.port, [f"r{r}-raw"])
+        runs["raw"].append(raw)
+        print(
+            f"listener, round {r + 1}: raw paho subscriber {raw['events_per_s']:,} msg/s",
+            flush=True,
+        )
+        plain = listener_run(broker, pg, payloads, 1, False, folder, args, f"r{r}-print")
+        forget_sessions(broker.port, [f"r{r}-print-0"])
+        plain["vs_raw"] = round(plain["events_per_s"] / raw["events_per_s"], 3)
+        runs["print"].append(plain)
+        print(
+            f"listener, round {r + 1}: 1 listen printing to a file {plain['events_per_s']:,} "
+            f"events/s ({plain['vs_raw']:.2f} x raw), CPU ms/event {plain['cpu_ms_per_event']}",
+            flush=True,
+        )
+        for k in sizes:
+            tag = f"r{r}-db{k}"
+            run = listener_run(broker, pg, payloads, k, True, folder, args, tag)
+            forget_sessions(broker.port, [f"{tag}-{i}" for i in range(k)])
+            run["vs_raw"] = round(run["events_per_s"] / raw["events_per_s"], 3)
+            run["vs_print"] = round(run["events_per_s"] / plain["events_per_s"], 3)
+            runs[str(k)].append(run)
+            print(
+                f"listener, round {r + 1}: {k} listen --database {run['events_per_s']:,} events/s "
+                f"({run['vs_raw']:.2f} x raw, {run['vs_print']:.2f} x printing), "
+                f"{run['rows_per_commit']} rows per commit, "
+                f"CPU ms/event {run['cpu_ms_per_event']}, split {run['per_listener']}",
+                flush=True,
+            )
+    out: dict[str, Any] = {
+        "batch": args.batch,
+        "batch_ms": args.batch_ms,
+        "broker_inflight": args.broker_inflight,
+        "raw_paho": median_run(runs["raw"]),
+        "listen_print": median_run(runs["print"]),
+    }
+    for k in sizes:
+        out[f"database_{k}"] = median_run(runs[str(k)])
+    summary = ", ".join(
+        f"{k}: {out[f'database_{k}']['events_per_s']:,} ({out[f'database_{k}']['vs_raw']:.2f})"
+        for k in sizes
+    )
+    print(
+        f"listener (medians): raw paho {out['raw_paho']['events_per_s']:,} msg/s; printing "
+        f"{out['listen_print']['events_per_s']:,} ({out['listen_print']['vs_raw']:.2f} x raw); "
+        f"listen --database by listeners: {summary} events/s (x raw)",
+        flush=True,
+    )
+    return out
+
+
 # -- 3. the profile ---------------------------------------------------------------------
 
 
@@ -589,7 +677,7 @@ def main() -> int:
         "--events", type=int, default=20_000, help="events per run (database, listener)"
     )
     ap.add_argument("--batches", default="50,500,2000", help="PostgresSink batch sizes to compare")
-    ap.add_argument("--rounds", type=int, default=1, help="database runs per size (median)")
+    ap.add_argument("--rounds", type=int, default=1, help="runs of each measurement (median)")
     ap.add_argument("--listeners", default="1,2,4", help="listen --database processes per run")
     ap.add_argument("--batch", type=int, default=500, help="listen --batch in the listener phase")
     ap.add_argument("--batch-ms", type=float, default=50.0, help="listen --batch-ms")
@@ -633,39 +721,7 @@ def main() -> int:
                 batches = [int(b) for b in args.batches.split(",")]
                 result["database"] = database_phase(pg.url, events, batches, args.rounds)
             if "listener" not in skip:
-                payloads = payloads_of(events)
-                lst: dict[str, Any] = {
-                    "batch": args.batch,
-                    "batch_ms": args.batch_ms,
-                    "broker_inflight": args.broker_inflight,
-                }
-                raw = raw_run(broker, payloads, "raw")
-                lst["raw_paho"] = raw
-                print(
-                    f"listener: baseline raw paho subscriber {raw['events_per_s']:,} msg/s",
-                    flush=True,
-                )
-                plain = listener_run(broker, pg, payloads, 1, False, folder, args, "print")
-                plain["vs_raw"] = round(plain["events_per_s"] / raw["events_per_s"], 3)
-                lst["listen_print"] = plain
-                print(
-                    f"listener: 1 listen printing to a file {plain['events_per_s']:,} events/s "
-                    f"({plain['vs_raw']:.2f} x raw), CPU {plain['cpu_ms_per_event']} ms/event",
-                    flush=True,
-                )
-                for k in [int(x) for x in args.listeners.split(",")]:
-                    run = listener_run(broker, pg, payloads, k, True, folder, args, f"db{k}")
-                    run["vs_raw"] = round(run["events_per_s"] / raw["events_per_s"], 3)
-                    run["vs_print"] = round(run["events_per_s"] / plain["events_per_s"], 3)
-                    lst[f"database_{k}"] = run
-                    print(
-                        f"listener: {k} listen --database {run['events_per_s']:,} events/s "
-                        f"({run['vs_raw']:.2f} x raw, {run['vs_print']:.2f} x printing), "
-                        f"{run['rows_per_commit']} rows per commit, "
-                        f"CPU ms/event {run['cpu_ms_per_event']}, split {run['per_listener']}",
-                        flush=True,
-                    )
-                result["listener"] = lst
+                result["listener"] = listener_phase(broker, pg, events, folder, args)
             if args.profile:
                 result["profile"] = profile_run(broker, pg, payloads_of(events), folder, args)
     finally:
