@@ -51,12 +51,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pack-agent/v1"
 VEHICLES_PER_WORKER = 2500  # 4 descriptors each (socket, SQLite file, -wal, -shm)
+CONNECT_THREADS = 64  # per worker: TCP connects in progress at once
 
 
 def raise_open_files() -> int:
@@ -127,6 +129,8 @@ def worker_main(
     # (next_try, vehicle index) of the waiting ones: a heap, not a scan of the fleet per loop
     timers: list[tuple[float, int]] = [(0.0, k) for k in range(len(fleet))]
     dirty: set[Vehicle] = set()
+    connecting: dict[Vehicle, Any] = {}  # vehicle -> its reconnect() running on a thread
+    connector = ThreadPoolExecutor(max_workers=CONNECT_THREADS)
     rate = 0.0  # events/s appended by this worker
     credit = 0.0
     hold = False  # uplinks not polled: a backlog builds up in the outboxes
@@ -141,6 +145,8 @@ def worker_main(
 
     def watch(v: Vehicle) -> None:
         """Keep the selector in step with the client's socket (closed on a loss)."""
+        if v in connecting:  # the client is the connect thread's until it is done
+            return
         sock = v.uplink.client.socket()
         fd = sock.fileno() if sock is not None else -1
         if fd != v.fd:
@@ -185,11 +191,15 @@ def worker_main(
             "since_in_s": round(time.monotonic() - client._last_bytes_received, 1),
         }  # fmt: skip
 
-    def try_connect(v: Vehicle, now: float) -> None:
-        client = v.uplink.client
-        try:
-            client.reconnect()
-        except OSError:
+    def try_connect(v: Vehicle) -> None:
+        """paho's ``reconnect()`` blocks until the TCP connect is done (a second or more when
+        a broker's accept queue overflows and a SYN is dropped): run it on a thread, so that
+        one vehicle's connect does not stall the others, as in a real fleet."""
+        connecting[v] = connector.submit(v.uplink.client.reconnect)
+
+    def connected(v: Vehicle, failure: BaseException | None, now: float) -> None:
+        if failure is not None:
+            client = v.uplink.client
             v.attempt += 1  # paho's doubling, from the jittered first delay
             delay = min(client._reconnect_min_delay * 2**v.attempt, client._reconnect_max_delay)
             v.next_try = now + delay
@@ -247,8 +257,11 @@ def worker_main(
         last = now
         while timers and timers[0][0] <= now:
             _, k = heapq.heappop(timers)
-            if fleet[k] in waiting:
-                try_connect(fleet[k], now)
+            if fleet[k] in waiting and fleet[k] not in connecting:
+                try_connect(fleet[k])
+        for v, job in [(v, job) for v, job in connecting.items() if job.done()]:
+            del connecting[v]
+            connected(v, job.exception(), now)
         for key, mask in sel.select(timeout=0.005):
             v = key.data
             client = v.uplink.client
