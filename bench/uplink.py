@@ -10,9 +10,9 @@ One private mosquitto on a free loopback port serves every phase of one run:
    agent's real main loop (``agent.run_loop``, an idle CAN source) and ``MqttUplink``
    drain it; the clock stops when the outbox is empty. Twice per round, once per
    network design of the uplink (the order alternates from round to round):
-   *threaded*, paho's network thread (``start()``, the daemon's), and *external*,
-   paho's external-loop API driven by ``poll()`` on the main loop's thread, no paho
-   thread (``start(io_in_poll=True)``, delivery/mqtt_link.py);
+   *threaded*, paho's network thread (the daemon's), and *external*, paho's
+   external-loop API driven by ``poll()`` on the main loop's thread, no paho thread
+   (``MqttUplink(..., io_in_poll=True)``, delivery/mqtt_link.py);
 3. latency: events are appended at a steady rate (200/s) by the main loop, as frames
    would cause them, and the time from ``Store.append`` to the PUBACK being recorded
    in the store (``mark_delivered``) is taken per event, for each design.
@@ -195,8 +195,9 @@ DAEMON_DESIGN = "threaded"  # what MqttUplink.start() does, and so the daemon
 def uplink_for(broker: LocalBroker, store: Store, inflight: int, design: str) -> MqttUplink:
     """An uplink, started with the network ``design`` (one of ``DESIGNS``)."""
     settings = MqttSettings(host=broker.host, port=broker.port, max_inflight=inflight)
-    uplink = MqttUplink(settings, store, VIN, agent_version="bench")
-    uplink.start(io_in_poll=design == "external")
+    external = design == "external"
+    uplink = MqttUplink(settings, store, VIN, agent_version="bench", io_in_poll=external)
+    uplink.start()
     return uplink
 
 

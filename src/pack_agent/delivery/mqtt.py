@@ -50,6 +50,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from pack_agent.config import MqttSettings
@@ -103,6 +104,7 @@ _HELD = (
     MQTTErrorCode.MQTT_ERR_NO_CONN,
     MQTTErrorCode.MQTT_ERR_CONN_LOST,
 )
+_KEEPALIVE_TIMEOUT = ReasonCode(PacketTypes.DISCONNECT, "Keep alive timeout")
 _NO_SUBSCRIBERS = 0x10  # v5 PUBACK: accepted, but no subscription matched (mqtt.require_subscriber)
 
 
@@ -126,7 +128,12 @@ class MqttUplink(Uplink):
         *,
         agent_version: str,
         client_factory: ClientFactory | None = None,
+        io_in_poll: bool = False,
     ) -> None:
+        """``io_in_poll``: ``poll()`` does the network I/O on the caller's thread, through
+        paho's external-loop API, and a helper thread the connects
+        (:mod:`pack_agent.delivery.mqtt_link`); by default paho's network thread does
+        both (bench/uplink.py compares the two designs)."""
         check_transport_security(settings)
         if not settings.tls and not is_loopback(settings.host):
             log.warning("mqtt.allow_insecure: talking to %s without TLS", settings.host)
@@ -159,7 +166,8 @@ class MqttUplink(Uplink):
         self._rescan = False  # a refused event lies behind the cursor: look from the start
         self._progress_at = 0.0  # monotonic time of the last publish or PUBACK
         self._client = self._make_client(client_factory or mqtt.Client)
-        self._link: InlineLink | None = None  # the network, driven by poll() (start())
+        self._io_in_poll = io_in_poll
+        self._link: InlineLink | None = None  # the network, driven by poll() (io_in_poll)
 
     def _make_client(self, factory: ClientFactory) -> mqtt.Client:
         client = make_client(
@@ -216,14 +224,11 @@ class MqttUplink(Uplink):
 
     # -- main thread ------------------------------------------------------------
 
-    def start(self, external_loop: bool = False, *, io_in_poll: bool = False) -> None:
-        """Connect in the background.
-
-        By default paho's network thread does the I/O (``loop_start``; the daemon's
-        design). With ``io_in_poll``, ``poll()`` does it on the caller's thread through
-        paho's external-loop API and a helper thread does the connects
-        (:mod:`pack_agent.delivery.mqtt_link`; bench/uplink.py compares the two). With
-        ``external_loop`` there is no thread: the caller drives :attr:`client`
+    def start(self, external_loop: bool = False) -> None:
+        """Connect in the background: on paho's network thread (``loop_start``, the
+        daemon's design), or, made with ``io_in_poll``, on a helper thread, ``poll()``
+        doing the I/O. With ``external_loop`` there is no thread: the caller drives
+        :attr:`client`
         (``reconnect()``, then ``loop_read``/``loop_write``/``loop_misc`` on its socket),
         as bench/fleet.py does for thousands of vehicles in one process."""
         if self._started:
@@ -241,7 +246,7 @@ class MqttUplink(Uplink):
         self._client.connect_async(s.host, s.port, s.keepalive_s)
         if external_loop:
             return
-        if not io_in_poll:
+        if not self._io_in_poll:
             self._client.loop_start()
             return
         self._link = InlineLink(
@@ -249,6 +254,7 @@ class MqttUplink(Uplink):
             self._events.put,
             first_delay=s.reconnect_min_s,
             max_delay=s.reconnect_max_s,
+            keepalive=s.keepalive_s,
         )
         self._link.start()
 
@@ -403,6 +409,12 @@ class MqttUplink(Uplink):
                     log.info("disconnected from %s:%d (%s)", s.host, s.port, args[0])
                     if not self._stopped:
                         self._last_error = self._error_kind = f"connection lost: {args[0]}"
+                elif args[0] == _KEEPALIVE_TIMEOUT and not self._stopped:
+                    s = self.settings
+                    self._note_error(
+                        f"{s.host}:{s.port} took the TCP connection but sent no CONNACK within "
+                        f"mqtt.keepalive_s ({s.keepalive_s} s); trying again"
+                    )
                 self._connected = False
                 if self._link is not None:
                     self._link.lost(args[1])

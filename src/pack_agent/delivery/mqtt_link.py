@@ -14,8 +14,9 @@ handshake, each up to paho's connect timeout. It runs on one small helper thread
 (``pack-agent-mqtt-link``), which hands the connected socket back by a report on the
 uplink's queue; until then the main thread does not touch the client. The same
 thread keeps the link alive when the main loop is held up: if nobody did the I/O for
-``KEEPER_S``, it does it once (reads PUBACKs and PINGRESPs, sends PINGREQ), so a slow
-moment of the main loop does not cost the connection (and a last will).
+``KEEPER_S`` (a quarter of the keepalive, if that is shorter), it does it once (reads
+PUBACKs and PINGRESPs, sends PINGREQ), so a slow moment of the main loop does not
+cost the connection (and a last will).
 
 Ownership of the paho client, so that two threads never use it at once:
 
@@ -57,6 +58,7 @@ class InlineLink:
         *,
         first_delay: float,
         max_delay: float,
+        keepalive: float,
         name: str = "pack-agent-mqtt-link",
     ) -> None:
         self.client = client
@@ -67,6 +69,8 @@ class InlineLink:
         self._delay: float | None = None  # the last back-off; None: the next is the first
         self._retry_at = 0.0  # monotonic time of the next attempt
         self._io_at = time.monotonic()  # the last time somebody did the I/O
+        # a PINGREQ goes out within keepalive + this, well before the broker's 1.5 x keepalive
+        self._keep_every = min(KEEPER_S, keepalive / 4)
         self._wake = threading.Event()
         self._want_connect = False
         self._quit = False
@@ -160,14 +164,14 @@ class InlineLink:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(KEEPER_S)
+            self._wake.wait(self._keep_every)
             self._wake.clear()
             if self._quit:
                 return
             if self._want_connect:
                 self._want_connect = False
                 self._connect()
-            elif not self.connecting and time.monotonic() - self._io_at >= KEEPER_S:
+            elif not self.connecting and time.monotonic() - self._io_at >= self._keep_every:
                 self._keep()
 
     def _connect(self) -> None:
@@ -188,7 +192,8 @@ class InlineLink:
                 self.client.disconnect()
 
     def _keep(self) -> None:
-        """The main loop is held up: do its I/O once, if it is not doing it now."""
+        """The main loop is held up: do its I/O once, if it is not doing it now. Its
+        reports wait in the uplink's queue for the main thread."""
         if not self.lock.acquire(blocking=False):
             return
         try:
