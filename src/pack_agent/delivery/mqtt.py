@@ -7,7 +7,13 @@ de-duplicate by ``event_id``.
 Threads: paho's network thread runs the callbacks, which only put tuples on a
 ``SimpleQueue``. ``poll()``, on the main loop's thread, does everything else:
 it turns PUBACKs into ``store.mark_delivered`` and publishes more events. The
-store is never touched from paho's thread.
+store is never touched from paho's thread. That is the daemon's design. Made with
+``io_in_poll``, the uplink has no paho thread: ``poll()`` does the network I/O
+itself through paho's external-loop API, and a helper thread only connects and
+keeps the link alive while the main loop is held up (``mqtt_link``); the callbacks
+and the queue are the same. It is not the daemon's because it did not drain
+faster: bench/uplink.py runs both designs (docs/performance.md, "Uplink"). With
+``start(external_loop=True)`` the caller drives the client (bench/fleet.py).
 
 Pumping: while there is a backlog, the main loop asks ``busy`` and, when true,
 calls ``poll(wait=...)`` instead of sleeping on the CAN bus. ``poll`` reads the
@@ -31,6 +37,7 @@ the outbox is not: the events are simply published again.
 
 This module is the drain loop. Split off along its seams: ``mqtt_connection``
 (transport security, the paho client with TLS and credentials, why a link failed),
+``mqtt_link`` (the network driven from ``poll()``, for ``io_in_poll``),
 ``mqtt_messages`` (event properties, the retained status and the last will) and
 ``uplink`` (the :class:`Uplink` interface). Their names stay importable from here.
 """
