@@ -153,6 +153,32 @@ def _unit_starts_no_process(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def ageing_frames() -> list[Any]:
+    """Every frame of the ``ageing`` scenario (about three years), read only."""
+    from test_agent_policy import AGEING
+
+    from pack_agent.canbus.checks import load_and_check
+    from pack_agent.config import load_config, reference_config_path
+    from pack_agent.dev.sim.logfile import scenario_frames
+
+    db = load_and_check(load_config(reference_config_path()))
+    return list(scenario_frames(AGEING, db))
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, ageing_frames: list[Any]) -> Any:
+    """One uninterrupted agent run of the ageing scenario (test_agent_policy.Run, closed),
+    the reference that the restarted, jumped and replayed runs are compared with; one for
+    the session (tests/runtime/test_agent_policy.py and tests/core/test_timeline.py)."""
+    from test_agent_policy import Run, config
+
+    run = Run(config(tmp_path_factory.mktemp("whole"), "whole"))
+    run.feed(ageing_frames)
+    run.close()
+    return run
+
+
+@pytest.fixture(scope="session")
 def mosquitto_binary() -> str:
     found = find_mosquitto()
     if found is None:
