@@ -131,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
     # (an agent with [daemon] clock = "frames" lives through the scenario's days)
     keeps_time = args.bus_interface in ("virtual", "localbus")
     options: dict[str, Any] = {"preserve_timestamps": True} if keeps_time else {}
+    if args.follow and args.bus_interface == "localbus":
+        # an agent starved of CPU for 250 ms must not lose the frames sent meanwhile (it
+        # would then never reach the time the simulator waits for): wait for it to read
+        options["backpressure_s"] = FOLLOW_STALL_S
     try:
         bus = can.Bus(interface=args.bus_interface, channel=args.channel, **options)
     except Exception as exc:
