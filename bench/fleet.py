@@ -51,12 +51,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pack-agent/v1"
 VEHICLES_PER_WORKER = 2500  # 4 descriptors each (socket, SQLite file, -wal, -shm)
+CONNECT_THREADS = 64  # per worker: TCP connects in progress at once
 
 
 def raise_open_files() -> int:
@@ -127,6 +129,8 @@ def worker_main(
     # (next_try, vehicle index) of the waiting ones: a heap, not a scan of the fleet per loop
     timers: list[tuple[float, int]] = [(0.0, k) for k in range(len(fleet))]
     dirty: set[Vehicle] = set()
+    connecting: dict[Vehicle, Any] = {}  # vehicle -> its reconnect() running on a thread
+    connector = ThreadPoolExecutor(max_workers=CONNECT_THREADS)
     rate = 0.0  # events/s appended by this worker
     credit = 0.0
     hold = False  # uplinks not polled: a backlog builds up in the outboxes
@@ -141,6 +145,8 @@ def worker_main(
 
     def watch(v: Vehicle) -> None:
         """Keep the selector in step with the client's socket (closed on a loss)."""
+        if v in connecting:  # the client is the connect thread's until it is done
+            return
         sock = v.uplink.client.socket()
         fd = sock.fileno() if sock is not None else -1
         if fd != v.fd:
@@ -164,11 +170,36 @@ def worker_main(
             if sel.get_key(fd).events != want:
                 sel.modify(fd, want, v)
 
-    def try_connect(v: Vehicle, now: float) -> None:
-        client = v.uplink.client
-        try:
-            client.reconnect()
-        except OSError:
+    def stuck(v: Vehicle) -> dict[str, Any] | None:
+        """What a vehicle with events still to send is doing (a stalled run says where)."""
+        up, store, client = v.uplink, v.store, v.uplink.client
+        if not store.pending_count() and not up._inflight:
+            return None
+        states: dict[int, int] = {}
+        for m in client._out_messages.values():
+            states[m.state] = states.get(m.state, 0) + 1
+        return {
+            "vin": v.vin, "connected": up.connected, "fd": v.fd, "waiting": v in waiting,
+            "pending": store.pending_count(), "publishable": store.publishable_count(),
+            "inflight": len(up._inflight), "hold_s": round(up._hold_until - time.monotonic(), 1),
+            "rescan": up._rescan, "cursor": up._cursor, "ahead": len(up._ahead),
+            "durable_upto": store.durable_upto, "acked_waiting": store.delivered_waiting,
+            "last_error": up._last_error, "paho_state": str(client._state),
+            "paho_out": len(client._out_messages), "paho_inflight": client._inflight_messages,
+            "paho_states": states, "paho_out_packets": len(client._out_packet),
+            "want_write": client.want_write(),
+            "since_in_s": round(time.monotonic() - client._last_bytes_received, 1),
+        }  # fmt: skip
+
+    def try_connect(v: Vehicle) -> None:
+        """paho's ``reconnect()`` blocks until the TCP connect is done (a second or more when
+        a broker's accept queue overflows and a SYN is dropped): run it on a thread, so that
+        one vehicle's connect does not stall the others, as in a real fleet."""
+        connecting[v] = connector.submit(v.uplink.client.reconnect)
+
+    def connected(v: Vehicle, failure: BaseException | None, now: float) -> None:
+        if failure is not None:
+            client = v.uplink.client
             v.attempt += 1  # paho's doubling, from the jittered first delay
             delay = min(client._reconnect_min_delay * 2**v.attempt, client._reconnect_max_delay)
             v.next_try = now + delay
@@ -206,6 +237,8 @@ def worker_main(
                                        if v.reconnected_at is not None],
                     "waiting": len(waiting),
                 }))  # fmt: skip
+            elif cmd == "diagnose":
+                out.put(("diagnose", index, [d for v in fleet if (d := stuck(v))]))
             elif cmd == "stop":
                 for v in fleet:
                     with contextlib.suppress(Exception):
@@ -224,8 +257,11 @@ def worker_main(
         last = now
         while timers and timers[0][0] <= now:
             _, k = heapq.heappop(timers)
-            if fleet[k] in waiting:
-                try_connect(fleet[k], now)
+            if fleet[k] in waiting and fleet[k] not in connecting:
+                try_connect(fleet[k])
+        for v, job in [(v, job) for v, job in connecting.items() if job.done()]:
+            del connecting[v]
+            connected(v, job.exception(), now)
         for key, mask in sel.select(timeout=0.005):
             v = key.data
             client = v.uplink.client
@@ -311,20 +347,26 @@ class Fleet:
 # -- the backend side --------------------------------------------------------------------
 
 
-def start_listeners(n: int, port: int, url: str, batch: int, batch_ms: float) -> list[Any]:
+def start_listeners(
+    n: int, port: int, url: str, batch: int, batch_ms: float, folder: Path, quiet: bool = True
+) -> list[Any]:
+    """The listeners; each one's stderr goes to a file (a pipe read only at the end would
+    block a listener that writes more than the pipe holds)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     procs = []
     for i in range(n):
+        err = open(folder / f"listener-{i}.err", "w+")  # noqa: SIM115 (closed in stop_listeners)
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "pack_agent", "listen", "--broker", f"127.0.0.1:{port}",
              "--database", url, "--share", "fleet", "--client-id", f"fleet-listener-{i}",
              "--session-expiry", "3600", "--batch", str(batch), "--batch-ms", str(batch_ms),
-             "--quiet"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+             *(["--quiet"] if quiet else [])],
+            env=env, stdout=subprocess.DEVNULL, stderr=err, text=True,
             # a shell's background job ignores SIGINT, and its children would too: SIGINT is
             # how they are stopped with a summary
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         ))  # fmt: skip
+        procs[-1].err_file = err
     return procs
 
 
@@ -333,12 +375,37 @@ def stop_listeners(procs: list[Any]) -> list[dict[str, Any]]:
     for p in procs:
         p.send_signal(signal.SIGINT)
     for p in procs:
-        _, err = p.communicate(timeout=60)
+        p.wait(timeout=60)
+        p.err_file.seek(0)
+        err = p.err_file.read()
+        p.err_file.close()
         lines = [line for line in err.splitlines() if line.startswith("{")]
         summary = json.loads(lines[-1]) if lines else {"error": err[-500:]}
         summary.pop("statuses", None)
         summaries.append(summary)
     return summaries
+
+
+def take_over(port: int, client_id: str) -> None:
+    """Connect as ``client_id`` with its session kept, then leave: the broker closes that
+    listener's connection ("already connected, closing old connection") and the listener
+    reconnects to its session, as after a network cut or a load balancer's failover."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id, protocol=mqtt.MQTTv5)
+    client.manual_ack_set(True)  # what the session sends it meanwhile stays unacknowledged
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    client.connect("127.0.0.1", port, clean_start=False, properties=props)
+    client.loop_start()
+    deadline = time.monotonic() + 10
+    while not client.is_connected() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.disconnect()
+    client.loop_stop()
 
 
 def count_rows(conn: Any) -> int:
@@ -366,12 +433,32 @@ def latencies(conn: Any, since: float, until: float) -> dict[str, Any]:
     }
 
 
-def wait_for(what: str, check: Any, timeout: float, step: float = 0.5) -> float:
-    """Seconds until ``check()`` is true (raises after ``timeout``)."""
+STALL_S = 60.0  # no progress for this long: say where the events are (once per wait; --stall-s)
+
+
+def wait_for(
+    what: str,
+    check: Any,
+    timeout: float,
+    step: float = 0.5,
+    progress: Any = None,
+    on_stall: Any = None,
+) -> float:
+    """Seconds until ``check()`` is true (raises after ``timeout``). When ``progress()``
+    has not changed for ``STALL_S``, ``on_stall(what)`` is called once."""
     started = time.monotonic()
+    last, moved_at, told = None, started, False
     while not check():
-        if time.monotonic() - started > timeout:
+        now = time.monotonic()
+        if now - started > timeout:
             raise TimeoutError(f"{what}: not within {timeout:g} s")
+        if progress is not None:
+            value = progress()
+            if value != last:
+                last, moved_at = value, now
+            elif not told and now - moved_at >= STALL_S and on_stall is not None:
+                told = True
+                on_stall(what)
         time.sleep(step)
     return time.monotonic() - started
 
@@ -410,6 +497,7 @@ def raw_publish_rate(port: int, n: int, body: str) -> tuple[str, float]:
 
 
 def main() -> int:
+    global STALL_S
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vehicles", type=int, default=10_000)
     ap.add_argument("--listeners", type=int, default=2, choices=[1, 2, 3, 4])
@@ -428,8 +516,23 @@ def main() -> int:
         action="store_true",
         help="vehicles with mqtt.require_subscriber off (shows what it saves)",
     )
+    ap.add_argument(
+        "--takeovers",
+        type=int,
+        default=0,
+        help="during the backlog, take listener 0's session over this many times",
+    )
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="copy the broker's log and the listeners' reports (not quiet) here",
+    )
+    ap.add_argument("--stall-s", type=float, default=STALL_S,
+                    help="no progress for this long: print where the events are")  # fmt: skip
     args = ap.parse_args()
 
+    STALL_S = args.stall_s
     import psycopg
 
     from pack_agent.dev.broker import LocalBroker
@@ -460,7 +563,49 @@ def main() -> int:
         pg.start()
         broker.start()
         conn = psycopg.connect(pg.url, autocommit=False)
-        listeners = start_listeners(args.listeners, broker.port, pg.url, args.batch, args.batch_ms)
+        listeners = start_listeners(args.listeners, broker.port, pg.url, args.batch, args.batch_ms,
+                                    folder, quiet=args.keep is None)  # fmt: skip
+
+        def on_stall(what: str) -> None:
+            """Where the events are, when nothing moved for STALL_S (printed to stderr)."""
+            say = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+            say(f"STALL in {what!r}: nothing moved for {STALL_S:g} s; diagnosis:")
+            stuck = [d for part in fleet.ask("diagnose") for d in part] if fleet else []
+            say(f"  vehicles with events left: {len(stuck)}")
+            for key in ("connected", "waiting", "rescan", "want_write", "paho_state"):
+                counts: dict[str, int] = {}
+                for d in stuck:
+                    counts[str(d[key])] = counts.get(str(d[key]), 0) + 1
+                say(f"  by {key}: {counts}")
+            for key in ("pending", "publishable", "inflight", "paho_out", "hold_s", "since_in_s"):
+                vals = sorted(d[key] for d in stuck)
+                if vals:
+                    say(f"  {key}: min {vals[0]} median {vals[len(vals) // 2]} max {vals[-1]}")
+            for d in stuck[:8]:
+                say(f"  {d}")
+            gaps = conn.execute("SELECT vin, first, last FROM seq_gaps WHERE closed_at IS NULL"
+                                " ORDER BY opened_at LIMIT 8").fetchall()  # fmt: skip
+            total = conn.execute("SELECT count(*), count(DISTINCT vin) FROM seq_gaps"
+                                 " WHERE closed_at IS NULL").fetchone()  # fmt: skip
+            conn.commit()
+            say(f"  open gaps: {total[0]} over {total[1]} vehicles; first: {gaps}")
+            for i, p in enumerate(listeners):
+                say(f"  listener {i}: {'running' if p.poll() is None else p.returncode}")
+                here = str(Path(sys.executable).parent)  # py-spy in the venv, if installed
+                spy = shutil.which("py-spy") or shutil.which("py-spy", path=here)
+                if spy and p.poll() is None:
+                    dump = subprocess.run([spy, "dump", "--pid", str(p.pid)], text=True,
+                                          capture_output=True, timeout=60)  # fmt: skip
+                    say(dump.stdout[-3000:] or dump.stderr[-500:])
+            say("  broker log, last lines:\n" + broker.log_tail(40))
+            keep = Path(tempfile.gettempdir()) / f"fleet-stall-{os.getpid()}"
+            keep.mkdir(exist_ok=True)
+            with contextlib.suppress(OSError):
+                shutil.copy(broker.log_path, keep / "mosquitto.log")
+                for f in folder.glob("listener-*.err"):
+                    shutil.copy(f, keep / f.name)
+            say(f"  broker log and listeners' stderr copied to {keep}")
+
         wait_for("schema", lambda: _has_events_table(conn), 60, 0.2)
         time.sleep(1.0)  # the listeners subscribe
 
@@ -482,7 +627,8 @@ def main() -> int:
         time.sleep(args.steady_s)
         t1 = time.time()
         fleet.set_rate(0)
-        wait_for("steady drained", lambda: fleet.report()["pending"] == 0, args.timeout)
+        pending = lambda: fleet.report()["pending"]  # noqa: E731
+        wait_for("steady drained", lambda: pending() == 0, args.timeout, 0.5, pending, on_stall)
         time.sleep(args.batch_ms / 1000 + 0.5)
         steady = latencies(conn, t0, t1)
         steady["offered_per_s"] = args.rate
@@ -524,7 +670,7 @@ def main() -> int:
                 "connects_by_second": [per_s.get(s, 0) for s in range(int(max(back, default=0)) + 1)],  # noqa: E501
             }  # fmt: skip
             print(f"storm: {result['storm']}", flush=True)
-            wait_for("storm drained", lambda: fleet.report()["pending"] == 0, args.timeout)
+            wait_for("storm drained", lambda: pending() == 0, args.timeout, 0.5, pending, on_stall)
 
         # 4. backlog
         if args.backlog > 0:
@@ -534,14 +680,20 @@ def main() -> int:
             fleet.ask("backlog", args.backlog)
             total = n * args.backlog
             fleet.tell("hold", False)
-            took = wait_for("backlog stored", lambda: count_rows(conn) >= before + total,
-                            args.timeout, 0.2)  # fmt: skip
+            if args.takeovers:
+                time.sleep(2.0)
+                for _ in range(args.takeovers):
+                    take_over(broker.port, "fleet-listener-0")
+                    time.sleep(3.0)
+            rows = lambda: count_rows(conn)  # noqa: E731
+            took = wait_for("backlog stored", lambda: rows() >= before + total, args.timeout, 0.2,
+                            rows, on_stall)  # fmt: skip
             result["backlog"] = {"events": total, "seconds": round(took, 1),
                                  "events_per_s": round(total / took, 1)}  # fmt: skip
             print(f"backlog: {result['backlog']}", flush=True)
 
         # the end: every outbox empty, every listener done
-        wait_for("outboxes empty", lambda: fleet.report()["pending"] == 0, args.timeout)
+        wait_for("outboxes empty", lambda: pending() == 0, args.timeout, 0.5, pending, on_stall)
         appended = fleet.stop()
         fleet = None
         time.sleep(1.0 + args.batch_ms / 1000)
@@ -581,6 +733,13 @@ def main() -> int:
             f"seq gaps open {result['seq_gaps_open']} (seen {result['seq_gaps_seen']})"
         )
     finally:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(OSError):
+                shutil.copy(broker.log_path, args.keep / "mosquitto.log")
+            for f in folder.glob("listener-*.err"):
+                with contextlib.suppress(OSError):
+                    shutil.copy(f, args.keep / f.name)
         if fleet is not None:
             for p in fleet.procs:
                 p.kill()

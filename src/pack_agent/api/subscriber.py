@@ -144,7 +144,11 @@ class EventSubscriber:
         self.dedup = Deduplicator()
         # a batching sink de-duplicates and tracks gaps itself (shared by several listeners)
         self._batch: BatchSink | None = sink if isinstance(sink, PostgresSink) else None
-        self._unacked: list[int] = []  # message ids of events waiting for the batch commit
+        # (connection, message id) of events waiting for the batch commit
+        self._unacked: list[tuple[int, int]] = []
+        # paho's connection count, set on paho's thread: a message id means something only
+        # on the connection it came on (see _ack)
+        self._connection = 0
         baseline: dict[str, int] = {}
         self.seq_ids = SeqIds()
         for event_id, vin, seq in () if self._batch else sink.seen():  # type: ignore[union-attr]
@@ -181,12 +185,19 @@ class EventSubscriber:
                 )
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise PackAgentError(f"TLS: cannot load the certificates: {exc}") from None
-        client.on_connect = lambda _c, _u, _f, rc, _p: self._inbox.put(("connect", rc))
+        client.on_connect = self._on_connect
         client.on_connect_fail = lambda *_: self._inbox.put(("connect_fail", None))
         client.on_subscribe = lambda _c, _u, _m, rcs, _p: self._inbox.put(("suback", rcs))
         client.on_disconnect = lambda _c, _u, _f, rc, _p: self._inbox.put(("disconnect", rc))
-        client.on_message = lambda _c, _u, msg: self._inbox.put(("message", msg))
+        client.on_message = lambda _c, _u, msg: self._inbox.put(
+            ("message", (msg, self._connection))
+        )
         return client
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if not rc.is_failure:  # paho's thread: later messages belong to this connection
+            self._connection += 1
+        self._inbox.put(("connect", rc))
 
     def start(self) -> None:
         s = self.settings
@@ -230,7 +241,7 @@ class EventSubscriber:
             return
         s = self.settings
         if kind == "message":
-            self._on_message(arg)
+            self._on_message(*arg)
         elif kind == "connect":
             if arg.is_failure:
                 self.report(f"{s.host}:{s.port} refused the connection: {arg}")
@@ -253,9 +264,13 @@ class EventSubscriber:
             self._subscribed.clear()
             self.report(f"disconnected: {arg}")
 
-    def _ack(self, msg: mqtt.MQTTMessage) -> None:
-        if msg.qos > 0:
-            self._client.ack(msg.mid, msg.qos)
+    def _ack(self, connection: int, mid: int) -> None:
+        """PUBACK ``mid`` if it came on the connection that is up now. After a reconnect the
+        broker sends an unacknowledged message again (same session), and it is acknowledged
+        then; a PUBACK for the old connection's id could instead acknowledge whichever message
+        the broker has given that id since, one this listener has not kept."""
+        if connection == self._connection and self._client.is_connected():
+            self._client.ack(mid, 1)
 
     def _committed(self, done: Committed | None) -> None:
         """A batch was committed: count it, report its gaps, acknowledge its events."""
@@ -271,15 +286,15 @@ class EventSubscriber:
             self.summary.seq_conflicts.append(str(conflict))
             self.report(f"seq conflict {conflict}")
             log.warning("seq conflict %s", conflict)
-        for mid in self._unacked:
-            self._client.ack(mid, 1)
+        for connection, mid in self._unacked:
+            self._ack(connection, mid)
         self._unacked.clear()
 
-    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
-        if self._keep(msg):
-            self._ack(msg)
+    def _on_message(self, msg: mqtt.MQTTMessage, connection: int) -> None:
+        if self._keep(msg, connection) and msg.qos > 0:
+            self._ack(connection, msg.mid)
 
-    def _keep(self, msg: mqtt.MQTTMessage) -> bool:
+    def _keep(self, msg: mqtt.MQTTMessage, connection: int) -> bool:
         """Handle one message; True when it may be acknowledged now."""
         raw = msg.payload.decode("utf-8", errors="replace")
         if msg.topic.endswith("/status"):
@@ -299,7 +314,7 @@ class EventSubscriber:
             return True
         if self._batch is not None:
             if msg.qos > 0:
-                self._unacked.append(msg.mid)
+                self._unacked.append((connection, msg.mid))
             self._committed(self._batch.add(event, raw, time.monotonic()))
             return False
         if not self.dedup.first_time(event.event_id):
@@ -332,7 +347,7 @@ class EventSubscriber:
             except queue.Empty:
                 break
             if kind == "message":
-                self._on_message(arg)
+                self._on_message(*arg)
         if self._batch is not None:
             self._committed(self._batch.flush())
             gaps = self._batch.open_gaps()  # type: ignore[attr-defined]
