@@ -18,9 +18,16 @@ from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import settings
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pack_agent.dev.broker import LocalBroker, find_mosquitto
+
+# scripts/test runs the other Pythons' unit tests beside the whole suite at the lowest CPU
+# priority (--hypothesis-profile=beside): there an example's wall time says how busy the
+# machine is, not how fast the code is, so Hypothesis's 200 ms deadline is off (the whole
+# suite keeps it)
+settings.register_profile("beside", deadline=None)
 
 # --- kinds of tests ----------------------------------------------------------------------
 # Every test gets exactly the kinds below (markers registered in pyproject.toml, run with
