@@ -86,6 +86,9 @@ def test_fleet_bench_runs() -> None:
     figures = run_bench(
         *("bench/fleet.py", "--vehicles", "50", "--rate", "100", "--steady-s", "2"),
         *("--outage-s", "1", "--backlog", "5", "--raw", "1000"),
+        # vehicles that publish after the storm before the listeners subscribe again back
+        # off, by default up to 30 s (most of this test's time): 3 s here
+        *("--retry-max-s", "3"),
         timeout=240,
     )
     assert figures["vehicles"] == 50 and figures["events"] > 50 * 5, figures
