@@ -29,6 +29,7 @@ BENCHMARKS: list[tuple[str, str, list[str]]] = [
     ("footprint", "bench/footprint.py", ["--sim-minutes", "10", "--realtime-s", "10"]),
     # small: bench/fleet.py --vehicles 10000 is its own run (docs/scaling.md has its figures)
     ("fleet", "bench/fleet.py", ["--vehicles", "1000", "--rate", "500", "--backlog", "24"]),
+    ("backend", "bench/backend.py", ["--events", "10000"]),
 ]
 # the headline rows: benchmark, figure (dotted), what it is, target
 SUMMARY: list[tuple[str, str, str, str]] = [
@@ -64,6 +65,11 @@ SUMMARY: list[tuple[str, str, str, str]] = [
     ("fleet", "lost", "events lost", "0"),
     ("fleet", "duplicate_rows", "duplicate rows", "0"),
     ("fleet", "seq_gaps_open", "seq gaps still open", "0"),
+    ("backend", "database.batch_500.in_order.rows_per_s", "PostgresSink, batch 500, rows/s", ""),
+    ("backend", "database.batch_500.in_order.vs_insert", "PostgresSink / bare INSERT", ""),
+    ("backend", "listener.database_1.events_per_s", "one listen --database, events/s", ""),
+    ("backend", "listener.database_1.vs_raw", "one listen --database / raw paho", ""),
+    ("backend", "listener.database_4.events_per_s", "four listen --database, events/s", ""),
     ("footprint", "day_writes.db_writes", "steady day: write calls on the store", ""),
     ("footprint", "day_writes.db_write_bytes", "steady day: bytes written to the store", ""),
     ("footprint", "day_writes.db_syncs", "steady day: fsync/fdatasync on the store", ""),

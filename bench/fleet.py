@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "pack-agent/v1"
 VEHICLES_PER_WORKER = 2500  # 4 descriptors each (socket, SQLite file, -wal, -shm)
 CONNECT_THREADS = 64  # per worker: TCP connects in progress at once
+BACKLOG_SLICE = 20  # vehicles given their backlog per turn of a worker's loop
 
 
 def raise_open_files() -> int:
@@ -133,6 +134,8 @@ def worker_main(
     dirty: set[Vehicle] = set()
     connecting: dict[Vehicle, Any] = {}  # vehicle -> its reconnect() running on a thread
     connector = ThreadPoolExecutor(max_workers=CONNECT_THREADS)
+    backlog_left: list[Vehicle] = []  # still to get their day of events (cmd "backlog")
+    backlog_each = 0
     rate = 0.0  # events/s appended by this worker
     credit = 0.0
     hold = False  # uplinks not polled: a backlog builds up in the outboxes
@@ -220,13 +223,8 @@ def worker_main(
                 hold = bool(arg)
                 if not hold:
                     dirty.update(fleet)
-            elif cmd == "backlog":
-                for v in fleet:
-                    with v.store.transaction():
-                        for _ in range(int(arg)):
-                            v.store.append(draft(v))
-                    appended += int(arg)
-                out.put(("backlog", index, appended))
+            elif cmd == "backlog":  # appended a few vehicles per turn of the loop, below
+                backlog_left, backlog_each = list(fleet), int(arg)
             elif cmd == "mark":
                 for v in fleet:
                     v.reconnected_at = None
@@ -248,6 +246,18 @@ def worker_main(
                     v.store.close()
                 out.put(("stopped", index, appended))
                 return
+        if backlog_left:
+            # a slice per turn: appending 2,500 vehicles' day at once would stop this loop for
+            # tens of seconds, and every vehicle's keepalive with it (a real vehicle's PINGREQ
+            # does not wait for 2,499 others to write their outboxes)
+            for v in backlog_left[-BACKLOG_SLICE:]:
+                with v.store.transaction():
+                    for _ in range(backlog_each):
+                        v.store.append(draft(v))
+                appended += backlog_each
+            del backlog_left[-BACKLOG_SLICE:]
+            if not backlog_left:
+                out.put(("backlog", index, appended))
         if rate > 0:
             credit += rate * (now - last)
             while credit >= 1:

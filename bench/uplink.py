@@ -8,13 +8,19 @@ One private mosquitto on a free loopback port serves every phase of one run:
    publishes the same event payloads back to back and waits for every PUBACK;
 2. drain: the same number of events is queued in a real SQLite outbox, then the
    agent's real main loop (``agent.run_loop``, an idle CAN source) and ``MqttUplink``
-   drain it; the clock stops when the outbox is empty;
+   drain it; the clock stops when the outbox is empty. Twice per round, once per
+   network design of the uplink (the order alternates from round to round):
+   *threaded*, paho's network thread (the daemon's), and *external*, paho's
+   external-loop API driven by ``poll()`` on the main loop's thread, no paho thread
+   (``MqttUplink(..., io_in_poll=True)``, delivery/mqtt_link.py);
 3. latency: events are appended at a steady rate (200/s) by the main loop, as frames
    would cause them, and the time from ``Store.append`` to the PUBACK being recorded
-   in the store (``mark_delivered``) is taken per event.
+   in the store (``mark_delivered``) is taken per event, for each design.
 
-Ratios, not absolute figures, are what to compare across machines. The last line
-is one JSON object.
+Ratios, not absolute figures, are what to compare across machines: threaded / raw,
+external / raw and external / threaded, per round and their medians. ``drain_*`` and
+``latency_*`` without a design in the name are the daemon's design (threaded). The
+last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -182,9 +188,17 @@ class BenchAgent:
             self.stop.set()
 
 
-def uplink_for(broker: LocalBroker, store: Store, inflight: int) -> MqttUplink:
+DESIGNS = ("threaded", "external")
+DAEMON_DESIGN = "threaded"  # what MqttUplink.start() does, and so the daemon
+
+
+def uplink_for(broker: LocalBroker, store: Store, inflight: int, design: str) -> MqttUplink:
+    """An uplink, started with the network ``design`` (one of ``DESIGNS``)."""
     settings = MqttSettings(host=broker.host, port=broker.port, max_inflight=inflight)
-    return MqttUplink(settings, store, VIN, agent_version="bench")
+    external = design == "external"
+    uplink = MqttUplink(settings, store, VIN, agent_version="bench", io_in_poll=external)
+    uplink.start()
+    return uplink
 
 
 def wait_connected(uplink: MqttUplink) -> None:
@@ -196,15 +210,14 @@ def wait_connected(uplink: MqttUplink) -> None:
         time.sleep(0.01)
 
 
-def drain(broker: LocalBroker, folder: Path, n: int, inflight: int) -> float:
+def drain(broker: LocalBroker, folder: Path, n: int, inflight: int, design: str) -> float:
     """Seconds for the agent's main loop and uplink to empty an outbox of ``n`` events."""
     folder.mkdir(parents=True, exist_ok=True)
-    with Store(folder / "drain.db", max_events=n + 1) as store:
+    with Store(folder / f"drain-{design}.db", max_events=n + 1) as store:
         with store.transaction():
             for i in range(n):
                 store.append(health_draft(i))
-        uplink = uplink_for(broker, store, inflight)
-        uplink.start()
+        uplink = uplink_for(broker, store, inflight, design)
         wait_connected(uplink)
         stop = threading.Event()
         agent = BenchAgent(store, uplink, stop, total=0)
@@ -217,12 +230,14 @@ def drain(broker: LocalBroker, folder: Path, n: int, inflight: int) -> float:
         return elapsed
 
 
-def latency(broker: LocalBroker, folder: Path, rate: float, seconds: float, inflight: int):
+def latency(
+    broker: LocalBroker, folder: Path, rate: float, seconds: float, inflight: int, design: str
+) -> list[float]:
     """Append-to-PUBACK latencies (ms) at a steady ``rate`` of events per second."""
     count = int(rate * seconds)
-    with TimedStore(folder / "latency.db") as store:
-        uplink = uplink_for(broker, store, inflight)
-        uplink.start()
+    store = TimedStore(folder / f"latency-{design}.db")
+    with store:
+        uplink = uplink_for(broker, store, inflight, design)
         wait_connected(uplink)
         stop = threading.Event()
         agent = BenchAgent(store, uplink, stop, total=count)
@@ -260,49 +275,77 @@ def main() -> int:
     # set_tcp_nodelay: as in deploy/mosquitto/pack-agent.conf; without it the broker's
     # Nagle algorithm holds a PUBACK back for ~5 ms at times (see docs/performance.md)
     broker_conf = "" if args.broker_nagle else "set_tcp_nodelay true"
+    raw_rates: list[float] = []
+    rates: dict[str, list[float]] = {d: [] for d in DESIGNS}
+    lat: dict[str, list[float]] = {}
     with LocalBroker(extra_conf=broker_conf) as broker, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        raw_rates, drain_rates = [], []
-        for r in range(args.rounds):  # interleaved: both see the same machine, round by round
+        for r in range(args.rounds):  # interleaved: all see the same machine, round by round
             raw_rates.append(args.events / raw_paho(broker, payloads, args.inflight))
             time.sleep(1)  # let the broker settle between phases
-            drain_rates.append(
-                args.events / drain(broker, folder / f"r{r}", args.events, args.inflight)
-            )
-            time.sleep(1)
+            for design in DESIGNS if r % 2 == 0 else DESIGNS[::-1]:
+                seconds = drain(broker, folder / f"r{r}", args.events, args.inflight, design)
+                rates[design].append(args.events / seconds)
+                time.sleep(1)
+            th, ex, raw = rates["threaded"][-1], rates["external"][-1], raw_rates[-1]
             print(
-                f"round {r + 1}: raw paho {raw_rates[-1]:,.0f}/s, drain {drain_rates[-1]:,.0f}/s "
-                f"({drain_rates[-1] / raw_rates[-1]:.2f} x)",
+                f"round {r + 1}: raw paho {raw:,.0f}/s, "
+                f"threaded {th:,.0f}/s ({th / raw:.2f} x raw), "
+                f"external {ex:,.0f}/s ({ex / raw:.2f} x raw, {ex / th:.2f} x threaded)",
                 flush=True,
             )
-        lat = latency(broker, folder, args.rate, args.seconds, args.inflight)
+        for design in DESIGNS:
+            lat[design] = latency(broker, folder, args.rate, args.seconds, args.inflight, design)
 
-    ratios = sorted(d / r for d, r in zip(drain_rates, raw_rates, strict=True))
-    raw_rate, drain_rate = statistics.median(raw_rates), statistics.median(drain_rates)
-    result = {
+    def ratios(num: list[float], den: list[float]) -> list[float]:
+        return sorted(n / d for n, d in zip(num, den, strict=True))
+
+    per_round = {
+        "threaded_vs_raw": ratios(rates["threaded"], raw_rates),
+        "external_vs_raw": ratios(rates["external"], raw_rates),
+        "external_vs_threaded": ratios(rates["external"], rates["threaded"]),
+    }
+    result: dict[str, Any] = {
         "events": args.events,
         "inflight": args.inflight,
         "rounds": args.rounds,
-        "raw_paho_per_s": round(raw_rate),
-        "drain_per_s": round(drain_rate),
-        "drain_vs_raw": round(statistics.median(ratios), 3),
-        "drain_vs_raw_rounds": [round(x, 3) for x in ratios],
-        "latency_rate_per_s": args.rate,
-        "latency_events": len(lat),
-        "latency_p50_ms": round(statistics.median(lat), 2),
-        "latency_p99_ms": round(pct(lat, 99), 2),
-        "latency_max_ms": round(lat[-1], 2),
-        "broker_tcp_nodelay": not args.broker_nagle,
-        "python": sys.version.split()[0],
+        "raw_paho_per_s": round(statistics.median(raw_rates)),
     }
+    for design in DESIGNS:
+        result[f"{design}_per_s"] = round(statistics.median(rates[design]))
+    for key, values in per_round.items():
+        result[key] = round(statistics.median(values), 3)
+        result[f"{key}_rounds"] = [round(x, 3) for x in values]
+    result["latency_rate_per_s"] = args.rate
+    for design in DESIGNS:
+        values = lat[design]
+        result[f"latency_{design}_events"] = len(values)
+        result[f"latency_{design}_p50_ms"] = round(statistics.median(values), 2)
+        result[f"latency_{design}_p99_ms"] = round(pct(values, 99), 2)
+        result[f"latency_{design}_max_ms"] = round(values[-1], 2)
+    # the daemon's design under the names bench/all.py and earlier runs use
+    daemon = DAEMON_DESIGN
+    result["daemon_design"] = daemon
+    result["drain_per_s"] = result[f"{daemon}_per_s"]
+    result["drain_vs_raw"] = result[f"{daemon}_vs_raw"]
+    for key in ("events", "p50_ms", "p99_ms", "max_ms"):
+        result[f"latency_{key}"] = result[f"latency_{daemon}_{key}"]
+    result["broker_tcp_nodelay"] = not args.broker_nagle
+    result["python"] = sys.version.split()[0]
     print(
-        f"median: raw paho {raw_rate:,.0f}/s; outbox drain {drain_rate:,.0f}/s; "
-        f"drain / raw {result['drain_vs_raw']:.2f} (target >= 0.7)"
+        f"median: raw paho {result['raw_paho_per_s']:,}/s; drain threaded "
+        f"{result['threaded_per_s']:,}/s, external {result['external_per_s']:,}/s; "
+        f"threaded / raw {result['threaded_vs_raw']:.2f}, external / raw "
+        f"{result['external_vs_raw']:.2f} (target >= 0.7), external / threaded "
+        f"{result['external_vs_threaded']:.2f}"
     )
-    print(
-        f"append-to-PUBACK at {args.rate:g}/s: p50 {result['latency_p50_ms']} ms, "
-        f"p99 {result['latency_p99_ms']} ms (target <= 20 ms), max {result['latency_max_ms']} ms"
-    )
+    for design in DESIGNS:
+        print(
+            f"append-to-PUBACK at {args.rate:g}/s, {design}: "
+            f"p50 {result[f'latency_{design}_p50_ms']} ms, "
+            f"p99 {result[f'latency_{design}_p99_ms']} ms (target <= 20 ms), "
+            f"max {result[f'latency_{design}_max_ms']} ms"
+        )
     print(json.dumps(result))
     return 0
 

@@ -94,13 +94,18 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield s
 
 
-@pytest.fixture
-def make_uplink(store: Store) -> Iterator[Callable[..., MqttUplink]]:
-    """Build uplinks on the test's store (counting publishes); all stopped afterwards."""
+@pytest.fixture(params=[False, True], ids=["paho-thread", "io-in-poll"])
+def make_uplink(
+    store: Store, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., MqttUplink]]:
+    """Build uplinks on the test's store (counting publishes); all stopped afterwards.
+    Each test runs with both network designs: paho's thread (the daemon's) and
+    ``io_in_poll`` (``poll()`` does the I/O, delivery/mqtt_link.py)."""
     made: list[MqttUplink] = []
 
     def make(settings: MqttSettings, **kwargs: Any) -> MqttUplink:
         kwargs.setdefault("client_factory", CountingClient)
+        kwargs.setdefault("io_in_poll", request.param)
         up = MqttUplink(settings, store, VIN, agent_version="9.9.9", **kwargs)
         made.append(up)
         return up

@@ -194,21 +194,21 @@ _MIGRATION_LOCK = 0x7061636B  # pg_advisory_xact_lock key: one listener migrates
 
 _INSERT = (
     "INSERT INTO events (event_id, vin, seq, type, time, body)"
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[],"
-    " %s::timestamptz[], %s::jsonb[]) ON CONFLICT (event_id) DO NOTHING"
+    " SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[],"
+    " %b::timestamptz[], %b::jsonb[]) ON CONFLICT (event_id) DO NOTHING"
     " RETURNING vin, seq, event_id"
 )
 # the events just stored whose vin and seq an earlier (committed or same-batch) row holds
 _CONFLICTS = (
-    "SELECT n.vin, n.seq, min(o.event_id), n.event_id FROM unnest(%s::text[], %s::bigint[],"
-    " %s::text[]) AS n(vin, seq, event_id) JOIN events o ON o.vin = n.vin AND o.seq = n.seq"
-    " AND o.event_id <> n.event_id AND (o.event_id < n.event_id OR NOT o.event_id = ANY(%s))"
+    "SELECT n.vin, n.seq, min(o.event_id), n.event_id FROM unnest(%b::text[], %b::bigint[],"
+    " %b::text[]) AS n(vin, seq, event_id) JOIN events o ON o.vin = n.vin AND o.seq = n.seq"
+    " AND o.event_id <> n.event_id AND (o.event_id < n.event_id OR NOT o.event_id = ANY(%b))"
     " GROUP BY n.vin, n.seq, n.event_id"
 )
 # missing seq ranges of the given vehicles, from each one's contiguous point (or lower)
 _MISSING = (
     "WITH v AS (SELECT vin, least(contiguous, lo) AS start FROM vehicles"
-    " JOIN unnest(%s::text[], %s::bigint[]) AS b(bvin, lo) ON vin = bvin),"
+    " JOIN unnest(%b::text[], %b::bigint[]) AS b(bvin, lo) ON vin = bvin),"
     " s AS (SELECT e.vin, e.seq, lead(e.seq) OVER (PARTITION BY e.vin ORDER BY e.seq) AS nxt"
     " FROM events e JOIN v ON e.vin = v.vin AND e.seq >= v.start)"
     " SELECT vin, seq + 1, nxt - 1 FROM s WHERE nxt > seq + 1"
@@ -339,7 +339,7 @@ class PostgresSink:
             return
         self._conn.execute(
             "INSERT INTO seq_conflicts (vin, seq, first_event_id, second_event_id) SELECT *"
-            " FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[])"
+            " FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[])"
             " ON CONFLICT DO NOTHING",
             tuple(list(col) for col in zip(*rows, strict=True)),
         )
@@ -354,12 +354,12 @@ class PostgresSink:
         vins = sorted(lo)
         c = self._conn
         c.execute(
-            "INSERT INTO vehicles SELECT v, l, l - 1, l FROM unnest(%s::text[], %s::bigint[])"
+            "INSERT INTO vehicles SELECT v, l, l - 1, l FROM unnest(%b::text[], %b::bigint[])"
             " AS b(v, l) ORDER BY v ON CONFLICT (vin) DO NOTHING",
             (vins, [lo[v] for v in vins]),
         )
         c.execute(  # the lock that makes two listeners' gap updates take turns
-            "SELECT vin FROM vehicles WHERE vin = ANY(%s) ORDER BY vin FOR UPDATE", (vins,)
+            "SELECT vin FROM vehicles WHERE vin = ANY(%b) ORDER BY vin FOR UPDATE", (vins,)
         ).fetchall()
         missing: dict[str, list[tuple[int, int]]] = {v: [] for v in vins}
         for vin, first, last in c.execute(_MISSING, (vins, [lo[v] for v in vins])):
@@ -367,7 +367,7 @@ class PostgresSink:
         now = time.monotonic()
         open_gaps: dict[str, list[tuple[int, int]]] = {v: [] for v in vins}
         for vin, first, last in c.execute(
-            "SELECT vin, first_seq, last_seq FROM seq_gaps WHERE vin = ANY(%s)"
+            "SELECT vin, first_seq, last_seq FROM seq_gaps WHERE vin = ANY(%b)"
             " AND closed_at IS NULL", (vins,),
         ):  # fmt: skip
             open_gaps[vin].append((first, last))
@@ -385,21 +385,21 @@ class PostgresSink:
                     done.opened.append(Gap(vin, first, last, now))
         if closing:
             c.execute(
-                "UPDATE seq_gaps SET closed_at = now() FROM unnest(%s::text[], %s::bigint[])"
+                "UPDATE seq_gaps SET closed_at = now() FROM unnest(%b::text[], %b::bigint[])"
                 " AS g(v, f) WHERE vin = v AND first_seq = f",
                 ([v for v, _ in closing], [f for _, f in closing]),
             )
         if opening:
             c.execute(
                 "INSERT INTO seq_gaps (vin, first_seq, last_seq) SELECT * FROM"
-                " unnest(%s::text[], %s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
+                " unnest(%b::text[], %b::bigint[], %b::bigint[]) ON CONFLICT DO NOTHING",
                 ([v for v, _, _ in opening], [f for _, f, _ in opening],
                  [t for _, _, t in opening]),
             )  # fmt: skip
         c.execute(
             "UPDATE vehicles SET first_seq = least(first_seq, b.l),"
             " highest = greatest(highest, b.h), contiguous = coalesce(b.c, greatest(highest, b.h))"
-            " FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[]) AS b(v, l, h, c)"
+            " FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::bigint[]) AS b(v, l, h, c)"
             " WHERE vin = b.v",
             (
                 vins,

@@ -7,7 +7,13 @@ de-duplicate by ``event_id``.
 Threads: paho's network thread runs the callbacks, which only put tuples on a
 ``SimpleQueue``. ``poll()``, on the main loop's thread, does everything else:
 it turns PUBACKs into ``store.mark_delivered`` and publishes more events. The
-store is never touched from paho's thread.
+store is never touched from paho's thread. That is the daemon's design. Made with
+``io_in_poll``, the uplink has no paho thread: ``poll()`` does the network I/O
+itself through paho's external-loop API, and a helper thread only connects and
+keeps the link alive while the main loop is held up (``mqtt_link``); the callbacks
+and the queue are the same. It is not the daemon's because it did not drain
+faster: bench/uplink.py runs both designs (docs/performance.md, "Uplink"). With
+``start(external_loop=True)`` the caller drives the client (bench/fleet.py).
 
 Pumping: while there is a backlog, the main loop asks ``busy`` and, when true,
 calls ``poll(wait=...)`` instead of sleeping on the CAN bus. ``poll`` reads the
@@ -31,6 +37,7 @@ the outbox is not: the events are simply published again.
 
 This module is the drain loop. Split off along its seams: ``mqtt_connection``
 (transport security, the paho client with TLS and credentials, why a link failed),
+``mqtt_link`` (the network driven from ``poll()``, for ``io_in_poll``),
 ``mqtt_messages`` (event properties, the retained status and the last will) and
 ``uplink`` (the :class:`Uplink` interface). Their names stay importable from here.
 """
@@ -50,6 +57,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from pack_agent.config import MqttSettings
@@ -62,6 +70,7 @@ from pack_agent.delivery.mqtt_connection import (
     why_lost,
     why_unreachable,
 )
+from pack_agent.delivery.mqtt_link import InlineLink
 from pack_agent.delivery.mqtt_messages import (
     EventProperties,
     status_payload,
@@ -95,7 +104,14 @@ DELETE_EVERY_S = 5.0
 READ_AHEAD = 200  # outbox rows read at once
 GATHER_S = 0.005  # pumping with paho's queue full: look at the PUBACKs this often
 QUEUED_IN_PAHO = 200  # events handed to paho beyond the in-flight window (see _handoff)
-_HELD = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)  # paho keeps the message
+# paho keeps the message (and sends it after a reconnect): queued, not connected, or written
+# at once (no network thread) into a connection that just broke
+_HELD = (
+    MQTTErrorCode.MQTT_ERR_SUCCESS,
+    MQTTErrorCode.MQTT_ERR_NO_CONN,
+    MQTTErrorCode.MQTT_ERR_CONN_LOST,
+)
+_KEEPALIVE_TIMEOUT = ReasonCode(PacketTypes.DISCONNECT, "Keep alive timeout")
 _NO_SUBSCRIBERS = 0x10  # v5 PUBACK: accepted, but no subscription matched (mqtt.require_subscriber)
 
 
@@ -119,7 +135,12 @@ class MqttUplink(Uplink):
         *,
         agent_version: str,
         client_factory: ClientFactory | None = None,
+        io_in_poll: bool = False,
     ) -> None:
+        """``io_in_poll``: ``poll()`` does the network I/O on the caller's thread, through
+        paho's external-loop API, and a helper thread the connects
+        (:mod:`pack_agent.delivery.mqtt_link`); by default paho's network thread does
+        both (bench/uplink.py compares the two designs)."""
         check_transport_security(settings)
         if not settings.tls and not is_loopback(settings.host):
             log.warning("mqtt.allow_insecure: talking to %s without TLS", settings.host)
@@ -152,6 +173,8 @@ class MqttUplink(Uplink):
         self._rescan = False  # a refused event lies behind the cursor: look from the start
         self._progress_at = 0.0  # monotonic time of the last publish or PUBACK
         self._client = self._make_client(client_factory or mqtt.Client)
+        self._io_in_poll = io_in_poll
+        self._link: InlineLink | None = None  # the network, driven by poll() (io_in_poll)
 
     def _make_client(self, factory: ClientFactory) -> mqtt.Client:
         client = make_client(
@@ -190,7 +213,7 @@ class MqttUplink(Uplink):
         # paho waits reconnect_min_s, then doubles: start each vehicle at its own point
         first = min(jittered(s.reconnect_min_s), s.reconnect_max_s)
         client.reconnect_delay_set(first, s.reconnect_max_s)
-        self._events.put(("disconnect", rc))
+        self._events.put(("disconnect", rc, first))
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
         self._events.put(("puback", mid, rc))
@@ -209,10 +232,12 @@ class MqttUplink(Uplink):
     # -- main thread ------------------------------------------------------------
 
     def start(self, external_loop: bool = False) -> None:
-        """Connect in the background (paho's network thread). With ``external_loop``
-        there is no thread: the caller drives :attr:`client` (``reconnect()``, then
-        ``loop_read``/``loop_write``/``loop_misc`` on its socket), as bench/fleet.py
-        does for thousands of vehicles in one process."""
+        """Connect in the background: on paho's network thread (``loop_start``, the
+        daemon's design), or, made with ``io_in_poll``, on a helper thread, ``poll()``
+        doing the I/O. With ``external_loop`` there is no thread: the caller drives
+        :attr:`client`
+        (``reconnect()``, then ``loop_read``/``loop_write``/``loop_misc`` on its socket),
+        as bench/fleet.py does for thousands of vehicles in one process."""
         if self._started:
             return
         self._started = True
@@ -226,8 +251,23 @@ class MqttUplink(Uplink):
             "TLS" if s.tls else "no TLS",
         )
         self._client.connect_async(s.host, s.port, s.keepalive_s)
-        if not external_loop:
+        if external_loop:
+            return
+        if not self._io_in_poll:
             self._client.loop_start()
+            return
+        self._link = InlineLink(
+            self._client,
+            self._events.put,
+            first_delay=s.reconnect_min_s,
+            max_delay=s.reconnect_max_s,
+            keepalive=s.keepalive_s,
+        )
+        self._link.start()
+
+    def _io(self) -> contextlib.AbstractContextManager[Any]:
+        """Held while this thread uses the client (the link's helper keeps out)."""
+        return self._link.lock if self._link is not None else contextlib.nullcontext()
 
     @property
     def client(self) -> mqtt.Client:
@@ -236,6 +276,10 @@ class MqttUplink(Uplink):
 
     def poll(self, wait: float = 0.0) -> None:
         if not self._started or self._stopped:
+            return
+        if self._link is not None:
+            with self._link.lock:
+                self._poll_inline(self._link, wait)
             return
         deadline = time.monotonic() + wait
         block = 0.0
@@ -255,6 +299,25 @@ class MqttUplink(Uplink):
                 # thread: let PUBACKs gather instead of waking up for each one
                 time.sleep(min(block, GATHER_S))
                 block = 0.0
+
+    def _poll_inline(self, link: InlineLink, wait: float) -> None:
+        """``poll`` doing its own network I/O: wait on the socket (up to ``wait`` while
+        events are in flight), read and apply the PUBACKs, publish more."""
+        deadline = time.monotonic() + wait
+        block = 0.0
+        while True:
+            link.service(block)
+            self._drain()
+            if not self._connected:
+                link.connect_if_due()
+                return
+            if self._announce:
+                self._announce = False
+                self._publish_status("online")
+            self._fill()
+            block = deadline - time.monotonic()
+            if block <= 0 or not self._inflight:
+                return
 
     @property
     def busy(self) -> bool:
@@ -337,7 +400,12 @@ class MqttUplink(Uplink):
                 self._commands.append(args[0])
             elif kind == "connect":
                 self._connected_event(args[0])
+            elif kind == "linked":  # the helper connected: the client is ours again
+                if self._link is not None:
+                    self._link.attempt_done(True)
             elif kind == "connect_fail":
+                if self._link is not None:
+                    self._link.attempt_done(False)
                 self._note_error(why_unreachable(self.settings, args[0]))
             elif kind == "paho_error":
                 kind = f"paho {args[0].split(':')[0]}"
@@ -348,7 +416,15 @@ class MqttUplink(Uplink):
                     log.info("disconnected from %s:%d (%s)", s.host, s.port, args[0])
                     if not self._stopped:
                         self._last_error = self._error_kind = f"connection lost: {args[0]}"
+                elif args[0] == _KEEPALIVE_TIMEOUT and not self._stopped:
+                    s = self.settings
+                    self._note_error(
+                        f"{s.host}:{s.port} took the TCP connection but sent no CONNACK within "
+                        f"mqtt.keepalive_s ({s.keepalive_s} s); trying again"
+                    )
                 self._connected = False
+                if self._link is not None:
+                    self._link.lost(args[1])
         if not acked:
             return
         self._progress_at = time.monotonic()
@@ -363,6 +439,8 @@ class MqttUplink(Uplink):
             return
         self._connected = self._announce = True
         self._connects += 1
+        if self._link is not None:
+            self._link.connected()
         log.info(
             "connected to %s:%d (%d reconnects, %d in flight)",
             s.host,
@@ -436,33 +514,42 @@ class MqttUplink(Uplink):
             props = status_properties(True)
             if request.correlation_data is not None:
                 props.CorrelationData = request.correlation_data  # type: ignore[union-attr]
-        self._client.publish(topic, json.dumps(body), qos=1, properties=props)
+        with self._io():
+            self._client.publish(topic, json.dumps(body), qos=1, properties=props)
 
     def announce(self, **fields: Any) -> None:
         self.status_fields.update(fields)
         if self._connected:
-            self._publish_status("online")
+            with self._io():
+                self._publish_status("online")
 
     def stop(self, timeout: float = 5.0) -> None:
         if not self._started or self._stopped:
             self._stopped = True
             return
         deadline = time.monotonic() + timeout
-        self._drain()
-        while self._connected and self._inflight and time.monotonic() < deadline:
-            time.sleep(0.01)
+        with self._io():
             self._drain()
-        if self._connected:  # last, so its queue_depth is final; sent before DISCONNECT
-            offline = self._publish_status("offline", reason="stopped")
-            while self._connected and offline in self._status_mids:
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(0.01)
-                self._drain()
-        self._stopped = True
-        self._client.disconnect()  # a clean DISCONNECT: the broker discards the will
-        self._client.loop_stop()
-        self._drain()  # acknowledgements that arrived at the last moment (deleted at close)
+            while self._connected and self._inflight and time.monotonic() < deadline:
+                self._await_reports(0.01)
+            if self._connected:  # last, so its queue_depth is final; sent before DISCONNECT
+                offline = self._publish_status("offline", reason="stopped")
+                while self._connected and offline in self._status_mids:
+                    if time.monotonic() >= deadline:
+                        break
+                    self._await_reports(0.01)
+            self._stopped = True
+            if self._link is None:
+                self._client.disconnect()  # a clean DISCONNECT: the broker discards the will
+                self._client.loop_stop()
+            else:
+                self._link.stop(0.0)  # no attempt starts from now on
+                self._drain()  # an attempt that connected just before: the socket is ours
+                if not self._link.connecting:  # else the helper closes what it opens
+                    self._client.disconnect()
+            self._drain()  # acknowledgements that arrived at the last moment (deleted at close)
+        if self._link is not None:  # a connect under way is not waited for past the deadline
+            self._link.stop(min(1.0, deadline - time.monotonic()))
         self._connected = False
         log.info(
             "uplink stopped: %d events in the outbox, %d unacknowledged",
@@ -470,6 +557,14 @@ class MqttUplink(Uplink):
             len(self._inflight),
         )
         self._inflight.clear()
+
+    def _await_reports(self, seconds: float) -> None:
+        """Let paho's reports come in for ``seconds`` (doing the I/O if it is ours)."""
+        if self._link is None:
+            time.sleep(seconds)
+        else:
+            self._link.service(seconds)
+        self._drain()
 
     @property
     def connected(self) -> bool:
