@@ -7,12 +7,13 @@ same process (the machine is shared and noisy).
   floats it has to sort (7,140);
 - the persisted policy state after 15 years of daily history, in bytes.
 
-    PYTHONPATH=src python bench/bench_policy.py
+    PYTHONPATH=src python bench/bench_policy.py [--readings 20000]
 The last line is one JSON object.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import time
@@ -53,8 +54,13 @@ def per_reading(policy: ScrapPolicy, rs: list[Reading]) -> float:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--readings", type=int, default=20_000, help="seconds of 1 Hz readings per policy"
+    )
+    args = ap.parse_args()
     cfg = load_config(reference_config_path())
-    rs = readings(20_000)
+    rs = readings(args.readings)
     one = ConsecutiveRule(id="c", below=80, description_en="e", description_zh="z")
     baseline = ScrapPolicy([one])
     reference = ScrapPolicy.from_config(cfg, None, (), CODE)

@@ -17,6 +17,11 @@ use. Measured from /proc/PID of the agent:
   (``syscw``, ``wchar``, ``write_bytes``) and, when strace is installed, the write and
   sync system calls on the SQLite files; the same over a decision day that follows it
   (the pack passes 3,000 full cycles: a decision, the owner's notice, its events);
+  each day is fed at the agent's pace and counted until its status file says the day's
+  last frame is read and the outbox is empty. ``--day-step-s`` longer than half the
+  reference BMS timeout (CI's 120 s) raises the timeout to twice the step: otherwise
+  every frame is a wake-up, no reading is ever taken and the day writes nothing
+  (``quiet_day_timeout``);
 - a long life (``--life-days``): a second, fresh agent process lives the ``ageing``
   scenario (about three years: the SOH trend and forecast, the decision, the owner's
   notices and answers, the pack swap) with the simulator's head unit answering;
@@ -81,13 +86,18 @@ LIFE_LEAD_DAYS = 15  # how far the simulator may run ahead of the agent in the l
 # -- the agent process ---------------------------------------------------------
 
 
-def write_config(path: Path, bus_dir: Path, port: int, tmp: Path) -> None:
-    """The reference configuration, on localbus, a private broker and a temporary store."""
+def write_config(
+    path: Path, bus_dir: Path, port: int, tmp: Path, bms_timeout_s: float | None = None
+) -> None:
+    """The reference configuration, on localbus, a private broker and a temporary store
+    (``bms_timeout_s``: the reference's unless given, see ``quiet_day_timeout``)."""
+    health = {} if bms_timeout_s is None else {"bms_timeout_s": bms_timeout_s}
     cfg = rig_config(
         load_config(reference_config_path()),
         {"interface": "localbus", "channel": str(bus_dir)},
         port,
         tmp,
+        health=health,
         daemon={
             "clock": "frames",
             "status_interval_s": 0.1,
@@ -123,7 +133,8 @@ class Agent:
         self.notify_path = tmp / "notify.sock"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.notify_path))
-        self.log = (tmp / "agent.log").open("wb")
+        self.log_path = tmp / "agent.log"
+        self.log = self.log_path.open("wb")
         env = {**installed_env(), "NOTIFY_SOCKET": str(self.notify_path)}
         started = time.monotonic()
         self.proc = subprocess.Popen(
@@ -175,6 +186,29 @@ class Agent:
             time.sleep(0.05)
             status = self.status()
         return status
+
+    def wait_read(self, t: float, timeout: float) -> dict[str, Any]:
+        """The status file once the agent has read up to bus time ``t`` and its outbox is
+        empty (or as it is after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.status()
+            read = self.frame_time() >= t
+            if read and status.get("queue", {}).get("pending") == 0:
+                return status
+            time.sleep(0.05)
+        return self.status()
+
+    def log_size(self) -> int:
+        self.log.flush()
+        return self.log_path.stat().st_size
+
+    def events_since(self, offset: int) -> dict[str, int]:
+        """The events the agent logged after ``offset`` of its log, by type."""
+        with self.log_path.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        return dict(sorted(Counter(EVENT_LINE.findall(text)).items()))
 
     def broker_connected(self) -> bool:
         return bool(self.status().get("broker", {}).get("connected"))
@@ -248,7 +282,7 @@ class Traffic:
 
 
 def feed_simulated(
-    bus: can.BusABC, agent: Agent, frames: Iterator[can.Message], lead_s: float
+    bus: can.BusABC | SentBus, agent: Agent, frames: Iterator[can.Message], lead_s: float
 ) -> int:
     """As fast as the agent reads: never more than ``lead_s`` of bus time ahead of what
     the agent reports having handled (its status file), so nothing piles up in queues."""
@@ -378,22 +412,43 @@ def life(broker: LocalBroker, days: int) -> dict[str, Any]:
 
 
 def day_writes(
-    agent: Agent, bus: can.BusABC, frames: Iterator[can.Message], trace_path: Path
+    agent: Agent, bus: can.BusABC, frames: Iterator[can.Message], trace_path: Path, step_s: float
 ) -> tuple[dict[str, Any], dict[str, int]]:
-    """One simulated day fed at the agent's pace: the phase's figures and its writes
-    (``/proc/PID/io`` deltas, and the SQLite files' write and sync calls under strace)."""
+    """One simulated day fed at the agent's pace: the phase's figures (with the events the
+    agent logged during it) and its writes (``/proc/PID/io`` deltas, and the SQLite files'
+    write and sync calls under strace), counted until the agent has read the day's last
+    frame and its outbox is empty (its status file says both)."""
     io0 = proc_io(agent.pid)
+    log_at = agent.log_size()
     tracer = strace_day(agent.pid, trace_path)
-    phase = measure(agent, lambda: feed_simulated(bus, agent, frames, 1200.0), 86400.0)
-    time.sleep(2.0)  # the last events' sync, PUBACK and delete
+    sent = SentBus(bus)
+    # at most 240 steps of each message ahead of the agent (1,200 bus-s at the full form's
+    # 5 s step), whatever the step: the same few frames in flight
+    lead_s = 240 * step_s
+    phase = measure(agent, lambda: feed_simulated(sent, agent, frames, lead_s), 86400.0)
+    status = agent.wait_read(sent.last, 30.0)  # the day's events committed and delivered
     io1 = proc_io(agent.pid)
     if tracer is not None:
         tracer.send_signal(signal.SIGINT)
         tracer.wait(10)
+    phase["events"] = agent.events_since(log_at)
+    phase["outbox_pending"] = status.get("queue", {}).get("pending")
     writes = {k: io1[k] - io0[k] for k in ("syscw", "wchar", "write_bytes")}
     if tracer is not None:
         writes.update(strace_counts(trace_path))
     return phase, writes
+
+
+def quiet_day_timeout(step_s: float) -> float | None:
+    """The BMS timeout for a quiet day whose messages come every ``step_s``: None (the
+    reference's 10 s) when they come at least that often. A BMS that sends each message
+    only every 120 s (the CI's short form) is silent longer than 10 s between frames, so
+    with the reference's timeout every frame is a wake-up: the readings then wait for the
+    pack code (one page per step, never all four within the wait), no reading is taken,
+    no sample is due and nothing is saved, and the day measures 0 writes. Such a BMS is
+    configured with a timeout above its period, as here: twice the step."""
+    reference = load_config(reference_config_path()).health.bms_timeout_s
+    return None if step_s <= reference / 2 else 2 * step_s
 
 
 def measure(agent: Agent, run: Any, bus_seconds: float) -> dict[str, Any]:
@@ -512,7 +567,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pack-agent-footprint-") as d, LocalBroker() as broker:
         tmp = Path(d)
         config = tmp / "agent.toml"
-        write_config(config, tmp / "bus", broker.port, tmp)
+        write_config(config, tmp / "bus", broker.port, tmp, quiet_day_timeout(args.day_step_s))
         traffic = Traffic(config, args.busy_fps)
         bus = can.Bus(interface="localbus", channel=str(tmp / "bus"), preserve_timestamps=True)
         agent = Agent(config, tmp)
@@ -551,13 +606,15 @@ def main() -> int:
             # a steady day: healthy pack, broker connected, every message every few s
             day = 86400.0
             frames = traffic.frames(t, day, False, args.day_step_s)
-            phases["sim_day"], writes = day_writes(agent, bus, frames, tmp / "strace.txt")
+            phases["sim_day"], writes = day_writes(
+                agent, bus, frames, tmp / "strace.txt", args.day_step_s
+            )
             t += day
             # then a decision day: the same, past 3,000 full cycles (rule cycles-3000)
             deciding = Traffic(config, 0, full_cycles=3100)
             frames = deciding.frames(t, day, False, args.day_step_s)
             phases["sim_decision_day"], decision_writes = day_writes(
-                agent, bus, frames, tmp / "strace-decision.txt"
+                agent, bus, frames, tmp / "strace-decision.txt", args.day_step_s
             )
             hwm = proc_status(agent.pid)["VmHWM"]
         finally:

@@ -18,9 +18,16 @@ from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import settings
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pack_agent.dev.broker import LocalBroker, find_mosquitto
+
+# scripts/test runs the other Pythons' unit tests beside the whole suite at the lowest CPU
+# priority (--hypothesis-profile=beside): there an example's wall time says how busy the
+# machine is, not how fast the code is, so Hypothesis's 200 ms deadline is off (the whole
+# suite keeps it)
+settings.register_profile("beside", deadline=None)
 
 # --- kinds of tests ----------------------------------------------------------------------
 # Every test gets exactly the kinds below (markers registered in pyproject.toml, run with
@@ -150,6 +157,32 @@ def _unit_starts_no_process(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         subprocess.Popen.__init__ = real_init  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
+def ageing_frames() -> list[Any]:
+    """Every frame of the ``ageing`` scenario (about three years), read only."""
+    from test_agent_policy import AGEING
+
+    from pack_agent.canbus.checks import load_and_check
+    from pack_agent.config import load_config, reference_config_path
+    from pack_agent.dev.sim.logfile import scenario_frames
+
+    db = load_and_check(load_config(reference_config_path()))
+    return list(scenario_frames(AGEING, db))
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, ageing_frames: list[Any]) -> Any:
+    """One uninterrupted agent run of the ageing scenario (test_agent_policy.Run, closed),
+    the reference that the restarted, jumped and replayed runs are compared with; one for
+    the session (tests/runtime/test_agent_policy.py and tests/core/test_timeline.py)."""
+    from test_agent_policy import Run, config
+
+    run = Run(config(tmp_path_factory.mktemp("whole"), "whole"))
+    run.feed(ageing_frames)
+    run.close()
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Subscriber
+from daemon_toml import daemon_toml
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 PASSWORD = "not-for-the-journal-42"
@@ -29,30 +30,17 @@ def write_config(
     clock: str = "system",
 ) -> None:
     channel = f"test-run-{uuid.uuid5(uuid.NAMESPACE_URL, str(tmp)).hex[:10]}"
-    path.write_text(f"""
-vin = "LPACK2026AGENT001"
-databases = ["builtin:pack_agent_reference.dbc"]
-[[buses]]
-name = "powertrain"
-interface = "virtual"
-channel = "{channel}"
-[metrics]
-soh = {{ message = "BMS_Health", signal = "BMS_SOH" }}
-[mqtt]
-port = {port}
-keepalive_s = {keepalive}
-username = "vehicle"
-password = "{PASSWORD}"
-[store]
-path = "{tmp / "state" / "pack-agent.db"}"
-[health]
-publish_interval_s = {publish_interval}
-[daemon]
-shutdown_timeout_s = 3
-status_interval_s = 0.2
-clock = "{clock}"
-status_file = "{tmp / "run" / "status.json"}"
-""")
+    mqtt = {"keepalive_s": keepalive, "username": "vehicle", "password": PASSWORD}
+    path.write_text(
+        daemon_toml(
+            port,
+            tmp,
+            channel,
+            mqtt=mqtt,
+            health={"publish_interval_s": publish_interval},
+            daemon={"clock": clock},
+        )
+    )
 
 
 def start_agent(cfg: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:

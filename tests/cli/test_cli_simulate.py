@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 import uuid
 from collections import Counter
 
@@ -160,3 +162,62 @@ def test_unknown_scenario_is_one_clear_error(capsys):
         == 2
     )
     assert "unknown scenario 'nope'" in capsys.readouterr().err
+
+
+def test_follow_stays_within_the_lead_of_the_agents_frame_time(tmp_path):
+    """--follow: a stand-in agent reads the frames and writes its frame time to a status
+    file, slowly; the simulator never gets more than --lead-days (and the day it is in)
+    ahead of what that file says, and still plays every day."""
+    status = tmp_path / "status.json"
+    channel = f"test-sim-{uuid.uuid4().hex[:10]}"
+    agent_bus = can.Bus(interface="virtual", channel=channel)
+    done = threading.Event()
+    ahead: list[float] = []  # each frame's time minus the frame time written when it came
+    stamps: list[float] = []
+
+    def agent() -> None:
+        written = 0.0
+        while not done.is_set():
+            msg = agent_bus.recv(0.01)
+            if msg is None:
+                continue
+            ahead.append(msg.timestamp - written if written else 0.0)
+            stamps.append(msg.timestamp)
+            time.sleep(0.002)  # slower than --speed 1000: the simulator has to wait
+            written = msg.timestamp
+            tmp = status.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"agent": {"frame_time": written}}))
+            tmp.replace(status)
+
+    t = threading.Thread(target=agent)
+    t.start()
+    try:
+        rc = main([
+            "simulate", "--bus-interface", "virtual", "--channel", channel, "-q",
+            "--scenario", "healthy", "--days", "12", "--speed", "1000", "--head-unit", "none",
+            "--follow", str(status), "--lead-days", "2",
+        ])  # fmt: skip
+    finally:
+        done.set()
+        t.join()
+        while (msg := agent_bus.recv(0)) is not None:
+            stamps.append(msg.timestamp)
+        agent_bus.shutdown()
+    assert rc == 0
+    assert max(stamps) - min(stamps) > 11 * 86400  # every day played
+    assert max(ahead) <= 3 * 86400, max(ahead) / 86400  # the lead and one day's frames
+
+
+def test_follow_fails_naming_the_file_when_the_agent_never_reads(tmp_path, monkeypatch, capsys):
+    from pack_agent.cli import simulate
+
+    monkeypatch.setattr(simulate, "FOLLOW_STALL_S", 0.3)
+    missing = tmp_path / "no-agent" / "status.json"
+    channel = f"test-sim-{uuid.uuid4().hex[:10]}"
+    rc = main([
+        "simulate", "--bus-interface", "virtual", "--channel", channel,
+        "-q", "--days", "3", "--follow", str(missing),
+    ])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"--follow {missing}: the agent's frame time has not moved for 0.3 s" in err

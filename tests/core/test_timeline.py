@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_agent_notices import Rig
-from test_agent_policy import AGEING, Run, _health, _t, ageing_frames, config, uninterrupted
+from test_agent_policy import AGEING, Run, _health, _t, config
 from test_policy import CODE, T0, capacity, make, thermal
 
 from pack_agent.canbus.checks import load_and_check
@@ -36,8 +36,6 @@ from pack_agent.core.timeline import (
 from pack_agent.dev.sim.vehicle import code_pages, encode
 from pack_agent.runtime.agent import Agent, run_loop
 from pack_agent.store import Store
-
-__all__ = ["ageing_frames", "uninterrupted"]  # the fixtures, shared with test_agent_policy
 
 DAY = 86400.0
 YEAR = 365 * DAY

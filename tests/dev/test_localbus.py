@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import can
@@ -96,4 +97,33 @@ def test_a_stopped_receiver_loses_frames_but_never_blocks_the_sender(channel):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        tx.shutdown()
+
+
+def test_a_sender_with_backpressure_waits_for_a_paused_receiver_and_loses_nothing(channel):
+    """``backpressure_s`` (what `pack-agent simulate --follow` sets): a receiver stopped for
+    a second, longer than the default 250 ms, still gets every frame once it runs again."""
+    tx = can.Bus(interface="localbus", channel=channel, backpressure_s=30.0)
+    code = textwrap.dedent(f"""
+        import can
+        b = can.Bus(interface="localbus", channel={channel!r})
+        n = 0
+        while b.recv(3.0) is not None:
+            n += 1
+        print(n)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_peers(tx, 1)
+        os.kill(proc.pid, signal.SIGSTOP)
+        threading.Timer(1.0, os.kill, (proc.pid, signal.SIGCONT)).start()
+        for i in range(500):  # far more than the kernel's queue holds
+            tx.send(can.Message(arbitration_id=2, data=i.to_bytes(2, "little")))
+        assert tx.dropped == 0
+        out, _ = proc.communicate(timeout=30)
+        assert int(out) == 500
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         tx.shutdown()

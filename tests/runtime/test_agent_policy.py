@@ -74,19 +74,9 @@ class Run:
         ]
 
 
-@pytest.fixture(scope="module")
-def ageing_frames() -> list[can.Message]:
-    db = load_and_check(load_config(reference_config_path()))
-    return list(scenario_frames(AGEING, db))
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, ageing_frames) -> Run:
-    """One uninterrupted run of the ageing scenario, the reference for the others."""
-    run = Run(config(tmp_path_factory.mktemp("whole"), "whole"))
-    run.feed(ageing_frames)
-    run.close()
-    return run
+# the fixtures ageing_frames and uninterrupted (one run of the whole ageing scenario, the
+# reference for the others) are session-scoped in tests/conftest.py: this module and
+# tests/core/test_timeline.py share one computation
 
 
 def test_a_multi_year_scenario_decides_the_same_at_the_same_frame_time(

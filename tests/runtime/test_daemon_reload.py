@@ -12,41 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from daemon_toml import daemon_toml
 from pack_agent.config import load_config
 from pack_agent.runtime.daemon import RELOADABLE, Daemon
 from pack_agent.runtime.status import read_status
 
 
 def write_config(path: Path, port: int, tmp: Path, channel: str, **daemon: object) -> None:
-    keys = {
-        "shutdown_timeout_s": 3,
-        "status_interval_s": 0.2,
-        "status_file": str(tmp / "run" / "status.json"),
-        "clock": "system",
-        **daemon,
-    }
-    lines = "\n".join(
-        f"{k} = {v!r}".replace("'", '"') if isinstance(v, str) else f"{k} = {v}"
-        for k, v in keys.items()
-    )
-    path.write_text(f"""
-vin = "LPACK2026AGENT001"
-databases = ["builtin:pack_agent_reference.dbc"]
-[[buses]]
-name = "powertrain"
-interface = "virtual"
-channel = "{channel}"
-[metrics]
-soh = {{ message = "BMS_Health", signal = "BMS_SOH" }}
-[mqtt]
-port = {port}
-[store]
-path = "{tmp / "state" / "pack-agent.db"}"
-[health]
-publish_interval_s = 3600
-[daemon]
-{lines}
-""")
+    path.write_text(daemon_toml(port, tmp, channel, daemon=daemon))
 
 
 class DaemonThread:
@@ -117,8 +90,9 @@ def test_every_key_is_applied_or_reported(broker, tmp_path, caplog):
         # the reloadable ones are: the status file says the new interval
         assert daemon.config.daemon.status_interval_s == 0.5
         assert daemon.config.daemon.shutdown_timeout_s == 4
-        deadline = time.monotonic() + 5
-        while read_status(first_file).get("status_interval_s") != 0.5:
+        # (None until the daemon's first write: the thread may not have reached its loop)
+        deadline = time.monotonic() + 20
+        while (read_status(first_file) or {}).get("status_interval_s") != 0.5:
             assert time.monotonic() < deadline, read_status(first_file)
             time.sleep(0.05)
         assert not (tmp_path / "elsewhere").exists()

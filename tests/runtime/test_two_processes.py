@@ -16,7 +16,8 @@ from pack_agent.dev.sim import SCENARIOS
 from pack_agent.dev.sim.rig import rig_config, write_config
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-SPEED = 40  # simulated days per second
+SPEED = 100  # simulated days per second, at most: the simulator follows the agent
+LEAD_DAYS = 5  # how far the simulator may run ahead of what the agent has read
 
 
 def agent_config(tmp_path: Path, port: int) -> Path:
@@ -28,7 +29,11 @@ def agent_config(tmp_path: Path, port: int) -> Path:
         # the fast simulator sends one burst per ignition On and Off, not the 100 ms
         # traffic of a trip: a 10 s BMS timeout would report silence twice a trip
         health={"bms_timeout_s": 86400.0, "publish_interval_s": 86400.0},
-        daemon={"clock": "frames", "status_file": str(tmp_path / "status.json")},
+        daemon={
+            "clock": "frames",
+            "status_file": str(tmp_path / "status.json"),
+            "status_interval_s": 0.1,  # the simulator follows the frame time written there
+        },
     )
     return write_config(cfg, tmp_path / "agent.toml")
 
@@ -47,16 +52,18 @@ def test_simulator_and_agent_as_separate_processes(broker, tmp_path):
         agent = pack_agent("run", "--config", str(config), stderr=log)
         try:
             backend.wait_for(lambda s: any(x.get("state") == "online" for x in s.statuses), 15)
-            # 40 simulated days a second, well within what the agent reads (about 145 a
-            # second on the 2-core machine beside the simulator): the decision's notice must
-            # reach the head unit, and its answer the agent, in the 26 simulated days before
-            # the swap; at 100 a loaded CI machine fell that far behind (answer lost)
+            # the decision's notice must reach the head unit, and its answer the agent, in
+            # the 26 simulated days before the swap: the simulator stays at most LEAD_DAYS
+            # ahead of the agent's frame time (its status file), however slowly a loaded
+            # machine lets the agent read (at a fixed 40 or 100 days/s one fell that far
+            # behind and the answer came after the swap)
             sim = pack_agent(
                 "simulate", "--bus-interface", "localbus", "--channel", str(tmp_path / "bus"),
                 "--scenario", "ageing", "--speed", str(SPEED), "--head-unit", "service_booked",
+                "--follow", str(tmp_path / "status.json"), "--lead-days", str(LEAD_DAYS),
                 "-q", stdout=subprocess.PIPE,
             )  # fmt: skip
-            assert sim.wait(120) == 0
+            assert sim.wait(300) == 0
             backend.wait_for(lambda s: "pack.replaced" in {e["type"] for e in s.events}, 20)
         finally:
             agent.terminate()

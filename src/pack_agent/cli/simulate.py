@@ -5,6 +5,9 @@ Point a real agent, candump or ``cantools monitor`` at it. Two clocks:
 - fast (default): a whole simulated day in one burst of frames, ``--speed`` days
   per second; on a ``virtual`` bus the frames carry simulated time stamps, so an
   agent that takes time from frames (the demo) lives through years in seconds.
+- ``--follow STATUS_FILE`` (fast mode): never more than ``--lead-days`` ahead of the
+  agent whose status file that is (``[daemon] clock = "frames"``): an agent that reads
+  slower than ``--speed`` (a loaded machine) still answers the head unit in time.
 - ``--realtime``: every message at its DBC cycle time (``GenMsgCycleTime``) with
   wall-clock time stamps, as a real BMS sends; one scenario day every
   ``--day-seconds``.
@@ -13,6 +16,9 @@ Point a real agent, candump or ``cantools monitor`` at it. Two clocks:
 from __future__ import annotations
 
 import argparse
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 HELP = "run the virtual vehicle (BMS, VCU, head unit) alone on a CAN bus"
@@ -42,12 +48,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how the virtual head unit answers owner notices (default seen)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no line per day")
+    parser.add_argument(
+        "--follow",
+        metavar="STATUS_FILE",
+        help="fast mode: wait for the agent whose [daemon] status_file this is (its clock "
+        "from the frames) whenever it is more than --lead-days behind",
+    )
+    parser.add_argument(
+        "--lead-days",
+        type=float,
+        default=5.0,
+        help="with --follow: how far ahead of the agent's frame time (default 5)",
+    )
+
+
+FOLLOW_STALL_S = 60.0  # the agent's frame time did not move this long: it is not reading
+
+
+def follower(path: str, lead_s: float, stop: threading.Event) -> Callable[[float], None]:
+    """``sync(t)`` for the virtual vehicle: returns once the agent's status file says it
+    has read up to ``t - lead_s`` (or ``stop`` is set); fails, naming the file, when its
+    frame time stays still for ``FOLLOW_STALL_S`` (the agent stopped or never started)."""
+    from pathlib import Path
+
+    from pack_agent.errors import PackAgentError
+    from pack_agent.runtime.status import read_status
+
+    status = Path(path)
+
+    def frame_time() -> float | None:
+        agent = (read_status(status) or {}).get("agent")
+        value = agent.get("frame_time") if isinstance(agent, dict) else None
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def sync(t: float) -> None:
+        seen, moved = frame_time(), time.monotonic()
+        while not stop.is_set() and (seen is None or seen < t - lead_s):
+            if time.monotonic() - moved > FOLLOW_STALL_S:
+                raise PackAgentError(
+                    f"--follow {path}: the agent's frame time has not moved for "
+                    f"{FOLLOW_STALL_S:g} s (at {seen}, the simulator at {t})"
+                )
+            stop.wait(0.02)
+            now = frame_time()
+            if now != seen:
+                seen, moved = now, time.monotonic()
+
+    return sync
 
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
     import signal
-    import threading
 
     import can
 
@@ -68,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.speed <= 0 or args.day_seconds <= 0:
         raise PackAgentError("--speed and --day-seconds must be > 0")
+    if args.follow and (args.realtime or args.lead_days < 0):
+        raise PackAgentError("--follow: only in fast mode (not --realtime), --lead-days >= 0")
     scenario = SCENARIOS[args.scenario]
     if args.days is not None:
         scenario = dataclasses.replace(scenario, days=max(1, args.days))
@@ -77,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
     # (an agent with [daemon] clock = "frames" lives through the scenario's days)
     keeps_time = args.bus_interface in ("virtual", "localbus")
     options: dict[str, Any] = {"preserve_timestamps": True} if keeps_time else {}
+    if args.follow and args.bus_interface == "localbus":
+        # an agent starved of CPU for 250 ms must not lose the frames sent meanwhile (it
+        # would then never reach the time the simulator waits for): wait for it to read
+        options["backpressure_s"] = FOLLOW_STALL_S
     try:
         bus = can.Bus(interface=args.bus_interface, channel=args.channel, **options)
     except Exception as exc:
@@ -108,7 +166,10 @@ def run(args: argparse.Namespace) -> int:
         + "; Ctrl-C stops",
         flush=True,
     )
-    vehicle = VirtualVehicle(bus, db, scenario, head_unit, pace_s=1.0 / args.speed, on_day=on_day)
+    sync = follower(args.follow, args.lead_days * DAY, stop) if args.follow else None
+    vehicle = VirtualVehicle(
+        bus, db, scenario, head_unit, pace_s=1.0 / args.speed, on_day=on_day, sync=sync
+    )
     try:
         if args.realtime:
             vehicle.run_realtime(args.day_seconds, stop)

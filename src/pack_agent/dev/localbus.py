@@ -14,7 +14,9 @@ Each node has a receive buffer like a CAN socket's (``rx_buffer`` frames,
 filled by a reader thread), so a process that pauses for a few hundred
 milliseconds (a disk flush) loses nothing. A node that does not read for 250 ms
 (stopped, hung) loses frames for the next second, counted in the sender's
-``dropped``, as on a real bus: one stuck node never stops the others. A full
+``dropped``, as on a real bus: one stuck node never stops the others
+(``backpressure_s`` sets the 250 ms: a simulator that must lose nothing while it
+follows a slow agent, ``pack-agent simulate --follow``, waits longer). A full
 receive buffer drops the newest frames, counted in ``rx_dropped``.
 """
 
@@ -81,6 +83,7 @@ class LocalBus(can.BusABC):
         preserve_timestamps: bool = False,
         receive_own_messages: bool = False,
         rx_buffer: int = 20_000,
+        backpressure_s: float = _BACKPRESSURE_S,
         **kwargs: Any,
     ) -> None:
         self.channel_info = f"localbus {channel}"
@@ -91,6 +94,7 @@ class LocalBus(can.BusABC):
         self._sock.bind(str(self._path))
         self._sock.setblocking(False)
         self._preserve = preserve_timestamps
+        self._backpressure_s = float(backpressure_s)
         self._own = receive_own_messages
         self._peers: list[str] = []
         self._stalled: dict[str, float] = {}
@@ -153,12 +157,13 @@ class LocalBus(can.BusABC):
 
     def _send_to(self, peer: str, raw: bytes) -> None:
         """A receiver's queue is short (net.unix.max_dgram_qlen, often 10 frames): wait
-        briefly for a living node to read, but drop for a second to one that is stuck."""
+        briefly (``backpressure_s``) for a living node to read, but drop for a second to
+        one that is stuck."""
         now = time.monotonic()
         if self._stalled.get(peer, 0.0) > now:
             self.dropped += 1
             return
-        deadline = now + _BACKPRESSURE_S
+        deadline = now + self._backpressure_s
         while True:
             try:
                 self._sock.sendto(raw, peer)
