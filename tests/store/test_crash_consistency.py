@@ -14,7 +14,8 @@ are lost, as on a real car, so the test asserts invariants, not a fixed count:
 - no notice attempt reported twice, and no more attempts per notice and period than
   the cadence allows.
 
-``PACK_AGENT_SOAK=1`` runs 500 kills instead of 50 (``PACK_AGENT_KILLS=n`` sets it).
+25 kills in the test suite (CI's ten minutes: about 45 s, a decision and 13 kills with a
+backlog among them); ``PACK_AGENT_SOAK=1`` runs 500 (``PACK_AGENT_KILLS=n`` sets it).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from pack_agent.dev.sim.vehicle import day_frames
 SRC = Path(__file__).resolve().parents[2] / "src"
 SEED = 8
 KILLS = int(
-    os.environ.get("PACK_AGENT_KILLS") or (500 if os.environ.get("PACK_AGENT_SOAK") else 50)
+    os.environ.get("PACK_AGENT_KILLS") or (500 if os.environ.get("PACK_AGENT_SOAK") else 25)
 )
 # about 0.3 s of life per kill, 0.047 s per simulated day: a run sees about 6 days, so
 # the rules' windows are saved (hourly, by frame time) before most kills; a soak run
@@ -309,7 +310,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_repeats_nothing(tmp_path, m
         "seconds": round(elapsed, 1),
     }
     print("crash-consistency:", json.dumps(figures))
-    assert kills >= 50 or KILLS < 50
+    assert backlog_kills > 0, "no kill fell while a backlog was being published"
 
 
 def play_day(bus: can.BusABC, db: Any, head_unit: VirtualHeadUnit, day: Any) -> None:
