@@ -285,12 +285,8 @@ class MqttUplink(Uplink):
         block = 0.0
         while True:
             self._drain(block)
-            if not self._connected:
+            if not self._publish_more():
                 return
-            if self._announce:
-                self._announce = False
-                self._publish_status("online")
-            self._fill()
             block = deadline - time.monotonic()
             if block <= 0 or not self._inflight:
                 return
@@ -308,16 +304,23 @@ class MqttUplink(Uplink):
         while True:
             link.service(block)
             self._drain()
-            if not self._connected:
+            if not self._publish_more():
                 link.connect_if_due()
                 return
-            if self._announce:
-                self._announce = False
-                self._publish_status("online")
-            self._fill()
             block = deadline - time.monotonic()
             if block <= 0 or not self._inflight:
                 return
+
+    def _publish_more(self) -> bool:
+        """Connected: the status first after a (re)connect, then events from the outbox.
+        False when not connected (nothing to do until the link is back)."""
+        if not self._connected:
+            return False
+        if self._announce:
+            self._announce = False
+            self._publish_status("online")
+        self._fill()
+        return True
 
     @property
     def busy(self) -> bool:
