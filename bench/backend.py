@@ -690,6 +690,11 @@ def main() -> int:
         default=100,
         help="mosquitto max_inflight_messages (deploy/mosquitto/pack-agent.conf: 100)",
     )
+    ap.add_argument(
+        "--durable",
+        action="store_true",
+        help="PostgreSQL with fsync and synchronous_commit on (its defaults)",
+    )
     ap.add_argument("--skip", default="", help="phases to leave out: database,listener")
     ap.add_argument("--profile", action="store_true", help="cProfile one listener (phase 3)")
     ap.add_argument("--profile-top", type=int, default=15)
@@ -704,6 +709,7 @@ def main() -> int:
         "vehicles": args.vehicles,
         "load_avg_start": list(os.getloadavg()),
         "nproc": os.cpu_count(),
+        "durable": args.durable,
     }
     print(
         f"{n} events of {args.vehicles} vehicles; load average {os.getloadavg()[0]:.2f} "
@@ -719,7 +725,7 @@ def main() -> int:
         ]
     )
     try:
-        with LocalPostgres() as pg, LocalBroker(extra_conf=conf) as broker:
+        with LocalPostgres(durable=args.durable) as pg, LocalBroker(extra_conf=conf) as broker:
             if "database" not in skip:
                 batches = [int(b) for b in args.batches.split(",")]
                 result["database"] = database_phase(pg.url, events, batches, args.rounds)

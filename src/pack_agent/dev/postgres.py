@@ -7,6 +7,8 @@ and remove everything at the end. It never touches a system cluster.
 ``fsync``, ``synchronous_commit`` and ``full_page_writes`` are off: this cluster is
 thrown away after a test or a benchmark, so a power cut cannot matter, and the
 figures it gives for rows/s are therefore an upper bound (docs/scaling.md says so).
+``durable=True`` leaves PostgreSQL's defaults (every commit flushed to the disk), to
+measure what a production database would do (``bench/backend.py --durable``).
 initdb refuses to run as root: as root, the cluster belongs to the ``postgres``
 system user (created by Debian's package) and the commands run as that user.
 """
@@ -54,7 +56,9 @@ class LocalPostgres:
     host = HOST
     database = "pack_agent"
 
-    def __init__(self, *, bindir: str | None = None, start_timeout: float = 30.0) -> None:
+    def __init__(
+        self, *, bindir: str | None = None, start_timeout: float = 30.0, durable: bool = False
+    ) -> None:
         found = bindir or find_postgres()
         if not found:
             raise PackAgentError(
@@ -65,6 +69,7 @@ class LocalPostgres:
         self.bindir = found
         self.port = free_port()
         self.start_timeout = start_timeout
+        self.durable = durable
         self.workdir = Path(tempfile.mkdtemp(prefix="pack-agent-postgres-"))
         self.data = self.workdir / "data"
         self.log_path = self.workdir / "postgres.log"
@@ -114,9 +119,15 @@ class LocalPostgres:
                 f"listen_addresses = '{HOST}'",
                 f"port = {self.port}",
                 f"unix_socket_directories = '{self.workdir}'",
-                "fsync = off",  # thrown away afterwards (see the module's docstring)
-                "synchronous_commit = off",
-                "full_page_writes = off",
+                *(
+                    ()
+                    if self.durable
+                    else (
+                        "fsync = off",  # thrown away afterwards (see the module's docstring)
+                        "synchronous_commit = off",
+                        "full_page_writes = off",
+                    )
+                ),
                 "max_connections = 100",
                 "shared_buffers = 128MB",
             ]
