@@ -91,6 +91,10 @@ class SubscriberSettings:
     username: str | None = None
     password: str | None = None
     allow_insecure: bool = False
+    # MQTT v5 Receive Maximum: how many messages the broker may send before PUBACKs. paho
+    # sends none, and then a broker may have 65,535 on their way: with a batching sink that
+    # acknowledges only after its commit, they would all wait in memory (None: paho's)
+    receive_maximum: int | None = None
 
     def topics(self) -> list[str]:
         events = f"{self.prefix}/+/events/#"
@@ -108,6 +112,7 @@ class Summary:
     seq_conflicts: list[str] = field(default_factory=list)
     gaps_open: list[str] = field(default_factory=list)
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    peak_rss_mib: float = 0.0  # this process's, at the end (memory is bounded: see above)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,10 +123,20 @@ class Summary:
             "seq_conflicts": self.seq_conflicts,
             "gaps_open": self.gaps_open,
             "statuses": self.statuses,
+            "peak_rss_mib": self.peak_rss_mib,
         }
 
 
 Report = Callable[[str], None]
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory (Linux reports ru_maxrss in KiB)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return 0.0
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 class EventSubscriber:
@@ -205,6 +220,8 @@ class EventSubscriber:
         if s.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = max(s.session_expiry_s, 0)
+            if s.receive_maximum is not None:
+                props.ReceiveMaximum = s.receive_maximum
             self._client.connect_async(
                 s.host, s.port, keepalive=30, clean_start=s.session_expiry_s <= 0, properties=props
             )
@@ -354,5 +371,6 @@ class EventSubscriber:
         else:
             gaps = self.seqs.open_gaps()
         self.summary.gaps_open = [str(g) for g in gaps]
+        self.summary.peak_rss_mib = _peak_rss_mib()
         self.sink.close()
         return self.summary

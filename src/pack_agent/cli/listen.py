@@ -54,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-ms", type=float, default=50.0, metavar="T",
         help="--database: ... or every T ms, whichever first (50)",
     )  # fmt: skip
+    parser.add_argument(
+        "--receive-maximum", type=int, metavar="N",
+        help="MQTT v5 Receive Maximum: messages the broker may have sent and not yet had "
+        "acknowledged (default: 2 x --batch with --database, else 1000; bounds memory)",
+    )  # fmt: skip
     parser.add_argument("--count", type=int, metavar="N", help="stop after N new events")
     parser.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
     parser.add_argument("--quiet", "-q", action="store_true", help="no reports, only the summary")
@@ -84,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
     from pack_agent.errors import PackAgentError
 
     host, port = _broker(args.broker)
+    receive_maximum = args.receive_maximum
+    if receive_maximum is None:
+        receive_maximum = max(2 * args.batch, 100) if args.database else 1000
+    if not 1 <= receive_maximum <= 65535:
+        raise PackAgentError(f"--receive-maximum must be 1-65535, got {receive_maximum}")
     if args.session_expiry > 0 and not args.client_id:
         raise PackAgentError("--session-expiry needs --client-id (a session belongs to an id)")
     settings = SubscriberSettings(
@@ -100,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         username=args.username,
         password=args.password,
         allow_insecure=args.allow_insecure,
+        receive_maximum=receive_maximum,
     )
     sink: Sink | PostgresSink
     if args.database:
