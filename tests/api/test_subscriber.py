@@ -207,3 +207,53 @@ def test_listen_refuses_plaintext_to_a_remote_broker() -> None:
     proc = listen("--broker", "broker.example.com:1883", "--timeout", "1")
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 2 and "--allow-insecure" in err and "broker.example.com" in err
+
+
+def test_a_slow_listener_holds_a_bounded_inbox_loses_nothing_and_stops(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """mosquitto 2.0.11 sends past a listener's Receive Maximum once PUBACKs flow; the
+    listener's inbox is bounded all the same (paho's thread waits for room, so the
+    socket backs up instead of this process's memory), nothing is lost, and stop()
+    returns with the inbox full."""
+    from pack_agent.api.subscriber import EventSubscriber, SqliteSink, SubscriberSettings
+
+    settings = SubscriberSettings(port=broker.port, receive_maximum=20)
+    listener = EventSubscriber(settings, SqliteSink(str(tmp_path / "e.sqlite")), lambda _: None)
+    assert listener.inbox_limit == 120
+    listener.start()
+    assert listener.wait_subscribed(10)
+    publish(broker, events_for(VIN_A, list(range(1, 301))))  # acknowledged as they are kept
+    assert listener.run(count=10, timeout=10)  # PUBACKs flow: the broker sends past 20
+    deadline = time.monotonic() + 10
+    while listener._inbox.qsize() < listener.inbox_limit and time.monotonic() < deadline:
+        time.sleep(0.05)  # nobody handles the inbox meanwhile
+    assert listener._inbox.qsize() == listener.inbox_limit  # full, and no further
+    time.sleep(0.5)
+    assert listener._inbox.qsize() == listener.inbox_limit
+    assert listener.run(count=300, timeout=30)
+    summary = listener.stop()
+    assert summary.unique == 300 and summary.gaps_open == []
+    with sqlite3.connect(tmp_path / "e.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM events").fetchone() == (300,)
+
+
+def test_stop_returns_while_paho_waits_for_room_in_the_inbox(broker: LocalBroker) -> None:
+    from pack_agent.api.subscriber import EventSubscriber, PrintSink, SubscriberSettings
+
+    out = open(os.devnull, "w")  # noqa: SIM115 (closed below)
+    settings = SubscriberSettings(port=broker.port, receive_maximum=20)
+    listener = EventSubscriber(settings, PrintSink(out), lambda _: None)
+    listener.start()
+    assert listener.wait_subscribed(10)
+    publish(broker, events_for(VIN_A, list(range(1, 301))))
+    assert listener.run(count=10, timeout=10)
+    deadline = time.monotonic() + 10
+    while listener._inbox.qsize() < listener.inbox_limit and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert listener._inbox.qsize() == listener.inbox_limit  # paho's thread waits for room
+    started = time.monotonic()
+    summary = listener.stop()  # it must not hang, and what it holds is handled
+    out.close()
+    assert time.monotonic() - started < 10
+    assert summary.unique >= 10 + listener.inbox_limit

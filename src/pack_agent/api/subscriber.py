@@ -172,7 +172,14 @@ class EventSubscriber:
             baseline.setdefault(vin, 0)
             baseline[vin] = max(baseline[vin], seq)  # kept events are the baseline
         self.seqs = SeqTracker(baseline)
-        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        # what paho's thread received and this one has not handled yet. Bounded: when it is
+        # full, paho's thread waits (and stops reading the socket), so a broker that sends
+        # past the Receive Maximum (mosquitto 2.0.11 does, after the first window) cannot
+        # fill this process's memory; the control events and the broker's window fit in it
+        self.inbox_limit = (s.receive_maximum or 1000) + 100
+        self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=self.inbox_limit)
+        self._closing = False  # stop() runs: paho's thread no longer waits for room
+        self._spill: list[tuple[str, Any]] = []  # what arrived while closing with no room
         self._subscribed = threading.Event()
         self._client = self._make_client()
 
@@ -201,18 +208,27 @@ class EventSubscriber:
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise PackAgentError(f"TLS: cannot load the certificates: {exc}") from None
         client.on_connect = self._on_connect
-        client.on_connect_fail = lambda *_: self._inbox.put(("connect_fail", None))
-        client.on_subscribe = lambda _c, _u, _m, rcs, _p: self._inbox.put(("suback", rcs))
-        client.on_disconnect = lambda _c, _u, _f, rc, _p: self._inbox.put(("disconnect", rc))
-        client.on_message = lambda _c, _u, msg: self._inbox.put(
-            ("message", (msg, self._connection))
-        )
+        client.on_connect_fail = lambda *_: self._put(("connect_fail", None))
+        client.on_subscribe = lambda _c, _u, _m, rcs, _p: self._put(("suback", rcs))
+        client.on_disconnect = lambda _c, _u, _f, rc, _p: self._put(("disconnect", rc))
+        client.on_message = lambda _c, _u, msg: self._put(("message", (msg, self._connection)))
         return client
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        """On paho's thread: hand over, waiting while the inbox is full (see __init__)."""
+        while True:
+            try:
+                self._inbox.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self._closing:  # stop() joins this thread: keep it, handled after
+                    self._spill.append(item)
+                    return
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         if not rc.is_failure:  # paho's thread: later messages belong to this connection
             self._connection += 1
-        self._inbox.put(("connect", rc))
+        self._put(("connect", rc))
 
     def start(self) -> None:
         s = self.settings
@@ -356,13 +372,16 @@ class EventSubscriber:
     def stop(self) -> Summary:
         if self._batch is not None:  # commit and acknowledge before saying goodbye
             self._committed(self._batch.flush())
+        self._closing = True  # paho's thread, if it waits for room, spills instead
         self._client.disconnect()
         self._client.loop_stop()
+        rest: list[tuple[str, Any]] = []
         while True:  # what arrived before the disconnect (stored; the broker sends it again)
             try:
-                kind, arg = self._inbox.get_nowait()
+                rest.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
+        for kind, arg in [*rest, *self._spill]:  # the spill came after the inbox's
             if kind == "message":
                 self._on_message(*arg)
         if self._batch is not None:
