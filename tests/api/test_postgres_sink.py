@@ -5,19 +5,13 @@ where PostgreSQL or psycopg cannot be installed (scripts/setup installs both).""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from pack_agent.core.events import Event, EventDraft, utc_from_timestamp
+from listen_cli import events_for, listen, publish, wait_ready
 from pack_agent.dev.broker import LocalBroker
 from pack_agent.dev.postgres import LocalPostgres, find_postgres
 from pack_agent.errors import PackAgentError
@@ -25,7 +19,6 @@ from pack_agent.errors import PackAgentError
 psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is not installed (pack-agent[backend])")
 pytestmark = pytest.mark.skipif(find_postgres() is None, reason="PostgreSQL is not installed")
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 VIN_A, VIN_B = "LPACK2026AGENT001", "LPACK2026AGENT002"
 
 
@@ -42,15 +35,6 @@ def pg(cluster: LocalPostgres) -> str:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
     return cluster.url
-
-
-def events_for(vin: str, seqs: list[int]) -> list[Event]:
-    return [
-        Event.from_draft(
-            EventDraft(type="pack.health", vin=vin, time=utc_from_timestamp(s), data={"s": s}), s
-        )
-        for s in seqs
-    ]
 
 
 def rows(url: str) -> list[tuple[str, int]]:
@@ -135,38 +119,6 @@ def test_sink_errors_name_the_database_without_its_password(cluster: LocalPostgr
     with pytest.raises(PackAgentError, match=r"bob:\*\*\*@127\.0\.0\.1.*cannot connect") as info:
         PostgresSink(url)
     assert "secret" not in str(info.value)
-
-
-def listen(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "pack_agent", "listen", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
-
-def wait_ready(proc: subprocess.Popen[str]) -> None:
-    assert proc.stderr is not None
-    for _ in range(20):
-        if "subscribed to" in proc.stderr.readline():
-            return
-    raise AssertionError("listen did not subscribe")
-
-
-def publish(broker: LocalBroker, events: list[Event]) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, "test-vehicle", protocol=mqtt.MQTTv5)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    infos = [
-        client.publish(f"pack-agent/v1/{e.vin}/events/{e.type}", e.to_json(), qos=1) for e in events
-    ]
-    for info in infos:
-        info.wait_for_publish(5)
-    client.disconnect()
-    client.loop_stop()
 
 
 def test_two_listeners_in_one_share_group_store_each_event_once(

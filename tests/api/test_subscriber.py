@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
+from listen_cli import events_for, listen, publish, wait_ready
 from pack_agent.api.subscriber import (
     Deduplicator,
     Gap,
@@ -27,7 +24,6 @@ from pack_agent.core.events import Event, EventDraft, utc_from_timestamp
 from pack_agent.dev.broker import LocalBroker
 from pack_agent.errors import PackAgentError
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 VIN_A, VIN_B = "LPACK2026AGENT001", "LPACK2026AGENT002"
 
 
@@ -63,49 +59,6 @@ def test_deduplicator_and_jsonl_sink_remember_across_restarts(tmp_path: Path) ->
     path.write_text("not json\n")
     with pytest.raises(PackAgentError, match=r"events\.jsonl:1: not an event line"):
         list(JsonlSink(path).seen())
-
-
-def listen(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "pack_agent", "listen", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
-
-def publish(broker: LocalBroker, events: list[Event], extra: list[tuple[str, str]] = ()) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, "test-vehicle", protocol=mqtt.MQTTv5)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    infos = [
-        client.publish(f"pack-agent/v1/{e.vin}/events/{e.type}", e.to_json(), qos=1) for e in events
-    ]
-    infos += [client.publish(topic, body, qos=1) for topic, body in extra]
-    for info in infos:
-        info.wait_for_publish(5)
-    client.disconnect()
-    client.loop_stop()
-
-
-def wait_ready(proc: subprocess.Popen[str]) -> None:
-    assert proc.stderr is not None
-    for _ in range(20):
-        line = proc.stderr.readline()
-        if "subscribed to" in line:
-            return
-    raise AssertionError("listen did not subscribe")
-
-
-def events_for(vin: str, seqs: list[int]) -> list[Event]:
-    return [
-        Event.from_draft(
-            EventDraft(type="pack.health", vin=vin, time=utc_from_timestamp(s), data={"s": s}), s
-        )
-        for s in seqs
-    ]
 
 
 def test_listen_deduplicates_reports_gaps_and_stores(broker: LocalBroker, tmp_path: Path) -> None:
